@@ -1,0 +1,111 @@
+"""Every config field with its default. Other configs start from this one and override it.
+
+Not meant to be run on its own: its data and model are the CPU demo's, its schedule the
+PRX baseline's. Validation (t2ijax/config.py) rejects any key that is not defined here.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 10_000
+
+    c.data = dict(
+        name="shapes",               # dataset builder (t2ijax.data registry)
+        data_dir="data",             # where TFDS datasets and caches live
+        resolution=32,               # image side in pixels
+        num_train=10_000,            # synthetic shapes only: examples per split
+        num_validation=512,
+        caption_field="caption_long",  # caption_long | caption_short
+        caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
+        global_batch_size=256,       # over all hosts and devices
+    )
+
+    c.text = dict(
+        encoder="all-MiniLM-L6-v2",  # alias or Hugging Face-format directory
+        max_length=32,               # tokens, padded and truncated
+    )
+
+    c.autoencoder = dict(name="identity")  # identity = pixel space
+
+    c.model = dict(
+        name="prx",
+        patch_size=2,
+        hidden_size=1792,
+        depth=16,
+        num_heads=28,
+        mlp_ratio=3.5,
+        bottleneck_size=0,           # 0 = plain linear patch embedding
+        theta=10_000,                # RoPE base
+        dtype="float32",             # compute dtype: float32 | bfloat16 (params stay float32)
+        remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
+        scan_layers=True,            # nn.scan over blocks: compile time flat in depth
+        attention_impl="xla",        # xla | cudnn
+    )
+
+    c.diffusion = dict(
+        path="rectified_flow",       # x_t = (1 - t) x0 + t eps, t = 1 is noise
+        prediction="velocity",       # what the network outputs
+        loss_weighting="uniform",
+        timesteps="logit_normal",    # training t distribution
+        logit_mean=0.0,
+        logit_std=1.0,
+        uniform_fraction=0.1,        # share of t drawn uniformly
+        shift=1.0,                   # t -> shift t / (1 + (shift - 1) t), also used by samplers
+    )
+
+    c.optim = dict(
+        name="adamw",
+        learning_rate=1e-4,
+        schedule="constant",         # constant | cosine (both after linear warmup)
+        warmup_steps=1000,
+        final_lr_fraction=0.0,       # cosine only: lr at the end / peak lr
+        b1=0.9,
+        b2=0.95,
+        eps=1e-15,
+        weight_decay=0.0,
+        grad_clip_norm=0.2,          # 0 = no clipping
+    )
+
+    # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp.
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    # Logical axis -> mesh axes. Parameters and activations name logical axes only.
+    c.sharding_rules = dict(
+        batch=("data", "fsdp"),
+        length=(),
+        embed=("fsdp",),
+        mlp=("tensor",),
+        heads=("tensor",),
+        kv=(),
+        vocab=("tensor",),
+        layers=(),
+        conv_in=(),
+    )
+
+    c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
+    c.log = dict(every_steps=100)
+
+    c.sample = dict(
+        every_steps=2000,            # 0 = only at the end
+        sampler="euler",
+        steps=30,
+        guidance=4.0,                # classifier-free guidance scale; 1 = off
+        prompts=(
+            "A large red circle in the center, on a black background.",
+            "A small blue square on the left, on a light gray background.",
+            "A large green triangle at the top, on a dark gray background.",
+            "A large yellow circle on the left and a small purple square on the right, on a white background.",
+        ),
+    )
+
+    c.eval = dict(
+        every_steps=0,               # 0 = only at the end
+        num_samples=256,             # held-out prompts generated and scored
+        sampler="euler",
+        steps=30,
+        guidance=4.0,
+        loss_examples=512,           # held-out examples for the per-t-bin loss
+        batch_size=128,
+    )
+    return c

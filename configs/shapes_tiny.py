@@ -1,0 +1,20 @@
+"""The embedded default: a 1.7M-parameter PRX on 32x32 synthetic shapes, pixel space, CPU.
+
+Run (what `make train` does):
+  python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny
+Result: see docs/benchmarks.md (held-out colour / shape / position accuracy, wall time).
+"""
+from configs import base
+
+
+def get_config():
+    c = base.get_config()
+    c.total_steps = 2400
+    c.data.global_batch_size = 32
+    c.model.update(patch_size=4, hidden_size=128, depth=4, num_heads=4)
+    c.optim.update(learning_rate=2e-3, warmup_steps=200, schedule="cosine", final_lr_fraction=0.05,
+                   grad_clip_norm=1.0)
+    c.checkpoint.every_steps = 600
+    c.log.every_steps = 100
+    c.sample.every_steps = 1200
+    return c

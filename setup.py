@@ -1,0 +1,40 @@
+"""t2ijax: train and ablate text-to-image flow-matching transformers in JAX."""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "transformers>=5.0,<6",  # tokenizers and configs only; never torch at run time
+    "tokenizers>=0.22",
+    "safetensors>=0.6",
+    "tensorflow-datasets>=4.9.10,<5",
+    "importlib_resources",  # tensorflow-datasets needs it but declares it only for Python < 3.9
+    "tensorflow-cpu>=2.21,<2.22",
+    "tensorboard>=2.21",
+    "ml-collections>=1.1",
+    "clu>=0.0.12",
+    "absl-py>=2.0",
+    "numpy>=2.0",
+    "scipy>=1.14",
+    "pillow>=10",
+    "matplotlib>=3.8",
+]
+
+TEST = [
+    "pytest>=8",
+    "pytest-xdist>=3.6",
+    "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
+    "diffusers>=0.42,<0.43",
+]
+
+setup(
+    name="t2ijax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["t2ijax", "t2ijax.*", "configs", "configs.*"]),
+    python_requires=">=3.11",
+    install_requires=RUNTIME,
+    extras_require={"test": TEST},
+)

@@ -1,0 +1,129 @@
+"""Config validation: every check that can fail before compute, each a one-line error."""
+import difflib
+
+import ml_collections
+
+from configs import base
+from t2ijax.data.sources import DATASETS
+from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
+from t2ijax.diffusion.parameterization import PREDICTIONS
+from t2ijax.diffusion.paths import PATHS
+from t2ijax.diffusion.samplers import SAMPLERS
+from t2ijax.diffusion.timesteps import TIMESTEPS
+from t2ijax.errors import ConfigError
+from t2ijax.models.autoencoders import AUTOENCODERS
+from t2ijax.models.build import MODELS
+from t2ijax.optim import OPTIMIZERS, SCHEDULES
+from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+
+
+# Fields whose value must be one of a fixed set of names.
+_CHOICES = {
+    "data.name": DATASETS.names,
+    "data.caption_field": lambda: ["caption_long", "caption_short"],
+    "autoencoder.name": AUTOENCODERS.names,
+    "model.name": MODELS.names,
+    "model.dtype": lambda: ["bfloat16", "float32"],
+    "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
+    "model.attention_impl": lambda: ["cudnn", "xla"],
+    "diffusion.path": PATHS.names,
+    "diffusion.prediction": PREDICTIONS.names,
+    "diffusion.loss_weighting": LOSS_WEIGHTINGS.names,
+    "diffusion.timesteps": TIMESTEPS.names,
+    "optim.name": OPTIMIZERS.names,
+    "optim.schedule": SCHEDULES.names,
+    "sample.sampler": SAMPLERS.names,
+    "eval.sampler": SAMPLERS.names,
+}
+
+
+def _flatten(cfg, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, dict)) and name != "sharding_rules":
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_known(name: str, schema: dict) -> None:
+    if name not in schema:
+        hint = difflib.get_close_matches(name, list(schema), n=1)
+        raise ConfigError(f"config.{name} is not a config field"
+                          + (f"; did you mean config.{hint[0]}?" if hint else "; see configs/base.py"))
+
+
+def _check_keys_and_types(flat: dict, schema: dict) -> None:
+    for name, value in flat.items():
+        if name.startswith("sharding_rules"):
+            continue
+        _check_known(name, schema)
+        default = schema[name]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise ConfigError(f"config.{name}={value!r} must be a number (default {default!r})")
+        if isinstance(default, (str, bool)) and type(value) is not type(default):
+            raise ConfigError(f"config.{name}={value!r} must be a {type(default).__name__} (default {default!r})")
+
+
+def _check_choices(flat: dict) -> None:
+    for name, names in _CHOICES.items():
+        allowed = names()
+        if flat[name] not in allowed:
+            raise ConfigError(f"config.{name}='{flat[name]}' is not one of: {', '.join(allowed)}")
+
+
+def _check_model(cfg: ml_collections.ConfigDict) -> None:
+    m = cfg.model
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(f"config.model.hidden_size={m.hidden_size} is not divisible by "
+                          f"config.model.num_heads={m.num_heads}")
+    if (m.hidden_size // m.num_heads) % 4:
+        raise ConfigError(f"head dim {m.hidden_size // m.num_heads} (hidden_size / num_heads) must be a "
+                          "multiple of 4 for 2D RoPE; change config.model.hidden_size or num_heads")
+    if cfg.data.resolution % m.patch_size:
+        raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
+                          f"config.model.patch_size={m.patch_size}")
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "eval.steps"):
+        if _flatten(cfg)[name] <= 0:
+            raise ConfigError(f"config.{name} must be positive")
+    if not 0.0 <= cfg.data.caption_dropout < 1.0:
+        raise ConfigError(f"config.data.caption_dropout={cfg.data.caption_dropout} must be in [0, 1)")
+
+
+def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+    unknown_axes = sorted({a for axes in cfg.sharding_rules.values() for a in axes} - set(MESH_AXES))
+    if unknown_axes:
+        raise ConfigError(f"config.sharding_rules name mesh axes {unknown_axes}; mesh axes are {MESH_AXES}")
+    shape = dict(zip(MESH_AXES, mesh_shape(cfg.mesh, num_devices)))
+    data_parallel = shape["data"] * shape["fsdp"]
+    batch = cfg.data.global_batch_size
+    if batch % data_parallel:
+        raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by the data-parallel size "
+                          f"{data_parallel} ({' x '.join(BATCH_AXES)}); use a multiple of {data_parallel}")
+    if batch % num_processes:
+        raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by {num_processes} processes")
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Rejects command-line overrides (--config.a.b=value) of fields configs/base.py does not define."""
+    schema = _flatten(base.get_config())
+    for arg in argv:
+        if arg.startswith("--config."):
+            name = arg[len("--config."):].split("=", 1)[0]
+            if not name.startswith("sharding_rules."):
+                _check_known(name, schema)
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+    """Raises ConfigError (one line) for the first problem found; returns None if none."""
+    flat = _flatten(cfg)
+    _check_keys_and_types(flat, _flatten(base.get_config()))
+    missing = sorted(set(_flatten(base.get_config())) - set(flat))
+    if missing:
+        raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
+    _check_choices(flat)
+    _check_model(cfg)
+    _check_mesh(cfg, num_devices, num_processes)

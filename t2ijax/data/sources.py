@@ -1,0 +1,27 @@
+"""Datasets by config.data.name: each returns a split as in-memory numpy arrays.
+
+A split holds `image` uint8 [N, H, W, 3], one array of captions per caption field, and any
+ground-truth attributes the dataset has.
+"""
+import ml_collections
+import numpy as np
+
+from t2ijax.registry import Registry
+
+DATASETS = Registry("data.name")
+SPLITS = ("train", "validation")
+
+
+@DATASETS.register("shapes")
+def _shapes(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+    from t2ijax.data import shapes  # imports TensorFlow Datasets: only when used
+
+    shapes.build(cfg.data_dir, resolution=cfg.resolution, num_train=cfg.num_train,
+                 num_validation=cfg.num_validation)
+    return shapes.load_split(cfg.data_dir, cfg.resolution, split, num_train=cfg.num_train,
+                             num_validation=cfg.num_validation)
+
+
+def load_split(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+    """Builds the dataset if it is missing, then reads `split` (config.data is `cfg`)."""
+    return DATASETS.get(cfg.name)(cfg, split)

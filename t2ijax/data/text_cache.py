@@ -1,0 +1,58 @@
+"""Caption embeddings computed once and cached on disk; training reads, never encodes.
+
+Entries are keyed by the encoder, the token length and the exact texts, so a changed
+caption field, prompt list or encoder can never reuse a stale file. Embeddings are stored
+in float16 (half the disk and memory; far below the noise of training).
+"""
+import hashlib
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+
+def _key(texts: list[str], text_cfg: ml_collections.ConfigDict) -> str:
+    h = hashlib.sha256(json.dumps([text_cfg.encoder, int(text_cfg.max_length), texts]).encode())
+    return h.hexdigest()[:20]
+
+
+def _save_atomic(path: str, **arrays) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+class TextCache:
+    """Looks up (embeddings, mask) for lists of texts, encoding only what is not cached."""
+
+    def __init__(self, cache_dir: str, text_cfg: ml_collections.ConfigDict):
+        self.cache_dir = cache_dir
+        self.text_cfg = text_cfg
+        self._encoder = None
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self._encoder is None:
+            from t2ijax.models.text import load_text_encoder
+
+            self._encoder = load_text_encoder(self.text_cfg.encoder, max_length=self.text_cfg.max_length)
+        return self._encoder.encode(texts)
+
+    def lookup(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """Returns float16 embeddings [N, L, D] and bool mask [N, L] for `texts`, in order."""
+        texts = [str(t) for t in texts]
+        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        unique = unique.tolist()
+        path = os.path.join(self.cache_dir, f"text-{_key(unique, self.text_cfg)}.npz")
+        if os.path.exists(path):
+            with np.load(path) as f:
+                emb, mask = f["embeddings"], f["mask"]
+        else:
+            emb, mask = self._encode(unique)
+            emb = emb.astype(np.float16)
+            os.makedirs(self.cache_dir, exist_ok=True)
+            _save_atomic(path, embeddings=emb, mask=mask)
+        return emb[inverse], mask[inverse]
+
+    def release_encoder(self) -> None:
+        self._encoder = None

@@ -1,0 +1,69 @@
+"""Text-to-image generation with a trained denoiser: noise -> ODE sampler -> uint8 images."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from t2ijax.diffusion.samplers import guided_velocity, sample
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+    """[-1, 1] floats to uint8 pixels."""
+    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+class Generator:
+    """Generates images for cached text embeddings; compiled once per (batch, sampler settings)."""
+
+    def __init__(self, model: nn.Module, autoencoder, diffusion: ml_collections.ConfigDict,
+                 image_shape: tuple[int, int, int], null_text: np.ndarray, null_mask: np.ndarray):
+        self.model = model
+        self.autoencoder = autoencoder
+        self.diffusion = diffusion
+        self.image_shape = image_shape
+        self.null_text = jnp.asarray(null_text, jnp.float32)
+        self.null_mask = jnp.asarray(null_mask, bool)
+
+    @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("sampler", "steps", "guidance"))
+    def _generate(self, params, text, text_mask, rng, *, sampler: str, steps: int, guidance: float):
+        def apply_fn(x, t, txt, mask):
+            return self.model.apply({"params": params}, x, t, txt, mask)
+
+        velocity = guided_velocity(apply_fn, text, text_mask, self.null_text, self.null_mask, guidance,
+                                   self.diffusion)
+        noise = jax.random.normal(rng, (text.shape[0],) + self.image_shape)
+        latents = sample(velocity, noise, sampler, steps, self.diffusion.shift)
+        return to_uint8(self.autoencoder.decode(latents))
+
+    def __call__(self, params, text, text_mask, seed: int, *, sampler: str, steps: int, guidance: float,
+                 batch_size: int = 128) -> np.ndarray:
+        """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""
+        images = []
+        rng = jax.random.PRNGKey(seed)
+        for start in range(0, len(text), batch_size):
+            chunk_text = np.asarray(text[start:start + batch_size], np.float32)
+            chunk_mask = np.asarray(text_mask[start:start + batch_size], bool)
+            n = len(chunk_text)
+            pad = batch_size - n if len(text) > batch_size else 0
+            if pad:
+                chunk_text = np.concatenate([chunk_text, np.repeat(chunk_text[-1:], pad, 0)])
+                chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[-1:], pad, 0)])
+            out = self._generate(params, chunk_text, chunk_mask, jax.random.fold_in(rng, start),
+                                 sampler=sampler, steps=steps, guidance=float(guidance))
+            images.append(np.asarray(out)[:n])
+        return np.concatenate(images)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Tiles [N, H, W, C] images into one [rows*H, columns*W, C] image with 2-pixel gaps."""
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    grid = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = image
+    return grid

@@ -1,0 +1,55 @@
+"""Train a text-to-image flow-matching model.
+
+  python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny \
+      [--config.total_steps=3000 --config.model.depth=6 ...]
+
+Resumes automatically when the workdir holds a checkpoint.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and eval JSON.", required=True)
+config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
+    from t2ijax.config import check_overrides
+    from t2ijax.errors import ConfigError
+
+    try:
+        check_overrides(argv)
+        return FLAGS(argv)
+    except (ConfigError, flags.Error) as e:
+        sys.exit("error: " + " ".join(str(e).split()))
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
+    from t2ijax.errors import ConfigError
+    from t2ijax.train import train_and_evaluate
+
+    try:
+        config = FLAGS.config
+        config.keys()  # a config file that failed to load raises on first use
+    except OSError as e:
+        sys.exit("error: " + " ".join(str(e).split()))
+    try:
+        outputs = train_and_evaluate(config, FLAGS.workdir)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    logging.info("done")
+    print("\n".join([
+        f"checkpoints:  {outputs['checkpoints']}",
+        f"tensorboard:  tensorboard --logdir {outputs['tensorboard']}",
+        f"sample grid:  {outputs['samples']}",
+        f"eval JSON:    {outputs['eval']}",
+    ]))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,32 @@
+"""The denoiser named by config.model."""
+import jax.numpy as jnp
+import ml_collections
+
+from t2ijax.registry import Registry
+
+MODELS = Registry("model.name")
+
+
+@MODELS.register("prx")
+def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
+    from t2ijax.models.prx import PRX
+
+    return PRX(
+        in_channels=in_channels,
+        patch_size=cfg.patch_size,
+        context_in_dim=context_dim,
+        hidden_size=cfg.hidden_size,
+        mlp_ratio=cfg.mlp_ratio,
+        num_heads=cfg.num_heads,
+        depth=cfg.depth,
+        theta=cfg.theta,
+        bottleneck_size=cfg.bottleneck_size or None,
+        dtype=jnp.dtype(cfg.dtype),
+        remat_policy=cfg.remat_policy,
+        scan_layers=cfg.scan_layers,
+        attention_impl=cfg.attention_impl,
+    )
+
+
+def build_model(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
+    return MODELS.get(cfg.name)(cfg, in_channels, context_dim)

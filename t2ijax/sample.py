@@ -1,0 +1,82 @@
+"""Generate images from the latest checkpoint of a training run.
+
+  python -m t2ijax.sample --workdir=workdirs/shapes_tiny --prompt "a red circle on the left" --out out.png
+"""
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+from absl import app, flags
+from PIL import Image
+
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
+                    required=True)
+flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
+flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
+flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
+flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sample.steps).")
+flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's).")
+flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_integer("upscale", 4, "Nearest-neighbour upscaling of the saved PNG, for viewing small images.")
+FLAGS = flags.FLAGS
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; --workdir must be a t2ijax training run")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def main(argv):
+    del argv
+    from t2ijax import sharding, train_state
+    from t2ijax.checkpoint import Checkpointer
+    from t2ijax.generate import Generator, image_grid
+    from t2ijax.models.autoencoders import load_autoencoder
+    from t2ijax.models.build import build_model
+    from t2ijax.models.text import load_text_encoder
+    from t2ijax.optim import make_optimizer
+
+    try:
+        config = load_run_config(FLAGS.workdir)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    checkpointer = Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), keep=config.checkpoint.keep)
+    if checkpointer.latest_step() is None:
+        sys.exit(f"error: no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
+
+    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
+    encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length)
+    text, text_mask = encoder.encode(prompts)
+    null_text, null_mask = encoder.encode([""])
+
+    autoencoder = load_autoencoder(config.autoencoder.name)
+    model = build_model(config.model, autoencoder.channels, text.shape[-1])
+    optimizer, _ = make_optimizer(config.optim, config.total_steps)
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
+    rules = sharding.logical_rules(config.sharding_rules)
+    resolution = config.data.resolution // autoencoder.downsample
+    example = train_state.example_inputs(1, resolution, autoencoder.channels, *text.shape[1:])
+    with jax.set_mesh(mesh):
+        state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules))
+    checkpointer.close()
+
+    generator = Generator(model, autoencoder, config.diffusion, (resolution, resolution, autoencoder.channels),
+                          null_text[0], null_mask[0])
+    images = generator(state.params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
+                       steps=FLAGS.steps or config.sample.steps,
+                       guidance=config.sample.guidance if FLAGS.guidance is None else FLAGS.guidance)
+    image = images[0] if len(images) == 1 else image_grid(images)
+    out = Image.fromarray(image)
+    out = out.resize((out.width * FLAGS.upscale, out.height * FLAGS.upscale), Image.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    out.save(FLAGS.out)
+    print(f"wrote {FLAGS.out} ({len(images)} image(s), step {int(state.step)})")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,181 @@
+"""The training loop: setup, data, state, compiled steps, loop, final evaluation."""
+import json
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from PIL import Image
+
+from t2ijax import checkpoint, evaluation, sharding, train_state
+from t2ijax.config import validate
+from t2ijax.data.loader import Loader
+from t2ijax.data.prepare import images_to_model_space, prepare
+from t2ijax.errors import ConfigError
+from t2ijax.generate import Generator, image_grid
+from t2ijax.models.autoencoders import load_autoencoder
+from t2ijax.models.build import build_model
+from t2ijax.optim import make_optimizer
+from t2ijax.train_step import make_heldout_loss, make_train_step
+
+
+def check_writable(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} cannot be written ({e.strerror}); pass a writable --workdir") from None
+
+
+def _format_eta(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+class Run:
+    """Everything a training run holds, built in order by `setup`; `train` runs the loop."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.is_main = jax.process_index() == 0
+
+    # --- Setup: validation before any compute, mesh, writers -------------------------------------
+    def setup(self) -> "Run":
+        config, workdir = self.config, self.workdir
+        validate(config, jax.device_count(), jax.process_count())
+        check_writable(workdir)
+        self.mesh = sharding.make_mesh(config.mesh)
+        self.rules = sharding.logical_rules(config.sharding_rules)
+        self.writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                                           just_logging=not self.is_main)
+        if self.is_main:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2))
+
+        # --- Data: dataset and caption embeddings (built once, then cached) -----------------------
+        self.autoencoder = load_autoencoder(config.autoencoder.name)
+        self.data = prepare(config)
+        self.loader = Loader({k: self.data.train[k] for k in ("image", "text", "text_mask")},
+                             config.data.global_batch_size, config.seed, jax.process_index(), jax.process_count())
+        text_length, text_dim = self.data.train["text"].shape[1:]
+
+        # --- Model, optimizer and sharded state ----------------------------------------------------
+        self.model = build_model(config.model, self.autoencoder.channels, text_dim)
+        self.optimizer, self.schedule = make_optimizer(config.optim, config.total_steps)
+        resolution = config.data.resolution // self.autoencoder.downsample
+        self.image_shape = (resolution, resolution, self.autoencoder.channels)
+        local_batch = config.data.global_batch_size // jax.process_count()
+        example = train_state.example_inputs(local_batch, resolution, self.autoencoder.channels, text_length,
+                                             text_dim)
+        # --- Checkpoints: resume when the workdir has one, else initialise -------------------------
+        self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
+                                                    config.checkpoint.async_save)
+        if self.checkpointer.latest_step() is None:
+            self.state, self.state_shardings = train_state.create(config.seed, self.model, self.optimizer,
+                                                                  example, self.mesh, self.rules)
+        else:
+            abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules)
+            self.state = self.checkpointer.restore(abstract)
+            self.state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
+            logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
+        n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
+                     dict(self.mesh.shape))
+
+        # --- Compiled functions ----------------------------------------------------------------------
+        null_text = jnp.asarray(self.data.null_text, jnp.float32)
+        null_mask = jnp.asarray(self.data.null_mask)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask)
+        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
+                                  out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
+                                  donate_argnums=0)
+        self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
+        self.generator = Generator(self.model, self.autoencoder, config.diffusion, self.image_shape,
+                                   self.data.null_text, self.data.null_mask)
+        return self
+
+    def device_batch(self, step: int) -> dict[str, jax.Array]:
+        local = self.loader.batch(step)
+        local = {"x0": images_to_model_space(local["image"], self.autoencoder), "text": local["text"],
+                 "text_mask": local["text_mask"]}
+        return sharding.global_batch(local, self.batch_sharding)
+
+    # --- Periodic actions ------------------------------------------------------------------------------
+    def write_samples(self, step: int) -> str:
+        cfg = self.config.sample
+        images = self.generator(self.state.params, self.data.prompts["text"], self.data.prompts["text_mask"],
+                                self.config.seed, sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance)
+        path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
+        if self.is_main:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            grid = image_grid(images)
+            Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
+        self.writer.write_images(step, {"samples": image_grid(images)[None]})
+        return path
+
+    def evaluate(self, step: int) -> str:
+        metrics = evaluation.evaluate(step, self.heldout_loss, self.generator, self.state.params,
+                                      self.data.validation, self.autoencoder, self.config.eval, self.config.seed)
+        path = os.path.join(self.workdir, "eval", f"step_{step:07d}.json")
+        evaluation.write_json(metrics, path)
+        self.writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "step"})
+        logging.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True))
+        return path
+
+    # --- The loop ----------------------------------------------------------------------------------
+    def train(self) -> dict[str, str]:
+        config = self.config
+        total = config.total_steps
+        step = int(self.state.step)
+        pending, last_log_time, last_log_step = [], time.time(), step
+        outputs = {}
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            while step < total:
+                self.state, metrics = self.train_step(self.state, self.device_batch(step))
+                pending.append(metrics)
+                step += 1
+                if step % config.log.every_steps == 0 or step == total:
+                    pending = jax.device_get(pending)
+                    summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+                    elapsed = time.time() - last_log_time
+                    steps_per_s = (step - last_log_step) / elapsed
+                    summary.update(steps_per_sec=steps_per_s,
+                                   images_per_sec=steps_per_s * config.data.global_batch_size)
+                    self.writer.write_scalars(step, summary)
+                    logging.info("step %d/%d  loss %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  %.0f img/s  ETA %s",
+                                 step, total, summary["loss"], summary["grad_norm"], summary["learning_rate"],
+                                 steps_per_s, summary["images_per_sec"], _format_eta((total - step) / steps_per_s))
+                    pending, last_log_time, last_log_step = [], time.time(), step
+                if step % config.checkpoint.every_steps == 0 or step == total:
+                    self.checkpointer.save(self.state)
+                if step == total or (config.sample.every_steps and step % config.sample.every_steps == 0):
+                    outputs["samples"] = self.write_samples(step)
+                if step == total or (config.eval.every_steps and step % config.eval.every_steps == 0):
+                    outputs["eval"] = self.evaluate(step)
+            if "eval" not in outputs:  # resumed at the end: still report
+                outputs["samples"] = self.write_samples(step)
+                outputs["eval"] = self.evaluate(step)
+        final_eval = os.path.join(self.workdir, "eval.json")
+        if self.is_main:
+            with open(outputs["eval"]) as src, open(final_eval, "w") as dst:
+                dst.write(src.read())
+        self.checkpointer.close()
+        self.writer.flush()
+        outputs.update(eval=final_eval, checkpoints=self.checkpointer.directory,
+                       tensorboard=os.path.join(self.workdir, "tensorboard"))
+        return outputs
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+    """Trains `config` in `workdir` (resuming if it holds a checkpoint). Returns output paths."""
+    return Run(config, workdir).setup().train()

@@ -1,0 +1,60 @@
+"""The pure training step `(state, batch) -> (state, metrics)` and held-out loss."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from t2ijax.diffusion.losses import noised_inputs, per_example_loss
+from t2ijax.diffusion.timesteps import sample_timesteps
+from t2ijax.train_state import TrainState
+
+
+def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
+    """Replaces each example's caption by the empty caption with probability `rate`."""
+    drop = jax.random.uniform(rng, (text.shape[0],)) < rate
+    text = jnp.where(drop[:, None, None], null_text[None], text)
+    text_mask = jnp.where(drop[:, None], null_mask[None], text_mask)
+    return text, text_mask
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array):
+    """Builds the step. Batches hold x0 [B, H, W, C] (model space), text [B, L, D], text_mask [B, L].
+
+    Randomness is fold_in(state.rng, state.step): a function of the seed and step alone.
+    """
+    diffusion = config.diffusion
+
+    def loss_fn(params, batch, rng):
+        x0 = batch["x0"]
+        t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
+        t = sample_timesteps(t_rng, x0.shape[0], diffusion)
+        eps = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+        x_t, target = noised_inputs(x0, eps, t, diffusion)
+        text, text_mask = drop_captions(drop_rng, batch["text"].astype(jnp.float32), batch["text_mask"],
+                                        null_text, null_mask, config.data.caption_dropout)
+        output = model.apply({"params": params}, x_t, t, text, text_mask)
+        return jnp.mean(per_example_loss(output, target, t, diffusion))
+
+    def train_step(state: TrainState, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_heldout_loss(model: nn.Module, diffusion: ml_collections.ConfigDict):
+    """(params, batch, t, eps) -> per-example loss at the given times and noise, no caption dropout."""
+
+    def heldout_loss(params, batch, t, eps):
+        x_t, target = noised_inputs(batch["x0"], eps, t, diffusion)
+        output = model.apply({"params": params}, x_t, t, batch["text"].astype(jnp.float32), batch["text_mask"])
+        return per_example_loss(output, target, t, diffusion)
+
+    return heldout_loss

@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny config over a tiny synthetic dataset built once per session."""
+import pytest
+
+from configs import shapes_tiny
+
+
+def tiny_config(data_dir: str):
+    """The default config shrunk to compile and run in seconds on one CPU core."""
+    c = shapes_tiny.get_config()
+    c.data.update(data_dir=data_dir, num_train=256, num_validation=64, global_batch_size=8)
+    c.model.update(hidden_size=32, depth=2, num_heads=2)
+    c.text.max_length = 16
+    c.total_steps = 6
+    c.optim.warmup_steps = 2
+    c.checkpoint.every_steps = 3
+    c.log.every_steps = 3
+    c.sample.update(every_steps=0, steps=3, prompts=c.sample.prompts[:2])
+    c.eval.update(num_samples=8, steps=3, loss_examples=16, batch_size=8)
+    return c
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("data"))

@@ -1,0 +1,103 @@
+"""Bad input fails before compute with a one-line error naming what to change."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import base, prx_small, shapes_tiny
+from t2ijax.config import check_overrides, validate
+from t2ijax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("module", [shapes_tiny, prx_small])
+def test_shipped_configs_validate(module):
+    validate(module.get_config(), num_devices=8)
+
+
+def test_unknown_key_names_it_and_suggests():
+    c = shapes_tiny.get_config()
+    c.model.hiden_size = 64
+    with pytest.raises(ConfigError, match=r"config.model.hiden_size is not a config field; did you mean "
+                                          r"config.model.hidden_size\?"):
+        validate(c, num_devices=1)
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(ConfigError, match="config.optim.lr is not a config field"):
+        check_overrides(["prog", "--config.optim.lr=3e-4"])
+    check_overrides(["prog", "--config.optim.learning_rate=3e-4", "--workdir=x"])
+
+
+def test_axis_value_lists_the_allowed_names():
+    c = shapes_tiny.get_config()
+    c.diffusion.path = "ddpm"
+    with pytest.raises(ConfigError, match="config.diffusion.path='ddpm' is not one of: rectified_flow"):
+        validate(c, num_devices=1)
+
+
+def test_wrong_type_is_rejected():
+    c = base.get_config()
+    c.model.scan_layers = "yes"
+    with pytest.raises(ConfigError, match="config.model.scan_layers='yes' must be a bool"):
+        validate(c, num_devices=1)
+
+
+def test_mesh_must_match_device_count():
+    c = shapes_tiny.get_config()
+    c.mesh.update(data=2, fsdp=2, tensor=1)
+    with pytest.raises(ConfigError, match=r"uses 4 devices but 8 are present"):
+        validate(c, num_devices=8)
+    c.mesh.update(data=-1, fsdp=3, tensor=1)
+    with pytest.raises(ConfigError, match="cannot fill 8 devices"):
+        validate(c, num_devices=8)
+
+
+def test_batch_must_divide_over_data_parallel_devices():
+    c = shapes_tiny.get_config()
+    c.data.global_batch_size = 12
+    c.mesh.update(data=-1, fsdp=1, tensor=1)
+    with pytest.raises(ConfigError, match="global_batch_size=12 is not divisible by the data-parallel size 8"):
+        validate(c, num_devices=8)
+    c.mesh.update(data=1, fsdp=4, tensor=2)
+    validate(c, num_devices=8)
+
+
+def test_model_shape_checks():
+    c = shapes_tiny.get_config()
+    c.model.num_heads = 3
+    with pytest.raises(ConfigError, match="hidden_size=128 is not divisible by config.model.num_heads=3"):
+        validate(c, num_devices=1)
+    c = shapes_tiny.get_config()
+    c.model.patch_size = 5
+    with pytest.raises(ConfigError, match="resolution=32 is not divisible by config.model.patch_size=5"):
+        validate(c, num_devices=1)
+
+
+def _run_main(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "t2ijax.main", "--config=configs/shapes_tiny.py", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _error_line(proc) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    assert "did you mean config.model.depth" in _error_line(
+        _run_main(f"--workdir={tmp_path}", "--config.model.deptj=3"))
+    assert "is not one of" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.diffusion.timesteps=x"))
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    line = _error_line(_run_main(f"--workdir={blocked}/run"))
+    assert f"workdir {blocked}/run cannot be written" in line
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    line = _error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
+    assert "global_batch_size=6 is not divisible by the data-parallel size 4" in line
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

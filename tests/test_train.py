@@ -1,0 +1,109 @@
+"""The training step learns, checkpoints restore exactly, runs resume, and sharding changes nothing."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from t2ijax.checkpoint import Checkpointer
+from t2ijax.train import Run, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def run(data_dir, tmp_path_factory):
+    config = tiny_config(data_dir)
+    config.optim.update(schedule="constant", warmup_steps=1, learning_rate=3e-3)
+    return Run(config, str(tmp_path_factory.mktemp("run"))).setup()
+
+
+def test_loss_falls_on_a_fixed_batch(run):
+    batch = run.device_batch(0)
+    state, losses = run.state, []
+    for _ in range(60):
+        state, metrics = run.train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    run.state = state
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_checkpoint_restores_everything_exactly(run, tmp_path):
+    state, _ = run.train_step(run.state, run.device_batch(1))
+    run.state = state
+    checkpointer = Checkpointer(str(tmp_path / "ckpt"), keep=2, async_save=True)
+    checkpointer.save(state)
+    checkpointer.close()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored = Checkpointer(str(tmp_path / "ckpt"), keep=2).restore(abstract)
+    assert int(restored.step) == int(state.step) > 0
+    assert _leaves_equal(restored.params, state.params)
+    assert _leaves_equal(restored.opt_state, state.opt_state)
+    np.testing.assert_array_equal(restored.rng, state.rng)
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+
+
+def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path):
+    config = tiny_config(data_dir)
+    outputs = train_and_evaluate(config, str(tmp_path / "resumed"))
+    with open(outputs["eval"]) as f:
+        metrics = json.load(f)
+    assert metrics["step"] == 6
+    assert {"composition/colour", "composition/shape", "loss_t[0.0,0.3)", "loss_t[0.6,1.0)"} <= set(metrics)
+    assert os.path.exists(outputs["samples"]) and os.listdir(outputs["tensorboard"])
+
+    config.total_steps = 9
+    resumed = Run(config, str(tmp_path / "resumed")).setup()
+    assert int(resumed.state.step) == 6
+    resumed.train()
+    straight = Run(config, str(tmp_path / "straight")).setup()
+    assert int(straight.state.step) == 0
+    straight.train()
+    assert int(resumed.state.step) == int(straight.state.step) == 9
+    assert _leaves_equal(resumed.state.params, straight.state.params)
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", "6", "9"]
+
+
+SHARDED_STEP = textwrap.dedent("""
+    import sys, jax, numpy as np
+    sys.path.insert(0, "tests")
+    from conftest import tiny_config
+    from t2ijax.train import Run
+    config = tiny_config(sys.argv[1])
+    config.mesh.update(data=1, fsdp=int(sys.argv[3]), tensor=int(sys.argv[4]))
+    run = Run(config, sys.argv[2]).setup()
+    assert jax.device_count() == int(sys.argv[3]) * int(sys.argv[4])
+    losses = []
+    with jax.set_mesh(run.mesh):
+        for step in range(3):
+            run.state, metrics = run.train_step(run.state, run.device_batch(step))
+            losses.append(float(metrics["loss"]))
+    leaves = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(run.state.params)}
+    np.savez(sys.argv[2] + "/result.npz", losses=np.array(losses), **leaves)
+""")
+
+
+def _sharded_run(data_dir, workdir, fsdp, tensor):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={fsdp * tensor}")
+    subprocess.run([sys.executable, "-c", SHARDED_STEP, data_dir, str(workdir), str(fsdp), str(tensor)],
+                   cwd=REPO, env=env, check=True, timeout=300)
+    return dict(np.load(f"{workdir}/result.npz"))
+
+
+def test_train_step_on_8_devices_matches_1_device(data_dir, tmp_path):
+    single = _sharded_run(data_dir, tmp_path / "one", 1, 1)
+    sharded = _sharded_run(data_dir, tmp_path / "eight", 4, 2)
+    np.testing.assert_allclose(sharded.pop("losses"), single.pop("losses"), rtol=1e-5)
+    assert single.keys() == sharded.keys()
+    for name in single:
+        np.testing.assert_allclose(sharded[name], single[name], atol=2e-6, rtol=1e-4, err_msg=name)
