@@ -174,7 +174,7 @@ class TextEncoder:
         """Last hidden state [B, L, D] float32; compiled once per input shape."""
         return self._apply({"params": self.params}, input_ids, attention_mask)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings float32 [B, max_length, D] with padded positions zeroed, and the mask.
 
         Texts are encoded shortest first, each batch cut to its longest text rounded up to a
