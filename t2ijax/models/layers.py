@@ -1,0 +1,108 @@
+"""Small transformer pieces shared by the denoisers: norms, embeddings, patching, attention."""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """LayerNorm without scale or bias, computed in fp32, returned in fp32."""
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
+
+    eps: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,))
+        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
+        x = x.astype(jnp.float32)
+        x = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps)
+        return (x * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def timestep_embedding(t: jax.Array, dim: int = 256, scale: float = 1.0,
+                       max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding [cos | sin] of `scale * t`, fp32, shape [B, dim].
+
+    Same numbers as diffusers' get_timestep_embedding with flip_sin_to_cos=True and
+    downscale_freq_shift=0 (frequencies exp(-log(max_period) * i / half)).
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = scale * (t.astype(jnp.float32)[:, None] * freqs[None, :])
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int],
+               theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin tables [grid_h * grid_w, sum(axes_dim) // 2] for 2D axial RoPE (fp32).
+
+    Tokens are row-major over the grid; the first axes_dim[0] // 2 rotation pairs
+    follow the row index, the next axes_dim[1] // 2 the column index.
+    """
+    rows, cols = jnp.meshgrid(jnp.arange(grid_h, dtype=jnp.float32),
+                              jnp.arange(grid_w, dtype=jnp.float32), indexing="ij")
+    angles = []
+    for pos, dim in zip((rows.reshape(-1), cols.reshape(-1)), axes_dim, strict=True):
+        omega = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+        angles.append(pos[:, None] * jnp.asarray(omega, jnp.float32)[None, :])
+    angles = jnp.concatenate(angles, axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates adjacent feature pairs of x [B, L, heads, head_dim] by [L, head_dim/2] angles."""
+    xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
+    x0, x1 = xf[..., 0], xf[..., 1]
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    out = jnp.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], axis=-1)
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+def patchify(x: jax.Array, p: int) -> jax.Array:
+    """NHWC image -> [B, (H/p)*(W/p), C*p*p] tokens, row-major over patches.
+
+    Per-token features are ordered (c, p, q), as diffusers' img2seq orders them on the
+    NCHW tensor, so PRX checkpoints load without permuting img_in.
+    """
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(tokens: jax.Array, p: int, h: int, w: int) -> jax.Array:
+    """Inverse of patchify: [B, (h/p)*(w/p), C*p*p] -> NHWC [B, h, w, C]."""
+    b, _, d = tokens.shape
+    c = d // (p * p)
+    x = tokens.reshape(b, h // p, w // p, c, p, p)
+    x = x.transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h, w, c)
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array,
+                     implementation: str | None = "xla") -> jax.Array:
+    """Attention of q [B, Lq, heads, D] over the keys [B, Lk, heads, D] where key_mask [B, Lk].
+
+    Logits and softmax run in fp32 in both implementations ("xla", or "cudnn" on GPU
+    with bf16/fp16 inputs).
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :],
+                                        implementation=implementation)

@@ -1,0 +1,247 @@
+"""PRX denoiser (Photoroom): single-stream transformer whose image tokens attend over
+[text K/V ‖ image K/V]. Numerically equal to diffusers' PRXTransformer2DModel.
+
+Initialisation: xavier-uniform kernels and zero biases; the adaLN modulations and the
+final projection start at zero (adaLN-Zero), so a fresh model predicts 0.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t2ijax.models.layers import (RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
+                                  patchify, timestep_embedding, unpatchify)
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+TOKENS = ("batch", "length", "embed")
+
+
+def _dense(features, axes, *, name, dtype, param_dtype, axis=-1, use_bias=True, zero_init=False):
+    """DenseGeneral whose kernel and bias carry logical axis names (kernel axes = in + out)."""
+    n_in = 1 if isinstance(axis, int) else len(axis)
+    kernel_init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
+    return nn.DenseGeneral(
+        features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[n_in:]),
+        name=name)
+
+
+def _modulate(x, shift, scale, dtype):
+    return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
+
+
+class MLPEmbedder(nn.Module):
+    """Linear-SiLU-Linear from a sinusoidal embedding to the hidden size."""
+
+    hidden_size: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = _dense(self.hidden_size, (None, "mlp"), name="in_layer", **kw)(x.astype(self.dtype))
+        return _dense(self.hidden_size, ("mlp", "embed"), name="out_layer", **kw)(nn.silu(x))
+
+
+class Attention(nn.Module):
+    """Image queries over [text K/V ‖ image K/V].
+
+    RMSNorm on image q/k and on text k; RoPE on image q/k only.
+    """
+
+    num_heads: int
+    head_dim: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, img, txt, key_mask, rope_cos, rope_sin):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = lambda name: RMSNorm(eps=1e-6, axis_name="kv", name=name, **kw)
+        heads = (self.num_heads, self.head_dim)
+
+        qkv = _dense((3, *heads), ("embed", None, "heads", "kv"), use_bias=False,
+                     name="img_qkv", **kw)(img)
+        q = apply_rope(norm("norm_q")(qkv[:, :, 0]), rope_cos, rope_sin)
+        k = apply_rope(norm("norm_k")(qkv[:, :, 1]), rope_cos, rope_sin)
+        txt_kv = _dense((2, *heads), ("embed", None, "heads", "kv"), use_bias=False,
+                        name="txt_kv", **kw)(txt)
+        k = jnp.concatenate([norm("norm_added_k")(txt_kv[:, :, 0]), k], axis=1)
+        v = jnp.concatenate([txt_kv[:, :, 1], qkv[:, :, 2]], axis=1)
+
+        out = masked_attention(q, k, v, key_mask, self.attention_impl)
+        return _dense(self.num_heads * self.head_dim, ("heads", "kv", "embed"), axis=(-2, -1),
+                      use_bias=False, name="to_out", **kw)(out)
+
+
+class PRXBlock(nn.Module):
+    """adaLN-Zero block: gated attention then gated GeGLU (tanh) MLP.
+
+    Returns (img, None) so that nn.scan can use the image tokens as its carry.
+    """
+
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, img, txt, vec, key_mask, rope_cos, rope_sin):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        img = nn.with_logical_constraint(img, TOKENS)
+        mod = _dense(6 * self.hidden_size, ("embed", "mlp"), zero_init=True, name="modulation",
+                     **kw)(nn.silu(vec))
+        attn_shift, attn_scale, attn_gate, mlp_shift, mlp_scale, mlp_gate = jnp.split(
+            mod.astype(jnp.float32)[:, None, :], 6, axis=-1)
+
+        attn = Attention(self.num_heads, self.hidden_size // self.num_heads,
+                         attention_impl=self.attention_impl, name="attention", **kw)
+        out = attn(_modulate(img, attn_shift, attn_scale, self.dtype), txt, key_mask,
+                   rope_cos, rope_sin)
+        img = (img + attn_gate * out).astype(self.dtype)
+
+        h = _modulate(img, mlp_shift, mlp_scale, self.dtype)
+        mlp_dim = int(self.hidden_size * self.mlp_ratio)
+        gate = _dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="gate_proj", **kw)(h)
+        up = _dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="up_proj", **kw)(h)
+        out = _dense(self.hidden_size, ("mlp", "embed"), use_bias=False, name="down_proj",
+                     **kw)(nn.gelu(gate, approximate=True) * up)
+        img = (img + mlp_gate * out).astype(self.dtype)
+        return nn.with_logical_constraint(img, TOKENS), None
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) on a plain LayerNorm, then a linear map to patch features."""
+
+    hidden_size: int
+    out_features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, img, vec):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        mod = _dense(2 * self.hidden_size, ("embed", "mlp"), zero_init=True,
+                     name="adaLN_modulation", **kw)(nn.silu(vec))
+        shift, scale = jnp.split(mod.astype(jnp.float32)[:, None, :], 2, axis=-1)
+        return _dense(self.out_features, ("embed", "conv_in"), zero_init=True, name="linear",
+                      **kw)(_modulate(img, shift, scale, self.dtype))
+
+
+class PRX(nn.Module):
+    """PRX text-to-image denoiser; fields mirror diffusers' PRXTransformer2DModel config.
+
+    __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise), text [B,L,context_in_dim],
+    text_mask [B,L] bool, True = real token) -> [B,H,W,C].
+    """
+
+    in_channels: int = 16
+    patch_size: int = 2
+    context_in_dim: int = 2304
+    hidden_size: int = 1792
+    mlp_ratio: float = 3.5
+    num_heads: int = 28
+    depth: int = 16
+    axes_dim: Sequence[int] | None = None  # None: [head_dim // 2, head_dim // 2]
+    theta: float = 10000.0
+    time_factor: float = 1000.0
+    time_max_period: float = 10000.0
+    bottleneck_size: int | None = None
+    resolution_embeds: bool = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
+    scan_layers: bool = True
+    attention_impl: str = "xla"  # "xla", or "cudnn" on GPU
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def rope_axes_dim(self) -> tuple[int, ...]:
+        if self.axes_dim is None:
+            return (self.head_dim // 2, self.head_dim // 2)
+        return tuple(self.axes_dim)
+
+    def _check_config(self, x):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} not divisible by "
+                             f"num_heads {self.num_heads}")
+        if len(self.rope_axes_dim) != 2 or sum(self.rope_axes_dim) != self.head_dim:
+            raise ValueError(f"axes_dim {self.rope_axes_dim} must be two sizes summing to "
+                             f"head_dim {self.head_dim}")
+        if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {self.remat_policy!r} not in "
+                             f"none, {', '.join(REMAT_POLICIES)}")
+        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
+            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
+
+    def _blocks(self, img, txt, vec, key_mask, rope_cos, rope_sin):
+        block_cls = PRXBlock
+        if self.remat_policy != "none":
+            block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[self.remat_policy],
+                                 prevent_cse=not self.scan_layers)
+        block_kw = dict(hidden_size=self.hidden_size, num_heads=self.num_heads,
+                        mlp_ratio=self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
+                        attention_impl=self.attention_impl)
+        args = (txt, vec, key_mask, rope_cos, rope_sin)
+        if self.scan_layers:
+            stack = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast,) * len(args), length=self.depth,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            img, _ = stack(name="blocks", **block_kw)(img, *args)
+        else:
+            for i in range(self.depth):
+                img, _ = block_cls(name=f"blocks_{i}", **block_kw)(img, *args)
+        return img
+
+    @nn.compact
+    def __call__(self, x, t, text, text_mask):
+        self._check_config(x)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        b, h, w, c = x.shape
+        p = self.patch_size
+
+        img = patchify(x, p).astype(self.dtype)
+        img_in_axis = "conv_in"
+        if self.bottleneck_size is not None:
+            img = _dense(self.bottleneck_size, ("conv_in", "mlp"), name="img_in_bottleneck",
+                         **kw)(img)
+            img_in_axis = "mlp"
+        img = _dense(self.hidden_size, (img_in_axis, "embed"), name="img_in", **kw)(img)
+        txt = _dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(
+            text.astype(self.dtype))
+        txt = nn.with_logical_constraint(txt, TOKENS)
+
+        vec = MLPEmbedder(self.hidden_size, name="time_in", **kw)(timestep_embedding(
+            t, 256, scale=self.time_factor, max_period=self.time_max_period))
+        if self.resolution_embeds:
+            size = lambda s: timestep_embedding(jnp.full((b,), s, jnp.float32), 128,
+                                                max_period=self.time_max_period)
+            vec = vec + MLPEmbedder(self.hidden_size, name="resolution_embedder", **kw)(
+                jnp.concatenate([size(h), size(w)], axis=-1))
+
+        rope_cos, rope_sin = axial_rope(h // p, w // p, self.rope_axes_dim, self.theta)
+        key_mask = jnp.concatenate(
+            [text_mask.astype(bool), jnp.ones((b, img.shape[1]), bool)], axis=1)
+        img = self._blocks(img, txt, vec, key_mask, rope_cos, rope_sin)
+
+        out = FinalLayer(self.hidden_size, c * p * p, name="final_layer", **kw)(img, vec)
+        return unpatchify(out, p, h, w).astype(x.dtype)
+
+
+def count_params(params) -> int:
+    """Number of scalars in a (boxed or plain) param tree."""
+    return sum(leaf.size for leaf in jax.tree.leaves(nn.unbox(params)))
