@@ -22,11 +22,25 @@ REMAT_POLICIES = {
 TOKENS = ("batch", "length", "embed")
 
 
+class _FlatDense(nn.DenseGeneral):
+    """DenseGeneral applied to the input with its leading (batch, token) axes merged into one.
+
+    Same parameters and numbers; XLA's CPU backend lays out the 2-D matmuls of the backward
+    pass far better than the same products with two leading axes (about 2x on an MLP).
+    """
+
+    def __call__(self, x):
+        n_in = 1 if isinstance(self.axis, int) else len(self.axis)
+        lead = x.shape[:-n_in]
+        y = super().__call__(x.reshape((-1,) + x.shape[len(lead):]))
+        return y.reshape(lead + y.shape[1:])
+
+
 def _dense(features, axes, *, name, dtype, param_dtype, axis=-1, use_bias=True, zero_init=False):
-    """DenseGeneral whose kernel and bias carry logical axis names (kernel axes = in + out)."""
+    """Dense layer whose kernel and bias carry logical axis names (kernel axes = in + out)."""
     n_in = 1 if isinstance(axis, int) else len(axis)
     kernel_init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
-    return nn.DenseGeneral(
+    return _FlatDense(
         features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(kernel_init, axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[n_in:]),
