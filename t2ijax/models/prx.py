@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2ijax.models.layers import (RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
+from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
                                   patchify, timestep_embedding, unpatchify)
 
 REMAT_POLICIES = {
@@ -20,31 +20,6 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 TOKENS = ("batch", "length", "embed")
-
-
-class _FlatDense(nn.DenseGeneral):
-    """DenseGeneral applied to the input with its leading (batch, token) axes merged into one.
-
-    Same parameters and numbers; XLA's CPU backend lays out the 2-D matmuls of the backward
-    pass far better than the same products with two leading axes (about 2x on an MLP).
-    """
-
-    def __call__(self, x):
-        n_in = 1 if isinstance(self.axis, int) else len(self.axis)
-        lead = x.shape[:-n_in]
-        y = super().__call__(x.reshape((-1,) + x.shape[len(lead):]))
-        return y.reshape(lead + y.shape[1:])
-
-
-def _dense(features, axes, *, name, dtype, param_dtype, axis=-1, use_bias=True, zero_init=False):
-    """Dense layer whose kernel and bias carry logical axis names (kernel axes = in + out)."""
-    n_in = 1 if isinstance(axis, int) else len(axis)
-    kernel_init = nn.initializers.zeros if zero_init else nn.initializers.xavier_uniform()
-    return _FlatDense(
-        features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[n_in:]),
-        name=name)
 
 
 def _modulate(x, shift, scale, dtype):
@@ -61,8 +36,8 @@ class MLPEmbedder(nn.Module):
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _dense(self.hidden_size, (None, "mlp"), name="in_layer", **kw)(x.astype(self.dtype))
-        return _dense(self.hidden_size, ("mlp", "embed"), name="out_layer", **kw)(nn.silu(x))
+        x = Dense(self.hidden_size, (None, "mlp"), name="in_layer", **kw)(x.astype(self.dtype))
+        return Dense(self.hidden_size, ("mlp", "embed"), name="out_layer", **kw)(nn.silu(x))
 
 
 class Attention(nn.Module):
@@ -83,17 +58,17 @@ class Attention(nn.Module):
         norm = lambda name: RMSNorm(eps=1e-6, axis_name="kv", name=name, **kw)
         heads = (self.num_heads, self.head_dim)
 
-        qkv = _dense((3, *heads), ("embed", None, "heads", "kv"), use_bias=False,
+        qkv = Dense((3, *heads), ("embed", None, "heads", "kv"), use_bias=False,
                      name="img_qkv", **kw)(img)
         q = apply_rope(norm("norm_q")(qkv[:, :, 0]), rope_cos, rope_sin)
         k = apply_rope(norm("norm_k")(qkv[:, :, 1]), rope_cos, rope_sin)
-        txt_kv = _dense((2, *heads), ("embed", None, "heads", "kv"), use_bias=False,
+        txt_kv = Dense((2, *heads), ("embed", None, "heads", "kv"), use_bias=False,
                         name="txt_kv", **kw)(txt)
         k = jnp.concatenate([norm("norm_added_k")(txt_kv[:, :, 0]), k], axis=1)
         v = jnp.concatenate([txt_kv[:, :, 1], qkv[:, :, 2]], axis=1)
 
         out = masked_attention(q, k, v, key_mask, self.attention_impl)
-        return _dense(self.num_heads * self.head_dim, ("heads", "kv", "embed"), axis=(-2, -1),
+        return Dense(self.num_heads * self.head_dim, ("heads", "kv", "embed"), n_in=2,
                       use_bias=False, name="to_out", **kw)(out)
 
 
@@ -114,7 +89,7 @@ class PRXBlock(nn.Module):
     def __call__(self, img, txt, vec, key_mask, rope_cos, rope_sin):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         img = nn.with_logical_constraint(img, TOKENS)
-        mod = _dense(6 * self.hidden_size, ("embed", "mlp"), zero_init=True, name="modulation",
+        mod = Dense(6 * self.hidden_size, ("embed", "mlp"), zero_init=True, name="modulation",
                      **kw)(nn.silu(vec))
         attn_shift, attn_scale, attn_gate, mlp_shift, mlp_scale, mlp_gate = jnp.split(
             mod.astype(jnp.float32)[:, None, :], 6, axis=-1)
@@ -127,9 +102,9 @@ class PRXBlock(nn.Module):
 
         h = _modulate(img, mlp_shift, mlp_scale, self.dtype)
         mlp_dim = int(self.hidden_size * self.mlp_ratio)
-        gate = _dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="gate_proj", **kw)(h)
-        up = _dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="up_proj", **kw)(h)
-        out = _dense(self.hidden_size, ("mlp", "embed"), use_bias=False, name="down_proj",
+        gate = Dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="gate_proj", **kw)(h)
+        up = Dense(mlp_dim, ("embed", "mlp"), use_bias=False, name="up_proj", **kw)(h)
+        out = Dense(self.hidden_size, ("mlp", "embed"), use_bias=False, name="down_proj",
                      **kw)(nn.gelu(gate, approximate=True) * up)
         img = (img + mlp_gate * out).astype(self.dtype)
         return nn.with_logical_constraint(img, TOKENS), None
@@ -146,10 +121,10 @@ class FinalLayer(nn.Module):
     @nn.compact
     def __call__(self, img, vec):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        mod = _dense(2 * self.hidden_size, ("embed", "mlp"), zero_init=True,
+        mod = Dense(2 * self.hidden_size, ("embed", "mlp"), zero_init=True,
                      name="adaLN_modulation", **kw)(nn.silu(vec))
         shift, scale = jnp.split(mod.astype(jnp.float32)[:, None, :], 2, axis=-1)
-        return _dense(self.out_features, ("embed", "conv_in"), zero_init=True, name="linear",
+        return Dense(self.out_features, ("embed", "conv_in"), zero_init=True, name="linear",
                       **kw)(_modulate(img, shift, scale, self.dtype))
 
 
@@ -231,11 +206,11 @@ class PRX(nn.Module):
         img = patchify(x, p).astype(self.dtype)
         img_in_axis = "conv_in"
         if self.bottleneck_size is not None:
-            img = _dense(self.bottleneck_size, ("conv_in", "mlp"), name="img_in_bottleneck",
+            img = Dense(self.bottleneck_size, ("conv_in", "mlp"), name="img_in_bottleneck",
                          **kw)(img)
             img_in_axis = "mlp"
-        img = _dense(self.hidden_size, (img_in_axis, "embed"), name="img_in", **kw)(img)
-        txt = _dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(
+        img = Dense(self.hidden_size, (img_in_axis, "embed"), name="img_in", **kw)(img)
+        txt = Dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(
             text.astype(self.dtype))
         txt = nn.with_logical_constraint(txt, TOKENS)
 
