@@ -5,6 +5,7 @@
 
 Resumes automatically when the workdir holds a checkpoint.
 """
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -27,7 +28,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit("error: " + " ".join(str(e).split()))
 
 
+def _quiet_libraries() -> None:
+    """Keeps the console to our own progress lines: orbax logs every save at INFO."""
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
+
+
 def main(argv):
+    _quiet_libraries()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax.errors import ConfigError
