@@ -61,8 +61,7 @@ def main(argv):
     rules = sharding.logical_rules(config.sharding_rules)
     resolution = config.data.resolution // autoencoder.downsample
     example = train_state.example_inputs(1, resolution, autoencoder.channels, *text.shape[1:])
-    with jax.set_mesh(mesh):
-        state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules))
+    state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules))
     checkpointer.close()
 
     generator = Generator(model, autoencoder, config.diffusion, (resolution, resolution, autoencoder.channels),
