@@ -26,8 +26,17 @@ BACKGROUNDS = ("black", "dark gray", "light gray", "white")
 
 # Object colours are >= 108 apart from each other and >= 136 from every background.
 COLOUR_RGB = np.array(
-    [(220, 30, 30), (255, 135, 0), (245, 235, 40), (40, 190, 50),
-     (30, 215, 230), (40, 70, 230), (160, 50, 210)], np.uint8)
+    [
+        (220, 30, 30),
+        (255, 135, 0),
+        (245, 235, 40),
+        (40, 190, 50),
+        (30, 215, 230),
+        (40, 70, 230),
+        (160, 50, 210),
+    ],
+    np.uint8,
+)
 BACKGROUND_RGB = np.array([(0, 0, 0), (55, 55, 55), (185, 185, 185), (255, 255, 255)], np.uint8)
 
 SIZE_FRACTIONS = (10 / 32, 14 / 32)  # object extent / image side
@@ -48,91 +57,91 @@ _LONG_TEMPLATES = (
 
 @dataclasses.dataclass(frozen=True)
 class SceneObject:
-  shape: int
-  colour: int
-  size: int
-  position: int
+    shape: int
+    colour: int
+    size: int
+    position: int
 
 
 @dataclasses.dataclass(frozen=True)
 class Scene:
-  objects: tuple[SceneObject, ...]
-  background: int
+    objects: tuple[SceneObject, ...]
+    background: int
 
 
 # ---------------------------------------------------------------- rasteriser
 
 
 def position_centre(position: int, resolution: int) -> tuple[float, float]:
-  """Pixel (y, x) of an object's bounding-box centre at `position`."""
-  fy, fx = POSITION_CENTRES[position]
-  return fy * resolution, fx * resolution
+    """Pixel (y, x) of an object's bounding-box centre at `position`."""
+    fy, fx = POSITION_CENTRES[position]
+    return fy * resolution, fx * resolution
 
 
 def object_mask(obj: SceneObject, resolution: int) -> np.ndarray:
-  """Read-only boolean [H, W] mask: which pixel centres fall inside the object."""
-  return _silhouette(obj.shape, obj.size, obj.position, resolution)
+    """Read-only boolean [H, W] mask: which pixel centres fall inside the object."""
+    return _silhouette(obj.shape, obj.size, obj.position, resolution)
 
 
 @functools.cache  # only |SHAPES| * |SIZES| * |POSITIONS| silhouettes per resolution
 def _silhouette(shape: int, size: int, position: int, resolution: int) -> np.ndarray:
-  half = SIZE_FRACTIONS[size] * resolution / 2
-  cy, cx = position_centre(position, resolution)
-  centres = np.arange(resolution) + 0.5
-  dy = centres[:, None] - cy
-  dx = centres[None, :] - cx
-  name = SHAPES[shape]
-  if name == "circle":
-    mask = dx**2 + dy**2 < half**2
-  elif name == "square":
-    mask = (np.abs(dx) < half) & (np.abs(dy) < half)
-  elif name == "triangle":  # apex up, width = height, so it fills half its bounding box
-    depth = dy + half  # distance below the apex
-    mask = (depth > 0) & (dy < half) & (np.abs(dx) < depth / 2)
-  else:
-    raise ValueError(f"unknown shape {name}")
-  mask.flags.writeable = False
-  return mask
+    half = SIZE_FRACTIONS[size] * resolution / 2
+    cy, cx = position_centre(position, resolution)
+    centres = np.arange(resolution) + 0.5
+    dy = centres[:, None] - cy
+    dx = centres[None, :] - cx
+    name = SHAPES[shape]
+    if name == "circle":
+        mask = dx**2 + dy**2 < half**2
+    elif name == "square":
+        mask = (np.abs(dx) < half) & (np.abs(dy) < half)
+    elif name == "triangle":  # apex up, width = height, so it fills half its bounding box
+        depth = dy + half  # distance below the apex
+        mask = (depth > 0) & (dy < half) & (np.abs(dx) < depth / 2)
+    else:
+        raise ValueError(f"unknown shape {name}")
+    mask.flags.writeable = False
+    return mask
 
 
 def render(scene: Scene, resolution: int) -> np.ndarray:
-  """uint8 [H, W, 3] image of the scene; no antialiasing."""
-  image = np.empty((resolution, resolution, 3), np.uint8)
-  image[:] = BACKGROUND_RGB[scene.background]
-  for obj in scene.objects:
-    image[object_mask(obj, resolution)] = COLOUR_RGB[obj.colour]
-  return image
+    """uint8 [H, W, 3] image of the scene; no antialiasing."""
+    image = np.empty((resolution, resolution, 3), np.uint8)
+    image[:] = BACKGROUND_RGB[scene.background]
+    for obj in scene.objects:
+        image[object_mask(obj, resolution)] = COLOUR_RGB[obj.colour]
+    return image
 
 
 # ------------------------------------------------------------------ captions
 
 
 def _describe(obj: SceneObject) -> str:
-  return f"{SIZES[obj.size]} {COLOURS[obj.colour]} {SHAPES[obj.shape]} {_POSITION_PHRASES[obj.position]}"
+    return f"{SIZES[obj.size]} {COLOURS[obj.colour]} {SHAPES[obj.shape]} {_POSITION_PHRASES[obj.position]}"
 
 
 def caption_long(scene: Scene, phrasing: int = 0) -> str:
-  """Every attribute spelled out; `phrasing` picks one of a few sentence templates."""
-  objects = " and a ".join(_describe(obj) for obj in scene.objects)
-  template = _LONG_TEMPLATES[phrasing % len(_LONG_TEMPLATES)]
-  return template.format(objects=objects, background=BACKGROUNDS[scene.background])
+    """Every attribute spelled out; `phrasing` picks one of a few sentence templates."""
+    objects = " and a ".join(_describe(obj) for obj in scene.objects)
+    template = _LONG_TEMPLATES[phrasing % len(_LONG_TEMPLATES)]
+    return template.format(objects=objects, background=BACKGROUNDS[scene.background])
 
 
 def caption_short(scene: Scene) -> str:
-  """Colour and shape only, e.g. "red circle, blue triangle"."""
-  return ", ".join(f"{COLOURS[o.colour]} {SHAPES[o.shape]}" for o in scene.objects)
+    """Colour and shape only, e.g. "red circle, blue triangle"."""
+    return ", ".join(f"{COLOURS[o.colour]} {SHAPES[o.shape]}" for o in scene.objects)
 
 
 # ---------------------------------------------------------------- attributes
 
 
 def attributes(scene: Scene) -> dict[str, np.ndarray]:
-  """Fixed-size attribute arrays; per-object entries padded to MAX_OBJECTS with -1."""
-  out = {"num_objects": np.int32(len(scene.objects)), "background": np.int32(scene.background)}
-  for field in ("shape", "colour", "size", "position"):
-    values = [getattr(obj, field) for obj in scene.objects]
-    out[field] = np.array(values + [-1] * (MAX_OBJECTS - len(values)), np.int32)
-  return out
+    """Fixed-size attribute arrays; per-object entries padded to MAX_OBJECTS with -1."""
+    out = {"num_objects": np.int32(len(scene.objects)), "background": np.int32(scene.background)}
+    for field in ("shape", "colour", "size", "position"):
+        values = [getattr(obj, field) for obj in scene.objects]
+        out[field] = np.array(values + [-1] * (MAX_OBJECTS - len(values)), np.int32)
+    return out
 
 
 # -------------------------------------------------------------------- splits
@@ -140,77 +149,81 @@ def attributes(scene: Scene) -> dict[str, np.ndarray]:
 
 @functools.cache
 def held_out_triples() -> frozenset[tuple[int, int, int]]:
-  """(shape, colour, position) triples reserved for validation.
+    """(shape, colour, position) triples reserved for validation.
 
-  Picked greedily from a fixed permutation so that no two held-out triples share any
-  pair; hence every (shape, colour), (shape, position) and (colour, position) pair
-  keeps all but at most one of its triples in training.
-  """
-  triples = list(itertools.product(range(len(SHAPES)), range(len(COLOURS)), range(len(POSITIONS))))
-  target = round(HELD_OUT_FRACTION * len(triples))
-  chosen, used_pairs = [], set()
-  for k in np.random.default_rng(0).permutation(len(triples)):
-    s, c, p = triples[k]
-    pairs = {("sc", s, c), ("sp", s, p), ("cp", c, p)}
-    if not pairs & used_pairs:
-      chosen.append((s, c, p))
-      used_pairs |= pairs
-      if len(chosen) == target:
-        break
-  return frozenset(chosen)
+    Picked greedily from a fixed permutation so that no two held-out triples share any
+    pair; hence every (shape, colour), (shape, position) and (colour, position) pair
+    keeps all but at most one of its triples in training.
+    """
+    triples = list(itertools.product(range(len(SHAPES)), range(len(COLOURS)), range(len(POSITIONS))))
+    target = round(HELD_OUT_FRACTION * len(triples))
+    chosen, used_pairs = [], set()
+    for k in np.random.default_rng(0).permutation(len(triples)):
+        s, c, p = triples[k]
+        pairs = {("sc", s, c), ("sp", s, p), ("cp", c, p)}
+        if not pairs & used_pairs:
+            chosen.append((s, c, p))
+            used_pairs |= pairs
+            if len(chosen) == target:
+                break
+    return frozenset(chosen)
 
 
 def _triple(obj: SceneObject) -> tuple[int, int, int]:
-  return obj.shape, obj.colour, obj.position
+    return obj.shape, obj.colour, obj.position
 
 
 def _random_scene(rng: np.random.Generator) -> Scene:
-  def obj(position):
-    return SceneObject(int(rng.integers(len(SHAPES))), int(rng.integers(len(COLOURS))),
-                       int(rng.integers(len(SIZES))), position)
+    def obj(position):
+        return SceneObject(
+            int(rng.integers(len(SHAPES))),
+            int(rng.integers(len(COLOURS))),
+            int(rng.integers(len(SIZES))),
+            position,
+        )
 
-  if rng.random() < 0.5:
-    objects = (obj(int(rng.integers(len(POSITIONS)))),)
-  else:
-    objects = tuple(obj(p) for p in LAYOUTS[rng.integers(len(LAYOUTS))])
-  return Scene(objects, int(rng.integers(len(BACKGROUNDS))))
+    if rng.random() < 0.5:
+        objects = (obj(int(rng.integers(len(POSITIONS)))),)
+    else:
+        objects = tuple(obj(p) for p in LAYOUTS[rng.integers(len(LAYOUTS))])
+    return Scene(objects, int(rng.integers(len(BACKGROUNDS))))
 
 
 def _validation_scene(rng: np.random.Generator) -> Scene:
-  """A random scene in which one object is forced onto a held-out triple."""
-  scene = _random_scene(rng)
-  held = sorted(t for t in held_out_triples() if len(scene.objects) == 1 or t[2] != CENTER)
-  shape, colour, position = held[rng.integers(len(held))]
-  forced = SceneObject(shape, colour, int(rng.integers(len(SIZES))), position)
-  if len(scene.objects) == 1:
-    return Scene((forced,), scene.background)
-  layout = next(pair for pair in LAYOUTS if position in pair)
-  partner = scene.objects[0]
-  objects = [forced, SceneObject(partner.shape, partner.colour, partner.size, sum(layout) - position)]
-  return Scene(tuple(sorted(objects, key=lambda o: o.position)), scene.background)
+    """A random scene in which one object is forced onto a held-out triple."""
+    scene = _random_scene(rng)
+    held = sorted(t for t in held_out_triples() if len(scene.objects) == 1 or t[2] != CENTER)
+    shape, colour, position = held[rng.integers(len(held))]
+    forced = SceneObject(shape, colour, int(rng.integers(len(SIZES))), position)
+    if len(scene.objects) == 1:
+        return Scene((forced,), scene.background)
+    layout = next(pair for pair in LAYOUTS if position in pair)
+    partner = scene.objects[0]
+    objects = [forced, SceneObject(partner.shape, partner.colour, partner.size, sum(layout) - position)]
+    return Scene(tuple(sorted(objects, key=lambda o: o.position)), scene.background)
 
 
 def sample_scene(split: str, index: int, seed: int = 0) -> Scene:
-  """The `index`-th scene of `split`; a pure function of its arguments."""
-  rng = np.random.default_rng([seed, SPLITS.index(split), index])
-  if split == "validation":
-    return _validation_scene(rng)
-  held = held_out_triples()
-  while True:
-    scene = _random_scene(rng)
-    if not any(_triple(o) in held for o in scene.objects):
-      return scene
+    """The `index`-th scene of `split`; a pure function of its arguments."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    if split == "validation":
+        return _validation_scene(rng)
+    held = held_out_triples()
+    while True:
+        scene = _random_scene(rng)
+        if not any(_triple(o) in held for o in scene.objects):
+            return scene
 
 
 def example(split: str, index: int, resolution: int, seed: int = 0) -> dict:
-  """One dataset example: image, both captions and the attribute arrays."""
-  scene = sample_scene(split, index, seed)
-  return {
-      "image": render(scene, resolution),
-      "caption_long": caption_long(scene, phrasing=index),
-      "caption_short": caption_short(scene),
-      **attributes(scene),
-  }
+    """One dataset example: image, both captions and the attribute arrays."""
+    scene = sample_scene(split, index, seed)
+    return {
+        "image": render(scene, resolution),
+        "caption_long": caption_long(scene, phrasing=index),
+        "caption_short": caption_short(scene),
+        **attributes(scene),
+    }
 
 
 # ---------------------------------------------------------------------- TFDS
@@ -221,84 +234,97 @@ DEFAULT_NUM_VALIDATION = 512
 
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(tfds.core.BuilderConfig):
-  resolution: int = 32
-  num_train: int = DEFAULT_NUM_TRAIN
-  num_validation: int = DEFAULT_NUM_VALIDATION
+    resolution: int = 32
+    num_train: int = DEFAULT_NUM_TRAIN
+    num_validation: int = DEFAULT_NUM_VALIDATION
 
 
-def make_config(resolution: int, num_train: int | None = None,
-                num_validation: int | None = None) -> ShapesConfig:
-  """Default sizes give the config "<res>"; other sizes get their own name (and directory)."""
-  num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
-  num_validation = DEFAULT_NUM_VALIDATION if num_validation is None else num_validation
-  name = str(resolution)
-  if (num_train, num_validation) != (DEFAULT_NUM_TRAIN, DEFAULT_NUM_VALIDATION):
-    name += f"_train{num_train}_val{num_validation}"
-  return ShapesConfig(name=name, resolution=resolution, num_train=num_train,
-                      num_validation=num_validation,
-                      description=f"{resolution}x{resolution}, {num_train} train / {num_validation} validation")
+def make_config(
+    resolution: int, num_train: int | None = None, num_validation: int | None = None
+) -> ShapesConfig:
+    """Default sizes give the config "<res>"; other sizes get their own name (and directory)."""
+    num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
+    num_validation = DEFAULT_NUM_VALIDATION if num_validation is None else num_validation
+    name = str(resolution)
+    if (num_train, num_validation) != (DEFAULT_NUM_TRAIN, DEFAULT_NUM_VALIDATION):
+        name += f"_train{num_train}_val{num_validation}"
+    return ShapesConfig(
+        name=name,
+        resolution=resolution,
+        num_train=num_train,
+        num_validation=num_validation,
+        description=f"{resolution}x{resolution}, {num_train} train / {num_validation} validation",
+    )
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
-  """Synthetic captioned shapes, generated locally (nothing is downloaded)."""
+    """Synthetic captioned shapes, generated locally (nothing is downloaded)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [make_config(32), make_config(64)]
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [make_config(32), make_config(64)]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    res = self.builder_config.resolution
-    pair = tfds.features.Tensor(shape=(MAX_OBJECTS,), dtype=np.int32)
-    scalar = tfds.features.Tensor(shape=(), dtype=np.int32)
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(res, res, 3)),
-            "caption_long": tfds.features.Text(),
-            "caption_short": tfds.features.Text(),
-            "num_objects": scalar,
-            "shape": pair,
-            "colour": pair,
-            "size": pair,
-            "position": pair,
-            "background": scalar,
-        }),
-        description=__doc__,
+    def _info(self) -> tfds.core.DatasetInfo:
+        res = self.builder_config.resolution
+        pair = tfds.features.Tensor(shape=(MAX_OBJECTS,), dtype=np.int32)
+        scalar = tfds.features.Tensor(shape=(), dtype=np.int32)
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(res, res, 3)),
+                    "caption_long": tfds.features.Text(),
+                    "caption_short": tfds.features.Text(),
+                    "num_objects": scalar,
+                    "shape": pair,
+                    "colour": pair,
+                    "size": pair,
+                    "position": pair,
+                    "background": scalar,
+                }
+            ),
+            description=__doc__,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is generated
+        config = self.builder_config
+        return {
+            "train": self._generate_examples("train", config.num_train),
+            "validation": self._generate_examples("validation", config.num_validation),
+        }
+
+    def _generate_examples(self, split: str, num: int):
+        for index in range(num):
+            yield index, example(split, index, self.builder_config.resolution)
+
+
+def build(
+    data_dir: str, resolution: int = 32, num_train: int | None = None, num_validation: int | None = None
+) -> Shapes:
+    """The builder for this resolution and size, prepared unless it already is."""
+    config = make_config(resolution, num_train, num_validation)
+    # TFDS takes registered configs by name only; other sizes are passed as objects.
+    builder = Shapes(
+        config=config.name if config.name in Shapes.builder_configs else config, data_dir=data_dir
     )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # everything is generated
-    config = self.builder_config
-    return {
-        "train": self._generate_examples("train", config.num_train),
-        "validation": self._generate_examples("validation", config.num_validation),
-    }
-
-  def _generate_examples(self, split: str, num: int):
-    for index in range(num):
-      yield index, example(split, index, self.builder_config.resolution)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return builder
 
 
-def build(data_dir: str, resolution: int = 32, num_train: int | None = None,
-          num_validation: int | None = None) -> Shapes:
-  """The builder for this resolution and size, prepared unless it already is."""
-  config = make_config(resolution, num_train, num_validation)
-  # TFDS takes registered configs by name only; other sizes are passed as objects.
-  builder = Shapes(config=config.name if config.name in Shapes.builder_configs else config,
-                   data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  return builder
+def load_split(
+    data_dir: str,
+    resolution: int,
+    split: str,
+    num_train: int | None = None,
+    num_validation: int | None = None,
+) -> dict[str, np.ndarray]:
+    """All examples of a split as numpy (building the dataset first if needed).
 
-
-def load_split(data_dir: str, resolution: int, split: str, num_train: int | None = None,
-               num_validation: int | None = None) -> dict[str, np.ndarray]:
-  """All examples of a split as numpy (building the dataset first if needed).
-
-  Captions come as object arrays of python str; the rest keep their dataset dtypes.
-  """
-  builder = build(data_dir, resolution, num_train, num_validation)
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-  out = dict(data)
-  for key in ("caption_long", "caption_short"):
-    out[key] = np.array([s.decode() for s in data[key]], dtype=object)
-  return out
+    Captions come as object arrays of python str; the rest keep their dataset dtypes.
+    """
+    builder = build(data_dir, resolution, num_train, num_validation)
+    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    out = dict(data)
+    for key in ("caption_long", "caption_short"):
+        out[key] = np.array([s.decode() for s in data[key]], dtype=object)
+    return out
