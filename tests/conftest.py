@@ -1,5 +1,12 @@
 """Shared fixtures: a tiny config over a tiny synthetic dataset built once per session."""
+import os
+
 import pytest
+
+# Compiled programs are shared across tests, workers and the subprocesses tests start.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(__file__)), ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from configs import shapes_tiny
 

@@ -38,10 +38,14 @@ def test_axis_value_lists_the_allowed_names():
         validate(c, num_devices=1)
 
 
-def test_wrong_type_is_rejected():
+def test_missing_values_are_rejected():
     c = base.get_config()
-    c.model.scan_layers = "yes"
-    with pytest.raises(ConfigError, match="config.model.scan_layers='yes' must be a bool"):
+    c.model.depth = None  # ConfigDict's own type checks let None through
+    with pytest.raises(ConfigError, match="config.model.depth=None must be a number"):
+        validate(c, num_devices=1)
+    c = base.get_config()
+    c.model.scan_layers = None
+    with pytest.raises(ConfigError, match="config.model.scan_layers=None must be a bool"):
         validate(c, num_devices=1)
 
 

@@ -8,6 +8,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import tiny_config
 from t2ijax.checkpoint import Checkpointer
@@ -55,6 +56,7 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
 
 def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path):
     config = tiny_config(data_dir)
+    config.optim.schedule = "constant"  # a cosine schedule depends on total_steps, changed below
     outputs = train_and_evaluate(config, str(tmp_path / "resumed"))
     with open(outputs["eval"]) as f:
         metrics = json.load(f)
@@ -72,6 +74,12 @@ def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path
     assert int(resumed.state.step) == int(straight.state.step) == 9
     assert _leaves_equal(resumed.state.params, straight.state.params)
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", "6", "9"]
+
+    out = tmp_path / "sample.png"
+    subprocess.run([sys.executable, "-m", "t2ijax.sample", f"--workdir={tmp_path / 'resumed'}", "--prompt",
+                    "A large red circle on the left, on a black background.", f"--out={out}", "--steps=3"],
+                   cwd=REPO, check=True, timeout=300)
+    assert Image.open(out).size == (4 * 32, 4 * 32)
 
 
 SHARDED_STEP = textwrap.dedent("""
