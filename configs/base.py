@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.text = dict(
         encoder="all-MiniLM-L6-v2",  # alias or Hugging Face-format directory
         max_length=32,               # tokens, padded and truncated
+        output_layer=-1,             # hidden state used: -1 = last layer, 0 = embeddings, k = after layer k
     )
 
     c.autoencoder = dict(name="identity")  # identity = pixel space
@@ -67,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
         weight_decay=0.0,
         grad_clip_norm=0.2,          # 0 = no clipping
     )
+
+    # Moving average of the params for sampling and evaluation (PRX: 0.999 every 10 steps).
+    c.ema = dict(decay=0.0, every_steps=1, start_step=0)  # decay 0 = off
 
     # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)

@@ -91,6 +91,10 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
         raise ConfigError(f"config.data.caption_dropout={cfg.data.caption_dropout} must be in [0, 1)")
+    if not 0.0 <= cfg.ema.decay < 1.0:
+        raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
+    if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
+        raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:

@@ -40,6 +40,7 @@ def main(argv):
     from t2ijax.models.build import build_model
     from t2ijax.models.text import load_text_encoder
     from t2ijax.optim import make_optimizer
+    from t2ijax.techniques import ema
 
     try:
         config = load_run_config(FLAGS.workdir)
@@ -50,7 +51,8 @@ def main(argv):
         sys.exit(f"error: no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-    encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length)
+    encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
+                                output_layer=config.text.output_layer)
     text, text_mask = encoder.encode(prompts)
     null_text, null_mask = encoder.encode([""])
 
@@ -61,12 +63,13 @@ def main(argv):
     rules = sharding.logical_rules(config.sharding_rules)
     resolution = config.data.resolution // autoencoder.downsample
     example = train_state.example_inputs(1, resolution, autoencoder.channels, *text.shape[1:])
-    state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules))
+    state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules,
+                                                      ema.enabled(config.ema)))
     checkpointer.close()
 
     generator = Generator(model, autoencoder, config.diffusion, (resolution, resolution, autoencoder.channels),
                           null_text[0], null_mask[0])
-    images = generator(state.params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
+    images = generator(state.sampling_params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
                        steps=FLAGS.steps or config.sample.steps,
                        guidance=config.sample.guidance if FLAGS.guidance is None else FLAGS.guidance)
     image = images[0] if len(images) == 1 else image_grid(images)

@@ -21,6 +21,7 @@ from t2ijax.generate import Generator, image_grid
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.build import build_model
 from t2ijax.optim import make_optimizer
+from t2ijax.techniques import ema
 from t2ijax.train_step import make_heldout_loss, make_train_step
 
 
@@ -81,9 +82,11 @@ class Run:
                                                     config.checkpoint.async_save)
         if self.checkpointer.latest_step() is None:
             self.state, self.state_shardings = train_state.create(config.seed, self.model, self.optimizer,
-                                                                  example, self.mesh, self.rules)
+                                                                  example, self.mesh, self.rules,
+                                                                  ema.enabled(config.ema))
         else:
-            abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules)
+            abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules,
+                                            ema.enabled(config.ema))
             self.state = self.checkpointer.restore(abstract)
             self.state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
             logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
@@ -113,7 +116,7 @@ class Run:
     # --- Periodic actions ------------------------------------------------------------------------------
     def write_samples(self, step: int) -> str:
         cfg = self.config.sample
-        images = self.generator(self.state.params, self.data.prompts["text"], self.data.prompts["text_mask"],
+        images = self.generator(self.state.sampling_params, self.data.prompts["text"], self.data.prompts["text_mask"],
                                 self.config.seed, sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance)
         path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
         if self.is_main:
@@ -124,7 +127,7 @@ class Run:
         return path
 
     def evaluate(self, step: int) -> str:
-        metrics = evaluation.evaluate(step, self.heldout_loss, self.generator, self.state.params,
+        metrics = evaluation.evaluate(step, self.heldout_loss, self.generator, self.state.sampling_params,
                                       self.data.validation, self.autoencoder, self.config.eval, self.config.seed)
         path = os.path.join(self.workdir, "eval", f"step_{step:07d}.json")
         evaluation.write_json(metrics, path)

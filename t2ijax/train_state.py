@@ -18,15 +18,21 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array           # uint32[2] raw key: checkpointable as a plain array
+    ema_params: Any = None   # moving average of params (None when config.ema is off)
+
+    @property
+    def sampling_params(self):
+        """The parameters samples and evaluations use: the EMA when there is one."""
+        return self.params if self.ema_params is None else self.ema_params
 
 
 def _init(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
-          example: dict[str, jax.ShapeDtypeStruct]) -> TrainState:
+          example: dict[str, jax.ShapeDtypeStruct], ema: bool) -> TrainState:
     params_rng, state_rng = jax.random.split(rng)
     inputs = [jnp.zeros(example[k].shape, example[k].dtype) for k in ("x", "t", "text", "text_mask")]
     params = model.init(params_rng, *inputs)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                      rng=state_rng)
+                      rng=state_rng, ema_params=params if ema else None)
 
 
 def example_inputs(batch: int, resolution: int, channels: int, text_length: int, text_dim: int):
@@ -44,18 +50,19 @@ def _shardings(init, mesh: Mesh, rules):
 
 
 def create(seed: int, model: nn.Module, optimizer: optax.GradientTransformation, example, mesh: Mesh,
-           rules) -> tuple[TrainState, Any]:
+           rules, ema: bool = False) -> tuple[TrainState, Any]:
     """Initialises the state directly into its shardings. Returns (state, state_shardings)."""
-    init = functools.partial(_init, model=model, optimizer=optimizer, example=example)
+    init = functools.partial(_init, model=model, optimizer=optimizer, example=example, ema=ema)
     shardings = _shardings(init, mesh, rules)
     with nn.logical_axis_rules(rules):
         state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(jax.random.PRNGKey(seed))
     return state, shardings
 
 
-def abstract(model: nn.Module, optimizer: optax.GradientTransformation, example, mesh: Mesh, rules) -> TrainState:
+def abstract(model: nn.Module, optimizer: optax.GradientTransformation, example, mesh: Mesh, rules,
+             ema: bool = False) -> TrainState:
     """Shapes, dtypes and shardings of the state without computing it: the target of a restore."""
-    init = functools.partial(_init, model=model, optimizer=optimizer, example=example)
+    init = functools.partial(_init, model=model, optimizer=optimizer, example=example, ema=ema)
     shapes = nn.meta.unbox(jax.eval_shape(init, jax.random.PRNGKey(0)))
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
                         _shardings(init, mesh, rules))

@@ -7,6 +7,7 @@ import optax
 
 from t2ijax.diffusion.losses import noised_inputs, per_example_loss
 from t2ijax.diffusion.timesteps import sample_timesteps
+from t2ijax.techniques import ema
 from t2ijax.train_state import TrainState
 
 
@@ -42,8 +43,10 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = None if state.ema_params is None else ema.update(state.ema_params, params, state.step + 1,
+                                                                      config.ema)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
         return new_state, metrics
 
     return train_step

@@ -25,6 +25,7 @@ def _leaves_equal(a, b) -> bool:
 def run(data_dir, tmp_path_factory):
     config = tiny_config(data_dir)
     config.optim.update(schedule="constant", warmup_steps=1, learning_rate=3e-3)
+    config.ema.decay = 0.9
     return Run(config, str(tmp_path_factory.mktemp("run"))).setup()
 
 
@@ -50,6 +51,8 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
     assert int(restored.step) == int(state.step) > 0
     assert _leaves_equal(restored.params, state.params)
     assert _leaves_equal(restored.opt_state, state.opt_state)
+    assert _leaves_equal(restored.ema_params, state.ema_params)
+    assert not _leaves_equal(state.ema_params, state.params)
     np.testing.assert_array_equal(restored.rng, state.rng)
     assert jax.tree.structure(restored) == jax.tree.structure(state)
 
@@ -57,6 +60,7 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
 def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path):
     config = tiny_config(data_dir)
     config.optim.schedule = "constant"  # a cosine schedule depends on total_steps, changed below
+    config.ema.update(decay=0.5, every_steps=2)
     outputs = train_and_evaluate(config, str(tmp_path / "resumed"))
     with open(outputs["eval"]) as f:
         metrics = json.load(f)
@@ -73,6 +77,7 @@ def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path
     straight.train()
     assert int(resumed.state.step) == int(straight.state.step) == 9
     assert _leaves_equal(resumed.state.params, straight.state.params)
+    assert _leaves_equal(resumed.state.ema_params, straight.state.ema_params)
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", "6", "9"]
 
     out = tmp_path / "sample.png"

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def _key(texts: list[str], text_cfg: ml_collections.ConfigDict) -> str:
-    h = hashlib.sha256(json.dumps([text_cfg.encoder, int(text_cfg.max_length), texts]).encode())
+    h = hashlib.sha256(json.dumps([text_cfg.encoder, int(text_cfg.max_length), int(text_cfg.output_layer), texts]).encode())
     return h.hexdigest()[:20]
 
 
@@ -35,7 +35,8 @@ class TextCache:
         if self._encoder is None:
             from t2ijax.models.text import load_text_encoder
 
-            self._encoder = load_text_encoder(self.text_cfg.encoder, max_length=self.text_cfg.max_length)
+            self._encoder = load_text_encoder(self.text_cfg.encoder, max_length=self.text_cfg.max_length,
+                                              output_layer=self.text_cfg.output_layer)
         return self._encoder.encode(texts)
 
     def lookup(self, texts) -> tuple[np.ndarray, np.ndarray]:

@@ -131,7 +131,10 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """`(input_ids [B, L], attention_mask [B, L]) -> last hidden state [B, L, D] float32`."""
+    """`(input_ids [B, L], attention_mask [B, L]) -> last hidden state [B, L, D] float32`.
+
+    Truncate `config.num_hidden_layers` to output an earlier layer's hidden state.
+    """
 
     config: BertConfig
     dtype: Any = jnp.float32
@@ -157,5 +160,6 @@ class BertEncoder(nn.Module):
             length=self.config.num_hidden_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(self.config, self.dtype, name="layers")
-        hidden, _ = layers(hidden, attention_bias)
+        if self.config.num_hidden_layers:  # zero layers: the embeddings are the output
+            hidden, _ = layers(hidden, attention_bias)
         return hidden

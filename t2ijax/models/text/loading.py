@@ -4,6 +4,7 @@ Weights are read with safetensors into numpy (no torch, no pickle, no remote cod
 mapped onto the `BertEncoder` parameter tree. Anything the user must fix (path, missing
 package, wrong checkpoint) raises a one-line `ConfigError`.
 """
+import dataclasses
 import importlib.util
 import json
 from collections.abc import Callable, Sequence
@@ -137,19 +138,37 @@ def _check_shapes(params: Params, module: BertEncoder) -> None:
                 f"config.json implies {expected_shapes[path]}")
 
 
-def load_bert(model_dir: str | Path, dtype: Any = jnp.float32) -> tuple[BertEncoder, Params]:
-    """The module and its (unboxed, float32) parameters from a local Hugging Face directory."""
+def layers_to_run(output_layer: int, num_layers: int) -> int:
+    """How many layers produce hidden state `output_layer`: python indexing over the
+    num_layers + 1 hidden states (0 = embeddings, -1 = last layer)."""
+    if not -num_layers - 1 <= output_layer <= num_layers:
+        raise ConfigError(f"text.output_layer={output_layer} is out of range for a {num_layers}-layer encoder; "
+                          f"use -1 (last) down to {-num_layers - 1}, or 0 to {num_layers}")
+    return output_layer % (num_layers + 1)
+
+
+def load_bert(model_dir: str | Path, dtype: Any = jnp.float32,
+              output_layer: int = -1) -> tuple[BertEncoder, Params]:
+    """The module and its (unboxed, float32) parameters from a local Hugging Face directory.
+
+    With an earlier `output_layer` the module is built with only the layers that feed it.
+    """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir} has no config.json; expected a Hugging Face-format directory")
-    module = BertEncoder(BertConfig.from_json(model_dir / "config.json"), dtype=dtype)
-    params = bert_params_from_tensors(read_safetensors(model_dir), module.config)
+    config = BertConfig.from_json(model_dir / "config.json")
+    params = bert_params_from_tensors(read_safetensors(model_dir), config)
+    kept = layers_to_run(output_layer, config.num_hidden_layers)
+    layers = jax.tree.map(lambda stacked: stacked[:kept], params.pop("layers"))
+    if kept:
+        params["layers"] = layers
+    module = BertEncoder(dataclasses.replace(config, num_hidden_layers=kept), dtype=dtype)
     _check_shapes(params, module)
     return module, jax.device_put(params)
 
 
 class TextEncoder:
-    """Frozen captions -> (last hidden states [B, max_length, D], token mask [B, max_length])."""
+    """Frozen captions -> (hidden states [B, max_length, D], token mask [B, max_length])."""
 
     def __init__(self, module: BertEncoder, params: Params, tokenizer: Callable, max_length: int,
                  name: str):
@@ -171,7 +190,7 @@ class TextEncoder:
 
     def encode_tokens(self, input_ids: jax.Array | np.ndarray,
                       attention_mask: jax.Array | np.ndarray) -> jax.Array:
-        """Last hidden state [B, L, D] float32; compiled once per input shape."""
+        """Output hidden state [B, L, D] float32; compiled once per input shape."""
         return self._apply({"params": self.params}, input_ids, attention_mask)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -197,16 +216,17 @@ class TextEncoder:
         return embeddings, mask
 
 
-def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32,
+def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, output_layer: int = -1,
                       dtype: Any = jnp.float32) -> TextEncoder:
     """A `TextEncoder` from a local Hugging Face directory, a Hub id, or 'all-MiniLM-L6-v2'.
 
-    `dtype` is the compute dtype; parameters stay float32 and outputs are float32.
+    `output_layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute
+    dtype; parameters stay float32 and outputs are float32.
     """
     from transformers import AutoTokenizer  # slow to import (pulls in torch where installed)
 
     model_dir = resolve_model_dir(name_or_path)
-    module, params = load_bert(model_dir, dtype)
+    module, params = load_bert(model_dir, dtype, output_layer)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     name = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)
     return TextEncoder(module, params, tokenizer, max_length, name)
