@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from t2ijax.data import shapes
+from t2ijax.data import shapes, shapes_tfds
 
 
 def _scenes(split, num):
@@ -103,19 +103,19 @@ def test_attributes_are_padded():
 
 
 def test_registered_configs():
-    assert {"32", "64"} <= set(shapes.Shapes.builder_configs)
-    assert shapes.make_config(32).name == "32"
-    assert shapes.make_config(32, num_train=100).name != "32"
+    assert {"32", "64"} <= set(shapes_tfds.Shapes.builder_configs)
+    assert shapes_tfds.make_config(32).name == "32"
+    assert shapes_tfds.make_config(32, num_train=100).name != "32"
 
 
 def test_tfds_build_load_and_rebuild(tmp_path):
     data_dir = str(tmp_path)
-    builder = shapes.build(data_dir, 32, num_train=48, num_validation=16)
+    builder = shapes_tfds.build(data_dir, 32, num_train=48, num_validation=16)
     files = sorted(builder.data_path.iterdir())
     stamps = [os.stat(f).st_mtime_ns for f in files]
 
     for split, num in (("train", 48), ("validation", 16)):
-        data = shapes.load_split(data_dir, 32, split, num_train=48, num_validation=16)
+        data = shapes_tfds.load_split(data_dir, 32, split, num_train=48, num_validation=16)
         assert data["image"].shape == (num, 32, 32, 3) and data["image"].dtype == np.uint8
         for key in ("caption_long", "caption_short"):
             assert data[key].shape == (num,) and all(isinstance(s, str) for s in data[key])
@@ -129,10 +129,10 @@ def test_tfds_build_load_and_rebuild(tmp_path):
             np.testing.assert_array_equal(data["image"][i], expected[caption]["image"])
             np.testing.assert_array_equal(data["shape"][i], expected[caption]["shape"])
 
-    again = shapes.build(data_dir, 32, num_train=48, num_validation=16)
+    again = shapes_tfds.build(data_dir, 32, num_train=48, num_validation=16)
     assert sorted(again.data_path.iterdir()) == files
     assert [os.stat(f).st_mtime_ns for f in files] == stamps
 
-    other = shapes.build(data_dir, 32, num_train=24, num_validation=16)
+    other = shapes_tfds.build(data_dir, 32, num_train=24, num_validation=16)
     assert other.data_path != builder.data_path
-    assert len(shapes.load_split(data_dir, 32, "train", num_train=24, num_validation=16)["image"]) == 24
+    assert len(shapes_tfds.load_split(data_dir, 32, "train", num_train=24, num_validation=16)["image"]) == 24

@@ -14,11 +14,9 @@ SPLITS = ("train", "validation")
 
 @DATASETS.register("shapes")
 def _shapes(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
-    from t2ijax.data import shapes  # imports TensorFlow Datasets: only when used
+    from t2ijax.data import shapes_tfds  # imports TensorFlow Datasets: only when used
 
-    shapes.build(cfg.data_dir, resolution=cfg.resolution, num_train=cfg.num_train,
-                 num_validation=cfg.num_validation)
-    return shapes.load_split(cfg.data_dir, cfg.resolution, split, num_train=cfg.num_train,
+    return shapes_tfds.load_split(cfg.data_dir, cfg.resolution, split, num_train=cfg.num_train,
                              num_validation=cfg.num_validation)
 
 
