@@ -14,6 +14,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def save(self, state: TrainState) -> None:
         """Starts saving `state` at its own step (returns before an async write finishes)."""
         step = int(state.step)

@@ -133,14 +133,20 @@ def dinov2_extractor(path: str | Path) -> FeatureExtractor:
 
 
 _BUILDERS = {"inception": inception_extractor, "clip": clip_extractor, "dinov2": dinov2_extractor}
-EXTRACTORS = ("inception", "random_inception", "clip", "dinov2")
 
 
-def load_extractor(name: str, eval_cfg: ml_collections.ConfigDict) -> FeatureExtractor:
-    """The extractor `name` with the weights config.eval names; a one-line ConfigError if none."""
-    if name == "random_inception":
-        return random_inception_extractor()
+def weights_path(name: str, eval_cfg: ml_collections.ConfigDict) -> str | None:
+    """Where config.eval says the weights of extractor `name` are (None: it needs none); a
+    one-line ConfigError if they are not configured."""
+    if name not in WEIGHTS_FIELDS:
+        return None
     field, what = WEIGHTS_FIELDS[name]
     if not eval_cfg[field]:
         raise ConfigError(f"needs {what}: set config.eval.{field} (see docs/evaluation.md)")
-    return _BUILDERS[name](eval_cfg[field])
+    return eval_cfg[field]
+
+
+def load_extractor(name: str, eval_cfg: ml_collections.ConfigDict) -> FeatureExtractor:
+    """The extractor `name` with the weights config.eval names."""
+    path = weights_path(name, eval_cfg)
+    return random_inception_extractor() if path is None else _BUILDERS[name](path)
