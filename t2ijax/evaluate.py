@@ -22,6 +22,7 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("prompts", None, "JSON Lines prompt file (default: the first num_samples held-out captions).")
 flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's config.eval.metrics).")
 flags.DEFINE_integer("num_samples", None, "Held-out prompts to generate (default: the run's).")
+flags.DEFINE_integer("reference_examples", None, "Real held-out images the feature metrics compare against.")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's config.eval).")
 flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.eval).")
 flags.DEFINE_integer("seed", None, "Seed of the sampling noise and of the loss's t and noise (default: the run's).")
@@ -31,7 +32,7 @@ flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-L/14-reg Hugging Face di
 flags.DEFINE_string("out", None, "Output JSON (default: WORKDIR/eval/evaluate_step_<step>.json).")
 FLAGS = flags.FLAGS
 
-EVAL_FLAGS = ("metrics", "num_samples", "guidance", "steps", "inception_weights", "clip_weights", "dinov2_weights")
+EVAL_FLAGS = ("metrics", "num_samples", "reference_examples", "guidance", "steps", "inception_weights", "clip_weights", "dinov2_weights")
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,

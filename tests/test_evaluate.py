@@ -1,7 +1,11 @@
 """The evaluation CLI: same seed same metrics, prompt files, and metrics that cannot run."""
 import json
+import os
+import shutil
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import torch
 import transformers
@@ -13,6 +17,7 @@ from t2ijax.errors import ConfigError
 from t2ijax import evaluate
 from t2ijax.evaluate import evaluate_checkpoint
 from t2ijax.prompts import read_prompts
+from t2ijax.restore import load_run_config, restore_run
 from t2ijax.train import Run
 
 FAST = dict(num_samples=6, steps=2)
@@ -122,3 +127,17 @@ def test_unknown_metric_is_rejected_before_compute(data_dir):
     config.eval.metrics = ("loss_t", "fdi")
     with pytest.raises(ConfigError, match=r"config\.eval\.metrics names 'fdi'; metrics are: loss_t, composition, fid"):
         validate(config, 1)
+
+
+def test_checkpoint_written_before_the_ema_field_restores(workdir, tmp_path):
+    config = load_run_config(workdir)
+    state = restore_run(workdir, config, config.text.max_length, 384).state
+    shutil.copy(os.path.join(workdir, "config.json"), tmp_path / "config.json")
+    manager = ocp.CheckpointManager(tmp_path / "checkpoints")
+    old_fields = {name: getattr(state, name) for name in ("step", "params", "opt_state", "rng")}
+    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(old_fields)))
+    manager.wait_until_finished()
+    restored = restore_run(str(tmp_path), config, config.text.max_length, 384).state
+    assert restored.ema_params is None
+    for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -7,7 +7,7 @@ features stay sharded for the streamed statistics.
 | extractor        | network                        | input                                    |
 |------------------|--------------------------------|------------------------------------------|
 | inception        | FID Inception-v3, pool3        | bilinear to 299 (as pytorch-fid), [-1, 1] |
-| random_inception | the same with fixed random weights (offline; not FID) | as inception     |
+| random_inception | the same with fixed random weights (offline; not FID) | bilinear to 75, [-1, 1] |
 | clip             | CLIP image tower + projection  | bicubic to its size (as CMMD), CLIP mean/std |
 | dinov2           | DINOv2 class token             | bicubic to 224, ImageNet mean/std          |
 """
@@ -91,9 +91,9 @@ def _normalised(images: jax.Array, size: int, mean, std) -> jax.Array:
     return (x - jnp.asarray(mean)) / jnp.asarray(std)
 
 
-def _inception_embed(module: inception.InceptionV3):
+def _inception_embed(module: inception.InceptionV3, size: int):
     def embed(params, images):
-        x = resize(_scaled(images), (inception.INPUT_SIZE, inception.INPUT_SIZE), "bilinear")
+        x = resize(_scaled(images), (size, size), "bilinear")
         return module.apply({"params": params}, 2.0 * x - 1.0)
 
     return embed
@@ -101,14 +101,16 @@ def _inception_embed(module: inception.InceptionV3):
 
 def inception_extractor(path: str | Path) -> FeatureExtractor:
     module, params = inception.load_inception(path)
-    return FeatureExtractor("inception", inception.FEATURES, _inception_embed(module), params,
+    return FeatureExtractor("inception", inception.FEATURES, _inception_embed(module, inception.INPUT_SIZE), params,
                             "inception-" + _weights_fingerprint(Path(path).expanduser()))
 
 
 def random_inception_extractor(seed: int = 0) -> FeatureExtractor:
+    """Random weights owe nothing to 299 px inputs: the smallest size the network takes costs 16x less."""
     module, params = inception.random_inception(seed)
-    return FeatureExtractor("random_inception", inception.FEATURES, _inception_embed(module), params,
-                            f"random_inception-seed{seed}")
+    size = inception.SMALLEST_INPUT
+    return FeatureExtractor("random_inception", inception.FEATURES, _inception_embed(module, size), params,
+                            f"random_inception-seed{seed}-{size}px")
 
 
 def clip_extractor(path: str | Path) -> FeatureExtractor:

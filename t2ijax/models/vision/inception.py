@@ -15,7 +15,7 @@ import numpy as np
 from t2ijax.models.vision.weights import TorchTensors, check_shapes, read_weights
 
 INPUT_SIZE = 299
-_SMALLEST_INPUT = 75  # parameter shapes do not depend on the input size
+SMALLEST_INPUT = 75  # the least the network takes; its parameter shapes do not depend on it
 FEATURES = 2048
 _BN_EPS = 1e-3
 _BN_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
@@ -152,7 +152,7 @@ def _torch_name(path: tuple[str, ...]) -> str:
 def inception_params(tensors: TorchTensors) -> dict:
     """Every parameter from the torchvision-named tensor of the same module (extra ones, such as
     the classifier `fc`, are ignored)."""
-    example = jnp.zeros((1, _SMALLEST_INPUT, _SMALLEST_INPUT, 3))
+    example = jnp.zeros((1, SMALLEST_INPUT, SMALLEST_INPUT, 3))
     shapes = jax.eval_shape(InceptionV3().init, jax.random.key(0), example)["params"]
 
     def read(path, _):
@@ -173,6 +173,6 @@ def load_inception(path) -> tuple[InceptionV3, dict]:
 
 def random_inception(seed: int = 0) -> tuple[InceptionV3, dict]:
     """The same network with fixed random (He-normal) weights: a feature space that exists offline."""
-    example = jnp.zeros((1, _SMALLEST_INPUT, _SMALLEST_INPUT, 3))
+    example = jnp.zeros((1, SMALLEST_INPUT, SMALLEST_INPUT, 3))
     params = jax.jit(InceptionV3().init)(jax.random.key(seed), example)["params"]
     return InceptionV3(), jax.tree.map(np.asarray, params)
