@@ -94,12 +94,12 @@ class Evaluator:
 
     def feature_metric(self, name: str, images: np.ndarray) -> float:
         statistic, extractor_name = FEATURE_METRICS[name]
-        weights_path(extractor_name, self.cfg)
-        needed = 2 if statistic == "frechet" else 1
-        for what, count in (("generated", len(images)), ("reference", len(self.references.images))):
-            if count < needed:
-                raise ConfigError(f"{'a covariance' if needed == 2 else 'it'} needs at least {needed} {what} images, "
-                                  f"got {count}; raise eval.{'num_samples' if what == 'generated' else 'reference_examples'}")
+        weights_path(extractor_name, self.cfg)  # unconfigured weights are the first reason to give
+        needs, least = ("a covariance", 2) if statistic == "frechet" else ("MMD", 1)
+        for what, count, field in (("generated", len(images), "num_samples"),
+                                   ("reference", len(self.references.images), "reference_examples")):
+            if count < least:
+                raise ConfigError(f"{needs} needs at least {least} {what} images, got {count}; raise eval.{field}")
         extractor = self._extractor(extractor_name)
         batch_size = self._feature_batch_size
         reference = self.references.features(extractor, batch_size, self.mesh)

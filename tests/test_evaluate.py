@@ -7,14 +7,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import torch
-import transformers
 from absl import flags
 
 from conftest import tiny_config
+from t2ijax import evaluate
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
-from t2ijax import evaluate
 from t2ijax.evaluate import evaluate_checkpoint
 from t2ijax.prompts import read_prompts
 from t2ijax.restore import load_run_config, restore_run
@@ -35,32 +33,23 @@ def workdir(data_dir, tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=4, image_size=28, patch_size=7, projection_dim=16)
-    transformers.CLIPVisionModelWithProjection(config).save_pretrained(directory)
-    return str(directory)
 
-
-def test_same_seed_gives_the_same_metrics(workdir, clip_dir):
+def test_same_seed_gives_the_same_metrics(workdir, tiny_clip_dir):
     metrics = ["loss_t", "composition", "cmmd"]
-    first, path = evaluate_checkpoint(workdir, metrics=metrics, clip_weights=clip_dir, **FAST)
-    second, _ = evaluate_checkpoint(workdir, metrics=metrics, clip_weights=clip_dir, **FAST)
+    first, path = evaluate_checkpoint(workdir, metrics=metrics, clip_weights=tiny_clip_dir, **FAST)
+    second, _ = evaluate_checkpoint(workdir, metrics=metrics, clip_weights=tiny_clip_dir, **FAST)
     assert first == second
     assert {"loss_t[0.0,0.3)", "loss_t[0.6,1.0)", "composition/colour", "cmmd"} <= set(first)
     assert first["cmmd"] > 0 and "skipped" not in first and first["step"] == 0
     with open(path) as f:
         assert json.load(f) == first
-    other_seed, _ = evaluate_checkpoint(workdir, seed=1, metrics=metrics, clip_weights=clip_dir, **FAST)
+    other_seed, _ = evaluate_checkpoint(workdir, seed=1, metrics=metrics, clip_weights=tiny_clip_dir, **FAST)
     assert other_seed["loss_t[0.3,0.6)"] != first["loss_t[0.3,0.6)"] and other_seed["cmmd"] != first["cmmd"]
 
 
-def test_metrics_that_cannot_run_are_skipped_with_a_reason(workdir, clip_dir):
+def test_metrics_that_cannot_run_are_skipped_with_a_reason(workdir, tiny_clip_dir):
     metrics, _ = evaluate_checkpoint(workdir, metrics=["loss_t", "composition", "fid", "fd_random_inception", "cmmd"],
-                                     clip_weights=clip_dir, reference_examples=1, **FAST)
+                                     clip_weights=tiny_clip_dir, reference_examples=1, **FAST)
     assert metrics["skipped"]["fid"] == ("needs the FID Inception-v3 weights (.safetensors): set "
                                          "config.eval.inception_weights (see docs/evaluation.md)")
     assert metrics["skipped"]["fd_random_inception"] == ("a covariance needs at least 2 reference images, got 1; "

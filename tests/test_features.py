@@ -6,14 +6,12 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
+from configs import base
 from t2ijax import sharding
 from t2ijax.errors import ConfigError
 from t2ijax.metrics.features import clip_extractor, load_extractor
 from t2ijax.metrics.frechet import Moments
-from configs import base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,25 +32,16 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                           num_attention_heads=4, image_size=28, patch_size=7, projection_dim=16)
-    transformers.CLIPVisionModelWithProjection(config).save_pretrained(directory)
-    return directory
 
-
-def test_features_on_8_devices_match_1_device(clip_dir, tmp_path):
+def test_features_on_8_devices_match_1_device(tiny_clip_dir, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(21, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    subprocess.run([sys.executable, "-c", SHARDED, str(clip_dir), str(tmp_path / "images.npy"),
+    subprocess.run([sys.executable, "-c", SHARDED, str(tiny_clip_dir), str(tmp_path / "images.npy"),
                     str(tmp_path / "sharded.npz")], cwd=REPO, env=env, check=True, timeout=120)
     sharded = np.load(tmp_path / "sharded.npz")
 
-    extractor = clip_extractor(clip_dir)
+    extractor = clip_extractor(tiny_clip_dir)
     single = extractor(images, batch_size=5)
     moments = Moments()
     for batch, valid in extractor.batches(images, batch_size=8, mesh=sharding.make_mesh(base.get_config().mesh)):
