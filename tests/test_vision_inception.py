@@ -6,7 +6,6 @@ names and channel counts of torchvision's Inception3, with pytorch-fid's FID blo
 (padding-free average pools, a max pool in the last block), and pytorch-fid's input
 pipeline (bilinear resize to 299 without antialiasing, then [0, 1] -> [-1, 1]).
 """
-import jax
 import numpy as np
 import pytest
 import safetensors.torch
