@@ -103,13 +103,21 @@ def get_config() -> ml_collections.ConfigDict:
         ),
     )
 
+    # Metrics (docs/evaluation.md): loss_t (held-out loss per t bin), composition (shapes
+    # attributes of the samples), and against real held-out images fid, cmmd, dino_mmd,
+    # fd_dinov2, which need the weights below, or fd_random_inception, which runs offline.
     c.eval = dict(
         every_steps=0,               # 0 = only at the end
+        metrics=("loss_t", "composition"),
         num_samples=256,             # held-out prompts generated and scored
         sampler="euler",
         steps=30,
         guidance=4.0,
         loss_examples=512,           # held-out examples for the per-t-bin loss
+        reference_examples=512,      # real held-out images the feature metrics compare against
         batch_size=128,
+        inception_weights="",        # FID Inception-v3 .safetensors file
+        clip_weights="",             # CLIP ViT-L/14-336 Hugging Face directory (cmmd)
+        dinov2_weights="",           # DINOv2 ViT-L/14-reg Hugging Face directory (dino_mmd, fd_dinov2)
     )
     return c

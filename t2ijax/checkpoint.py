@@ -14,6 +14,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
     def save(self, state: TrainState) -> None:
         """Starts saving `state` at its own step (returns before an async write finishes)."""
         step = int(state.step)
@@ -23,9 +26,20 @@ class Checkpointer:
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
         """Restores into the shardings of `abstract_state` (a tree of ShapeDtypeStruct)."""
         step = self._manager.latest_step() if step is None else step
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored.state
+        try:
+            return self._restore(step, abstract_state)
+        except ValueError as mismatch:
+            if abstract_state.ema_params is not None:
+                raise
+            # Checkpoints written before TrainState had `ema_params` do not name the field at all.
+            fields = {name: getattr(abstract_state, name) for name in ("step", "params", "opt_state", "rng")}
+            try:
+                return TrainState(**self._restore(step, fields))
+            except ValueError:
+                raise mismatch from None
+
+    def _restore(self, step: int, target):
+        return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
 
     def close(self) -> None:
         """Waits for pending saves, then releases the manager."""

@@ -11,6 +11,7 @@ from t2ijax.diffusion.paths import PATHS
 from t2ijax.diffusion.samplers import SAMPLERS
 from t2ijax.diffusion.timesteps import TIMESTEPS
 from t2ijax.errors import ConfigError
+from t2ijax.evaluation import METRICS
 from t2ijax.models.autoencoders import AUTOENCODERS
 from t2ijax.models.build import MODELS
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
@@ -70,6 +71,8 @@ def _check_keys_and_types(flat: dict, schema: dict) -> None:
 
 def _check_choices(flat: dict) -> None:
     for name, names in _CHOICES.items():
+        if name not in flat:
+            continue
         allowed = names()
         if flat[name] not in allowed:
             raise ConfigError(f"config.{name}='{flat[name]}' is not one of: {', '.join(allowed)}")
@@ -86,7 +89,7 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "eval.steps"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps"):
         if _flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
@@ -95,6 +98,18 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
     if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
         raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
+
+
+def _check_eval(cfg: ml_collections.ConfigDict) -> None:
+    metrics = cfg.eval.metrics
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"config.eval.metrics={metrics!r} must be a tuple of metric names, e.g. ('loss_t', 'fid')")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"config.eval.metrics names '{unknown[0]}'; metrics are: {', '.join(METRICS)}")
+    for name in ("num_samples", "batch_size", "steps"):
+        if cfg.eval[name] < 1:
+            raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
@@ -121,6 +136,14 @@ def check_overrides(argv: list[str]) -> None:
                 _check_known(name, schema)
 
 
+def validate_eval(cfg: ml_collections.ConfigDict) -> None:
+    """The checks evaluating a trained run needs (its training mesh need not fit this machine)."""
+    flat = _flatten(cfg.eval, "eval.")
+    _check_keys_and_types(flat, _flatten(base.get_config()))
+    _check_choices(flat)
+    _check_eval(cfg)
+
+
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none."""
     flat = _flatten(cfg)
@@ -130,4 +153,5 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)
     _check_model(cfg)
+    _check_eval(cfg)
     _check_mesh(cfg, num_devices, num_processes)

@@ -1,14 +1,38 @@
-"""Held-out evaluation: flow-matching loss per t bin, and compositional accuracy of samples."""
+"""Held-out evaluation: flow-matching loss per t bin, compositional accuracy of samples, and
+feature metrics (FID, CMMD, DINO-MMD, ...) of samples against real held-out images.
+
+`config.eval.metrics` picks the metrics. One that cannot run (weights not configured, too
+few samples) is reported in one line under "skipped"; the others are still computed.
+"""
 import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh
 
-from t2ijax.data.prepare import ATTRIBUTE_KEYS, images_to_model_space
+from t2ijax.data.prepare import images_to_model_space
+from t2ijax.errors import ConfigError
+from t2ijax.metrics import composition
+from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
+from t2ijax.metrics.frechet import Moments, frechet_distance_of
+from t2ijax.metrics.mmd import l2_normalize, mmd
+from t2ijax.metrics.reference import ReferenceFeatures
+from t2ijax.sharding import BATCH_AXES
 
 T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
+SCENE_KEYS = ("num_objects", "shape", "colour", "size", "position")  # what composition.score reads
+# Feature metrics: name -> (statistic, extractor). Only the Inception with FID weights is "fid".
+FEATURE_METRICS = {
+    "fid": ("frechet", "inception"),
+    "fd_dinov2": ("frechet", "dinov2"),
+    "fd_random_inception": ("frechet", "random_inception"),
+    "cmmd": ("mmd", "clip"),
+    "dino_mmd": ("mmd", "dinov2"),
+}
+METRICS = ("loss_t", "composition", *FEATURE_METRICS)
 
 
 def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], autoencoder,
@@ -31,26 +55,104 @@ def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], au
     return out
 
 
-def composition_scores(generator, params, validation: dict[str, np.ndarray], cfg: ml_collections.ConfigDict,
-                       seed: int) -> tuple[dict[str, float], np.ndarray]:
-    """Generates the first `cfg.num_samples` held-out prompts and scores them with the analytic
-    detector. Returns (accuracies, images)."""
-    from t2ijax.metrics import composition
-
-    n = min(cfg.num_samples, len(validation["image"]))
-    images = generator(params, validation["text"][:n], validation["text_mask"][:n], seed,
-                       sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, batch_size=cfg.batch_size)
-    scores = composition.score(images, {k: validation[k][:n] for k in ATTRIBUTE_KEYS})
-    return {f"composition/{k}": float(v) for k, v in scores.items()}, images
+def heldout_prompts(validation: dict[str, np.ndarray], num_samples: int) -> dict[str, np.ndarray]:
+    """The first `num_samples` held-out captions: text, text_mask and their scene attributes."""
+    keys = ("text", "text_mask", *(k for k in SCENE_KEYS if k in validation))
+    return {k: validation[k][:num_samples] for k in keys}
 
 
-def evaluate(step: int, loss_fn, generator, params, validation, autoencoder, cfg, seed: int) -> dict[str, float]:
-    metrics = heldout_loss_by_t_bin(loss_fn, params, validation, autoencoder, cfg, seed)
-    if all(k in validation for k in ATTRIBUTE_KEYS):
-        scores, _ = composition_scores(generator, params, validation, cfg, seed)
-        metrics.update(scores)
-    metrics["step"] = step
-    return metrics
+class Evaluator:
+    """Scores parameters with the metrics of `config.eval`. Feature extractors and the features
+    of the real reference images are loaded once and reused at every evaluation."""
+
+    def __init__(self, config: ml_collections.ConfigDict, validation: dict[str, np.ndarray], loss_fn, generator,
+                 autoencoder, mesh: Mesh | None = None):
+        self.cfg, self.seed = config.eval, config.seed
+        self.validation, self.loss_fn, self.generator, self.autoencoder = validation, loss_fn, generator, autoencoder
+        self.mesh = mesh
+        data = config.data
+        self.references = ReferenceFeatures(validation["image"][:self.cfg.reference_examples],
+                                            os.path.join(data.data_dir, "eval_reference"),
+                                            f"{data.name}-{data.resolution}px-validation")
+        self._extractors: dict[str, FeatureExtractor | ConfigError] = {}
+
+    @property
+    def _feature_batch_size(self) -> int:
+        """eval.batch_size rounded up to split evenly over the mesh's batch axes."""
+        ways = 1 if self.mesh is None else int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+        return -(-self.cfg.batch_size // ways) * ways
+
+    def _extractor(self, name: str) -> FeatureExtractor:
+        if name not in self._extractors:
+            try:
+                self._extractors[name] = load_extractor(name, self.cfg)
+            except ConfigError as error:  # remembered: a missing file is not retried every evaluation
+                self._extractors[name] = error
+        if isinstance(self._extractors[name], ConfigError):
+            raise self._extractors[name]
+        return self._extractors[name]
+
+    def feature_metric(self, name: str, images: np.ndarray) -> float:
+        statistic, extractor_name = FEATURE_METRICS[name]
+        weights_path(extractor_name, self.cfg)  # unconfigured weights are the first reason to give
+        needs, least = ("a covariance", 2) if statistic == "frechet" else ("MMD", 1)
+        for what, count, field in (("generated", len(images), "num_samples"),
+                                   ("reference", len(self.references.images), "reference_examples")):
+            if count < least:
+                raise ConfigError(f"{needs} needs at least {least} {what} images, got {count}; raise eval.{field}")
+        extractor = self._extractor(extractor_name)
+        batch_size = self._feature_batch_size
+        reference = self.references.features(extractor, batch_size, self.mesh)
+        if statistic == "mmd":
+            return mmd(l2_normalize(extractor(images, batch_size, self.mesh)), l2_normalize(reference))
+        generated, real = Moments(), Moments()
+        for features, valid in extractor.batches(images, batch_size, self.mesh):
+            generated.update(features, valid)
+        real.update(reference)
+        if min(generated.count, real.count) <= extractor.dim:
+            logging.warning("%s: %d generated and %d reference images for %d-d features: the covariances are "
+                            "singular and the distance is biased upwards; compare only runs with equal counts",
+                            name, generated.count, real.count, extractor.dim)
+        return frechet_distance_of(generated, real)
+
+    def __call__(self, step: int, params, prompts: dict[str, np.ndarray] | None = None) -> dict:
+        """Metrics (floats), "step", and "skipped" (metric -> reason) when some could not run.
+
+        `prompts` (text, text_mask, optionally the scene attributes) default to the first
+        eval.num_samples held-out captions; the loss always uses the held-out set.
+        """
+        metrics, skipped = {}, {}
+        requested = list(self.cfg.metrics)
+        if "loss_t" in requested:
+            metrics.update(heldout_loss_by_t_bin(self.loss_fn, params, self.validation, self.autoencoder, self.cfg,
+                                                 self.seed))
+        if any(name != "loss_t" for name in requested):
+            prompts = heldout_prompts(self.validation, self.cfg.num_samples) if prompts is None else prompts
+            images = self.generator(params, prompts["text"], prompts["text_mask"], self.seed,
+                                    sampler=self.cfg.sampler, steps=self.cfg.steps, guidance=self.cfg.guidance,
+                                    batch_size=self.cfg.batch_size)
+        if "composition" in requested:
+            if all(k in prompts for k in SCENE_KEYS):
+                scores = composition.score(images, {k: prompts[k] for k in SCENE_KEYS})
+                metrics.update({f"composition/{k}": v for k, v in scores.items()})
+            else:
+                skipped["composition"] = "the prompts carry no scene attributes (objects) to check"
+        for name in (n for n in requested if n in FEATURE_METRICS):
+            try:
+                metrics[name] = self.feature_metric(name, images)
+            except ConfigError as error:
+                skipped[name] = str(error)
+        for name, reason in skipped.items():
+            logging.warning("eval: %s skipped: %s", name, reason)
+        metrics["step"] = step
+        if skipped:
+            metrics["skipped"] = skipped
+        return metrics
+
+
+def scalars(metrics: dict) -> dict[str, float]:
+    """The numeric metrics, for TensorBoard."""
+    return {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
 
 
 def write_json(metrics: dict, path: str) -> None:

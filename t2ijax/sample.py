@@ -2,14 +2,13 @@
 
   python -m t2ijax.sample --workdir=workdirs/shapes_tiny --prompt "a red circle on the left" --out out.png
 """
-import json
 import os
 import sys
 
-import jax
-import ml_collections
 from absl import app, flags
 from PIL import Image
+
+from t2ijax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
                     required=True)
@@ -23,53 +22,25 @@ flags.DEFINE_integer("upscale", 4, "Nearest-neighbour upscaling of the saved PNG
 FLAGS = flags.FLAGS
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; --workdir must be a t2ijax training run")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def main(argv):
     del argv
-    from t2ijax import sharding, train_state
-    from t2ijax.checkpoint import Checkpointer
-    from t2ijax.generate import Generator, image_grid
-    from t2ijax.models.autoencoders import load_autoencoder
-    from t2ijax.models.build import build_model
+    from t2ijax.generate import image_grid
     from t2ijax.models.text import load_text_encoder
-    from t2ijax.optim import make_optimizer
-    from t2ijax.techniques import ema
+    from t2ijax.restore import load_run_config, restore_run
 
     try:
         config = load_run_config(FLAGS.workdir)
-    except FileNotFoundError as e:
+        prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
+        encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
+                                    output_layer=config.text.output_layer)
+        text, text_mask = encoder.encode(prompts)
+        null_text, null_mask = encoder.encode([""])
+        run = restore_run(FLAGS.workdir, config, *text.shape[1:])
+    except ConfigError as e:
         sys.exit(f"error: {e}")
-    checkpointer = Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), keep=config.checkpoint.keep)
-    if checkpointer.latest_step() is None:
-        sys.exit(f"error: no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
 
-    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-    encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
-                                output_layer=config.text.output_layer)
-    text, text_mask = encoder.encode(prompts)
-    null_text, null_mask = encoder.encode([""])
-
-    autoencoder = load_autoencoder(config.autoencoder.name)
-    model = build_model(config.model, autoencoder.channels, text.shape[-1])
-    optimizer, _ = make_optimizer(config.optim, config.total_steps)
-    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
-    rules = sharding.logical_rules(config.sharding_rules)
-    resolution = config.data.resolution // autoencoder.downsample
-    example = train_state.example_inputs(1, resolution, autoencoder.channels, *text.shape[1:])
-    state = checkpointer.restore(train_state.abstract(model, optimizer, example, mesh, rules,
-                                                      ema.enabled(config.ema)))
-    checkpointer.close()
-
-    generator = Generator(model, autoencoder, config.diffusion, (resolution, resolution, autoencoder.channels),
-                          null_text[0], null_mask[0])
-    images = generator(state.sampling_params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
+    generator = run.generator(null_text[0], null_mask[0])
+    images = generator(run.state.sampling_params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
                        steps=FLAGS.steps or config.sample.steps,
                        guidance=config.sample.guidance if FLAGS.guidance is None else FLAGS.guidance)
     image = images[0] if len(images) == 1 else image_grid(images)
@@ -77,7 +48,7 @@ def main(argv):
     out = out.resize((out.width * FLAGS.upscale, out.height * FLAGS.upscale), Image.NEAREST)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     out.save(FLAGS.out)
-    print(f"wrote {FLAGS.out} ({len(images)} image(s), step {int(state.step)})")
+    print(f"wrote {FLAGS.out} ({len(images)} image(s), step {run.step})")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ class Run:
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
         self.generator = Generator(self.model, self.autoencoder, config.diffusion, self.image_shape,
                                    self.data.null_text, self.data.null_mask)
+        self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
+                                              self.autoencoder, self.mesh)
         return self
 
     def device_batch(self, step: int) -> dict[str, jax.Array]:
@@ -127,11 +129,10 @@ class Run:
         return path
 
     def evaluate(self, step: int) -> str:
-        metrics = evaluation.evaluate(step, self.heldout_loss, self.generator, self.state.sampling_params,
-                                      self.data.validation, self.autoencoder, self.config.eval, self.config.seed)
+        metrics = self.evaluator(step, self.state.sampling_params)
         path = os.path.join(self.workdir, "eval", f"step_{step:07d}.json")
         evaluation.write_json(metrics, path)
-        self.writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "step"})
+        self.writer.write_scalars(step, {f"eval/{k}": v for k, v in evaluation.scalars(metrics).items()})
         logging.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True))
         return path
 

@@ -29,3 +29,17 @@ def tiny_config(data_dir: str):
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> str:
+    """A random one-layer CLIP image tower with projection, saved by transformers."""
+    import torch
+    import transformers
+
+    directory = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=4, image_size=28, patch_size=7, projection_dim=16)
+    transformers.CLIPVisionModelWithProjection(config).save_pretrained(directory)
+    return str(directory)

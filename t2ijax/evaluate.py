@@ -1,0 +1,101 @@
+"""Score a checkpoint of a training run: held-out loss per t bin, compositional accuracy, and
+FID / CMMD / DINO-MMD (or offline stand-ins) of its samples against real held-out images.
+
+  python -m t2ijax.evaluate --workdir=workdirs/shapes_tiny [--step=1600] [--prompts=prompts.jsonl] \
+      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256 --guidance=4 --steps=30] \
+      [--clip_weights=DIR --dinov2_weights=DIR --inception_weights=FILE]
+
+Writes DIR/eval/evaluate_step_<step>.json (or --out) and TensorBoard scalars under
+DIR/tensorboard (prefix evaluate/). The same flags give the same numbers. Metrics and
+weights: docs/evaluation.md.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+from t2ijax.errors import ConfigError
+
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
+                    required=True)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_string("prompts", None, "JSON Lines prompt file (default: the first num_samples held-out captions).")
+flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's config.eval.metrics).")
+flags.DEFINE_integer("num_samples", None, "Held-out prompts to generate (default: the run's).")
+flags.DEFINE_integer("reference_examples", None, "Real held-out images the feature metrics compare against.")
+flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's config.eval).")
+flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.eval).")
+flags.DEFINE_integer("seed", None, "Seed of the sampling noise and of the loss's t and noise (default: the run's).")
+flags.DEFINE_string("inception_weights", None, "FID Inception-v3 .safetensors file.")
+flags.DEFINE_string("clip_weights", None, "CLIP ViT-L/14-336 Hugging Face directory.")
+flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-L/14-reg Hugging Face directory.")
+flags.DEFINE_string("out", None, "Output JSON (default: WORKDIR/eval/evaluate_step_<step>.json).")
+FLAGS = flags.FLAGS
+
+EVAL_FLAGS = ("metrics", "num_samples", "reference_examples", "guidance", "steps", "inception_weights", "clip_weights", "dinov2_weights")
+
+
+def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
+                        seed: int | None = None, out: str | None = None, **eval_overrides) -> tuple[dict, str]:
+    """Scores checkpoint `step` of the run in `workdir`; returns (metrics, path of the JSON written).
+
+    `eval_overrides` replace fields of the run's config.eval (metrics, num_samples, ...).
+    """
+    import jax
+    from clu import metric_writers
+
+    from t2ijax import evaluation
+    from t2ijax.config import validate_eval
+    from t2ijax.data.prepare import prepare, text_cache_dir
+    from t2ijax.data.text_cache import TextCache
+    from t2ijax.prompts import read_prompts
+    from t2ijax.restore import load_run_config, restore_run
+    from t2ijax.train_step import make_heldout_loss
+
+    config = load_run_config(workdir)
+    config.eval.update({k: (tuple(v) if k == "metrics" else v) for k, v in eval_overrides.items() if v is not None})
+    config.seed = config.seed if seed is None else seed
+    validate_eval(config)
+    captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
+
+    data = prepare(config)
+    run = restore_run(workdir, config, *data.validation["text"].shape[1:], step=step)
+    prompts = None
+    if captions is not None:
+        text, text_mask = TextCache(text_cache_dir(config.data), config.text).lookup(captions)
+        prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
+    evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(run.model, config.diffusion)),
+                                     run.generator(data.null_text, data.null_mask), run.autoencoder, run.mesh)
+    metrics = evaluator(run.step, run.state.sampling_params, prompts)
+    metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
+                           min(config.eval.num_samples, len(data.validation["text"])),
+                           "prompts": prompts_file or "held-out captions", "guidance": config.eval.guidance,
+                           "sampler_steps": config.eval.steps}
+    path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
+    evaluation.write_json(metrics, path)
+    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                                  just_logging=jax.process_index() != 0)
+    writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in evaluation.scalars(metrics).items()})
+    writer.flush()
+    return metrics, path
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}")
+    overrides = {name: FLAGS[name].value for name in EVAL_FLAGS}
+    try:
+        metrics, path = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, FLAGS.prompts, FLAGS.seed, FLAGS.out,
+                                            **overrides)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    for name, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            print(f"{name:32s} {value:.6g}")
+    for name, reason in metrics.get("skipped", {}).items():
+        print(f"{name:32s} skipped: {reason}")
+    print(f"step {metrics['step']}: wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,81 @@
+"""A training run brought back for inference: its config, model and checkpointed parameters.
+
+Shared by the CLIs that read a run directory (`t2ijax.sample`, `t2ijax.evaluate`).
+"""
+import dataclasses
+import json
+import os
+
+import ml_collections
+
+from configs import base
+from t2ijax.errors import ConfigError
+
+
+def _with_defaults(values: dict, defaults: dict) -> dict:
+    """`values` plus every field of `defaults` it lacks, at any depth."""
+    merged = dict(values)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(default, dict) and isinstance(merged[key], dict) and key != "sharding_rules":
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was trained with; fields added to configs/base.py since take their defaults."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
+    with open(path) as f:
+        return ml_collections.ConfigDict(_with_defaults(json.load(f), base.get_config().to_dict()))
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    config: ml_collections.ConfigDict
+    model: object
+    autoencoder: object
+    state: object  # TrainState; `state.sampling_params` are the EMA params when the run kept them
+    image_shape: tuple[int, int, int]
+    mesh: object
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def generator(self, null_text, null_mask):
+        from t2ijax.generate import Generator
+
+        return Generator(self.model, self.autoencoder, self.config.diffusion, self.image_shape, null_text, null_mask)
+
+
+def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: int, text_dim: int,
+                step: int | None = None) -> RestoredRun:
+    """Restores checkpoint `step` (default: the latest) of the run in `workdir` onto all local devices."""
+    from t2ijax import sharding, train_state
+    from t2ijax.checkpoint import Checkpointer
+    from t2ijax.models.autoencoders import load_autoencoder
+    from t2ijax.models.build import build_model
+    from t2ijax.optim import make_optimizer
+    from t2ijax.techniques import ema
+
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+    steps = checkpointer.steps()
+    if not steps:
+        raise ConfigError(f"no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
+    if step is not None and step not in steps:
+        raise ConfigError(f"no checkpoint for step {step} under {checkpointer.directory}; "
+                          f"its steps are {', '.join(map(str, steps))}")
+    autoencoder = load_autoencoder(config.autoencoder.name)
+    model = build_model(config.model, autoencoder.channels, text_dim)
+    optimizer, _ = make_optimizer(config.optim, config.total_steps)
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
+    rules = sharding.logical_rules(config.sharding_rules)
+    resolution = config.data.resolution // autoencoder.downsample
+    example = train_state.example_inputs(1, resolution, autoencoder.channels, text_length, text_dim)
+    abstract = train_state.abstract(model, optimizer, example, mesh, rules, ema.enabled(config.ema))
+    state = checkpointer.restore(abstract, step)
+    checkpointer.close()
+    return RestoredRun(config, model, autoencoder, state, (resolution, resolution, autoencoder.channels), mesh)
