@@ -1,0 +1,99 @@
+"""Qwen3's decoder stack used as a text encoder, in Flax Linen; it matches transformers' Qwen3Model.
+
+Causal pre-RMSNorm blocks with grouped-query attention, RMSNorm on each query and key head,
+rotary positions and a SwiGLU MLP. Checkpoints of Qwen3Model or Qwen3ForCausalLM load alike
+(the language-model head is not read).
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from t2ijax.models.text import blocks
+from t2ijax.models.text.family import Family, config_from_fields, register, require, rope_theta
+from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen3Config:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-6
+    attention_bias: bool = False
+    rope_theta: float = 10_000.0
+    max_positions = None  # rotary positions: no table to run out of
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Qwen3Config":
+        require(raw, "use_sliding_window", False)
+        head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
+        config = config_from_fields(cls, {**raw, "head_dim": head_dim, "rope_theta": rope_theta(raw)})
+        blocks.check_activation(config.hidden_act, "hidden_act")
+        return config
+
+
+class Qwen3Layer(nn.Module):
+    config: Qwen3Config
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array, rope) -> tuple[jax.Array, None]:
+        cfg = self.config
+        attention = blocks.SelfAttention(cfg.num_attention_heads, cfg.head_dim, cfg.num_key_value_heads,
+                                         use_bias=cfg.attention_bias, qk_norm_eps=cfg.rms_norm_eps,
+                                         dtype=self.dtype, name="attention")
+        hidden = hidden + attention(blocks.rms_norm(cfg.rms_norm_eps, "attention_norm")(hidden), bias, rope)
+        mlp = blocks.MLP(cfg.intermediate_size, cfg.hidden_act, gated=True, use_bias=False, dtype=self.dtype,
+                         name="mlp")
+        return hidden + mlp(blocks.rms_norm(cfg.rms_norm_eps, "mlp_norm")(hidden)), None
+
+
+class Qwen3Encoder(blocks.TextEncoderModule):
+    """Qwen3's hidden state after `num_layers` layers (final RMSNorm after the last); causal, so
+    a token's state depends only on the tokens before it."""
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        cfg = self.config
+        hidden = blocks.embedding(cfg.vocab_size, cfg.hidden_size, "vocab", "embed")(input_ids)
+        rope = blocks.rope_tables(input_ids.shape[-1], cfg.head_dim, cfg.rope_theta)
+        bias = blocks.attention_bias(attention_mask, causal=True)
+        hidden = blocks.run_layers(Qwen3Layer, self.depth, hidden, bias, rope, config=cfg, dtype=self.dtype)
+        if self.runs_every_layer:
+            hidden = blocks.rms_norm(cfg.rms_norm_eps, "final_norm")(hidden)
+        return hidden
+
+
+def read_params(checkpoint: Checkpoint, config: Qwen3Config, num_layers: int) -> Params:
+    tensors = checkpoint.under(("", "model."), "embed_tokens.weight", "Qwen3")
+
+    def layer(i: int) -> Params:
+        prefix = f"layers.{i}"
+        attention = tensors.attention(f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj", "o_proj"),
+                                      config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                                      config.attention_bias)
+        attention["query_norm"] = tensors.norm(f"{prefix}.self_attn.q_norm")
+        attention["key_norm"] = tensors.norm(f"{prefix}.self_attn.k_norm")
+        return {
+            "attention_norm": tensors.norm(f"{prefix}.input_layernorm"),
+            "attention": attention,
+            "mlp_norm": tensors.norm(f"{prefix}.post_attention_layernorm"),
+            "mlp": tensors.mlp(f"{prefix}.mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"},
+                               bias=False),
+        }
+
+    return {
+        "embed": tensors.embedding("embed_tokens"),
+        "layers": stack_layers(layer, num_layers),
+        "final_norm": tensors.norm("norm"),
+    }
+
+
+FAMILY = register(Family("Qwen3", ("qwen3",), Qwen3Config.from_dict, Qwen3Encoder, read_params))
