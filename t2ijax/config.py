@@ -13,6 +13,8 @@ from t2ijax.diffusion.timesteps import TIMESTEPS
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import AUTOENCODERS
 from t2ijax.models.build import MODELS
+from t2ijax.models.text.encoder import NO_TEXT
+from t2ijax.models.text.loading import INITS
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 
@@ -21,6 +23,8 @@ from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 _CHOICES = {
     "data.name": DATASETS.names,
     "data.caption_field": lambda: ["caption_long", "caption_short"],
+    "text.init": lambda: list(INITS),
+    "text.dtype": lambda: ["bfloat16", "float32"],
     "autoencoder.name": AUTOENCODERS.names,
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
@@ -86,7 +90,8 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "eval.steps"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "eval.steps",
+                 "text.max_length"):
         if _flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
@@ -95,6 +100,12 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
     if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
         raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
+
+
+def _check_text(text: ml_collections.ConfigDict) -> None:
+    if text.encoder.lower() == NO_TEXT and text.init != "pretrained":
+        raise ConfigError(f"config.text.init='{text.init}' has no meaning with config.text.encoder='none' "
+                          "(there is no encoder); leave it 'pretrained'")
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
@@ -130,4 +141,5 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)
     _check_model(cfg)
+    _check_text(cfg.text)
     _check_mesh(cfg, num_devices, num_processes)

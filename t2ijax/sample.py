@@ -38,7 +38,7 @@ def main(argv):
     from t2ijax.generate import Generator, image_grid
     from t2ijax.models.autoencoders import load_autoencoder
     from t2ijax.models.build import build_model
-    from t2ijax.models.text import load_text_encoder
+    from t2ijax.models.text import text_encoder_from_config
     from t2ijax.optim import make_optimizer
     from t2ijax.techniques import ema
 
@@ -51,8 +51,7 @@ def main(argv):
         sys.exit(f"error: no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-    encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
-                                output_layer=config.text.output_layer)
+    encoder = text_encoder_from_config(config.text)
     text, text_mask = encoder.encode(prompts)
     null_text, null_mask = encoder.encode([""])
 

@@ -186,6 +186,7 @@ def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, output_
     if str(name_or_path).lower() == NO_TEXT:
         return NoText(max_length)
     model_dir = resolve_model_dir(name_or_path)
+    read_model_config(model_dir)  # a wrong directory fails here, before the tokenizer and weights load
     tokenizer = load_tokenizer(model_dir)
     module, params = load_text_model(model_dir, output_layer=output_layer, dtype=dtype, init=init, mesh=mesh,
                                      rules=rules)
