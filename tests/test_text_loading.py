@@ -50,7 +50,8 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize("family", list(MODELS))
 def test_every_parameter_has_logical_axis_names(tiny_dirs, family):
     family_entry, config = read_model_config(tiny_dirs[family])
-    leaves = jax.tree.leaves(_abstract_params(family_entry.module(config)), is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    boxed = _abstract_params(family_entry.module(config))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     allowed = {"vocab", "embed", "mlp", "heads", "kv", "layers", None}
     for leaf in leaves:
         assert isinstance(leaf, nn.LogicallyPartitioned)

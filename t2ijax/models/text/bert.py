@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from t2ijax.models.text import blocks
-from t2ijax.models.text.family import Family, config_from_fields, register, require
+from t2ijax.models.text.family import AbsolutePositionConfig, Family, config_from_fields, register, require
 from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(AbsolutePositionConfig):
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -26,20 +26,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_positions(self) -> int:
-        return self.max_position_embeddings
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "BertConfig":
         require(raw, "position_embedding_type", "absolute")
-        config = config_from_fields(cls, raw)
-        blocks.check_activation(config.hidden_act, "hidden_act")
-        return config
+        return config_from_fields(cls, raw, activation="hidden_act")
 
 
 class BertEmbeddings(nn.Module):
@@ -58,11 +48,8 @@ class BertEmbeddings(nn.Module):
         return blocks.layer_norm(cfg.layer_norm_eps, "norm")(hidden)
 
 
-class BertLayer(nn.Module):
+class BertLayer(blocks.TextLayer):
     """One post-LN block, shaped `(hidden, attention_bias) -> (hidden, None)` for `nn.scan`."""
-
-    config: BertConfig
-    dtype: Any
 
     @nn.compact
     def __call__(self, hidden: jax.Array, attention_bias: jax.Array) -> tuple[jax.Array, None]:

@@ -28,10 +28,9 @@ ACTIVATIONS = {
 }
 
 
-def check_activation(name: str, field: str) -> str:
+def check_activation(name: str, field: str) -> None:
     if name not in ACTIVATIONS:
         raise ConfigError(f"{field}={name!r} is not supported; supported: {', '.join(sorted(ACTIVATIONS))}")
-    return name
 
 
 def dense(features, axes, *, dtype, name, n_in: int = 1, use_bias: bool = True) -> Dense:
@@ -155,6 +154,13 @@ class MLP(nn.Module):
         return project(x.shape[-1], ("mlp", "embed"), "down")(hidden)
 
 
+class TextLayer(nn.Module):
+    """Base of the family blocks: `(hidden, *inputs) -> (hidden, None)`, run by `run_layers`."""
+
+    config: Any
+    dtype: Any
+
+
 class TextEncoderModule(nn.Module):
     """Base of the family modules: `(input_ids [B, L], attention_mask [B, L]) -> [B, L, D] float32`,
     the hidden state after the first `num_layers` layers (all by default)."""
@@ -169,8 +175,12 @@ class TextEncoderModule(nn.Module):
 
     @property
     def runs_every_layer(self) -> bool:
-        """The last hidden state is the model's output: the final norm, if any, applies."""
         return self.depth == self.config.num_hidden_layers
+
+    def output(self, hidden: jax.Array, final_norm: nn.Module) -> jax.Array:
+        """The model's last hidden state, after `final_norm`, when every layer ran; else `hidden`
+        as it left the last layer run (as transformers' hidden_states give it)."""
+        return final_norm(hidden) if self.runs_every_layer else hidden
 
 
 def run_layers(layer: type[nn.Module], count: int, hidden: jax.Array, *inputs, in_axes=nn.broadcast,

@@ -12,14 +12,14 @@ import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import blocks
-from t2ijax.models.text.family import Family, config_from_fields, register
+from t2ijax.models.text.family import AbsolutePositionConfig, Family, config_from_fields, register
 from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 LEGACY_EOS_ID = 2  # configs from before transformers PR 24773; their end token has the largest id
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPTextConfig:
+class CLIPTextConfig(AbsolutePositionConfig):
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -30,25 +30,13 @@ class CLIPTextConfig:
     layer_norm_eps: float = 1e-5
     eos_token_id: int = LEGACY_EOS_ID
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_positions(self) -> int:
-        return self.max_position_embeddings
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "CLIPTextConfig":
-        config = config_from_fields(cls, raw.get("text_config") or raw)  # CLIPModel: its text part
-        blocks.check_activation(config.hidden_act, "hidden_act")
-        return config
+        # A whole CLIPModel's config.json holds the text part in text_config.
+        return config_from_fields(cls, raw.get("text_config") or raw, activation="hidden_act")
 
 
-class CLIPLayer(nn.Module):
-    config: CLIPTextConfig
-    dtype: Any
-
+class CLIPLayer(blocks.TextLayer):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> tuple[jax.Array, None]:
         cfg = self.config
@@ -70,9 +58,7 @@ class CLIPTextEncoder(blocks.TextEncoderModule):
                   + blocks.embedding(cfg.max_position_embeddings, cfg.hidden_size, None, "position")(positions))
         bias = blocks.attention_bias(attention_mask, causal=True)
         hidden = blocks.run_layers(CLIPLayer, self.depth, hidden, bias, config=cfg, dtype=self.dtype)
-        if self.runs_every_layer:
-            hidden = blocks.layer_norm(cfg.layer_norm_eps, "final_norm")(hidden)
-        return hidden
+        return self.output(hidden, blocks.layer_norm(cfg.layer_norm_eps, "final_norm"))
 
     def pooled(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, D] float32; needs every layer (`num_layers` None or all)."""

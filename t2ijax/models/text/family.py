@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from t2ijax.errors import ConfigError
+from t2ijax.models.text.blocks import check_activation
 from t2ijax.models.text.tensors import Checkpoint, Params
 
 
@@ -33,9 +34,9 @@ def register(family: Family) -> Family:
     return family
 
 
-def config_from_fields(cls, raw: dict[str, Any], renames: dict[str, str] | None = None):
+def config_from_fields(cls, raw: dict[str, Any], renames: dict[str, str] | None = None, activation: str = ""):
     """`cls` from the config.json fields of the same name (or `renames[field]`); fields the file
-    lacks keep their defaults."""
+    lacks keep their defaults. The field named `activation`, if any, must name a supported one."""
     renames = renames or {}
     values = {}
     for field in dataclasses.fields(cls):
@@ -43,9 +44,39 @@ def config_from_fields(cls, raw: dict[str, Any], renames: dict[str, str] | None 
         if raw.get(key) is not None:
             values[field.name] = raw[key]
     try:
-        return cls(**values)
+        config = cls(**values)
     except TypeError as error:  # a field without a default that the file lacks
         raise ConfigError(f"{cls.__name__} is missing a field: {error}") from None
+    if activation:
+        check_activation(getattr(config, activation), activation)
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class RotaryConfig:
+    """The fields the rotary, grouped-query families (Qwen3, T5Gemma) share, named as in config.json."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_positions = None  # rotary positions: no table to run out of
+
+
+class AbsolutePositionConfig:
+    """For configs (BERT, CLIP) whose heads split the hidden size and whose positions come from a
+    table of `max_position_embeddings` rows."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_positions(self) -> int:
+        return self.max_position_embeddings
 
 
 def require(raw: dict[str, Any], key: str, supported: Any) -> None:

@@ -11,38 +11,26 @@ import flax.linen as nn
 import jax
 
 from t2ijax.models.text import blocks
-from t2ijax.models.text.family import Family, config_from_fields, register, require, rope_theta
+from t2ijax.models.text.family import Family, RotaryConfig, config_from_fields, register, require, rope_theta
 from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen3Config:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
+class Qwen3Config(RotaryConfig):
     hidden_act: str = "silu"
     rms_norm_eps: float = 1e-6
     attention_bias: bool = False
     rope_theta: float = 10_000.0
-    max_positions = None  # rotary positions: no table to run out of
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Qwen3Config":
         require(raw, "use_sliding_window", False)
         head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
-        config = config_from_fields(cls, {**raw, "head_dim": head_dim, "rope_theta": rope_theta(raw)})
-        blocks.check_activation(config.hidden_act, "hidden_act")
-        return config
+        return config_from_fields(cls, {**raw, "head_dim": head_dim, "rope_theta": rope_theta(raw)},
+                                  activation="hidden_act")
 
 
-class Qwen3Layer(nn.Module):
-    config: Qwen3Config
-    dtype: Any
-
+class Qwen3Layer(blocks.TextLayer):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array, rope) -> tuple[jax.Array, None]:
         cfg = self.config
@@ -66,9 +54,7 @@ class Qwen3Encoder(blocks.TextEncoderModule):
         rope = blocks.rope_tables(input_ids.shape[-1], cfg.head_dim, cfg.rope_theta)
         bias = blocks.attention_bias(attention_mask, causal=True)
         hidden = blocks.run_layers(Qwen3Layer, self.depth, hidden, bias, rope, config=cfg, dtype=self.dtype)
-        if self.runs_every_layer:
-            hidden = blocks.rms_norm(cfg.rms_norm_eps, "final_norm")(hidden)
-        return hidden
+        return self.output(hidden, blocks.rms_norm(cfg.rms_norm_eps, "final_norm"))
 
 
 def read_params(checkpoint: Checkpoint, config: Qwen3Config, num_layers: int) -> Params:
@@ -76,18 +62,12 @@ def read_params(checkpoint: Checkpoint, config: Qwen3Config, num_layers: int) ->
 
     def layer(i: int) -> Params:
         prefix = f"layers.{i}"
-        attention = tensors.attention(f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj", "o_proj"),
-                                      config.num_attention_heads, config.num_key_value_heads, config.head_dim,
-                                      config.attention_bias)
-        attention["query_norm"] = tensors.norm(f"{prefix}.self_attn.q_norm")
-        attention["key_norm"] = tensors.norm(f"{prefix}.self_attn.k_norm")
-        return {
-            "attention_norm": tensors.norm(f"{prefix}.input_layernorm"),
-            "attention": attention,
-            "mlp_norm": tensors.norm(f"{prefix}.post_attention_layernorm"),
-            "mlp": tensors.mlp(f"{prefix}.mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"},
-                               bias=False),
-        }
+        params = tensors.llama_style_layer(prefix, config)
+        params["attention"]["query_norm"] = tensors.norm(f"{prefix}.self_attn.q_norm")
+        params["attention"]["key_norm"] = tensors.norm(f"{prefix}.self_attn.k_norm")
+        params["attention_norm"] = tensors.norm(f"{prefix}.input_layernorm")
+        params["mlp_norm"] = tensors.norm(f"{prefix}.post_attention_layernorm")
+        return params
 
     return {
         "embed": tensors.embedding("embed_tokens"),

@@ -49,7 +49,7 @@ class T5Config:
         if config.feed_forward_proj.count("-") > int(config.gated):
             raise ConfigError(f"feed_forward_proj={config.feed_forward_proj!r} is not supported; "
                               "use 'ACT' or 'gated-ACT'")
-        blocks.check_activation(config.activation, "feed_forward_proj")
+        blocks.check_activation(config.activation, "activation of feed_forward_proj")
         return config
 
 
@@ -66,10 +66,7 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     return (relative > 0) * half + np.where(distance < exact, distance, logarithmic)
 
 
-class T5Layer(nn.Module):
-    config: T5Config
-    dtype: Any
-
+class T5Layer(blocks.TextLayer):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> tuple[jax.Array, None]:
         cfg = self.config
@@ -94,9 +91,7 @@ class T5Encoder(blocks.TextEncoderModule):
                                             cfg.relative_attention_max_distance)
         bias = jnp.transpose(table[buckets], (2, 0, 1))[None] + blocks.attention_bias(attention_mask)
         hidden = blocks.run_layers(T5Layer, self.depth, hidden, bias, config=cfg, dtype=self.dtype)
-        if self.runs_every_layer:
-            hidden = blocks.rms_norm(cfg.layer_norm_epsilon, "final_norm")(hidden)
-        return hidden
+        return self.output(hidden, blocks.rms_norm(cfg.layer_norm_epsilon, "final_norm"))
 
 
 def read_params(checkpoint: Checkpoint, config: T5Config, num_layers: int) -> Params:

@@ -14,21 +14,14 @@ import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import blocks
-from t2ijax.models.text.family import Family, config_from_fields, register, rope_theta
+from t2ijax.models.text.family import Family, RotaryConfig, config_from_fields, register, rope_theta
 from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 SLIDING = "sliding_attention"
 
 
 @dataclasses.dataclass(frozen=True)
-class T5GemmaConfig:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
+class T5GemmaConfig(RotaryConfig):
     layer_types: tuple[str, ...]
     hidden_activation: str = "gelu_pytorch_tanh"
     rms_norm_eps: float = 1e-6
@@ -37,7 +30,6 @@ class T5GemmaConfig:
     attn_logit_softcapping: float | None = None
     sliding_window: int | None = None
     rope_theta: float = 10_000.0
-    max_positions = None  # rotary positions: no table to run out of
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "T5GemmaConfig":
@@ -47,16 +39,11 @@ class T5GemmaConfig:
         # transformers' default: every other layer, starting with the first, is local.
         layer_types = encoder.get("layer_types") or [
             SLIDING if i % 2 == 0 else "full_attention" for i in range(encoder["num_hidden_layers"])]
-        config = config_from_fields(cls, {**encoder, "layer_types": tuple(layer_types),
-                                          "rope_theta": rope_theta(encoder)})
-        blocks.check_activation(config.hidden_activation, "encoder.hidden_activation")
-        return config
+        return config_from_fields(cls, {**encoder, "layer_types": tuple(layer_types),
+                                        "rope_theta": rope_theta(encoder)}, activation="hidden_activation")
 
 
-class T5GemmaLayer(nn.Module):
-    config: T5GemmaConfig
-    dtype: Any
-
+class T5GemmaLayer(blocks.TextLayer):
     @nn.compact
     def __call__(self, hidden, full_bias, window_bias, rope, is_sliding) -> tuple[jax.Array, None]:
         cfg = self.config
@@ -88,9 +75,7 @@ class T5GemmaEncoder(blocks.TextEncoderModule):
         is_sliding = jnp.array([kind == SLIDING for kind in cfg.layer_types[:self.depth]])
         hidden = blocks.run_layers(T5GemmaLayer, self.depth, hidden, full_bias, window_bias, rope, is_sliding,
                                    in_axes=(nn.broadcast,) * 3 + (0,), config=cfg, dtype=self.dtype)
-        if self.runs_every_layer:
-            hidden = blocks.rms_norm(cfg.rms_norm_eps, "final_norm")(hidden)
-        return hidden
+        return self.output(hidden, blocks.rms_norm(cfg.rms_norm_eps, "final_norm"))
 
 
 def read_params(checkpoint: Checkpoint, config: T5GemmaConfig, num_layers: int) -> Params:
@@ -102,14 +87,10 @@ def read_params(checkpoint: Checkpoint, config: T5GemmaConfig, num_layers: int) 
     def layer(i: int) -> Params:
         prefix = f"layers.{i}"
         return {
+            **tensors.llama_style_layer(prefix, config),
             "attention_norm": norm(f"{prefix}.pre_self_attn_layernorm"),
-            "attention": tensors.attention(f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj", "o_proj"),
-                                           config.num_attention_heads, config.num_key_value_heads,
-                                           config.head_dim, config.attention_bias),
             "attention_post_norm": norm(f"{prefix}.post_self_attn_layernorm"),
             "mlp_norm": norm(f"{prefix}.pre_feedforward_layernorm"),
-            "mlp": tensors.mlp(f"{prefix}.mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"},
-                               bias=False),
             "mlp_post_norm": norm(f"{prefix}.post_feedforward_layernorm"),
         }
 

@@ -109,6 +109,16 @@ class Tensors:
         """`blocks.MLP` parameters; `names` maps up, down (and gate) to the checkpoint's names."""
         return {role: self.linear(f"{prefix}.{name}", bias=bias) for role, name in names.items()}
 
+    def llama_style_layer(self, prefix: str, config: Any) -> Params:
+        """Attention and gated MLP of a layer named as in transformers' Llama-like models
+        (self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj), as Qwen3 and T5Gemma name them."""
+        return {
+            "attention": self.attention(f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj", "o_proj"),
+                                        config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                                        config.attention_bias),
+            "mlp": self.mlp(f"{prefix}.mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}, bias=False),
+        }
+
 
 def stack_layers(layer: Callable[[int], Params], count: int) -> Params | None:
     """Per-layer parameter trees stacked on a new leading axis, as `nn.scan` stores them
