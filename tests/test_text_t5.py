@@ -25,6 +25,11 @@ def test_v1_0_relu_matches_transformers(tmp_path):
     assert_matches_reference(tmp_path, model, output_layers=(-1,))
 
 
+def test_mt5_checkpoint_loads_as_t5(tmp_path):
+    config = transformers.MT5Config(**tiny_config("t5").to_dict())
+    assert_matches_reference(tmp_path, save_tiny(tmp_path, transformers.MT5EncoderModel, config), output_layers=(-1,))
+
+
 def test_relative_position_buckets_match_transformers():
     for num_buckets, max_distance in [(32, 128), (16, 20)]:
         relative = torch.arange(300)[None, :] - torch.arange(300)[:, None]

@@ -101,4 +101,4 @@ def read_params(checkpoint: Checkpoint, config: BertConfig, num_layers: int) -> 
     }
 
 
-FAMILY = register(Family("BERT", ("bert",), BertConfig.from_dict, BertEncoder, read_params))
+register(Family(("bert",), BertConfig.from_dict, BertEncoder, read_params))

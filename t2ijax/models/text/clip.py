@@ -94,5 +94,5 @@ def read_params(checkpoint: Checkpoint, config: CLIPTextConfig, num_layers: int)
     }
 
 
-FAMILY = register(Family("CLIP text", ("clip_text_model", "clip"), CLIPTextConfig.from_dict, CLIPTextEncoder,
-                         read_params))
+register(Family(("clip_text_model", "clip"), CLIPTextConfig.from_dict, CLIPTextEncoder,
+                read_params))

@@ -18,7 +18,6 @@ from t2ijax.models.text.tensors import Checkpoint, Params
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    name: str
     model_types: tuple[str, ...]
     read_config: Callable[[dict[str, Any]], Any]        # config.json contents -> config dataclass
     module: type                                        # module(config, dtype=..., num_layers=...)

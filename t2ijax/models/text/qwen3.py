@@ -76,4 +76,4 @@ def read_params(checkpoint: Checkpoint, config: Qwen3Config, num_layers: int) ->
     }
 
 
-FAMILY = register(Family("Qwen3", ("qwen3",), Qwen3Config.from_dict, Qwen3Encoder, read_params))
+register(Family(("qwen3",), Qwen3Config.from_dict, Qwen3Encoder, read_params))

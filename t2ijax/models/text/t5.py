@@ -120,4 +120,4 @@ def read_params(checkpoint: Checkpoint, config: T5Config, num_layers: int) -> Pa
     }
 
 
-FAMILY = register(Family("T5", ("t5", "mt5"), T5Config.from_dict, T5Encoder, read_params))
+register(Family(("t5", "mt5"), T5Config.from_dict, T5Encoder, read_params))

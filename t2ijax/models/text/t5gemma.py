@@ -101,4 +101,4 @@ def read_params(checkpoint: Checkpoint, config: T5GemmaConfig, num_layers: int) 
     }
 
 
-FAMILY = register(Family("T5Gemma", ("t5gemma",), T5GemmaConfig.from_dict, T5GemmaEncoder, read_params))
+register(Family(("t5gemma",), T5GemmaConfig.from_dict, T5GemmaEncoder, read_params))
