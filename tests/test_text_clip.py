@@ -5,8 +5,8 @@ import transformers
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import load_text_encoder
-from text_parity import (VOCAB_SIZE, assert_encodes_captions, assert_matches_reference, padded_ids,
-                         reference_outputs, save_tiny, tiny_config)
+from text_parity import (VOCAB_SIZE, assert_bfloat16_close, assert_encodes_captions, assert_matches_reference,
+                         padded_ids, reference_outputs, save_tiny, tiny_config)
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,7 @@ def clip(tmp_path_factory):
 
 def test_matches_transformers_last_and_penultimate_layer(clip):
     assert_matches_reference(*clip, output_layers=(-1, -2, 1))
+    assert_bfloat16_close(*clip)
 
 
 @pytest.mark.parametrize("eos_token_id", [VOCAB_SIZE - 1, 2])  # 2: configs older than the end-token fix

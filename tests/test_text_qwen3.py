@@ -2,7 +2,8 @@
 import pytest
 import transformers
 
-from text_parity import assert_encodes_captions, assert_matches_reference, save_tiny, tiny_config
+from text_parity import (assert_bfloat16_close, assert_encodes_captions, assert_matches_reference, save_tiny,
+                         tiny_config)
 
 
 @pytest.fixture(scope="module")
@@ -13,6 +14,7 @@ def qwen3(tmp_path_factory):
 
 def test_matches_transformers_last_and_intermediate_layer(qwen3):
     assert_matches_reference(*qwen3, output_layers=(-1, 2, -3))
+    assert_bfloat16_close(*qwen3)
 
 
 def test_causal_lm_checkpoint_loads_its_decoder_stack(tmp_path):

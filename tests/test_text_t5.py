@@ -6,7 +6,8 @@ import transformers
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from t2ijax.models.text.t5 import relative_position_buckets
-from text_parity import assert_encodes_captions, assert_matches_reference, save_tiny, tiny_config
+from text_parity import (assert_bfloat16_close, assert_encodes_captions, assert_matches_reference, save_tiny,
+                         tiny_config)
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +19,7 @@ def v1_1(tmp_path_factory):
 def test_v1_1_matches_transformers_last_and_intermediate_layer(v1_1):
     # Lengths up to 20 reach the log-spaced buckets (exact below 4, capped at distance 20).
     assert_matches_reference(*v1_1, output_layers=(-1, 1, 0))
+    assert_bfloat16_close(*v1_1)
 
 
 def test_v1_0_relu_matches_transformers(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 import transformers
 
-from text_parity import assert_encodes_captions, assert_matches_reference, save_tiny, tiny_config
+from text_parity import (assert_bfloat16_close, assert_encodes_captions, assert_matches_reference, save_tiny,
+                         tiny_config)
 
 
 def _with_random_norms(cls):
@@ -32,6 +33,7 @@ def encoder_decoder(tmp_path_factory):
 
 def test_encoder_of_an_encoder_decoder_matches_transformers(encoder_decoder):
     assert_matches_reference(*encoder_decoder, output_layers=(-1, 1, 2))
+    assert_bfloat16_close(*encoder_decoder)
 
 
 def test_encoder_only_checkpoint_matches_transformers(tmp_path):
