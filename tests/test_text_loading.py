@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import torch
 import transformers
 
 from configs import base
@@ -72,6 +73,15 @@ def test_random_init_is_the_same_architecture_frozen_and_needs_no_weights(tiny_d
     out = np.asarray(random.encode_tokens(ids, mask))
     np.testing.assert_array_equal(out, np.asarray(again.encode_tokens(ids, mask)))
     assert np.isfinite(out).all() and np.abs(out - np.asarray(pretrained.encode_tokens(ids, mask))).max() > 0.1
+
+
+def test_bfloat16_checkpoint_reads_as_float32(tiny_dirs, tmp_path):
+    transformers.Qwen3Model.from_pretrained(tiny_dirs["qwen3"]).to(torch.bfloat16).save_pretrained(tmp_path)
+    _, from_bfloat16 = load_text_model(tmp_path)
+    _, from_float32 = load_text_model(tiny_dirs["qwen3"])
+    for got, full in zip(jax.tree.leaves(from_bfloat16), jax.tree.leaves(from_float32), strict=True):
+        assert got.dtype == jnp.float32
+        np.testing.assert_array_equal(got, np.asarray(full).astype(jnp.bfloat16).astype(np.float32))
 
 
 def test_no_text_gives_one_zero_token_per_caption():

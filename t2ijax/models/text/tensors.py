@@ -48,7 +48,7 @@ class Checkpoint:
 
     def read(self, key: str) -> np.ndarray:
         # The flax framework reads bfloat16 (numpy's does not); keep it off the accelerators.
-        with jax.default_device(jax.devices("cpu")[0]):
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
             with safetensors.safe_open(self._file_of[key], framework="flax") as f:
                 return np.asarray(f.get_tensor(key)).astype(np.float32)
 
