@@ -6,13 +6,12 @@ import transformers
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import load_text_encoder
 from text_parity import (VOCAB_SIZE, assert_bfloat16_close, assert_encodes_captions, assert_matches_reference,
-                         padded_ids, reference_outputs, save_tiny, tiny_config)
+                         padded_ids, reference_outputs, save_tiny, saved_tiny, tiny_config)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("clip")
-    return directory, save_tiny(directory, transformers.CLIPTextModel, tiny_config("clip"))
+    return saved_tiny(tmp_path_factory, "clip", transformers.CLIPTextModel)
 
 
 def test_matches_transformers_last_and_penultimate_layer(clip):

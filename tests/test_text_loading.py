@@ -21,7 +21,7 @@ from t2ijax.data.text_cache import _key
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import load_text_encoder, load_text_model, text_encoder_from_config
 from t2ijax.models.text.loading import _abstract_params, read_model_config
-from text_parity import VOCAB_SIZE, padded_ids, save_tiny, tiny_config
+from text_parity import VOCAB_SIZE, padded_ids, saved_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One model class a family; BERT's vocabulary is odd so that the mesh cannot split it.
@@ -36,11 +36,8 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    dirs = {}
-    for family, (model_class, overrides) in MODELS.items():
-        dirs[family] = tmp_path_factory.mktemp(family)
-        save_tiny(dirs[family], model_class, tiny_config(family, **overrides))
-    return dirs
+    return {family: saved_tiny(tmp_path_factory, family, model_class, **overrides)[0]
+            for family, (model_class, overrides) in MODELS.items()}
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:

@@ -3,13 +3,12 @@ import pytest
 import transformers
 
 from text_parity import (assert_bfloat16_close, assert_encodes_captions, assert_matches_reference, save_tiny,
-                         tiny_config)
+                         saved_tiny, tiny_config)
 
 
 @pytest.fixture(scope="module")
 def qwen3(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen3")
-    return directory, save_tiny(directory, transformers.Qwen3Model, tiny_config("qwen3"))
+    return saved_tiny(tmp_path_factory, "qwen3", transformers.Qwen3Model)
 
 
 def test_matches_transformers_last_and_intermediate_layer(qwen3):

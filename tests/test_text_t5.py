@@ -7,13 +7,12 @@ from transformers.models.t5.modeling_t5 import T5Attention
 
 from t2ijax.models.text.t5 import relative_position_buckets
 from text_parity import (assert_bfloat16_close, assert_encodes_captions, assert_matches_reference, save_tiny,
-                         tiny_config)
+                         saved_tiny, tiny_config)
 
 
 @pytest.fixture(scope="module")
 def v1_1(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("t5_v1_1")
-    return directory, save_tiny(directory, transformers.T5EncoderModel, tiny_config("t5"))
+    return saved_tiny(tmp_path_factory, "t5", transformers.T5EncoderModel)
 
 
 def test_v1_1_matches_transformers_last_and_intermediate_layer(v1_1):

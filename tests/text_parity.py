@@ -51,6 +51,12 @@ def save_tiny(directory: Path, model_class, config, seed: int = 0) -> torch.nn.M
     return model
 
 
+def saved_tiny(tmp_path_factory, family: str, model_class, **overrides) -> tuple[Path, torch.nn.Module]:
+    """(directory, model) of `save_tiny` in a new temporary directory, for module-scoped fixtures."""
+    directory = tmp_path_factory.mktemp(family)
+    return directory, save_tiny(directory, model_class, tiny_config(family, **overrides))
+
+
 def save_word_tokenizer(directory: Path, **special_tokens) -> None:
     """A whitespace tokenizer over the words w0 ... w97 (ids 2 ...), '<pad>' = 0, '<unk>' = 1.
 
