@@ -23,9 +23,12 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
     c.text = dict(
-        encoder="all-MiniLM-L6-v2",  # alias or Hugging Face-format directory
+        encoder="all-MiniLM-L6-v2",  # alias, Hugging Face-format directory (BERT, T5, T5Gemma, Qwen3, CLIP),
+                                     # or "none": one zero token per caption (the no-text control)
         max_length=32,               # tokens, padded and truncated
         output_layer=-1,             # hidden state used: -1 = last layer, 0 = embeddings, k = after layer k
+        init="pretrained",           # pretrained | random (same architecture, random and frozen: a control)
+        dtype="float32",             # compute dtype: float32 | bfloat16 (params and outputs stay float32)
     )
 
     c.autoencoder = dict(name="identity")  # identity = pixel space

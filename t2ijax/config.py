@@ -14,6 +14,8 @@ from t2ijax.errors import ConfigError
 from t2ijax.evaluation import METRICS
 from t2ijax.models.autoencoders import AUTOENCODERS
 from t2ijax.models.build import MODELS
+from t2ijax.models.text.encoder import NO_TEXT
+from t2ijax.models.text.loading import INITS
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 
@@ -22,6 +24,8 @@ from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 _CHOICES = {
     "data.name": DATASETS.names,
     "data.caption_field": lambda: ["caption_long", "caption_short"],
+    "text.init": lambda: list(INITS),
+    "text.dtype": lambda: ["bfloat16", "float32"],
     "autoencoder.name": AUTOENCODERS.names,
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
@@ -89,7 +93,7 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "text.max_length"):
         if _flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
@@ -110,6 +114,12 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
     for name in ("num_samples", "batch_size", "steps"):
         if cfg.eval[name] < 1:
             raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
+
+
+def _check_text(text: ml_collections.ConfigDict) -> None:
+    if text.encoder.lower() == NO_TEXT and text.init != "pretrained":
+        raise ConfigError(f"config.text.init='{text.init}' has no meaning with config.text.encoder='none' "
+                          "(there is no encoder); leave it 'pretrained'")
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
@@ -154,4 +164,5 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_choices(flat)
     _check_model(cfg)
     _check_eval(cfg)
+    _check_text(cfg.text)
     _check_mesh(cfg, num_devices, num_processes)

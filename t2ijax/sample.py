@@ -25,14 +25,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from t2ijax.generate import image_grid
-    from t2ijax.models.text import load_text_encoder
+    from t2ijax.models.text import text_encoder_from_config
     from t2ijax.restore import load_run_config, restore_run
 
     try:
         config = load_run_config(FLAGS.workdir)
         prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-        encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
-                                    output_layer=config.text.output_layer)
+        encoder = text_encoder_from_config(config.text)
         text, text_mask = encoder.encode(prompts)
         null_text, null_mask = encoder.encode([""])
         run = restore_run(FLAGS.workdir, config, *text.shape[1:])

@@ -64,7 +64,7 @@ class Run:
 
         # --- Data: dataset and caption embeddings (built once, then cached) -----------------------
         self.autoencoder = load_autoencoder(config.autoencoder.name)
-        self.data = prepare(config)
+        self.data = prepare(config, self.mesh, self.rules)
         self.loader = Loader({k: self.data.train[k] for k in ("image", "text", "text_mask")},
                              config.data.global_batch_size, config.seed, jax.process_index(), jax.process_count())
         text_length, text_dim = self.data.train["text"].shape[1:]

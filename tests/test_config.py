@@ -105,3 +105,16 @@ def test_cli_errors_are_one_line(tmp_path):
     line = _error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
     assert "global_batch_size=6 is not divisible by the data-parallel size 4" in line
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_text_encoder_controls_are_checked():
+    c = shapes_tiny.get_config()
+    c.text.init = "scratch"
+    with pytest.raises(ConfigError, match="config.text.init='scratch' is not one of: pretrained, random"):
+        validate(c, num_devices=1)
+    c.text.update(init="random", encoder="none")
+    with pytest.raises(ConfigError, match="config.text.init='random' has no meaning with config.text.encoder='none'"):
+        validate(c, num_devices=1)
+    c.text.update(init="pretrained", dtype="float16")
+    with pytest.raises(ConfigError, match="config.text.dtype='float16' is not one of: bfloat16, float32"):
+        validate(c, num_devices=1)

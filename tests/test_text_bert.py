@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.text import load_text_encoder
+from t2ijax.models.text import load_text_encoder, load_text_model
 from t2ijax.models.text.bert import BertConfig, BertEncoder
 from t2ijax.models.text.loading import MINILM_PACKAGE, resolve_model_dir
 
@@ -135,7 +135,7 @@ def test_bad_path_and_missing_tensor_are_clear(tmp_path, tiny_dir):
                if "layer.1.output.dense" not in k}
     safetensors.numpy.save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(ConfigError, match=r"encoder\.layer\.1\.output\.dense\.weight"):
-        load_text_encoder(tmp_path)
+        load_text_model(tmp_path)
 
 
 def test_every_parameter_has_logical_axis_names():

@@ -24,12 +24,13 @@ def text_cache_dir(data_cfg: ml_collections.ConfigDict) -> str:
     return os.path.join(data_cfg.data_dir, "text_cache")
 
 
-def prepare(config: ml_collections.ConfigDict) -> PreparedData:
+def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
     """Builds what is missing (dataset, caption embeddings) and loads everything into memory.
 
-    Runs the text encoder only for captions not cached yet; training itself never does.
+    Runs the text encoder only for captions not cached yet (its parameters sharded over `mesh`
+    when given); training itself never does.
     """
-    cache = TextCache(text_cache_dir(config.data), config.text)
+    cache = TextCache(text_cache_dir(config.data), config.text, mesh, rules)
 
     def with_text(split: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:
         captions = split[config.data.caption_field]

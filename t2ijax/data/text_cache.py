@@ -1,7 +1,8 @@
 """Caption embeddings computed once and cached on disk; training reads, never encodes.
 
-Entries are keyed by the encoder, the token length and the exact texts, so a changed
-caption field, prompt list or encoder can never reuse a stale file. Embeddings are stored
+Entries are keyed by every `config.text` field (encoder, token length, output layer, init,
+dtype, ...) and the exact texts, so a changed caption field, prompt list or encoder setting
+can never reuse a stale file. Embeddings are stored
 in float16 (half the disk and memory; far below the noise of training).
 """
 import hashlib
@@ -13,7 +14,7 @@ import numpy as np
 
 
 def _key(texts: list[str], text_cfg: ml_collections.ConfigDict) -> str:
-    h = hashlib.sha256(json.dumps([text_cfg.encoder, int(text_cfg.max_length), int(text_cfg.output_layer), texts]).encode())
+    h = hashlib.sha256(json.dumps([sorted(text_cfg.items()), texts]).encode())
     return h.hexdigest()[:20]
 
 
@@ -26,17 +27,18 @@ def _save_atomic(path: str, **arrays) -> None:
 class TextCache:
     """Looks up (embeddings, mask) for lists of texts, encoding only what is not cached."""
 
-    def __init__(self, cache_dir: str, text_cfg: ml_collections.ConfigDict):
+    def __init__(self, cache_dir: str, text_cfg: ml_collections.ConfigDict, mesh=None, rules=None):
+        """`mesh` and `rules` (optional) shard the encoder's parameters when it has to run."""
         self.cache_dir = cache_dir
         self.text_cfg = text_cfg
+        self.mesh, self.rules = mesh, rules
         self._encoder = None
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self._encoder is None:
-            from t2ijax.models.text import load_text_encoder
+            from t2ijax.models.text import text_encoder_from_config
 
-            self._encoder = load_text_encoder(self.text_cfg.encoder, max_length=self.text_cfg.max_length,
-                                              output_layer=self.text_cfg.output_layer)
+            self._encoder = text_encoder_from_config(self.text_cfg, self.mesh, self.rules)
         return self._encoder.encode(texts)
 
     def lookup(self, texts) -> tuple[np.ndarray, np.ndarray]:

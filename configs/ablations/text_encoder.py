@@ -1,0 +1,35 @@
+"""Text encoder axis on the CPU demo: a pretrained encoder against two controls.
+
+Everything but config.text is configs/shapes_tiny.py (same data, seed and schedule). Variants,
+chosen after the colon:
+  pretrained  all-MiniLM-L6-v2 as trained (shapes_tiny's encoder)
+  random      the same architecture, randomly initialised (seed 0) and frozen
+  none        no text: every caption becomes one zero token
+
+Run (each as long as the shapes_tiny demo):
+  python -m t2ijax.main --config=configs/ablations/text_encoder.py:pretrained --workdir=workdirs/text_encoder/pretrained
+  python -m t2ijax.main --config=configs/ablations/text_encoder.py:random --workdir=workdirs/text_encoder/random
+  python -m t2ijax.main --config=configs/ablations/text_encoder.py:none --workdir=workdirs/text_encoder/none
+Any other encoder whose Hugging Face-format directory is on the machine (T5, T5Gemma, Qwen3,
+CLIP text, BERT) runs the same way, pretrained or random:
+  python -m t2ijax.main --config=configs/ablations/text_encoder.py:pretrained \
+      --config.text.encoder=/path/to/encoder --workdir=workdirs/text_encoder/NAME
+Compare workdirs/text_encoder/*/eval.json (held-out colour / shape / position accuracy,
+loss per t bin).
+Result: not run yet.
+"""
+from configs import shapes_tiny
+
+VARIANTS = {
+    "pretrained": {},
+    "random": {"init": "random"},
+    "none": {"encoder": "none"},
+}
+
+
+def get_config(variant: str = "pretrained"):
+    if variant not in VARIANTS:
+        raise ValueError(f"text encoder variant '{variant}' is not one of: {', '.join(VARIANTS)}")
+    c = shapes_tiny.get_config()
+    c.text.update(VARIANTS[variant])
+    return c
