@@ -84,9 +84,10 @@ def train_variant(name: str, overrides: dict) -> dict:
                                           ema.enabled(config.ema))
     step_fn = jax.jit(make_train_step(model, optimizer, schedule, config, data.null_text, data.null_mask),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)), donate_argnums=0)
-    loss_fn = jax.jit(make_heldout_loss(model, config.diffusion))
     generator = Generator(model, autoencoder, config.diffusion, (res, res, autoencoder.channels),
                           data.null_text, data.null_mask)
+    evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(model, config.diffusion)),
+                                     generator, autoencoder, mesh)
     loader = Loader({k: data.train[k] for k in ("image", "text", "text_mask")}, config.data.global_batch_size,
                     config.seed)
     result = {"name": name, "overrides": overrides, "evals": []}
@@ -105,8 +106,7 @@ def train_variant(name: str, overrides: dict) -> dict:
                 jax.block_until_ready(state)
                 if step + 1 == config.total_steps:
                     result["seconds_per_step"] = (time.time() - start) / (step - 9)
-                result["evals"].append(evaluation.evaluate(step + 1, loss_fn, generator, state.sampling_params,
-                                                           data.validation, autoencoder, config.eval, config.seed))
+                result["evals"].append(evaluator(step + 1, state.sampling_params))
     return result
 
 
