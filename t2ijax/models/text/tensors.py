@@ -46,6 +46,9 @@ class Checkpoint:
     def __contains__(self, key: str) -> bool:
         return key in self._file_of
 
+    def read_all(self) -> dict[str, np.ndarray]:
+        return {key: self.read(key) for key in self._file_of}
+
     def read(self, key: str) -> np.ndarray:
         # The flax framework reads bfloat16 (numpy's does not); keep it off the accelerators.
         with jax.default_device(jax.local_devices(backend="cpu")[0]):

@@ -8,7 +8,7 @@ import numpy as np
 import safetensors.numpy
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.text.loading import read_safetensors
+from t2ijax.models.text.tensors import Checkpoint
 
 
 def read_weights(path: str | Path, what: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -24,7 +24,7 @@ def read_weights(path: str | Path, what: str) -> tuple[dict, dict[str, np.ndarra
         return {}, safetensors.numpy.load_file(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"{what} weights {path} is not a Hugging Face-format directory with config.json")
-    return json.loads((path / "config.json").read_text()), read_safetensors(path)
+    return json.loads((path / "config.json").read_text()), Checkpoint(path).read_all()
 
 
 class TorchTensors:
