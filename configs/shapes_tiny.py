@@ -1,4 +1,4 @@
-"""The embedded default: a 1.7M-parameter PRX on 32x32 synthetic shapes, pixel space, CPU.
+"""The embedded default: a 1.6M-parameter PRX on 32x32 synthetic shapes, pixel space, CPU.
 
 Run (what `make train` does):
   python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny

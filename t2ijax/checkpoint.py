@@ -1,4 +1,6 @@
 """Orbax checkpoints of the training state: async saves, keep-N, resume from the latest."""
+import os
+
 import orbax.checkpoint as ocp
 
 from t2ijax.train_state import TrainState
@@ -6,6 +8,7 @@ from t2ijax.train_state import TrainState
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int, async_save: bool = True):
+        directory = os.path.abspath(directory)  # orbax's array writer rejects relative paths
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                create=True)
         self._manager = ocp.CheckpointManager(directory, options=options)

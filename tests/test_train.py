@@ -57,6 +57,14 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
     assert jax.tree.structure(restored) == jax.tree.structure(state)
 
 
+def test_checkpoints_under_a_relative_workdir(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpointer = Checkpointer("relative/checkpoints", keep=1, async_save=True)
+    checkpointer.save(run.state)
+    checkpointer.close()
+    assert Checkpointer("relative/checkpoints", keep=1).latest_step() == int(run.state.step)
+
+
 def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path):
     config = tiny_config(data_dir)
     config.optim.schedule = "constant"  # a cosine schedule depends on total_steps, changed below
