@@ -1,11 +1,17 @@
 """Text-to-image generation with a trained denoiser: noise -> ODE sampler -> uint8 images."""
 import functools
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from t2ijax import sharding
 
 from t2ijax.diffusion.samplers import guided_velocity, sample
 
@@ -16,11 +22,18 @@ def to_uint8(images: jax.Array) -> jax.Array:
 
 
 class Generator:
-    """Generates images for cached text embeddings; compiled once per (batch, sampler settings)."""
+    """Generates images for cached text embeddings; compiled once per (batch, sampler settings).
+
+    With a `mesh`, every batch is split over its data-parallel axes (all hosts of a multi-host
+    mesh hold every caption and get every image back); the noise is drawn for the whole batch,
+    so the images do not depend on the number of devices.
+    """
 
     def __init__(self, model: nn.Module, autoencoder, diffusion: ml_collections.ConfigDict,
-                 image_shape: tuple[int, int, int], null_text: np.ndarray, null_mask: np.ndarray):
+                 image_shape: tuple[int, int, int], null_text: np.ndarray, null_mask: np.ndarray,
+                 mesh: Mesh | None = None):
         self.model = model
+        self.mesh = mesh
         self.autoencoder = autoencoder
         self.diffusion = diffusion
         self.image_shape = image_shape
@@ -43,18 +56,31 @@ class Generator:
         """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""
         images = []
         rng = jax.random.PRNGKey(seed)
+        ways = 1 if self.mesh is None else math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
         for start in range(0, len(text), batch_size):
             chunk_text = np.asarray(text[start:start + batch_size], np.float32)
             chunk_mask = np.asarray(text_mask[start:start + batch_size], bool)
             n = len(chunk_text)
-            pad = batch_size - n if len(text) > batch_size else 0
+            width = batch_size if len(text) > batch_size else n  # one compiled shape for every chunk
+            pad = -(-width // ways) * ways - n
             if pad:
                 chunk_text = np.concatenate([chunk_text, np.repeat(chunk_text[-1:], pad, 0)])
                 chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[-1:], pad, 0)])
-            out = self._generate(params, chunk_text, chunk_mask, jax.random.fold_in(rng, start),
-                                 sampler=sampler, steps=steps, guidance=float(guidance))
-            images.append(np.asarray(out)[:n])
+            out = self._generate(params, self._place(chunk_text), self._place(chunk_mask),
+                                 jax.random.fold_in(rng, start), sampler=sampler, steps=steps,
+                                 guidance=float(guidance))
+            images.append(self._fetch(out)[:n])
         return np.concatenate(images)
+
+    def _place(self, array: np.ndarray):
+        if self.mesh is None:
+            return array
+        return jax.make_array_from_callback(array.shape, sharding.batch_sharding(self.mesh), lambda i: array[i])
+
+    def _fetch(self, out: jax.Array) -> np.ndarray:
+        if self.mesh is None or out.is_fully_addressable:
+            return np.asarray(out)
+        return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
 
 def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:

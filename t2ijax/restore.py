@@ -48,7 +48,8 @@ class RestoredRun:
     def generator(self, null_text, null_mask):
         from t2ijax.generate import Generator
 
-        return Generator(self.model, self.autoencoder, self.config.diffusion, self.image_shape, null_text, null_mask)
+        return Generator(self.model, self.autoencoder, self.config.diffusion, self.image_shape, null_text, null_mask,
+                         self.mesh)
 
 
 def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: int, text_dim: int,

@@ -104,7 +104,7 @@ class Run:
                                   donate_argnums=0)
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
         self.generator = Generator(self.model, self.autoencoder, config.diffusion, self.image_shape,
-                                   self.data.null_text, self.data.null_mask)
+                                   self.data.null_text, self.data.null_mask, self.mesh)
         self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
                                               self.autoencoder, self.mesh)
         return self
