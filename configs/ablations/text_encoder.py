@@ -16,7 +16,8 @@ CLIP text, BERT) runs the same way, pretrained or random:
       --config.text.encoder=/path/to/encoder --workdir=workdirs/text_encoder/NAME
 Compare workdirs/text_encoder/*/eval.json (held-out colour / shape / position accuracy,
 loss per t bin).
-Result: not run yet.
+Result (2026-11-26, 2-core CPU, docs/ablations/text_encoder.md): held-out colour / shape
+pretrained 0.995 / 0.731, random 0.985 / 0.731, none 0.075 / 0.284.
 """
 from configs import shapes_tiny
 
