@@ -20,7 +20,7 @@ from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_pa
 from t2ijax.metrics.frechet import Moments, frechet_distance_of
 from t2ijax.metrics.mmd import l2_normalize, mmd
 from t2ijax.metrics.reference import ReferenceFeatures
-from t2ijax.sharding import BATCH_AXES
+from t2ijax.sharding import batch_ways
 
 T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
 SCENE_KEYS = ("num_objects", "shape", "colour", "size", "position")  # what composition.score reads
@@ -79,7 +79,7 @@ class Evaluator:
     @property
     def _feature_batch_size(self) -> int:
         """eval.batch_size rounded up to split evenly over the mesh's batch axes."""
-        ways = 1 if self.mesh is None else int(np.prod([self.mesh.shape[a] for a in BATCH_AXES]))
+        ways = batch_ways(self.mesh)
         return -(-self.cfg.batch_size // ways) * ways
 
     def _extractor(self, name: str) -> FeatureExtractor:

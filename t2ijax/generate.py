@@ -1,8 +1,6 @@
 """Text-to-image generation with a trained denoiser: noise -> ODE sampler -> uint8 images."""
 import functools
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from t2ijax import sharding
-
 from t2ijax.diffusion.samplers import guided_velocity, sample
 
 
@@ -56,7 +53,7 @@ class Generator:
         """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""
         images = []
         rng = jax.random.PRNGKey(seed)
-        ways = 1 if self.mesh is None else math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
+        ways = sharding.batch_ways(self.mesh)
         for start in range(0, len(text), batch_size):
             chunk_text = np.asarray(text[start:start + batch_size], np.float32)
             chunk_mask = np.asarray(text_mask[start:start + batch_size], bool)

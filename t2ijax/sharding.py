@@ -48,6 +48,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def batch_ways(mesh: Mesh | None) -> int:
+    """How many ways a batch is split over `mesh` (data x fsdp); 1 without a mesh."""
+    return 1 if mesh is None else math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
