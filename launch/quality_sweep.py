@@ -46,12 +46,7 @@ def variant_config(overrides: dict):
     config = shapes_tiny.get_config()
     config.data.update(name="shapes_in_memory", data_dir=FLAGS.data_dir)
     config.text.encoder = FLAGS.text_encoder
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
