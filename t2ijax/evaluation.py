@@ -13,8 +13,8 @@ T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
 
 def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], autoencoder,
                           cfg: ml_collections.ConfigDict, seed: int) -> dict[str, float]:
-    """Mean loss on the first `cfg.loss_examples` held-out examples, at times drawn uniformly
-    inside each bin with fixed noise: the same numbers for the same params, every time."""
+    """Mean of `loss_fn` (the velocity MSE) on the first `cfg.loss_examples` held-out examples, at times
+    drawn uniformly inside each bin with fixed noise: the same numbers for the same params, every time."""
     n = min(cfg.loss_examples, len(validation["image"]))
     rng = np.random.default_rng(seed)
     out = {}
@@ -31,15 +31,14 @@ def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], au
     return out
 
 
-def composition_scores(generator, params, validation: dict[str, np.ndarray], cfg: ml_collections.ConfigDict,
-                       seed: int) -> tuple[dict[str, float], np.ndarray]:
-    """Generates the first `cfg.num_samples` held-out prompts and scores them with the analytic
-    detector. Returns (accuracies, images)."""
+def composition_scores(generator, params, validation: dict[str, np.ndarray],
+                       cfg: ml_collections.ConfigDict) -> tuple[dict[str, float], np.ndarray]:
+    """Generates the first `cfg.num_samples` held-out prompts (with the generator's config.sampler)
+    and scores them with the analytic detector. Returns (accuracies, images)."""
     from t2ijax.metrics import composition
 
     n = min(cfg.num_samples, len(validation["image"]))
-    images = generator(params, validation["text"][:n], validation["text_mask"][:n], seed,
-                       sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, batch_size=cfg.batch_size)
+    images = generator(params, validation["text"][:n], validation["text_mask"][:n], batch_size=cfg.batch_size)
     scores = composition.score(images, {k: validation[k][:n] for k in ATTRIBUTE_KEYS})
     return {f"composition/{k}": float(v) for k, v in scores.items()}, images
 
@@ -47,7 +46,7 @@ def composition_scores(generator, params, validation: dict[str, np.ndarray], cfg
 def evaluate(step: int, loss_fn, generator, params, validation, autoencoder, cfg, seed: int) -> dict[str, float]:
     metrics = heldout_loss_by_t_bin(loss_fn, params, validation, autoencoder, cfg, seed)
     if all(k in validation for k in ATTRIBUTE_KEYS):
-        scores, _ = composition_scores(generator, params, validation, cfg, seed)
+        scores, _ = composition_scores(generator, params, validation, cfg)
         metrics.update(scores)
     metrics["step"] = step
     return metrics

@@ -16,9 +16,11 @@ flags.DEFINE_string("workdir", None, "A training run's directory (holds config.j
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
 flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
-flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sample.steps).")
+flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
+flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sampler.steps).")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's).")
-flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_string("negative_prompt", None, "Caption of the unconditional branch (default: the run's).")
+flags.DEFINE_integer("seed", None, "Noise seed (default: the run's config.sampler.seed).")
 flags.DEFINE_integer("upscale", 4, "Nearest-neighbour upscaling of the saved PNG, for viewing small images.")
 FLAGS = flags.FLAGS
 
@@ -31,20 +33,35 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def sampler_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The run's config.sampler with the command-line overrides applied, validated with the run."""
+    from t2ijax.config import check_sampler
+
+    sampler = ml_collections.ConfigDict(config.sampler.to_dict())
+    overrides = dict(name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
+                     negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
+    sampler.update({k: v for k, v in overrides.items() if v is not None})
+    check_sampler(sampler, config.diffusion)
+    return sampler
+
+
 def main(argv):
     del argv
     from t2ijax import sharding, train_state
     from t2ijax.checkpoint import Checkpointer
+    from t2ijax.diffusion.timesteps import time_shift
+    from t2ijax.errors import ConfigError
     from t2ijax.generate import Generator, image_grid
     from t2ijax.models.autoencoders import load_autoencoder
-    from t2ijax.models.build import build_model
+    from t2ijax.models.build import build_model, num_image_tokens
     from t2ijax.models.text import load_text_encoder
     from t2ijax.optim import make_optimizer
     from t2ijax.techniques import ema
 
     try:
         config = load_run_config(FLAGS.workdir)
-    except FileNotFoundError as e:
+        sampler = sampler_settings(config)
+    except (FileNotFoundError, ConfigError) as e:
         sys.exit(f"error: {e}")
     checkpointer = Checkpointer(os.path.join(FLAGS.workdir, "checkpoints"), keep=config.checkpoint.keep)
     if checkpointer.latest_step() is None:
@@ -54,7 +71,7 @@ def main(argv):
     encoder = load_text_encoder(config.text.encoder, max_length=config.text.max_length,
                                 output_layer=config.text.output_layer)
     text, text_mask = encoder.encode(prompts)
-    null_text, null_mask = encoder.encode([""])
+    negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
 
     autoencoder = load_autoencoder(config.autoencoder.name)
     model = build_model(config.model, autoencoder.channels, text.shape[-1])
@@ -67,11 +84,10 @@ def main(argv):
                                                       ema.enabled(config.ema)))
     checkpointer.close()
 
-    generator = Generator(model, autoencoder, config.diffusion, (resolution, resolution, autoencoder.channels),
-                          null_text[0], null_mask[0])
-    images = generator(state.sampling_params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
-                       steps=FLAGS.steps or config.sample.steps,
-                       guidance=config.sample.guidance if FLAGS.guidance is None else FLAGS.guidance)
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, resolution))
+    generator = Generator(model, autoencoder, config.diffusion, sampler, (resolution, resolution, autoencoder.channels),
+                          shift, negative_text[0], negative_mask[0])
+    images = generator(state.sampling_params, text, text_mask)
     image = images[0] if len(images) == 1 else image_grid(images)
     out = Image.fromarray(image)
     out = out.resize((out.width * FLAGS.upscale, out.height * FLAGS.upscale), Image.NEAREST)
