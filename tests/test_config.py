@@ -1,4 +1,5 @@
 """Bad input fails before compute with a one-line error naming what to change."""
+import importlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("module", [shapes_tiny, prx_small])
 def test_shipped_configs_validate(module):
     validate(module.get_config(), num_devices=8)
+
+
+@pytest.mark.parametrize("axis", ["path", "prediction", "timesteps", "loss_weighting", "sampler"])
+def test_every_ablation_variant_validates(axis):
+    module = importlib.import_module(f"configs.ablations.{axis}")
+    assert module.get_config().to_dict() == shapes_tiny.get_config().to_dict()  # the default is the baseline
+    for variant in module.VARIANTS:
+        validate(module.get_config(variant), num_devices=1)
 
 
 def test_unknown_key_names_it_and_suggests():
@@ -141,6 +150,8 @@ def test_cli_errors_are_one_line(tmp_path):
         _run_main(f"--workdir={tmp_path}", "--config.model.deptj=3"))
     assert "is not one of" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.diffusion.timesteps=x"))
     assert "needs a variance-preserving" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.sampler.name=ddim"))
+    assert "unknown variant 'nope'; the variants are: rectified_flow" in _error_line(
+        _run_main(f"--workdir={tmp_path}", "--config=configs/ablations/path.py:nope"))
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     line = _error_line(_run_main(f"--workdir={blocked}/run"))
