@@ -30,6 +30,13 @@ def _data(n: int = 64, low: float = 0.02, high: float = 0.98):
     return x0, eps, jnp.linspace(low, high, n)
 
 
+def _noised(variant: str, **data_range):
+    """(x0, eps, t, path at t, x_t) on random data."""
+    x0, eps, t = _data(**data_range)
+    point = make_path(_diffusion(variant)).at(expand(t, x0))
+    return x0, eps, t, point, point.interpolate(x0, eps)
+
+
 @pytest.mark.parametrize("variant", PATH_VARIANTS)
 def test_path_derivatives_and_flow_time(variant):
     path = make_path(_diffusion(variant))
@@ -60,10 +67,7 @@ def test_rectified_flow_is_the_design_convention():
 
 @pytest.mark.parametrize("variant", PATH_VARIANTS)
 def test_every_target_converts_to_every_other_exactly(variant):
-    path = make_path(_diffusion(variant))
-    x0, eps, t = _data()
-    point = path.at(expand(t, x0))
-    x_t = point.interpolate(x0, eps)
+    x0, eps, _, point, x_t = _noised(variant)
     for source, dest in itertools.product(PREDICTIONS.names(), repeat=2):
         out = convert(point, PREDICTIONS.get(source).target(point, x0, eps), x_t, source, dest, 0.0)
         np.testing.assert_allclose(out, PREDICTIONS.get(dest).target(point, x0, eps), atol=2e-4, rtol=1e-4,
@@ -72,10 +76,7 @@ def test_every_target_converts_to_every_other_exactly(variant):
 
 @pytest.mark.parametrize("variant", PATH_VARIANTS)
 def test_round_trips_x0_epsilon_velocity_v(variant):
-    path = make_path(_diffusion(variant))
-    x0, eps, t = _data()
-    point = path.at(expand(t, x0))
-    x_t = point.interpolate(x0, eps)
+    x0, _, _, point, x_t = _noised(variant)
     step = lambda out, source, dest: convert(point, out, x_t, source, dest, 0.0)
     back = step(step(step(x0, "x0", "epsilon"), "epsilon", "velocity"), "velocity", "x0")
     np.testing.assert_allclose(back, x0, atol=1e-4)
@@ -84,18 +85,13 @@ def test_round_trips_x0_epsilon_velocity_v(variant):
 
 
 def test_x0_to_velocity_is_prxs_clamped_division():
-    path = make_path(_diffusion("rectified_flow"))
-    x0, eps, t = _data(low=0.0, high=0.5)
-    point = path.at(expand(t, x0))
-    x_t = point.interpolate(x0, eps)
+    x0, _, t, point, x_t = _noised("rectified_flow", low=0.0, high=0.5)
     prx = (x_t - x0) / jnp.maximum(expand(t, x0), 0.05)
     np.testing.assert_allclose(PREDICTIONS.get("x0").to_velocity(point, x0, x_t, 0.05), prx, atol=1e-5)
 
 
 def test_salimans_v_on_vp_paths():
-    path = make_path(_diffusion("vp_cosine"))
-    x0, eps, t = _data()
-    point = path.at(expand(t, x0))
+    x0, eps, _, point, _ = _noised("vp_cosine")
     np.testing.assert_allclose(PREDICTIONS.get("v").target(point, x0, eps), point.alpha * eps - point.sigma * x0,
                                atol=1e-6)
 
