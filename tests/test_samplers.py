@@ -116,7 +116,9 @@ def test_vp_linear_reference_is_the_data_up_to_its_terminal_signal():
     np.testing.assert_allclose(cov, COV, atol=1e-12)
 
 
-def test_shifted_grids_reach_the_same_data():
+def test_shifted_grids_converge_at_the_same_order():
+    """Shift 3 spends fewer steps near the data: larger errors, the same order."""
     for variant, sampler in [("rectified_flow", "heun"), ("vp_cosine", "dpmpp_2m")]:
-        moments = sampled_moments(variant, sampler, "velocity", 64, shift=3.0)
-        assert _error(make_path(_diffusion(variant)), *moments) < 5e-3
+        path = make_path(_diffusion(variant))
+        coarse, fine = (_error(path, *sampled_moments(variant, sampler, "velocity", n, shift=3.0)) for n in (64, 128))
+        assert fine < 5e-3 and 2.5 < coarse / fine < 4 * 1.3, (sampler, coarse, fine)
