@@ -48,15 +48,29 @@ def get_config() -> ml_collections.ConfigDict:
         attention_impl="xla",        # xla | cudnn
     )
 
+    # Each field here is one ablation axis (docs/architecture.md, "Formulation").
     c.diffusion = dict(
-        path="rectified_flow",       # x_t = (1 - t) x0 + t eps, t = 1 is noise
-        prediction="velocity",       # what the network outputs
-        loss_weighting="uniform",
-        timesteps="logit_normal",    # training t distribution
+        path="rectified_flow",       # rectified_flow: x_t = (1 - t) x0 + t eps | vp_cosine | vp_linear; t = 1 is noise
+        beta_schedule="linear",      # vp_linear: linear (DDPM, 1e-4..0.02) | scaled_linear (SD, 0.00085..0.012)
+        prediction="velocity",       # what the network outputs: velocity | epsilon | x0 | v
+        t_min=0.05,                  # x0 -> velocity divides by max(sigma_t, t_min) (max(t, t_min) on rectified flow)
+        loss_space="prediction",     # where the MSE is taken: prediction (its own space) | velocity | epsilon | x0 | v
+        loss_weighting="uniform",    # uniform | min_snr | sigmoid | edm (moved into loss_space exactly)
+        min_snr_gamma=5.0,
+        sigmoid_bias=0.0,            # weight sigmoid(bias - log SNR) on the epsilon error
+        edm_sigma_data=0.5,
+        timesteps="logit_normal",    # training t: uniform | logit_normal | mode | cosmap | discrete
         logit_mean=0.0,
         logit_std=1.0,
+        mode_scale=1.29,             # SD3 mode sampling
+        discrete_steps=1000,         # discrete: t = (i + 1) / N, i uniform in 0 .. N - 1
         uniform_fraction=0.1,        # share of t drawn uniformly
-        shift=1.0,                   # t -> shift t / (1 + (shift - 1) t), also used by samplers
+        shift_mode="fixed",          # t -> shift t / (1 + (shift - 1) t) in training and sampling, shift from:
+        shift=1.0,                   #   fixed: this value
+        base_log_shift=0.5,          #   resolution: log(shift) linear in image tokens through
+        max_log_shift=1.15,          #   (base_tokens, base_log_shift) and (max_tokens, max_log_shift), as Flux
+        base_tokens=256,
+        max_tokens=4096,
     )
 
     c.optim = dict(
@@ -93,11 +107,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
     c.log = dict(every_steps=100)
 
-    c.sample = dict(
-        every_steps=2000,            # 0 = only at the end
-        sampler="euler",
+    # How images are generated, for the sample grids, evaluation and t2ijax.sample.
+    c.sampler = dict(
+        name="euler",                # euler | heun | dpmpp_2m | ddim (VP paths)
         steps=30,
         guidance=4.0,                # classifier-free guidance scale; 1 = off
+        guidance_interval=(0.0, 1.0),  # guidance only for t in [low, high]; the conditional model elsewhere
+        negative_prompt="",          # caption of the unconditional branch ("" = the empty caption)
+        seed=0,                      # noise seed
+    )
+
+    c.sample = dict(
+        every_steps=2000,            # 0 = only at the end
         prompts=(
             "A large red circle in the center, on a black background.",
             "A small blue square on the left, on a light gray background.",
@@ -113,9 +134,6 @@ def get_config() -> ml_collections.ConfigDict:
         every_steps=0,               # 0 = only at the end
         metrics=("loss_t", "composition"),
         num_samples=256,             # held-out prompts generated and scored
-        sampler="euler",
-        steps=30,
-        guidance=4.0,
         loss_examples=512,           # held-out examples for the per-t-bin loss
         reference_examples=512,      # real held-out images the feature metrics compare against
         batch_size=128,

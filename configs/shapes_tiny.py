@@ -23,5 +23,6 @@ def get_config():
     c.checkpoint.every_steps = 400
     c.log.every_steps = 100
     c.sample.every_steps = 800
-    c.eval.update(num_samples=128, steps=25)
+    c.eval.num_samples = 128
+    c.sampler.steps = 25
     return c

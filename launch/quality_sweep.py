@@ -60,7 +60,8 @@ def train_variant(name: str, overrides: dict) -> dict:
     from t2ijax.data.prepare import images_to_model_space, prepare
     from t2ijax.generate import Generator
     from t2ijax.models.autoencoders import load_autoencoder
-    from t2ijax.models.build import build_model
+    from t2ijax.diffusion.timesteps import time_shift
+    from t2ijax.models.build import build_model, num_image_tokens
     from t2ijax.optim import make_optimizer
     from t2ijax.techniques import ema
     from t2ijax.train_step import make_heldout_loss, make_train_step
@@ -77,10 +78,11 @@ def train_variant(name: str, overrides: dict) -> dict:
                                          *data.train["text"].shape[1:])
     state, shardings = train_state.create(config.seed, model, optimizer, example, mesh, rules,
                                           ema.enabled(config.ema))
-    step_fn = jax.jit(make_train_step(model, optimizer, schedule, config, data.null_text, data.null_mask),
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, res))
+    step_fn = jax.jit(make_train_step(model, optimizer, schedule, config, data.null_text, data.null_mask, shift),
                       in_shardings=(shardings, sharding.batch_sharding(mesh)), donate_argnums=0)
-    generator = Generator(model, autoencoder, config.diffusion, (res, res, autoencoder.channels),
-                          data.null_text, data.null_mask)
+    generator = Generator(model, autoencoder, config.diffusion, config.sampler, (res, res, autoencoder.channels),
+                          shift, data.negative_text, data.negative_mask)
     evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(model, config.diffusion)),
                                      generator, autoencoder, mesh)
     loader = Loader({k: data.train[k] for k in ("image", "text", "text_mask")}, config.data.global_batch_size,

@@ -19,9 +19,10 @@ HIGHER_IS_BETTER = ("composition/",)  # every other metric is a loss or a distan
 
 def main(argv):
     del argv
-    overrides = {name: FLAGS[name].value for name in evaluate.EVAL_FLAGS}
+    sampler, overrides = evaluate.flag_overrides()
     try:
-        early, late = (evaluate.evaluate_checkpoint(FLAGS.workdir, step, FLAGS.prompts, FLAGS.seed, **overrides)[0]
+        early, late = (evaluate.evaluate_checkpoint(FLAGS.workdir, step, FLAGS.prompts, FLAGS.seed, None, sampler,
+                                                    **overrides)[0]
                        for step in (FLAGS.early, FLAGS.late))
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -1,5 +1,6 @@
 """Config validation: every check that can fail before compute, each a one-line error."""
 import difflib
+import math
 
 import ml_collections
 
@@ -7,9 +8,9 @@ from configs import base
 from t2ijax.data.sources import DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
-from t2ijax.diffusion.paths import PATHS
+from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
 from t2ijax.diffusion.samplers import SAMPLERS
-from t2ijax.diffusion.timesteps import TIMESTEPS
+from t2ijax.diffusion.timesteps import SHIFT_MODES, TIMESTEPS
 from t2ijax.errors import ConfigError
 from t2ijax.evaluation import METRICS
 from t2ijax.models.autoencoders import AUTOENCODERS
@@ -32,14 +33,18 @@ _CHOICES = {
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
     "model.attention_impl": lambda: ["cudnn", "xla"],
     "diffusion.path": PATHS.names,
+    "diffusion.beta_schedule": BETA_SCHEDULES.names,
     "diffusion.prediction": PREDICTIONS.names,
+    "diffusion.loss_space": lambda: ["prediction"] + PREDICTIONS.names(),
     "diffusion.loss_weighting": LOSS_WEIGHTINGS.names,
     "diffusion.timesteps": TIMESTEPS.names,
+    "diffusion.shift_mode": SHIFT_MODES.names,
     "optim.name": OPTIMIZERS.names,
     "optim.schedule": SCHEDULES.names,
-    "sample.sampler": SAMPLERS.names,
-    "eval.sampler": SAMPLERS.names,
+    "sampler.name": SAMPLERS.names,
 }
+# SD3's mode sampling maps [0, 1] onto itself monotonically only for scales in this range.
+_MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
 
 
 def _flatten(cfg, prefix: str = "") -> dict:
@@ -73,13 +78,21 @@ def _check_keys_and_types(flat: dict, schema: dict) -> None:
             raise ConfigError(f"config.{name}={value!r} must be a {type(default).__name__} (default {default!r})")
 
 
+def _check_choice(name: str, value) -> None:
+    allowed = _CHOICES[name]()
+    if value not in allowed:
+        raise ConfigError(f"config.{name}='{value}' is not one of: {', '.join(allowed)}")
+
+
 def _check_choices(flat: dict) -> None:
-    for name, names in _CHOICES.items():
-        if name not in flat:
-            continue
-        allowed = names()
-        if flat[name] not in allowed:
-            raise ConfigError(f"config.{name}='{flat[name]}' is not one of: {', '.join(allowed)}")
+    for name in _CHOICES.keys() & flat.keys():
+        _check_choice(name, flat[name])
+
+
+def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[str, ...]) -> None:
+    for name in names:
+        if cfg[name] <= 0:
+            raise ConfigError(f"config.{section}.{name}={cfg[name]} must be positive")
 
 
 def _check_model(cfg: ml_collections.ConfigDict) -> None:
@@ -93,7 +106,7 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "sample.steps", "text.max_length"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "text.max_length"):
         if _flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
@@ -111,7 +124,7 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"config.eval.metrics names '{unknown[0]}'; metrics are: {', '.join(METRICS)}")
-    for name in ("num_samples", "batch_size", "steps"):
+    for name in ("num_samples", "batch_size"):
         if cfg.eval[name] < 1:
             raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
 
@@ -120,6 +133,42 @@ def _check_text(text: ml_collections.ConfigDict) -> None:
     if text.encoder.lower() == NO_TEXT and text.init != "pretrained":
         raise ConfigError(f"config.text.init='{text.init}' has no meaning with config.text.encoder='none' "
                           "(there is no encoder); leave it 'pretrained'")
+
+
+def check_diffusion(d: ml_collections.ConfigDict) -> None:
+    """Ranges of the formulation's numbers, and combinations that cannot work."""
+    _check_positive("diffusion", d, ("logit_std", "shift", "discrete_steps", "min_snr_gamma", "edm_sigma_data"))
+    if not 0.0 <= d.uniform_fraction <= 1.0:
+        raise ConfigError(f"config.diffusion.uniform_fraction={d.uniform_fraction} must be in [0, 1]")
+    if not 0.0 <= d.t_min < 1.0:
+        raise ConfigError(f"config.diffusion.t_min={d.t_min} must be in [0, 1)")
+    low, high = _MODE_SCALE_RANGE
+    if not low <= d.mode_scale <= high:
+        raise ConfigError(f"config.diffusion.mode_scale={d.mode_scale} must be in [{low}, {high:.3f}], where SD3's "
+                          "mode sampling is monotone")
+    if d.base_tokens == d.max_tokens:
+        raise ConfigError(f"config.diffusion.base_tokens and max_tokens are both {d.base_tokens}; the resolution "
+                          "shift needs two token counts")
+    noise = make_path(d).at(1.0)
+    able = [name for name in PREDICTIONS.names() if abs(float(PREDICTIONS.get(name).det(noise))) > 1e-6]
+    if d.prediction not in able:
+        raise ConfigError(f"config.diffusion.prediction='{d.prediction}' cannot give x0 at t = 1 on "
+                          f"config.diffusion.path='{d.path}', which keeps no signal there; use one of: {', '.join(able)}")
+
+
+def check_sampler(sampler: ml_collections.ConfigDict, diffusion: ml_collections.ConfigDict) -> None:
+    """config.sampler against the run's formulation (also used by t2ijax.sample for its overrides)."""
+    _check_choice("sampler.name", sampler.name)
+    _check_positive("sampler", sampler, ("steps",))
+    interval = sampler.guidance_interval
+    if not (len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval)
+            and 0.0 <= interval[0] <= interval[1] <= 1.0):
+        raise ConfigError(f"config.sampler.guidance_interval={tuple(interval)} must be (low, high) with "
+                          "0 <= low <= high <= 1")
+    if SAMPLERS.get(sampler.name).vp_only and not make_path(diffusion).variance_preserving:
+        raise ConfigError(f"config.sampler.name='{sampler.name}' needs a variance-preserving "
+                          f"config.diffusion.path, not '{diffusion.path}', where its even steps in t are euler's; "
+                          "use euler")
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
@@ -165,4 +214,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_model(cfg)
     _check_eval(cfg)
     _check_text(cfg.text)
+    check_diffusion(cfg.diffusion)
+    check_sampler(cfg.sampler, cfg.diffusion)
     _check_mesh(cfg, num_devices, num_processes)

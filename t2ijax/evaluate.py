@@ -2,7 +2,7 @@
 FID / CMMD / DINO-MMD (or offline stand-ins) of its samples against real held-out images.
 
   python -m t2ijax.evaluate --workdir=workdirs/shapes_tiny [--step=1600] [--prompts=prompts.jsonl] \
-      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256 --guidance=4 --steps=30] \
+      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256 --sampler=euler --steps=30 --guidance=4] \
       [--clip_weights=DIR --dinov2_weights=DIR --inception_weights=FILE]
 
 Writes DIR/eval/evaluate_step_<step>.json (or --out) and TensorBoard scalars under
@@ -23,8 +23,9 @@ flags.DEFINE_string("prompts", None, "JSON Lines prompt file (default: the first
 flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's config.eval.metrics).")
 flags.DEFINE_integer("num_samples", None, "Held-out prompts to generate (default: the run's).")
 flags.DEFINE_integer("reference_examples", None, "Real held-out images the feature metrics compare against.")
-flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's config.eval).")
-flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.eval).")
+flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
+flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sampler.steps).")
+flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's config.sampler).")
 flags.DEFINE_integer("seed", None, "Seed of the sampling noise and of the loss's t and noise (default: the run's).")
 flags.DEFINE_string("inception_weights", None, "FID Inception-v3 .safetensors file.")
 flags.DEFINE_string("clip_weights", None, "CLIP ViT-L/14-336 Hugging Face directory.")
@@ -32,14 +33,23 @@ flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-L/14-reg Hugging Face di
 flags.DEFINE_string("out", None, "Output JSON (default: WORKDIR/eval/evaluate_step_<step>.json).")
 FLAGS = flags.FLAGS
 
-EVAL_FLAGS = ("metrics", "num_samples", "reference_examples", "guidance", "steps", "inception_weights", "clip_weights", "dinov2_weights")
+EVAL_FLAGS = ("metrics", "num_samples", "reference_examples", "inception_weights", "clip_weights", "dinov2_weights")
+SAMPLER_FLAGS = {"sampler": "name", "steps": "steps", "guidance": "guidance"}  # flag -> config.sampler field
+
+
+def flag_overrides() -> tuple[dict, dict]:
+    """(config.sampler overrides, config.eval overrides) from the command-line flags."""
+    return ({field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS.items()},
+            {name: FLAGS[name].value for name in EVAL_FLAGS})
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
-                        seed: int | None = None, out: str | None = None, **eval_overrides) -> tuple[dict, str]:
+                        seed: int | None = None, out: str | None = None, sampler: dict | None = None,
+                        **eval_overrides) -> tuple[dict, str]:
     """Scores checkpoint `step` of the run in `workdir`; returns (metrics, path of the JSON written).
 
-    `eval_overrides` replace fields of the run's config.eval (metrics, num_samples, ...).
+    `eval_overrides` replace fields of the run's config.eval (metrics, num_samples, ...), `sampler`
+    fields of its config.sampler (name, steps, guidance, ...); `seed` sets both seeds.
     """
     import jax
     from clu import metric_writers
@@ -49,12 +59,13 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     from t2ijax.data.prepare import prepare, text_cache_dir
     from t2ijax.data.text_cache import TextCache
     from t2ijax.prompts import read_prompts
-    from t2ijax.restore import load_run_config, restore_run
+    from t2ijax.restore import load_run_config, restore_run, sampler_settings
     from t2ijax.train_step import make_heldout_loss
 
     config = load_run_config(workdir)
     config.eval.update({k: (tuple(v) if k == "metrics" else v) for k, v in eval_overrides.items() if v is not None})
     config.seed = config.seed if seed is None else seed
+    config.sampler = sampler_settings(config, **(sampler or {}), seed=seed)
     validate_eval(config)
     captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
 
@@ -65,12 +76,11 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
         text, text_mask = TextCache(text_cache_dir(config.data), config.text).lookup(captions)
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
     evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(run.model, config.diffusion)),
-                                     run.generator(data.null_text, data.null_mask), run.autoencoder, run.mesh)
+                                     run.generator(config.sampler, data.negative_text, data.negative_mask), run.autoencoder, run.mesh)
     metrics = evaluator(run.step, run.state.sampling_params, prompts)
     metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
                            min(config.eval.num_samples, len(data.validation["text"])),
-                           "prompts": prompts_file or "held-out captions", "guidance": config.eval.guidance,
-                           "sampler_steps": config.eval.steps}
+                           "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
     path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
     evaluation.write_json(metrics, path)
     writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
@@ -83,10 +93,10 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
-    overrides = {name: FLAGS[name].value for name in EVAL_FLAGS}
+    sampler, overrides = flag_overrides()
     try:
         metrics, path = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, FLAGS.prompts, FLAGS.seed, FLAGS.out,
-                                            **overrides)
+                                            sampler, **overrides)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     for name, value in sorted(metrics.items()):

@@ -37,8 +37,8 @@ METRICS = ("loss_t", "composition", *FEATURE_METRICS)
 
 def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], autoencoder,
                           cfg: ml_collections.ConfigDict, seed: int) -> dict[str, float]:
-    """Mean loss on the first `cfg.loss_examples` held-out examples, at times drawn uniformly
-    inside each bin with fixed noise: the same numbers for the same params, every time."""
+    """Mean of `loss_fn` (the velocity MSE) on the first `cfg.loss_examples` held-out examples, at times
+    drawn uniformly inside each bin with fixed noise: the same numbers for the same params, every time."""
     n = min(cfg.loss_examples, len(validation["image"]))
     rng = np.random.default_rng(seed)
     out = {}
@@ -128,9 +128,7 @@ class Evaluator:
                                                  self.seed))
         if any(name != "loss_t" for name in requested):
             prompts = heldout_prompts(self.validation, self.cfg.num_samples) if prompts is None else prompts
-            images = self.generator(params, prompts["text"], prompts["text_mask"], self.seed,
-                                    sampler=self.cfg.sampler, steps=self.cfg.steps, guidance=self.cfg.guidance,
-                                    batch_size=self.cfg.batch_size)
+            images = self.generator(params, prompts["text"], prompts["text_mask"], batch_size=self.cfg.batch_size)
         if "composition" in requested:
             if all(k in prompts for k in SCENE_KEYS):
                 scores = composition.score(images, {k: prompts[k] for k in SCENE_KEYS})

@@ -10,7 +10,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from t2ijax import sharding
-from t2ijax.diffusion.samplers import guided_velocity, sample
+from t2ijax.diffusion.samplers import guided_output, sample
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -19,7 +19,8 @@ def to_uint8(images: jax.Array) -> jax.Array:
 
 
 class Generator:
-    """Generates images for cached text embeddings; compiled once per (batch, sampler settings).
+    """Generates images for cached text embeddings with the sampler settings of config.sampler;
+    compiled once per batch shape.
 
     With a `mesh`, every batch is split over its data-parallel axes (all hosts of a multi-host
     mesh hold every caption and get every image back); the noise is drawn for the whole batch,
@@ -27,32 +28,36 @@ class Generator:
     """
 
     def __init__(self, model: nn.Module, autoencoder, diffusion: ml_collections.ConfigDict,
-                 image_shape: tuple[int, int, int], null_text: np.ndarray, null_mask: np.ndarray,
-                 mesh: Mesh | None = None):
+                 sampler: ml_collections.ConfigDict, image_shape: tuple[int, int, int], shift: float,
+                 negative_text: np.ndarray, negative_mask: np.ndarray, mesh: Mesh | None = None):
+        """`negative_text`/`negative_mask` [L, D]/[L] embed config.sampler.negative_prompt; `shift` is
+        the time shift the model was trained with (timesteps.time_shift)."""
         self.model = model
         self.mesh = mesh
         self.autoencoder = autoencoder
         self.diffusion = diffusion
+        self.sampler = sampler
         self.image_shape = image_shape
-        self.null_text = jnp.asarray(null_text, jnp.float32)
-        self.null_mask = jnp.asarray(null_mask, bool)
+        self.shift = shift
+        self.negative_text = jnp.asarray(negative_text, jnp.float32)
+        self.negative_mask = jnp.asarray(negative_mask, bool)
 
-    @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("sampler", "steps", "guidance"))
-    def _generate(self, params, text, text_mask, rng, *, sampler: str, steps: int, guidance: float):
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _generate(self, params, text, text_mask, rng):
         def apply_fn(x, t, txt, mask):
             return self.model.apply({"params": params}, x, t, txt, mask)
 
-        velocity = guided_velocity(apply_fn, text, text_mask, self.null_text, self.null_mask, guidance,
-                                   self.diffusion)
+        cfg = self.sampler
+        output_fn = guided_output(apply_fn, text, text_mask, self.negative_text, self.negative_mask,
+                                  float(cfg.guidance), tuple(map(float, cfg.guidance_interval)))
         noise = jax.random.normal(rng, (text.shape[0],) + self.image_shape)
-        latents = sample(velocity, noise, sampler, steps, self.diffusion.shift)
+        latents = sample(output_fn, self.diffusion, noise, cfg.name, cfg.steps, self.shift)
         return to_uint8(self.autoencoder.decode(latents))
 
-    def __call__(self, params, text, text_mask, seed: int, *, sampler: str, steps: int, guidance: float,
-                 batch_size: int = 128) -> np.ndarray:
+    def __call__(self, params, text, text_mask, batch_size: int = 128) -> np.ndarray:
         """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""
         images = []
-        rng = jax.random.PRNGKey(seed)
+        rng = jax.random.PRNGKey(self.sampler.seed)
         ways = sharding.batch_ways(self.mesh)
         for start in range(0, len(text), batch_size):
             chunk_text = np.asarray(text[start:start + batch_size], np.float32)
@@ -64,8 +69,7 @@ class Generator:
                 chunk_text = np.concatenate([chunk_text, np.repeat(chunk_text[-1:], pad, 0)])
                 chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[-1:], pad, 0)])
             out = self._generate(params, self._place(chunk_text), self._place(chunk_mask),
-                                 jax.random.fold_in(rng, start), sampler=sampler, steps=steps,
-                                 guidance=float(guidance))
+                                 jax.random.fold_in(rng, start))
             images.append(self._fetch(out)[:n])
         return np.concatenate(images)
 

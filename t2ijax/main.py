@@ -25,7 +25,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         check_overrides(argv)
         return FLAGS(argv)
     except (ConfigError, flags.Error) as e:
-        sys.exit("error: " + " ".join(str(e).split()))
+        lines = str(e).strip().splitlines()
+        # A config file that raised while loading: its exception is the last line of a traceback.
+        sys.exit("error: " + (lines[-1] if "Traceback" in str(e) else " ".join(str(e).split())))
 
 
 def _quiet_libraries() -> None:
@@ -44,7 +46,7 @@ def main(argv):
     try:
         config = FLAGS.config
         config.keys()  # a config file that failed to load raises on first use
-    except OSError as e:
+    except (OSError, ConfigError) as e:
         sys.exit("error: " + " ".join(str(e).split()))
     try:
         outputs = train_and_evaluate(config, FLAGS.workdir)

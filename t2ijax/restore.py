@@ -45,11 +45,25 @@ class RestoredRun:
     def step(self) -> int:
         return int(self.state.step)
 
-    def generator(self, null_text, null_mask):
+    def generator(self, sampler: ml_collections.ConfigDict, negative_text, negative_mask):
+        """A Generator with `sampler` settings (see `sampler_settings`) and the run's time shift."""
+        from t2ijax.diffusion.timesteps import time_shift
         from t2ijax.generate import Generator
+        from t2ijax.models.build import num_image_tokens
 
-        return Generator(self.model, self.autoencoder, self.config.diffusion, self.image_shape, null_text, null_mask,
-                         self.mesh)
+        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, self.image_shape[0]))
+        return Generator(self.model, self.autoencoder, self.config.diffusion, sampler, self.image_shape, shift,
+                         negative_text, negative_mask, self.mesh)
+
+
+def sampler_settings(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """The run's config.sampler with the overrides that are not None, validated against the run."""
+    from t2ijax.config import check_sampler
+
+    sampler = ml_collections.ConfigDict(config.sampler.to_dict())
+    sampler.update({k: v for k, v in overrides.items() if v is not None})
+    check_sampler(sampler, config.diffusion)
+    return sampler
 
 
 def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: int, text_dim: int,

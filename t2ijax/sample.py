@@ -15,9 +15,11 @@ flags.DEFINE_string("workdir", None, "A training run's directory (holds config.j
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
 flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
-flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sample.steps).")
+flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
+flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sampler.steps).")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's).")
-flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_string("negative_prompt", None, "Caption of the unconditional branch (default: the run's).")
+flags.DEFINE_integer("seed", None, "Noise seed (default: the run's config.sampler.seed).")
 flags.DEFINE_integer("upscale", 4, "Nearest-neighbour upscaling of the saved PNG, for viewing small images.")
 FLAGS = flags.FLAGS
 
@@ -26,22 +28,22 @@ def main(argv):
     del argv
     from t2ijax.generate import image_grid
     from t2ijax.models.text import text_encoder_from_config
-    from t2ijax.restore import load_run_config, restore_run
+    from t2ijax.restore import load_run_config, restore_run, sampler_settings
 
     try:
         config = load_run_config(FLAGS.workdir)
+        sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
+                                   negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
         prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
         encoder = text_encoder_from_config(config.text)
         text, text_mask = encoder.encode(prompts)
-        null_text, null_mask = encoder.encode([""])
+        negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
         run = restore_run(FLAGS.workdir, config, *text.shape[1:])
     except ConfigError as e:
         sys.exit(f"error: {e}")
 
-    generator = run.generator(null_text[0], null_mask[0])
-    images = generator(run.state.sampling_params, text, text_mask, FLAGS.seed, sampler=config.sample.sampler,
-                       steps=FLAGS.steps or config.sample.steps,
-                       guidance=config.sample.guidance if FLAGS.guidance is None else FLAGS.guidance)
+    generator = run.generator(sampler, negative_text[0], negative_mask[0])
+    images = generator(run.state.sampling_params, text, text_mask)
     image = images[0] if len(images) == 1 else image_grid(images)
     out = Image.fromarray(image)
     out = out.resize((out.width * FLAGS.upscale, out.height * FLAGS.upscale), Image.NEAREST)

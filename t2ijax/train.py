@@ -16,10 +16,11 @@ from t2ijax import checkpoint, evaluation, sharding, train_state
 from t2ijax.config import validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import images_to_model_space, prepare
+from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.generate import Generator, image_grid
 from t2ijax.models.autoencoders import load_autoencoder
-from t2ijax.models.build import build_model
+from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
 from t2ijax.techniques import ema
 from t2ijax.train_step import make_heldout_loss, make_train_step
@@ -93,18 +94,21 @@ class Run:
         n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
         logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
                      dict(self.mesh.shape))
+        self.shift = time_shift(config.diffusion, num_image_tokens(config.model, resolution))
+        logging.info("time shift %.3f (%s)", self.shift, config.diffusion.shift_mode)
 
         # --- Compiled functions ----------------------------------------------------------------------
         null_text = jnp.asarray(self.data.null_text, jnp.float32)
         null_mask = jnp.asarray(self.data.null_mask)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask)
+        step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
+                                  self.shift)
         self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
                                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                                   donate_argnums=0)
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
-        self.generator = Generator(self.model, self.autoencoder, config.diffusion, self.image_shape,
-                                   self.data.null_text, self.data.null_mask, self.mesh)
+        self.generator = Generator(self.model, self.autoencoder, config.diffusion, config.sampler, self.image_shape,
+                                   self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
         self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
                                               self.autoencoder, self.mesh)
         return self
@@ -117,9 +121,7 @@ class Run:
 
     # --- Periodic actions ------------------------------------------------------------------------------
     def write_samples(self, step: int) -> str:
-        cfg = self.config.sample
-        images = self.generator(self.state.sampling_params, self.data.prompts["text"], self.data.prompts["text_mask"],
-                                self.config.seed, sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance)
+        images = self.generator(self.state.sampling_params, self.data.prompts["text"], self.data.prompts["text_mask"])
         path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
         if self.is_main:
             os.makedirs(os.path.dirname(path), exist_ok=True)

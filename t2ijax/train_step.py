@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from t2ijax.diffusion.losses import noised_inputs, per_example_loss
+from t2ijax.diffusion.losses import training_loss, velocity_mse
 from t2ijax.diffusion.timesteps import sample_timesteps
 from t2ijax.techniques import ema
 from t2ijax.train_state import TrainState
@@ -20,8 +20,9 @@ def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array):
-    """Builds the step. Batches hold x0 [B, H, W, C] (model space), text [B, L, D], text_mask [B, L].
+                    config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array, shift: float):
+    """Builds the step. Batches hold x0 [B, H, W, C] (model space), text [B, L, D], text_mask [B, L];
+    `shift` is the training time shift (timesteps.time_shift).
 
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone.
     """
@@ -30,13 +31,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     def loss_fn(params, batch, rng):
         x0 = batch["x0"]
         t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
-        t = sample_timesteps(t_rng, x0.shape[0], diffusion)
+        t = sample_timesteps(t_rng, x0.shape[0], diffusion, shift)
         eps = jax.random.normal(noise_rng, x0.shape, x0.dtype)
-        x_t, target = noised_inputs(x0, eps, t, diffusion)
         text, text_mask = drop_captions(drop_rng, batch["text"].astype(jnp.float32), batch["text_mask"],
                                         null_text, null_mask, config.data.caption_dropout)
-        output = model.apply({"params": params}, x_t, t, text, text_mask)
-        return jnp.mean(per_example_loss(output, target, t, diffusion))
+        predict = lambda x_t, t: model.apply({"params": params}, x_t, t, text, text_mask)
+        return jnp.mean(training_loss(predict, x0, eps, t, diffusion))
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -53,11 +53,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
 
 
 def make_heldout_loss(model: nn.Module, diffusion: ml_collections.ConfigDict):
-    """(params, batch, t, eps) -> per-example loss at the given times and noise, no caption dropout."""
+    """(params, batch, t, eps) -> per-example velocity MSE at the given times and noise, no caption
+    dropout: the flow-matching loss, on one scale whatever the prediction and loss weighting."""
 
     def heldout_loss(params, batch, t, eps):
-        x_t, target = noised_inputs(batch["x0"], eps, t, diffusion)
-        output = model.apply({"params": params}, x_t, t, batch["text"].astype(jnp.float32), batch["text_mask"])
-        return per_example_loss(output, target, t, diffusion)
+        text = batch["text"].astype(jnp.float32)
+        predict = lambda x_t, t: model.apply({"params": params}, x_t, t, text, batch["text_mask"])
+        return velocity_mse(predict, batch["x0"], eps, t, diffusion)
 
     return heldout_loss

@@ -21,8 +21,9 @@ def tiny_config(data_dir: str):
     c.optim.warmup_steps = 2
     c.checkpoint.every_steps = 3
     c.log.every_steps = 3
-    c.sample.update(every_steps=0, steps=3, prompts=c.sample.prompts[:2])
-    c.eval.update(num_samples=8, steps=3, loss_examples=16, batch_size=8)
+    c.sample.update(every_steps=0, prompts=c.sample.prompts[:2])
+    c.sampler.steps = 3
+    c.eval.update(num_samples=8, loss_examples=16, batch_size=8)
     return c
 
 

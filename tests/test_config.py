@@ -1,4 +1,5 @@
 """Bad input fails before compute with a one-line error naming what to change."""
+import importlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("module", [shapes_tiny, prx_small])
 def test_shipped_configs_validate(module):
     validate(module.get_config(), num_devices=8)
+
+
+@pytest.mark.parametrize("axis", ["path", "prediction", "timesteps", "loss_weighting", "sampler"])
+def test_every_ablation_variant_validates(axis):
+    module = importlib.import_module(f"configs.ablations.{axis}")
+    assert module.get_config().to_dict() == shapes_tiny.get_config().to_dict()  # the default is the baseline
+    for variant in module.VARIANTS:
+        validate(module.get_config(variant), num_devices=1)
 
 
 def test_unknown_key_names_it_and_suggests():
@@ -80,6 +89,49 @@ def test_model_shape_checks():
         validate(c, num_devices=1)
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (dict(diffusion=dict(prediction="epsilon")), "config.diffusion.prediction='epsilon' cannot give x0 at t = 1 on "
+                                                 "config.diffusion.path='rectified_flow', which keeps no signal there; "
+                                                 "use one of: v, velocity, x0"),
+    (dict(diffusion=dict(path="vp_cosine", prediction="epsilon")), "path='vp_cosine', which keeps no signal"),
+    (dict(sampler=dict(name="ddim")), "config.sampler.name='ddim' needs a variance-preserving config.diffusion.path, "
+                                      "not 'rectified_flow'"),
+    (dict(sampler=dict(name="dpm")), "config.sampler.name='dpm' is not one of: ddim, dpmpp_2m, euler, heun"),
+    (dict(sampler=dict(guidance_interval=(0.8, 0.2))), r"config.sampler.guidance_interval=\(0.8, 0.2\) must be"),
+    (dict(sampler=dict(guidance_interval=(0.5,))), "guidance_interval=.* must be .low, high."),
+    (dict(sampler=dict(steps=0)), "config.sampler.steps=0 must be positive"),
+    (dict(diffusion=dict(loss_space="score")), "config.diffusion.loss_space='score' is not one of: prediction, epsilon"),
+    (dict(diffusion=dict(beta_schedule="cosine")), "config.diffusion.beta_schedule='cosine' is not one of: linear"),
+    (dict(diffusion=dict(shift_mode="auto")), "config.diffusion.shift_mode='auto' is not one of: fixed, resolution"),
+    (dict(diffusion=dict(shift=0.0)), "config.diffusion.shift=0.0 must be positive"),
+    (dict(diffusion=dict(discrete_steps=0)), "config.diffusion.discrete_steps=0 must be positive"),
+    (dict(diffusion=dict(uniform_fraction=1.5)), "uniform_fraction=1.5 must be in"),
+    (dict(diffusion=dict(t_min=1.0)), r"config.diffusion.t_min=1.0 must be in \[0, 1\)"),
+    (dict(diffusion=dict(mode_scale=2.0)), "config.diffusion.mode_scale=2.0 must be in"),
+    (dict(diffusion=dict(base_tokens=4096)), "base_tokens and max_tokens are both 4096"),
+])
+def test_invalid_formulations_fail_at_validation(overrides, message):
+    c = shapes_tiny.get_config()
+    for section, values in overrides.items():
+        c[section].update(values)
+    with pytest.raises(ConfigError, match=message) as error:
+        validate(c, num_devices=1)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(diffusion=dict(path="vp_linear", prediction="epsilon"), sampler=dict(name="ddim")),
+    dict(diffusion=dict(path="vp_cosine", prediction="v", loss_space="velocity", loss_weighting="min_snr"),
+         sampler=dict(name="dpmpp_2m", guidance_interval=(0.1, 0.9), negative_prompt="blurry")),
+    dict(diffusion=dict(prediction="x0", loss_space="velocity", timesteps="mode", shift_mode="resolution")),
+])
+def test_valid_formulations_pass(overrides):
+    c = shapes_tiny.get_config()
+    for section, values in overrides.items():
+        c[section].update(values)
+    validate(c, num_devices=1)
+
+
 def _run_main(*args, env=None):
     return subprocess.run([sys.executable, "-m", "t2ijax.main", "--config=configs/shapes_tiny.py", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
@@ -97,6 +149,9 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "did you mean config.model.depth" in _error_line(
         _run_main(f"--workdir={tmp_path}", "--config.model.deptj=3"))
     assert "is not one of" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.diffusion.timesteps=x"))
+    assert "needs a variance-preserving" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.sampler.name=ddim"))
+    assert "unknown variant 'nope'; the variants are: rectified_flow" in _error_line(
+        _run_main(f"--workdir={tmp_path}", "--config=configs/ablations/path.py:nope"))
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     line = _error_line(_run_main(f"--workdir={blocked}/run"))

@@ -1,27 +1,54 @@
-"""The rectified-flow objective, training time distribution and Euler sampler."""
+"""The training objective, training time distributions, the time shift and guidance."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from configs import base
-from t2ijax.diffusion.losses import noised_inputs, per_example_loss
-from t2ijax.diffusion.samplers import guided_velocity, sample, time_grid
-from t2ijax.diffusion.timesteps import sample_timesteps, shift_time
+from t2ijax.diffusion.losses import T_EPS, training_loss, velocity_mse
+from t2ijax.diffusion.samplers import guided_output
+from t2ijax.diffusion.timesteps import sample_timesteps, shift_time, time_shift
+
+N = 200_000
 
 
-def test_rectified_flow_inputs_and_velocity_target():
+def _diffusion(**overrides):
     cfg = base.get_config().diffusion
+    cfg.update(overrides)
+    return cfg
+
+
+def test_rectified_flow_objective_is_the_velocity_mse():
+    cfg = _diffusion()
     x0, eps = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 4, 3))
     t = jnp.array([0.0, 0.25, 0.75, 1.0])
-    x_t, target = noised_inputs(x0, eps, t, cfg)
-    np.testing.assert_allclose(x_t, (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps, atol=1e-6)
-    np.testing.assert_allclose(x_t[0], x0[0], atol=1e-6)
-    np.testing.assert_allclose(x_t[-1], eps[-1], atol=1e-6)
-    np.testing.assert_allclose(target, eps - x0, atol=1e-6)
-    loss = per_example_loss(target + 1.0, target, t, cfg)
-    np.testing.assert_allclose(loss, np.ones(4), atol=1e-6)
+    seen = {}
+
+    def predict(x_t, t):
+        seen.update(x_t=x_t, t=t)
+        return eps - x0 + 1.0
+
+    np.testing.assert_allclose(training_loss(predict, x0, eps, t, cfg), np.ones(4), atol=1e-6)
+    clipped = np.clip(t, T_EPS, 1 - T_EPS)[:, None, None, None]
+    np.testing.assert_allclose(seen["t"], clipped[:, 0, 0, 0])
+    np.testing.assert_allclose(seen["x_t"], (1 - clipped) * x0 + clipped * eps, atol=1e-6)
+    np.testing.assert_allclose(velocity_mse(predict, x0, eps, t, cfg), np.ones(4), atol=1e-6)
+
+
+def test_heldout_velocity_mse_ignores_the_weighting_and_loss_space():
+    x0, eps = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 4, 4, 3))
+    t = jnp.array([0.2, 0.5, 0.9])
+    predict = lambda x_t, t: x0 + 0.1  # an x0 prediction, off by 0.1 everywhere
+    cfg = _diffusion(prediction="x0", t_min=0.0)
+    velocity_error = (0.1 / t) ** 2  # (x_t - x0_hat) / t - (eps - x0)
+    np.testing.assert_allclose(velocity_mse(predict, x0, eps, t, cfg), velocity_error, rtol=1e-4)
+    cfg.update(loss_space="velocity", loss_weighting="min_snr")
+    np.testing.assert_allclose(velocity_mse(predict, x0, eps, t, cfg), velocity_error, rtol=1e-4)
+    np.testing.assert_allclose(training_loss(predict, x0, eps, t, _diffusion(prediction="x0")), 0.01, rtol=1e-4)
 
 
 def test_shift_fixes_endpoints_and_moves_mass_to_noise():
@@ -32,13 +59,19 @@ def test_shift_fixes_endpoints_and_moves_mass_to_noise():
     assert bool(jnp.all(jnp.diff(shifted) > 0)) and bool(jnp.all(shifted[1:-1] > t[1:-1]))
 
 
+def test_resolution_shift_is_fluxs():
+    cfg = _diffusion(shift_mode="resolution")
+    for tokens in (64, 256, 1024, 4096):
+        assert time_shift(cfg, tokens) == pytest.approx(math.exp(calculate_shift(tokens)), rel=1e-9)
+    assert time_shift(_diffusion(shift=3.0), 4096) == 3.0
+
+
 @pytest.mark.parametrize("shift", [1.0, 3.0])
 def test_logit_normal_with_uniform_fraction(shift):
-    cfg = base.get_config().diffusion
-    cfg.shift = shift
-    t = np.asarray(sample_timesteps(jax.random.PRNGKey(0), 200_000, cfg))
+    cfg = _diffusion()
+    t = np.asarray(sample_timesteps(jax.random.PRNGKey(0), N, cfg, shift))
     assert t.min() >= 0 and t.max() <= 1
-    unshifted = t if shift == 1.0 else t / (shift - (shift - 1) * t)  # the inverse of shift_time
+    unshifted = t / (shift - (shift - 1) * t)  # the inverse of shift_time
     logit_normal_cdf_at_quarter = scipy.stats.norm.cdf(np.log(0.25 / 0.75))  # P(sigmoid(N(0,1)) < 0.25)
     expected = 0.9 * logit_normal_cdf_at_quarter + 0.1 * 0.25
     assert abs(np.mean(unshifted < 0.25) - expected) < 0.005
@@ -46,48 +79,48 @@ def test_logit_normal_with_uniform_fraction(shift):
         assert np.median(t) > 0.6
 
 
-def _gaussian_velocity(mu, s):
-    """The exact velocity E[eps - x0 | x_t] for data N(mu, s^2) on the rectified-flow path."""
-
-    def velocity(x, t):
-        t = t[:, None]
-        var = (1 - t) ** 2 * s**2 + t**2
-        centred = x - (1 - t) * mu
-        x0_hat = mu + (1 - t) * s**2 / var * centred
-        eps_hat = t / var * centred
-        return eps_hat - x0_hat
-
-    return velocity
+def _draws(**overrides) -> np.ndarray:
+    return np.asarray(sample_timesteps(jax.random.PRNGKey(2), N, _diffusion(uniform_fraction=0.0, **overrides), 1.0))
 
 
-def test_euler_with_the_exact_model_recovers_the_data_and_converges_first_order():
-    mu, s = jnp.array([2.0, -1.0]), jnp.array([0.5, 1.5])
-    noise = jax.random.normal(jax.random.PRNGKey(1), (100_000, 2))
-    errors = []
-    for steps in (8, 16, 32):
-        x = sample(_gaussian_velocity(mu, s), noise, "euler", steps, shift=1.0)
-        errors.append(float(jnp.max(jnp.abs(jnp.std(x, 0) - s)) + jnp.max(jnp.abs(jnp.mean(x, 0) - mu))))
-    x = sample(_gaussian_velocity(mu, s), noise, "euler", 200, shift=3.0)
-    np.testing.assert_allclose(jnp.mean(x, 0), mu, atol=0.02)
-    np.testing.assert_allclose(jnp.std(x, 0), s, atol=0.02)
-    # First order: doubling the steps roughly halves the error.
-    assert 1.5 < errors[0] / errors[1] < 2.6 and 1.5 < errors[1] / errors[2] < 2.6, errors
+@pytest.mark.parametrize("u", [0.1, 0.3, 0.5, 0.8])
+def test_mode_and_cosmap_are_sd3s_maps_of_a_uniform(u):
+    # Both maps decrease in u (mode) or increase (cosmap): their CDFs at f(u) are 1 - u and u.
+    mode = 1 - u - 1.29 * (math.cos(math.pi * u / 2) ** 2 - 1 + u)
+    assert abs(np.mean(_draws(timesteps="mode") < mode) - (1 - u)) < 0.005
+    cosmap = 1 - 1 / (math.tan(math.pi * u / 2) + 1)
+    assert abs(np.mean(_draws(timesteps="cosmap") < cosmap) - u) < 0.005
 
 
-def test_time_grid_runs_from_noise_to_data():
-    grid = time_grid(4, 3.0)
-    assert grid[0] == 1 and grid[-1] == 0 and grid.shape == (5,)
+def test_mode_sampling_favours_the_middle_and_uniform_mode_is_uniform():
+    assert np.mean(np.abs(_draws(timesteps="mode") - 0.5) < 0.25) > 0.6
+    assert abs(np.mean(_draws(timesteps="mode", mode_scale=0.0) < 0.3) - 0.3) < 0.005
 
 
-def test_classifier_free_guidance_combines_both_branches():
-    cfg = base.get_config().diffusion
-    text = jnp.ones((2, 3, 4))
-    mask = jnp.ones((2, 3), bool)
-    null_text, null_mask = jnp.zeros((3, 4)), jnp.zeros((3,), bool)
+def test_discrete_timesteps_are_ddpm_steps():
+    t = _draws(timesteps="discrete", discrete_steps=10)
+    np.testing.assert_allclose(np.unique(t), np.arange(1, 11) / 10, atol=1e-7)
+    assert abs(np.mean(t == 1.0) - 0.1) < 0.005
 
-    def apply_fn(x, t, txt, m):  # "velocity" = x + mean text feature
-        return x + jnp.mean(txt, axis=(1, 2))[:, None]
 
+def _toy_network(x, t, txt, m):  # "output" = x + mean text feature
+    return x + jnp.mean(txt, axis=(1, 2))[:, None]
+
+
+def test_classifier_free_guidance_uses_the_negative_prompt():
+    text, mask = jnp.ones((2, 3, 4)), jnp.ones((2, 3), bool)
+    negative, negative_mask = jnp.full((3, 4), -1.0), jnp.ones((3,), bool)
     x, t = jnp.full((2, 5), 0.5), jnp.full((2,), 0.3)
-    np.testing.assert_allclose(guided_velocity(apply_fn, text, mask, null_text, null_mask, 1.0, cfg)(x, t), x + 1)
-    np.testing.assert_allclose(guided_velocity(apply_fn, text, mask, null_text, null_mask, 4.0, cfg)(x, t), x + 4)
+    np.testing.assert_allclose(guided_output(_toy_network, text, mask, negative, negative_mask, 1.0, (0, 1))(x, t),
+                               x + 1)
+    # -1 + 4 (1 - (-1))
+    np.testing.assert_allclose(guided_output(_toy_network, text, mask, negative, negative_mask, 4.0, (0, 1))(x, t),
+                               x + 7)
+
+
+def test_guidance_interval_guides_only_inside():
+    text, mask = jnp.ones((3, 3, 4)), jnp.ones((3, 3), bool)
+    null, null_mask = jnp.zeros((3, 4)), jnp.zeros((3,), bool)
+    x, t = jnp.zeros((3, 2)), jnp.array([0.1, 0.5, 0.95])
+    out = guided_output(_toy_network, text, mask, null, null_mask, 3.0, (0.2, 0.9))(x, t)
+    np.testing.assert_allclose(out[:, 0], [1.0, 3.0, 1.0])

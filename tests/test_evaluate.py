@@ -18,7 +18,7 @@ from t2ijax.prompts import read_prompts
 from t2ijax.restore import load_run_config, restore_run
 from t2ijax.train import Run
 
-FAST = dict(num_samples=6, steps=2)
+FAST = dict(num_samples=6, sampler={"steps": 2})
 PROMPT = "A large red circle on the left, on a black background."
 OBJECT = {"shape": "circle", "colour": "red", "size": "large", "position": "left"}
 
@@ -62,11 +62,13 @@ def test_prompt_file_scores_composition_only_with_objects(workdir, tmp_path):
     with_objects = tmp_path / "with.jsonl"
     lines = FAST["num_samples"]  # as many prompts as the other tests generate: nothing new to compile
     with_objects.write_text("\n".join(json.dumps({"prompt": PROMPT, "objects": [OBJECT]}) for _ in range(lines)))
-    metrics, _ = evaluate_checkpoint(workdir, prompts_file=str(with_objects), metrics=["composition"], steps=2)
+    metrics, _ = evaluate_checkpoint(workdir, prompts_file=str(with_objects), metrics=["composition"],
+                                     sampler={"steps": 2})
     assert "composition/colour" in metrics and metrics["settings"]["num_samples"] == lines
     bare = tmp_path / "bare.jsonl"
     bare.write_text("\n".join(json.dumps({"prompt": PROMPT}) for _ in range(lines)))
-    metrics, _ = evaluate_checkpoint(workdir, prompts_file=str(bare), metrics=["composition"], steps=2)
+    metrics, _ = evaluate_checkpoint(workdir, prompts_file=str(bare), metrics=["composition"],
+                                     sampler={"steps": 2})
     assert "composition/colour" not in metrics and "no scene attributes" in metrics["skipped"]["composition"]
 
 

@@ -111,8 +111,7 @@ SHARDED_STEP = textwrap.dedent("""
             losses.append(float(metrics["loss"]))
         # 5 prompts in batches of 4: the second batch is padded, both are split over the mesh.
         images = run.generator(run.state.sampling_params, run.data.validation["text"][:5],
-                               run.data.validation["text_mask"][:5], 0, sampler="euler", steps=3, guidance=2.0,
-                               batch_size=4)
+                               run.data.validation["text_mask"][:5], batch_size=4)
     leaves = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(run.state.params)}
     np.savez(sys.argv[2] + "/result.npz", losses=np.array(losses), images=images, **leaves)
 """)

@@ -17,6 +17,8 @@ class PreparedData:
     validation: dict[str, np.ndarray]     # image, text, text_mask, caption, and attributes if any
     null_text: np.ndarray                 # [L, D] embedding of the empty caption
     null_mask: np.ndarray                 # [L]
+    negative_text: np.ndarray             # [L, D] embedding of config.sampler.negative_prompt
+    negative_mask: np.ndarray             # [L]
     prompts: dict[str, np.ndarray]        # caption, text, text_mask of config.sample.prompts
 
 
@@ -27,8 +29,9 @@ def text_cache_dir(data_cfg: ml_collections.ConfigDict) -> str:
 def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
     """Builds what is missing (dataset, caption embeddings) and loads everything into memory.
 
-    Runs the text encoder only for captions not cached yet (its parameters sharded over `mesh`
-    when given); training itself never does.
+    Runs the text encoder (its parameters sharded over `mesh` when given) only for captions not
+    cached yet: dataset captions, the empty caption, the sample prompts and the negative prompt;
+    training itself never does.
     """
     cache = TextCache(text_cache_dir(config.data), config.text, mesh, rules)
 
@@ -43,10 +46,12 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     del train["caption"]
     validation = with_text(load_split(config.data, "validation"), keep=ATTRIBUTE_KEYS)
     null_text, null_mask = cache.lookup([""])
+    negative_text, negative_mask = cache.lookup([config.sampler.negative_prompt])
     prompts = list(config.sample.prompts)
     prompt_text, prompt_mask = cache.lookup(prompts)
     cache.release_encoder()
     return PreparedData(train=train, validation=validation, null_text=null_text[0], null_mask=null_mask[0],
+                        negative_text=negative_text[0], negative_mask=negative_mask[0],
                         prompts={"caption": np.asarray(prompts, object), "text": prompt_text,
                                  "text_mask": prompt_mask})
 

@@ -1,26 +1,92 @@
-"""The flow-matching objective: per-example weighted MSE in the prediction's space."""
+"""The denoising objective: per-example weighted MSE in config.diffusion.loss_space.
+
+A loss weighting is defined in one prediction space (min-SNR and EDM on x0, sigmoid on epsilon) and
+moved to the loss space so that the objective stays the same: at fixed x_t an x0 error e is an error
+-det / sigma * e in a space with Cramer determinant det (parameterization.py), so a weight w in space A
+is w * (det_A / det_B)^2 in space B.
+"""
+import dataclasses
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from t2ijax.diffusion.paths import PATHS
-from t2ijax.diffusion.parameterization import PREDICTIONS
+from t2ijax.diffusion.parameterization import PREDICTIONS, convert
+from t2ijax.diffusion.paths import PathPoint, expand, make_path
 from t2ijax.registry import Registry
 
 LOSS_WEIGHTINGS = Registry("diffusion.loss_weighting")
-LOSS_WEIGHTINGS.register("uniform")(lambda t, cfg: jnp.ones_like(t))
+
+# Times are kept inside (0, 1): VP velocities are infinite at t = 0, x0 and epsilon determine
+# nothing where sigma or alpha vanish, and the SNR-based weights are finite only inside.
+T_EPS = 1e-5
+
+Predict = Callable[[jax.Array, jax.Array], jax.Array]  # the network: (x_t, t [B]) -> output
 
 
-def noised_inputs(x0: jax.Array, eps: jax.Array, t: jax.Array, cfg: ml_collections.ConfigDict):
-    """Returns (x_t, target) for data x0, noise eps and times t under `cfg` (config.diffusion)."""
-    path = PATHS.get(cfg.path)
-    target = PREDICTIONS.get(cfg.prediction).target(path, x0, eps, t)
-    return path.interpolate(x0, eps, t), target
+@dataclasses.dataclass(frozen=True)
+class Weighting:
+    space: str | None  # the prediction space the weight is defined in; None: the loss space itself
+    weight: Callable[[PathPoint, ml_collections.ConfigDict], jax.Array]
 
 
-def per_example_loss(output: jax.Array, target: jax.Array, t: jax.Array,
-                     cfg: ml_collections.ConfigDict) -> jax.Array:
-    """Mean squared error over all but the batch axis, times the loss weight at t. Float32."""
-    err = jnp.square(output.astype(jnp.float32) - target.astype(jnp.float32))
-    mse = jnp.mean(err, axis=tuple(range(1, err.ndim)))
-    return LOSS_WEIGHTINGS.get(cfg.loss_weighting)(t, cfg) * mse
+def log_snr(p: PathPoint) -> jax.Array:
+    return 2.0 * (jnp.log(p.alpha) - jnp.log(p.sigma))
+
+
+def _snr(p: PathPoint) -> jax.Array:
+    return jnp.square(p.alpha / p.sigma)
+
+
+LOSS_WEIGHTINGS.register("uniform")(Weighting(None, lambda p, cfg: jnp.ones_like(p.alpha)))
+# Hang et al. 2023: min(SNR, gamma) on the x0 error.
+LOSS_WEIGHTINGS.register("min_snr")(Weighting("x0", lambda p, cfg: jnp.minimum(_snr(p), cfg.min_snr_gamma)))
+# Kingma & Gao 2023: sigmoid(bias - log SNR) on the epsilon error.
+LOSS_WEIGHTINGS.register("sigmoid")(Weighting("epsilon", lambda p, cfg: jax.nn.sigmoid(cfg.sigmoid_bias - log_snr(p))))
+# Karras et al. 2022: (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on the denoiser (x0) error, with
+# EDM's sigma = sigma_t / alpha_t, i.e. SNR + 1 / sigma_data^2.
+LOSS_WEIGHTINGS.register("edm")(Weighting("x0", lambda p, cfg: _snr(p) + cfg.edm_sigma_data**-2))
+
+
+def loss_space(cfg: ml_collections.ConfigDict) -> str:
+    """The prediction space the loss is measured in ('prediction': the network's own)."""
+    return cfg.prediction if cfg.loss_space == "prediction" else cfg.loss_space
+
+
+def loss_weight(point: PathPoint, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """config.diffusion.loss_weighting (`cfg` = config.diffusion) at `point`, expressed in the loss space."""
+    weighting = LOSS_WEIGHTINGS.get(cfg.loss_weighting)
+    space = loss_space(cfg)
+    defined_in = PREDICTIONS.get(weighting.space or space)
+    return weighting.weight(point, cfg) * jnp.square(defined_in.det(point) / PREDICTIONS.get(space).det(point))
+
+
+def clip_time(t: jax.Array) -> jax.Array:
+    return jnp.clip(t, T_EPS, 1.0 - T_EPS)
+
+
+def _squared_error(predict: Predict, x0, eps, t, cfg: ml_collections.ConfigDict, space: str):
+    """(point, elementwise squared error of the network in `space`) at times clip_time(t)."""
+    t = clip_time(t)
+    point = make_path(cfg).at(expand(t, x0))
+    x_t = point.interpolate(x0, eps)
+    output = convert(point, predict(x_t, t).astype(jnp.float32), x_t, cfg.prediction, space, cfg.t_min)
+    return point, jnp.square(output - PREDICTIONS.get(space).target(point, x0, eps))
+
+
+def _per_example_mean(x: jax.Array) -> jax.Array:
+    return jnp.mean(x, axis=tuple(range(1, x.ndim)))
+
+
+def training_loss(predict: Predict, x0: jax.Array, eps: jax.Array, t: jax.Array,
+                  cfg: ml_collections.ConfigDict) -> jax.Array:
+    """Per-example weighted MSE of the network on x_t made from (x0, eps, t) under `cfg` (config.diffusion)."""
+    point, err = _squared_error(predict, x0, eps, t, cfg, loss_space(cfg))
+    return _per_example_mean(loss_weight(point, cfg) * err)
+
+
+def velocity_mse(predict: Predict, x0: jax.Array, eps: jax.Array, t: jax.Array,
+                 cfg: ml_collections.ConfigDict) -> jax.Array:
+    """Per-example unweighted MSE of the network's velocity: one scale for every prediction and weighting."""
+    return _per_example_mean(_squared_error(predict, x0, eps, t, cfg, "velocity")[1])

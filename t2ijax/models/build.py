@@ -30,3 +30,8 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
 
 def build_model(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
     return MODELS.get(cfg.name)(cfg, in_channels, context_dim)
+
+
+def num_image_tokens(cfg: ml_collections.ConfigDict, resolution: int) -> int:
+    """Image tokens the denoiser sees for a square input of `resolution` (model space)."""
+    return (resolution // cfg.patch_size) ** 2

@@ -1,0 +1,25 @@
+"""Ablation of config.diffusion.loss_weighting, each weight moved exactly into the velocity loss.
+
+Everything else is the CPU demo (configs/shapes_tiny.py).
+One variant:
+  python -m t2ijax.main --config=configs/ablations/loss_weighting.py:min_snr \
+      --workdir=workdirs/ablations/loss_weighting/min_snr
+The whole axis:
+  for v in uniform min_snr sigmoid edm; do
+    python -m t2ijax.main --config=configs/ablations/loss_weighting.py:$v \
+        --workdir=workdirs/ablations/loss_weighting/$v; done
+Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (unweighted, so
+comparable) and compositional accuracy.
+"""
+from configs.ablations import variant_config
+
+VARIANTS = {
+    "uniform": {},  # the baseline
+    "min_snr": {"diffusion.loss_weighting": "min_snr"},
+    "sigmoid": {"diffusion.loss_weighting": "sigmoid"},
+    "edm": {"diffusion.loss_weighting": "edm"},
+}
+
+
+def get_config(variant: str = "uniform"):
+    return variant_config(VARIANTS, variant)

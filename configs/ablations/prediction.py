@@ -1,0 +1,26 @@
+"""Ablation of config.diffusion.prediction (and where its loss is measured, config.diffusion.loss_space).
+
+Everything else is the CPU demo (configs/shapes_tiny.py). epsilon cannot give x0 at t = 1 on
+rectified flow, so it is tried on vp_linear, next to velocity on vp_linear as its control.
+One variant:
+  python -m t2ijax.main --config=configs/ablations/prediction.py:x0 --workdir=workdirs/ablations/prediction/x0
+The whole axis:
+  for v in velocity x0 x0_loss_x0 v epsilon_vp_linear velocity_vp_linear; do
+    python -m t2ijax.main --config=configs/ablations/prediction.py:$v --workdir=workdirs/ablations/prediction/$v; done
+Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (one scale for every
+prediction) and compositional accuracy.
+"""
+from configs.ablations import variant_config
+
+VARIANTS = {
+    "velocity": {},  # the baseline
+    "x0": {"diffusion.prediction": "x0", "diffusion.loss_space": "velocity"},  # PRX / JiT
+    "x0_loss_x0": {"diffusion.prediction": "x0"},
+    "v": {"diffusion.prediction": "v"},
+    "epsilon_vp_linear": {"diffusion.prediction": "epsilon", "diffusion.path": "vp_linear"},
+    "velocity_vp_linear": {"diffusion.path": "vp_linear"},
+}
+
+
+def get_config(variant: str = "velocity"):
+    return variant_config(VARIANTS, variant)
