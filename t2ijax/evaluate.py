@@ -2,7 +2,8 @@
 FID / CMMD / DINO-MMD (or offline stand-ins) of its samples against real held-out images.
 
   python -m t2ijax.evaluate --workdir=workdirs/shapes_tiny [--step=1600] [--prompts=prompts.jsonl] \
-      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256 --sampler=euler --steps=30 --guidance=4] \
+      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256] \
+      [--sampler=euler --steps=30 --guidance=4 --guidance_interval=0.1,0.8] \
       [--clip_weights=DIR --dinov2_weights=DIR --inception_weights=FILE]
 
 Writes DIR/eval/evaluate_step_<step>.json (or --out) and TensorBoard scalars under
@@ -26,6 +27,7 @@ flags.DEFINE_integer("reference_examples", None, "Real held-out images the featu
 flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
 flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sampler.steps).")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's config.sampler).")
+flags.DEFINE_list("guidance_interval", None, "low,high: guidance only for t in [low, high] (default: the run's).")
 flags.DEFINE_integer("seed", None, "Seed of the sampling noise and of the loss's t and noise (default: the run's).")
 flags.DEFINE_string("inception_weights", None, "FID Inception-v3 .safetensors file.")
 flags.DEFINE_string("clip_weights", None, "CLIP ViT-L/14-336 Hugging Face directory.")
@@ -39,8 +41,10 @@ SAMPLER_FLAGS = {"sampler": "name", "steps": "steps", "guidance": "guidance"}  #
 
 def flag_overrides() -> tuple[dict, dict]:
     """(config.sampler overrides, config.eval overrides) from the command-line flags."""
-    return ({field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS.items()},
-            {name: FLAGS[name].value for name in EVAL_FLAGS})
+    sampler = {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS.items()}
+    if FLAGS.guidance_interval is not None:
+        sampler["guidance_interval"] = tuple(float(x) for x in FLAGS.guidance_interval)
+    return sampler, {name: FLAGS[name].value for name in EVAL_FLAGS}
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
