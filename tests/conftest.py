@@ -33,6 +33,18 @@ def data_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def run_workdir(data_dir, tmp_path_factory) -> str:
+    """A run directory of tiny_config with an (untrained) checkpoint at step 0."""
+    from t2ijax.train import Run
+
+    directory = str(tmp_path_factory.mktemp("run"))
+    run = Run(tiny_config(data_dir), directory).setup()
+    run.checkpointer.save(run.state)
+    run.checkpointer.close()
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> str:
     """A random one-layer CLIP image tower with projection, saved by transformers."""
     import torch

@@ -16,7 +16,6 @@ from t2ijax.errors import ConfigError
 from t2ijax.evaluate import evaluate_checkpoint
 from t2ijax.prompts import read_prompts
 from t2ijax.restore import load_run_config, restore_run
-from t2ijax.train import Run
 
 FAST = dict(num_samples=6, sampler={"steps": 2})
 PROMPT = "A large red circle on the left, on a black background."
@@ -24,14 +23,8 @@ OBJECT = {"shape": "circle", "colour": "red", "size": "large", "position": "left
 
 
 @pytest.fixture(scope="module")
-def workdir(data_dir, tmp_path_factory):
-    """A run directory with an (untrained) checkpoint at step 0."""
-    directory = str(tmp_path_factory.mktemp("run"))
-    run = Run(tiny_config(data_dir), directory).setup()
-    run.checkpointer.save(run.state)
-    run.checkpointer.close()
-    return directory
-
+def workdir(run_workdir):
+    return run_workdir
 
 
 def test_same_seed_gives_the_same_metrics(workdir, tiny_clip_dir):

@@ -13,7 +13,7 @@ from diffusers.models.transformers.transformer_prx import (PRXEmbedND, PRXTransf
 
 from t2ijax.models.layers import apply_rope, axial_rope, timestep_embedding
 from t2ijax.models.prx import PRX, count_params
-from t2ijax.models.prx_convert import prx_params_from_diffusers_state_dict
+from t2ijax.interop.prx_weights import params_from_state_dict
 
 TINY = dict(in_channels=3, patch_size=2, context_in_dim=24, hidden_size=64, num_heads=4, depth=2,
             axes_dim=[8, 8])
@@ -64,7 +64,7 @@ def test_matches_diffusers_with_scan_and_loop(cfg):
     outputs = {}
     for scan in (True, False):
         model = PRX(**cfg, scan_layers=scan)
-        params = prx_params_from_diffusers_state_dict(state_dict, model)
+        params = params_from_state_dict(state_dict, model)
         assert count_params(params) == sum(p.numel() for p in torch_model.parameters())
         outputs[scan] = np.asarray(model.apply({"params": params}, *inputs))
         assert outputs[scan].shape == inputs[0].shape
@@ -90,7 +90,7 @@ def test_timestep_embedding_and_rope_match_diffusers():
 
 def test_padded_text_is_ignored(tiny_state_dict):
     model = PRX(**TINY, scan_layers=False)
-    params = prx_params_from_diffusers_state_dict(tiny_state_dict, model)
+    params = params_from_state_dict(tiny_state_dict, model)
     x, t, text, mask = _inputs()
     apply = lambda text: np.asarray(model.apply({"params": params}, x, t, text, mask))
     noise = np.random.default_rng(1).standard_normal(text.shape).astype(np.float32)
@@ -126,7 +126,7 @@ def test_full_remat_keeps_gradients(tiny_state_dict):
 
     def grads(remat_policy):
         model = PRX(**TINY, remat_policy=remat_policy)
-        params = prx_params_from_diffusers_state_dict(tiny_state_dict, model)
+        params = params_from_state_dict(tiny_state_dict, model)
         loss = lambda p: jnp.mean(jnp.square(model.apply({"params": p}, *inputs)))
         return jax.jit(jax.grad(loss))(params)
 
@@ -151,7 +151,7 @@ def test_bf16_compute_stays_close_to_fp32(tiny_state_dict):
     out = {}
     for dtype in (jnp.float32, jnp.bfloat16):
         model = PRX(**TINY, dtype=dtype, scan_layers=False)
-        params = prx_params_from_diffusers_state_dict(tiny_state_dict, model)
+        params = params_from_state_dict(tiny_state_dict, model)
         out[dtype] = np.asarray(jax.jit(model.apply)({"params": params}, *inputs))
     assert out[jnp.bfloat16].dtype == np.float32
     scale = np.abs(out[jnp.float32]).max()

@@ -19,8 +19,9 @@ Params = dict[str, Any]
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
+    indexes = sorted(model_dir.glob("*.safetensors.index.json"))  # model.* (transformers), diffusion_pytorch_model.*
+    if indexes:
+        index = indexes[0]
         files = sorted({model_dir / name for name in json.loads(index.read_text())["weight_map"].values()})
         for file in files:
             if not file.is_file():

@@ -1,0 +1,110 @@
+"""PRX checkpoints in diffusers format: read them into the Flax PRX, write Flax PRX params back.
+
+A directory holds config.json (class PRXTransformer2DModel) and diffusion_pytorch_model*.safetensors
+(one file, or shards with an index); a pipeline directory holds it under transformer/.
+"""
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from t2ijax.errors import ConfigError
+from t2ijax.interop.prx_weights import params_from_state_dict, state_dict_from_params
+from t2ijax.models.prx import PRX
+from t2ijax.models.text.tensors import Checkpoint
+
+CLASS_NAME = "PRXTransformer2DModel"
+# PRXTransformer2DModel.__init__ arguments, each a PRX field of the same name and meaning.
+CONFIG_FIELDS = ("in_channels", "patch_size", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads", "depth",
+                 "axes_dim", "theta", "time_factor", "time_max_period", "bottleneck_size", "resolution_embeds")
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def _local_dir(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith("."):
+        raise ConfigError(f"{name_or_path} is not a directory; give a diffusers PRX transformer or pipeline directory")
+    from huggingface_hub import snapshot_download
+
+    try:  # a hub id: fetch the transformer (and the pipeline's model_index.json) only
+        return Path(snapshot_download(name_or_path, allow_patterns=["transformer/*", "config.json", "*.safetensors*",
+                                                                     "model_index.json"]))
+    except Exception as error:  # offline, unknown id, gated repo: one line that says which
+        raise ConfigError(f"{name_or_path} is not a local directory and could not be fetched from the "
+                          f"Hugging Face hub ({type(error).__name__}); download it and pass its path") from error
+
+
+def transformer_dir(name_or_path: str) -> Path:
+    """The directory holding the transformer's config.json: the path itself or its transformer/."""
+    path = _local_dir(str(name_or_path))
+    for candidate in (path, path / "transformer"):
+        config = candidate / "config.json"
+        if config.is_file():
+            class_name = json.loads(config.read_text()).get("_class_name")
+            if class_name == CLASS_NAME:
+                return candidate
+            if candidate == path and not (path / "transformer").is_dir():
+                raise ConfigError(f"{config} describes a {class_name}, not a {CLASS_NAME}")
+    raise ConfigError(f"{path} has no {CLASS_NAME} config.json (neither at the top nor under transformer/)")
+
+
+def prx_config(directory: Path) -> dict:
+    """The PRX fields of a diffusers config.json (diffusers' defaults for those it leaves out)."""
+    config = json.loads((directory / "config.json").read_text())
+    return {k: config[k] for k in CONFIG_FIELDS if k in config and config[k] is not None}
+
+
+def prx_from_diffusers(name_or_path: str, dtype=jnp.float32, **model_overrides) -> tuple[PRX, dict]:
+    """(model, params) from a diffusers PRX transformer directory, pipeline directory or hub id.
+
+    `model.apply({'params': params}, x, t, text, text_mask)` takes x NHWC and t in [0, 1] (1 = noise).
+    `model_overrides` set PRX fields that are not part of the weights (dtype of the compute,
+    scan_layers, remat_policy, attention_impl).
+    """
+    directory = transformer_dir(name_or_path)
+    model = PRX(**prx_config(directory), **{"dtype": dtype, **model_overrides})
+    params = params_from_state_dict(Checkpoint(directory).read_all(), model, source=str(directory))
+    return model, jax.tree.map(lambda x: jnp.asarray(x, model.param_dtype), params)
+
+
+def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        if shards[-1] and size + tensors[name].nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += tensors[name].nbytes
+    return shards
+
+
+def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int = 5 << 30) -> Path:
+    """Writes `params` of `model` as a directory `PRXTransformer2DModel.from_pretrained` loads.
+
+    Weights are float32, in shards of at most `max_shard_bytes` with an index when they exceed it.
+    """
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"_class_name": CLASS_NAME, **{k: getattr(model, k) for k in CONFIG_FIELDS}}
+    config["axes_dim"] = list(model.rope_axes_dim)
+    tensors = state_dict_from_params(params, model)
+    shards = _shards(tensors, max_shard_bytes)
+    if len(shards) == 1:
+        safetensors.numpy.save_file(shards[0], directory / WEIGHTS_NAME)
+    else:
+        stem = WEIGHTS_NAME.removesuffix(".safetensors")
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            safetensors.numpy.save_file(shard, directory / name)
+            weight_map.update(dict.fromkeys(shard, name))
+        index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
+        (directory / f"{WEIGHTS_NAME}.index.json").write_text(json.dumps(index, indent=1))
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    return directory
