@@ -4,7 +4,7 @@ Everything else is the CPU demo (configs/shapes_tiny.py); a shift applies to sam
 One variant:
   python -m t2ijax.main --config=configs/ablations/timesteps.py:mode --workdir=workdirs/ablations/timesteps/mode
 The whole axis:
-  for v in logit_normal uniform mode cosmap discrete logit_normal_pure logit_normal_shift3 \
+  for v in logit_normal uniform mode cosmap discrete logit_normal_pure logit_normal_shift1 \
       logit_normal_resolution; do
     python -m t2ijax.main --config=configs/ablations/timesteps.py:$v --workdir=workdirs/ablations/timesteps/$v; done
 Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
@@ -12,13 +12,13 @@ Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and c
 from configs.ablations import variant_config
 
 VARIANTS = {
-    "logit_normal": {},  # the baseline: logit-normal(0, 1) with 10% uniform, no shift
+    "logit_normal": {},  # the baseline: logit-normal(0, 1) with 10% uniform, shift 3 (the demo's)
     "uniform": {"diffusion.timesteps": "uniform"},
     "mode": {"diffusion.timesteps": "mode"},
     "cosmap": {"diffusion.timesteps": "cosmap"},
     "discrete": {"diffusion.timesteps": "discrete"},
     "logit_normal_pure": {"diffusion.uniform_fraction": 0.0},
-    "logit_normal_shift3": {"diffusion.shift": 3.0},
+    "logit_normal_shift1": {"diffusion.shift": 1.0},  # no shift
     # 64 image tokens: Flux's rule gives shift exp(0.5 - 0.65 * 192 / 3840) = 1.6.
     "logit_normal_resolution": {"diffusion.shift_mode": "resolution"},
 }
