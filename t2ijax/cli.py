@@ -1,4 +1,4 @@
-"""What the command-line programs that take a config file share: one-line errors and a quiet console."""
+"""What the command lines that take --config share: config mistakes reported in one line."""
 import logging as std_logging
 import sys
 
@@ -19,14 +19,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit("error: " + (lines[-1] if "Traceback" in str(e) else " ".join(str(e).split())))
 
 
-def quiet_libraries() -> None:
-    """Keeps the console to our own progress lines: orbax logs every save at INFO."""
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-
-
 def loaded_config(config):
-    """The value of a config-file flag, or exit with its loading error in one line."""
+    """`config` (the --config flag's value), or exit with its loading error in one line."""
     from t2ijax.errors import ConfigError
 
     try:
@@ -34,3 +28,9 @@ def loaded_config(config):
     except (OSError, ConfigError) as e:
         sys.exit("error: " + " ".join(str(e).split()))
     return config
+
+
+def quiet_libraries() -> None:
+    """Keeps the console to our own progress lines: orbax logs every save at INFO."""
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
