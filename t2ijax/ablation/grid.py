@@ -159,11 +159,10 @@ def _check_stored(run: GridRun) -> None:
     wanted = _as_json(run.config)
     differing = sorted(differences(stored, wanted))
     if differing:
-        name = differing[0]
-        more = f" and {len(differing) - 1} more field(s)" if len(differing) > 1 else ""
+        name, others = differing[0], ", ".join(f"config.{k}" for k in differing[1:])
         raise ConfigError(f"{run.workdir} holds a run of another config (config.{name} is {stored.get(name)!r} "
-                          f"there, {wanted.get(name)!r} here{more}); pass the --config overrides that grid was run "
-                          "with, or another --workdir")
+                          f"there, {wanted.get(name)!r} here{'; also ' + others if others else ''}); pass the "
+                          "--config overrides that grid was run with, or another --workdir")
 
 
 def is_finished(run: GridRun) -> bool:

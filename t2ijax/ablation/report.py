@@ -71,20 +71,33 @@ def best_table(summaries: list[VariantSummary], columns: list[str]) -> list[str]
     return lines
 
 
+def _write(path: str, lines: list[str]) -> str:
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _variants_table(by_variant: dict[str, list], baseline: GridRun) -> list[str]:
+    lines = [_row(["variant", "differs from the baseline in"]), _row(["---", "---"])]
+    for variant, pairs in by_variant.items():
+        changed = overrides_of(pairs[0][0], baseline)
+        lines.append(_row([variant, ", ".join(f"`{k}={v!r}`" for k, v in changed.items()) or "(the baseline)"]))
+    return lines
+
+
 def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: str) -> str:
     """Writes the report of the finished runs among `runs` (the baseline's first); returns its path."""
     finished = [run for run in runs if is_finished(run)]
     if not any(run.variant == axis.baseline for run in finished):
         raise ConfigError(f"the baseline '{axis.baseline}' has no finished run under {workdir}, and deltas are taken "
                           "to it; run the grid (without --report_only) first")
-    results = [read_run(run.workdir) for run in finished]
+    by_variant = {}
+    for run in finished:
+        by_variant.setdefault(run.variant, []).append((run, read_run(run.workdir)))
     rows = [dict(axis=axis.name, variant=run.variant, seed=run.seed, workdir=run.workdir, step=res.step, **res.final,
                  images_per_sec=res.images_per_sec, wall_time_s=res.wall_time_s)
-            for run, res in zip(finished, results)]
+            for pairs in by_variant.values() for run, res in pairs]
     write_csv(os.path.join(workdir, "results.csv"), rows)
-    by_variant = {}
-    for run, res in zip(finished, results):
-        by_variant.setdefault(run.variant, []).append((run, res))
     figures.curves(os.path.join(workdir, "curves.png"), {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
     figures.sample_grid(os.path.join(workdir, "samples.png"),
                         {v: [(run.seed, res.samples) for run, res in pairs] for v, pairs in by_variant.items()})
@@ -92,15 +105,15 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
     baseline = finished[0]
     columns = summary.columns(rows)
     summaries = summary.summarize(rows)
+    left_out = [f"{run.label} (`{run.workdir}`)" for run in runs if run not in finished]
     lines = [f"# Ablation: {axis.name}", "",
              f"Axis `{axis.path}`, baseline **{axis.baseline}**; {len(finished)} finished run(s) under "
              f"`{workdir}/<variant>/seed_<k>` (config.seed = k). Written by `{command}`; the same command with "
-             "`--report_only` rebuilds it from the runs' directories.", "",
-             "## Variants", "", _row(["variant", "differs from the baseline in"]), _row(["---", "---"])]
-    for variant, pairs in by_variant.items():
-        changed = overrides_of(pairs[0][0], baseline)
-        lines.append(_row([variant, ", ".join(f"`{k}={v!r}`" for k, v in changed.items()) or "(the baseline)"]))
-    lines += ["", "## Final metrics", "", READING, "", *metrics_table(summaries, columns), "",
+             "`--report_only` rebuilds it from the runs' directories.", ""]
+    if left_out:
+        lines += ["Left out, not run or not finished: " + ", ".join(left_out) + ".", ""]
+    lines += ["## Variants", "", *_variants_table(by_variant, baseline), "",
+              "## Final metrics", "", READING, "", *metrics_table(summaries, columns), "",
               "## Best variant per metric", "", *best_table(summaries, columns), "",
               "## Curves", "", "Training loss (log scale) and every periodic evaluation over steps, mean over seeds.",
               "", "![curves](curves.png)", "",
@@ -110,13 +123,7 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
               "Prompts, left to right then top to bottom:", ""]
     lines += [f"{i}. {prompt}" for i, prompt in enumerate(baseline.config.sample.prompts, start=1)]
     lines += ["", "![samples](samples.png)"]
-    missing = [run for run in runs if not is_finished(run)]
-    if missing:
-        lines += ["", "## Not run or not finished (left out)", ""] + [f"- {run.label}: `{run.workdir}`" for run in missing]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return _write(os.path.join(workdir, "report.md"), lines)
 
 
 def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> str:
@@ -143,7 +150,4 @@ def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> s
              READING + " Deltas are to each axis's own baseline.", "",
              *metrics_table(summaries, columns), "", "## Best variant per metric and axis", "",
              *best_table(summaries, columns)]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return _write(os.path.join(workdir, "report.md"), lines)

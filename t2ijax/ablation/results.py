@@ -45,20 +45,20 @@ def _scalar_events(path: str):
 
 def _training_log(tensorboard_dir: str) -> tuple[dict[int, float], list[float], float]:
     """(loss by step, images/s of each logged interval, wall time) of the training processes' event
-    files. Each process writes its own file, opened at setup; its span runs to its last scalar
-    (the final evaluation), so time between a kill and a resume is not counted."""
-    loss, images_per_sec, wall_time = {}, [], 0.0
+    files (nan wall time when there are none). Each process writes its own file, opened at setup; its
+    span runs to its last event (the final evaluation), so time between a kill and a resume is not counted."""
+    loss, images_per_sec, spans = {}, [], []
     for path in sorted(glob.glob(os.path.join(tensorboard_dir, "events.out.tfevents.*"))):
         events = list(_scalar_events(path))
         if not any("loss" in values for _, _, values in events):
             continue  # written by t2ijax.evaluate, not by training
-        wall_time += events[-1][0] - events[0][0]
+        spans.append(events[-1][0] - events[0][0])
         for _, step, values in events:
             if "loss" in values:
                 loss[step] = values["loss"]
             if "images_per_sec" in values:
                 images_per_sec.append(values["images_per_sec"])
-    return loss, images_per_sec, wall_time
+    return loss, images_per_sec, float(sum(spans)) if spans else float("nan")
 
 
 def read_run(workdir: str) -> RunResults:
