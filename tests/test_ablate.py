@@ -44,7 +44,8 @@ def test_every_shipped_axis_expands_into_valid_runs(path, tmp_path):
     baseline_values = {k: _as_json(v) for k, v in flatten(baseline.config.to_dict()).items()}
     for run in runs:
         # What a run changes is exactly its variant's overrides that differ from the baseline's values.
-        wanted = {k: _as_json(v) for k, v in axis.variants[run.variant].items() if _as_json(v) != baseline_values.get(k)}
+        overrides = {k: _as_json(v) for k, v in axis.variants[run.variant].items()}
+        wanted = {k: v for k, v in overrides.items() if v != baseline_values.get(k)}
         assert grid.overrides_of(run, baseline) == wanted, run.label
         assert run.variant == axis.baseline or wanted, f"{run.variant} is the baseline again"
 
@@ -68,8 +69,8 @@ def test_bad_input_is_rejected_before_anything_runs(tmp_path):
                                                  "other_prompts": {"sample.prompts": ("A red circle.",)}}))
     with pytest.raises(ConfigError, match="no variant 'slow'; its variants are: base, fast, typo"):
         grid.select_variants(axis, ["fast", "slow"])
-    with pytest.raises(ConfigError, match="variant 'typo'.*config.diffusion.pathh is not a config field; did you mean "
-                                          "config.diffusion.path"):
+    with pytest.raises(ConfigError, match="variant 'typo'.*config.diffusion.pathh is not a config field; "
+                                          "did you mean config.diffusion.path"):
         grid.check(grid.plan(axis, str(tmp_path), ["base", "typo"], 1, {}), num_devices=1)
     with pytest.raises(ConfigError, match="variant 'no_section'.*diffusionx"):
         grid.plan(axis, str(tmp_path), ["base", "no_section"], 1, {})
@@ -175,7 +176,8 @@ def test_report_reads_variant_directories_that_are_single_runs(finished_grid, da
 
 def test_summary_is_mean_std_and_delta_over_seeds():
     rows = [dict(axis="a", variant=v, seed=k, workdir="", step=1, **{"loss_t[0.0,0.3)": x, "composition/shape": y})
-            for v, k, x, y in [("base", 0, 1.0, 0.2), ("base", 1, 2.0, 0.4), ("lr", 0, 0.5, 0.9), ("lr", 1, 0.7, 0.5)]]
+            for v, k, x, y in [("base", 0, 1.0, 0.2), ("base", 1, 2.0, 0.4),
+                               ("lr", 0, 0.5, 0.9), ("lr", 1, 0.7, 0.5)]]
     base, lr = summary.summarize(rows)
     assert base.is_baseline and not lr.is_baseline and lr.seeds == [0, 1]
     assert base.mean["loss_t[0.0,0.3)"] == 1.5 and math.isclose(base.std["loss_t[0.0,0.3)"], np.std([1, 2], ddof=1))

@@ -98,7 +98,8 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
                  images_per_sec=res.images_per_sec, wall_time_s=res.wall_time_s)
             for pairs in by_variant.values() for run, res in pairs]
     write_csv(os.path.join(workdir, "results.csv"), rows)
-    figures.curves(os.path.join(workdir, "curves.png"), {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
+    figures.curves(os.path.join(workdir, "curves.png"),
+                   {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
     figures.sample_grid(os.path.join(workdir, "samples.png"),
                         {v: [(run.seed, res.samples) for run, res in pairs] for v, pairs in by_variant.items()})
 
@@ -144,9 +145,8 @@ def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> s
     write_csv(os.path.join(workdir, "results.csv"), rows)
     columns = summary.columns(rows)
     summaries = summary.summarize(rows)
-    lines = ["# Ablations: " + ", ".join(axes), "",
-             f"Written by `{command}` from " + ", ".join(f"[{a}]({os.path.relpath(os.path.join(d, 'report.md'), workdir)})"
-                                                          for a, d in axes.items()) + ".", "",
+    links = ", ".join(f"[{a}]({os.path.relpath(os.path.join(d, 'report.md'), workdir)})" for a, d in axes.items())
+    lines = ["# Ablations: " + ", ".join(axes), "", f"Written by `{command}` from {links}.", "",
              READING + " Deltas are to each axis's own baseline.", "",
              *metrics_table(summaries, columns), "", "## Best variant per metric and axis", "",
              *best_table(summaries, columns)]

@@ -70,8 +70,9 @@ def read_run(workdir: str) -> RunResults:
         with open(path) as f:
             evals[int(re.search(r"step_(\d+)\.json$", path).group(1))] = _numbers(json.load(f))
     loss, images_per_sec, wall_time = _training_log(os.path.join(workdir, "tensorboard"))
-    return RunResults(final["step"], _numbers(final), float(np.median(images_per_sec)) if images_per_sec else float("nan"),
-                      wall_time, loss, evals, os.path.join(workdir, "samples", f"step_{final['step']:07d}.png"))
+    median_images_per_sec = float(np.median(images_per_sec)) if images_per_sec else float("nan")
+    return RunResults(final["step"], _numbers(final), median_images_per_sec, wall_time, loss, evals,
+                      os.path.join(workdir, "samples", f"step_{final['step']:07d}.png"))
 
 
 def write_csv(path: str, rows: list[dict]) -> None:

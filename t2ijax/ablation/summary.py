@@ -62,6 +62,8 @@ def best(summaries: list[VariantSummary], metric: str) -> VariantSummary | None:
     when several variants share the best mean."""
     sign = direction(metric)
     candidates = sorted((s for s in summaries if metric in s.mean), key=lambda s: -sign * s.mean[metric])
-    if not sign or not candidates or (len(candidates) > 1 and candidates[0].mean[metric] == candidates[1].mean[metric]):
+    if not sign or not candidates:
+        return None
+    if len(candidates) > 1 and candidates[0].mean[metric] == candidates[1].mean[metric]:
         return None
     return candidates[0]
