@@ -33,6 +33,8 @@ def _as_json(value):
 @pytest.mark.parametrize("path", SHIPPED_AXES, ids=lambda p: os.path.basename(p)[:-3])
 def test_every_shipped_axis_expands_into_valid_runs(path, tmp_path):
     axis = grid.load_axis(path)
+    # --config=<axis>.py alone (how t2ijax.ablate reads its --config.* overrides) is the baseline.
+    assert axis.get_config().to_dict() == axis.get_config(axis.baseline).to_dict()
     names = list(axis.variants)
     assert grid.select_variants(axis, None) == names
     assert grid.select_variants(axis, names[-1:]) == [axis.baseline] + names[1:][-1:]
