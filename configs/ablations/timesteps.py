@@ -3,10 +3,8 @@
 Everything else is the CPU demo (configs/shapes_tiny.py); a shift applies to sampling as well.
 One variant:
   python -m t2ijax.main --config=configs/ablations/timesteps.py:mode --workdir=workdirs/ablations/timesteps/mode
-The whole axis:
-  for v in logit_normal uniform mode cosmap discrete logit_normal_pure logit_normal_shift1 \
-      logit_normal_resolution; do
-    python -m t2ijax.main --config=configs/ablations/timesteps.py:$v --workdir=workdirs/ablations/timesteps/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/timesteps.py --workdir=workdirs/ablations/timesteps
 Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
 """
 from configs.ablations import variant_config
