@@ -47,15 +47,25 @@ _CHOICES = {
 _MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
 
 
-def _flatten(cfg, prefix: str = "") -> dict:
+def flatten(cfg, prefix: str = "") -> dict:
+    """Leaves of a (nested) config as dotted name -> value; config.sharding_rules stays one leaf."""
     out = {}
     for key, value in cfg.items():
         name = f"{prefix}{key}"
         if isinstance(value, (ml_collections.ConfigDict, dict)) and name != "sharding_rules":
-            out.update(_flatten(value, name + "."))
+            out.update(flatten(value, name + "."))
         else:
             out[name] = value
     return out
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict, source: str) -> None:
+    """Sets dotted fields ({"diffusion.path": "vp_cosine"}) in place; `source` names them in errors.
+    A leaf name configs/base.py lacks is left for `validate` to name."""
+    try:
+        cfg.update_from_flattened_dict(overrides)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{source}: {str(e).strip(chr(39))}") from None
 
 
 def _check_known(name: str, schema: dict) -> None:
@@ -107,7 +117,7 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
     for name in ("total_steps", "data.global_batch_size", "model.depth", "text.max_length"):
-        if _flatten(cfg)[name] <= 0:
+        if flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
         raise ConfigError(f"config.data.caption_dropout={cfg.data.caption_dropout} must be in [0, 1)")
@@ -187,7 +197,7 @@ def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes:
 
 def check_overrides(argv: list[str]) -> None:
     """Rejects command-line overrides (--config.a.b=value) of fields configs/base.py does not define."""
-    schema = _flatten(base.get_config())
+    schema = flatten(base.get_config())
     for arg in argv:
         if arg.startswith("--config."):
             name = arg[len("--config."):].split("=", 1)[0]
@@ -197,17 +207,17 @@ def check_overrides(argv: list[str]) -> None:
 
 def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     """The checks evaluating a trained run needs (its training mesh need not fit this machine)."""
-    flat = _flatten(cfg.eval, "eval.")
-    _check_keys_and_types(flat, _flatten(base.get_config()))
+    flat = flatten(cfg.eval, "eval.")
+    _check_keys_and_types(flat, flatten(base.get_config()))
     _check_choices(flat)
     _check_eval(cfg)
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none."""
-    flat = _flatten(cfg)
-    _check_keys_and_types(flat, _flatten(base.get_config()))
-    missing = sorted(set(_flatten(base.get_config())) - set(flat))
+    flat = flatten(cfg)
+    _check_keys_and_types(flat, flatten(base.get_config()))
+    missing = sorted(set(flatten(base.get_config())) - set(flat))
     if missing:
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)

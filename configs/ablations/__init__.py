@@ -2,6 +2,7 @@
 import ml_collections
 
 from configs import shapes_tiny
+from t2ijax.config import apply_overrides
 from t2ijax.errors import ConfigError
 
 
@@ -10,5 +11,5 @@ def variant_config(variants: dict[str, dict], name: str) -> ml_collections.Confi
     if name not in variants:
         raise ConfigError(f"unknown variant '{name}'; the variants are: {', '.join(variants)}")
     config = shapes_tiny.get_config()
-    config.update_from_flattened_dict(variants[name])
+    apply_overrides(config, variants[name], f"variant '{name}'")
     return config

@@ -4,10 +4,8 @@ Everything else is the CPU demo (configs/shapes_tiny.py).
 One variant:
   python -m t2ijax.main --config=configs/ablations/loss_weighting.py:min_snr \
       --workdir=workdirs/ablations/loss_weighting/min_snr
-The whole axis:
-  for v in uniform min_snr sigmoid edm; do
-    python -m t2ijax.main --config=configs/ablations/loss_weighting.py:$v \
-        --workdir=workdirs/ablations/loss_weighting/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/loss_weighting.py --workdir=workdirs/ablations/loss_weighting
 Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (unweighted, so
 comparable) and compositional accuracy.
 """

@@ -4,9 +4,8 @@ Everything else is the CPU demo (configs/shapes_tiny.py), velocity prediction in
 the velocity target grows like t^(-1/2) near the data (the prediction ablation tries v and epsilon).
 One variant:
   python -m t2ijax.main --config=configs/ablations/path.py:vp_cosine --workdir=workdirs/ablations/path/vp_cosine
-The whole axis:
-  for v in rectified_flow vp_cosine vp_linear vp_linear_scaled; do
-    python -m t2ijax.main --config=configs/ablations/path.py:$v --workdir=workdirs/ablations/path/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path
 Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
 """
 from configs.ablations import variant_config

@@ -4,9 +4,8 @@ Everything else is the CPU demo (configs/shapes_tiny.py). epsilon cannot give x0
 rectified flow, so it is tried on vp_linear, next to velocity on vp_linear as its control.
 One variant:
   python -m t2ijax.main --config=configs/ablations/prediction.py:x0 --workdir=workdirs/ablations/prediction/x0
-The whole axis:
-  for v in velocity x0 x0_loss_x0 v epsilon_vp_linear velocity_vp_linear; do
-    python -m t2ijax.main --config=configs/ablations/prediction.py:$v --workdir=workdirs/ablations/prediction/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/prediction.py --workdir=workdirs/ablations/prediction
 Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (one scale for every
 prediction) and compositional accuracy.
 """

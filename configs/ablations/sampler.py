@@ -5,9 +5,8 @@ train the same model and differ only when sampling; ddim needs a VP path, so it 
 euler on vp_cosine.
 One variant:
   python -m t2ijax.main --config=configs/ablations/sampler.py:heun --workdir=workdirs/ablations/sampler/heun
-The whole axis:
-  for v in euler heun dpmpp_2m euler_8 heun_4 dpmpp_2m_8 guidance_interval euler_vp_cosine ddim_vp_cosine; do
-    python -m t2ijax.main --config=configs/ablations/sampler.py:$v --workdir=workdirs/ablations/sampler/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/sampler.py --workdir=workdirs/ablations/sampler
 Result: not run yet; docs/ablations/ will hold compositional accuracy per variant.
 """
 from configs.ablations import variant_config

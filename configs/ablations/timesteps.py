@@ -3,10 +3,8 @@
 Everything else is the CPU demo (configs/shapes_tiny.py); a shift applies to sampling as well.
 One variant:
   python -m t2ijax.main --config=configs/ablations/timesteps.py:mode --workdir=workdirs/ablations/timesteps/mode
-The whole axis:
-  for v in logit_normal uniform mode cosmap discrete logit_normal_pure logit_normal_shift1 \
-      logit_normal_resolution; do
-    python -m t2ijax.main --config=configs/ablations/timesteps.py:$v --workdir=workdirs/ablations/timesteps/$v; done
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/timesteps.py --workdir=workdirs/ablations/timesteps
 Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
 """
 from configs.ablations import variant_config
@@ -18,7 +16,7 @@ VARIANTS = {
     "cosmap": {"diffusion.timesteps": "cosmap"},
     "discrete": {"diffusion.timesteps": "discrete"},
     "logit_normal_pure": {"diffusion.uniform_fraction": 0.0},
-    "logit_normal_shift1": {"diffusion.shift": 1.0},
+    "logit_normal_shift1": {"diffusion.shift": 1.0},  # no shift
     # 64 image tokens: Flux's rule gives shift exp(0.5 - 0.65 * 192 / 3840) = 1.6.
     "logit_normal_resolution": {"diffusion.shift_mode": "resolution"},
 }

@@ -1,0 +1,153 @@
+"""Reports: DIR/report.md, DIR/results.csv, DIR/curves.png and DIR/samples.png of one grid, built from
+its finished runs' directories alone; and one table over several grids' results.csv."""
+import math
+import os
+
+from t2ijax.ablation import figures, summary
+from t2ijax.ablation.grid import Axis, GridRun, is_finished, overrides_of
+from t2ijax.ablation.results import read_csv, read_run, write_csv
+from t2ijax.ablation.summary import VariantSummary
+from t2ijax.errors import ConfigError
+
+HEADERS = {"images_per_sec": "images/s", "wall_time_s": "wall time (s)"}
+READING = ("Each cell is the mean over seeds ± their standard deviation (from 2 seeds on) and, in brackets, the "
+           "difference to the baseline's mean; the best mean of each column (per axis) is in bold. Metrics are the "
+           "runs' final `eval.json` (see docs/evaluation.md); images/s is the median over the "
+           "logged training intervals; wall time adds up each training process from setup to its final evaluation.")
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _cell(s: VariantSummary, metric: str, is_best: bool) -> str:
+    if metric not in s.mean:
+        return "—"
+    text = f"{s.mean[metric]:.4g}"
+    if not math.isnan(s.std[metric]):
+        text += f" ± {s.std[metric]:.2g}"
+    if metric in s.delta:
+        text += f" ({s.delta[metric]:+.3g})"
+    return f"**{text}**" if is_best else text
+
+
+def _by_axis(summaries: list[VariantSummary]) -> dict[str, list[VariantSummary]]:
+    groups = {}
+    for s in summaries:
+        groups.setdefault(s.axis, []).append(s)
+    return groups
+
+
+def metrics_table(summaries: list[VariantSummary], columns: list[str]) -> list[str]:
+    """A row per variant; an axis column when the summaries come from several axes."""
+    groups = _by_axis(summaries)
+    axis_column = ["axis"] if len(groups) > 1 else []
+    header = axis_column + ["variant", "seeds"] + [HEADERS.get(c, c) for c in columns]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for axis, group in groups.items():
+        bests = {c: summary.best(group, c) for c in columns}
+        for s in group:
+            name = f"{s.variant} (baseline)" if s.is_baseline else s.variant
+            lines.append(_row(([axis] if axis_column else []) + [name, len(s.seeds)]
+                              + [_cell(s, c, bests[c] is s) for c in columns]))
+    return lines
+
+
+def best_table(summaries: list[VariantSummary], columns: list[str]) -> list[str]:
+    groups = _by_axis(summaries)
+    axis_column = ["axis"] if len(groups) > 1 else []
+    header = axis_column + ["metric", "better", "best variant", "mean", "vs baseline"]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for axis, group in groups.items():
+        for metric in (c for c in columns if summary.direction(c)):
+            winner = summary.best(group, metric)
+            better = "higher" if summary.direction(metric) > 0 else "lower"
+            if winner is None:
+                cells = ["(a tie)", "—", "—"]
+            else:
+                delta = "(is the baseline)" if winner.is_baseline else f"{winner.delta.get(metric, math.nan):+.3g}"
+                cells = [winner.variant, f"{winner.mean[metric]:.4g}", delta]
+            lines.append(_row(([axis] if axis_column else []) + [HEADERS.get(metric, metric), better, *cells]))
+    return lines
+
+
+def _write(path: str, lines: list[str]) -> str:
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _variants_table(by_variant: dict[str, list], baseline: GridRun) -> list[str]:
+    lines = [_row(["variant", "differs from the baseline in"]), _row(["---", "---"])]
+    for variant, pairs in by_variant.items():
+        changed = overrides_of(pairs[0][0], baseline)
+        lines.append(_row([variant, ", ".join(f"`{k}={v!r}`" for k, v in changed.items()) or "(the baseline)"]))
+    return lines
+
+
+def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: str) -> str:
+    """Writes the report of the finished runs among `runs` (the baseline's first); returns its path."""
+    finished = [run for run in runs if is_finished(run)]
+    if not any(run.variant == axis.baseline for run in finished):
+        raise ConfigError(f"the baseline '{axis.baseline}' has no finished run under {workdir}, and deltas are taken "
+                          "to it; run the grid (without --report_only) first")
+    by_variant = {}
+    for run in finished:
+        by_variant.setdefault(run.variant, []).append((run, read_run(run.workdir)))
+    rows = [dict(axis=axis.name, variant=run.variant, seed=run.seed, workdir=run.workdir, step=res.step, **res.final,
+                 images_per_sec=res.images_per_sec, wall_time_s=res.wall_time_s)
+            for pairs in by_variant.values() for run, res in pairs]
+    write_csv(os.path.join(workdir, "results.csv"), rows)
+    figures.curves(os.path.join(workdir, "curves.png"),
+                   {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
+    figures.sample_grid(os.path.join(workdir, "samples.png"),
+                        {v: [(run.seed, res.samples) for run, res in pairs] for v, pairs in by_variant.items()})
+
+    baseline = finished[0]
+    columns = summary.columns(rows)
+    summaries = summary.summarize(rows)
+    left_out = [f"{run.label} (`{run.workdir}`)" for run in runs if run not in finished]
+    lines = [f"# Ablation: {axis.name}", "",
+             f"Axis `{axis.path}`, baseline **{axis.baseline}**; {len(finished)} finished run(s) under "
+             f"`{workdir}/<variant>/seed_<k>` (config.seed = k). Written by `{command}`; the same command with "
+             "`--report_only` rebuilds it from the runs' directories.", ""]
+    if left_out:
+        lines += ["Left out, not run or not finished: " + ", ".join(left_out) + ".", ""]
+    lines += ["## Variants", "", *_variants_table(by_variant, baseline), "",
+              "## Final metrics", "", READING, "", *metrics_table(summaries, columns), "",
+              "## Best variant per metric", "", *best_table(summaries, columns), "",
+              "## Curves", "", "Training loss (log scale) and every periodic evaluation over steps, mean over seeds.",
+              "", "![curves](curves.png)", "",
+              "## Samples", "",
+              f"Each panel is a run's final `samples/step_*.png`: the same prompts and noise (config.sampler.seed = "
+              f"{baseline.config.sampler.seed}) for every variant, each sampled with its own config.sampler. "
+              "Prompts, left to right then top to bottom:", ""]
+    lines += [f"{i}. {prompt}" for i, prompt in enumerate(baseline.config.sample.prompts, start=1)]
+    lines += ["", "![samples](samples.png)"]
+    return _write(os.path.join(workdir, "report.md"), lines)
+
+
+def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> str:
+    """One table of the grids' results.csv (each written by its own report) in `workdir`; returns its path."""
+    rows, axes = [], {}
+    for directory in grid_dirs:
+        path = os.path.join(directory, "results.csv")
+        if not os.path.exists(path):
+            raise ConfigError(f"{path} not found; write that grid's report first (python -m t2ijax.ablate "
+                              f"--config=configs/ablations/<axis>.py --workdir={directory} --report_only)")
+        grid_rows = read_csv(path)
+        for axis in {row["axis"] for row in grid_rows}:
+            if axis in axes:
+                raise ConfigError(f"axis '{axis}' is in both {axes[axis]} and {directory}; combine one grid per axis")
+            axes[axis] = directory
+        rows += grid_rows
+    os.makedirs(workdir, exist_ok=True)
+    write_csv(os.path.join(workdir, "results.csv"), rows)
+    columns = summary.columns(rows)
+    summaries = summary.summarize(rows)
+    links = ", ".join(f"[{a}]({os.path.relpath(os.path.join(d, 'report.md'), workdir)})" for a, d in axes.items())
+    lines = ["# Ablations: " + ", ".join(axes), "", f"Written by `{command}` from {links}.", "",
+             READING + " Deltas are to each axis's own baseline.", "",
+             *metrics_table(summaries, columns), "", "## Best variant per metric and axis", "",
+             *best_table(summaries, columns)]
+    return _write(os.path.join(workdir, "report.md"), lines)

@@ -1,0 +1,203 @@
+"""Ablation grids: every shipped axis expands and validates, bad input fails before anything runs, an
+interrupted grid reruns only what is missing, and reports match the runs' own JSON."""
+import csv
+import glob
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from t2ijax.ablation import grid, summary
+from t2ijax.ablation.report import write_combined_report
+from t2ijax.ablation.results import read_csv, write_csv
+from t2ijax.checkpoint import Checkpointer
+from t2ijax.config import flatten
+from t2ijax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_AXIS = os.path.join(REPO, "tests", "tiny_axis.py")
+SHIPPED_AXES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "ablations", "*.py"))
+                      if not p.endswith("__init__.py"))
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("path", SHIPPED_AXES, ids=lambda p: os.path.basename(p)[:-3])
+def test_every_shipped_axis_expands_into_valid_runs(path, tmp_path):
+    axis = grid.load_axis(path)
+    # --config=<axis>.py alone (how t2ijax.ablate reads its --config.* overrides) is the baseline.
+    assert axis.get_config().to_dict() == axis.get_config(axis.baseline).to_dict()
+    names = list(axis.variants)
+    assert grid.select_variants(axis, None) == names
+    assert grid.select_variants(axis, names[-1:]) == [axis.baseline] + names[1:][-1:]
+    runs = grid.plan(axis, str(tmp_path), names, seeds=2, overrides={})
+    assert [(r.variant, r.seed) for r in runs] == [(v, k) for v in names for k in (0, 1)]
+    assert all(r.workdir == str(tmp_path / r.variant / f"seed_{r.seed}") and r.config.seed == r.seed for r in runs)
+    grid.check(runs, num_devices=1)
+    baseline = runs[0]
+    baseline_values = {k: _as_json(v) for k, v in flatten(baseline.config.to_dict()).items()}
+    for run in runs:
+        # What a run changes is exactly its variant's overrides that differ from the baseline's values.
+        overrides = {k: _as_json(v) for k, v in axis.variants[run.variant].items()}
+        wanted = {k: v for k, v in overrides.items() if v != baseline_values.get(k)}
+        assert grid.overrides_of(run, baseline) == wanted, run.label
+        assert run.variant == axis.baseline or wanted, f"{run.variant} is the baseline again"
+
+
+def _write_axis(directory, variants: dict) -> str:
+    path = os.path.join(directory, "axis.py")
+    with open(path, "w") as f:
+        f.write(f"from configs.ablations import variant_config\nVARIANTS = {variants!r}\n"
+                "def get_config(variant='base'):\n    return variant_config(VARIANTS, variant)\n")
+    return path
+
+
+def _files(directory) -> dict[str, float]:
+    return {p: os.path.getmtime(p) for p in glob.glob(os.path.join(directory, "**"), recursive=True)}
+
+
+def test_bad_input_is_rejected_before_anything_runs(tmp_path):
+    axis = grid.load_axis(_write_axis(tmp_path, {"base": {}, "fast": {"total_steps": 10},
+                                                 "typo": {"diffusion.pathh": "vp_cosine"},
+                                                 "no_section": {"diffusionx.path": "vp_cosine"},
+                                                 "other_prompts": {"sample.prompts": ("A red circle.",)}}))
+    with pytest.raises(ConfigError, match="no variant 'slow'; its variants are: base, fast, typo"):
+        grid.select_variants(axis, ["fast", "slow"])
+    with pytest.raises(ConfigError, match="variant 'typo'.*config.diffusion.pathh is not a config field; "
+                                          "did you mean config.diffusion.path"):
+        grid.check(grid.plan(axis, str(tmp_path), ["base", "typo"], 1, {}), num_devices=1)
+    with pytest.raises(ConfigError, match="variant 'no_section'.*diffusionx"):
+        grid.plan(axis, str(tmp_path), ["base", "no_section"], 1, {})
+    with pytest.raises(ConfigError, match="variant 'other_prompts' changes config.sample.prompts"):
+        grid.check(grid.plan(axis, str(tmp_path), ["base", "other_prompts"], 1, {}))
+    with pytest.raises(ConfigError, match="--seeds=0 must be at least 1"):
+        grid.plan(axis, str(tmp_path), ["base"], 0, {})
+
+    # A workdir holding a run of another baseline: found from its config.json, and nothing is touched.
+    other = grid.plan(axis, str(tmp_path / "grid"), ["base", "fast"], 1, {"model.depth": 2})
+    stored = other[1].workdir
+    os.makedirs(stored)
+    with open(os.path.join(stored, "config.json"), "w") as f:
+        f.write(other[1].config.to_json_best_effort())
+    before = _files(tmp_path / "grid")
+    runs = grid.plan(axis, str(tmp_path / "grid"), ["base", "fast"], 1, {})
+    with pytest.raises(ConfigError, match=r"fast/seed_0 holds a run of another config \(config.model.depth is 2 "
+                                          r"there, 4 here\); pass the --config overrides"):
+        grid.check(runs, num_devices=1)
+    assert _files(tmp_path / "grid") == before
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def finished_grid(data_dir, tmp_path_factory):
+    """The tiny axis's grid, its second run killed right after its first checkpoint, then rerun.
+    Returns (directory, runs, files of the first run before the rerun, checkpoints saved by the rerun)."""
+    directory = str(tmp_path_factory.mktemp("grid"))
+    axis = grid.load_axis(TINY_AXIS)
+    runs = grid.plan(axis, directory, list(axis.variants), 1, {"data.data_dir": data_dir})
+    grid.check(runs, num_devices=1)
+
+    save = Checkpointer.save
+    saved = []
+
+    def save_then_die(self, state):
+        save(self, state)
+        saved.append((self.directory, int(state.step)))
+        if runs[1].workdir in self.directory and int(state.step) == 2:
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_die)
+        with pytest.raises(Killed):
+            grid.run_missing(runs)
+        assert [grid.is_finished(r) for r in runs] == [True, False]
+        first_run = _files(runs[0].workdir)
+        saved.clear()
+        grid.run_missing(runs)
+    return directory, runs, first_run, list(saved)
+
+
+def test_a_killed_grid_reruns_only_what_is_missing(finished_grid):
+    directory, runs, first_run, saved = finished_grid
+    assert all(grid.is_finished(r) for r in runs)
+    assert _files(runs[0].workdir) == first_run  # the finished run was not touched
+    assert saved == [(os.path.join(runs[1].workdir, "checkpoints"), 4)]  # the killed one resumed at step 2
+    events = sorted(glob.glob(os.path.join(runs[1].workdir, "tensorboard", "events.*")))
+    assert len(events) == 2  # the killed process's log and the resumed one's
+
+
+def test_report_matches_the_runs_json(finished_grid, data_dir):
+    directory, runs, _, _ = finished_grid
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+    result = subprocess.run([sys.executable, "-m", "t2ijax.ablate", f"--config={TINY_AXIS}", f"--workdir={directory}",
+                             f"--config.data.data_dir={data_dir}", "--report_only"], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(os.path.join(directory, "results.csv"))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("guidance_4", 0), ("guidance_2", 0)]
+    for run, row in zip(runs, rows):
+        with open(os.path.join(run.workdir, "eval.json")) as f:
+            final = json.load(f)
+        assert {k: v for k, v in row.items() if k in final} == final  # bit for bit, step included
+        assert row["images_per_sec"] > 0 and row["wall_time_s"] > 0
+    with open(os.path.join(directory, "report.md")) as f:
+        report = f.read()
+    assert "| guidance_2 | `sampler.guidance=2.0` |" in report
+    baseline, variant = rows
+    for metric in ("loss_t[0.0,0.3)", "composition/colour"):
+        delta = variant[metric] - baseline[metric]
+        assert f"{variant[metric]:.4g} ({delta:+.3g})" in report
+    for name in ("curves.png", "samples.png"):
+        with Image.open(os.path.join(directory, name)) as image:
+            assert min(image.size) > 200
+        assert f"]({name})" in report
+
+
+def test_report_reads_variant_directories_that_are_single_runs(finished_grid, data_dir, tmp_path):
+    """The layout of `t2ijax.main --workdir=DIR/<variant>`: the variant directory is seed 0 itself."""
+    directory, runs, _, _ = finished_grid
+    for run in runs:
+        shutil.copytree(run.workdir, tmp_path / run.variant)
+    axis = grid.load_axis(TINY_AXIS)
+    single = grid.plan(axis, str(tmp_path), list(axis.variants), 1, {"data.data_dir": data_dir})
+    assert [r.workdir for r in single] == [str(tmp_path / r.variant) for r in runs]
+    assert all(grid.is_finished(r) for r in single)
+    grid.check(single)
+
+
+def test_summary_is_mean_std_and_delta_over_seeds():
+    rows = [dict(axis="a", variant=v, seed=k, workdir="", step=1, **{"loss_t[0.0,0.3)": x, "composition/shape": y})
+            for v, k, x, y in [("base", 0, 1.0, 0.2), ("base", 1, 2.0, 0.4),
+                               ("lr", 0, 0.5, 0.9), ("lr", 1, 0.7, 0.5)]]
+    base, lr = summary.summarize(rows)
+    assert base.is_baseline and not lr.is_baseline and lr.seeds == [0, 1]
+    assert base.mean["loss_t[0.0,0.3)"] == 1.5 and math.isclose(base.std["loss_t[0.0,0.3)"], np.std([1, 2], ddof=1))
+    assert math.isclose(lr.delta["loss_t[0.0,0.3)"], 0.6 - 1.5) and math.isclose(lr.delta["composition/shape"], 0.4)
+    assert summary.best([base, lr], "loss_t[0.0,0.3)") is lr and summary.best([base, lr], "composition/shape") is lr
+    assert summary.best([base, base], "composition/shape") is None  # a tie has no winner
+
+
+def test_combined_report_is_one_table_of_several_axes(tmp_path):
+    rows = [dict(axis="path", variant=v, seed=0, workdir="", step=4, loss=x) for v, x in [("rf", 1.0), ("vp", 1.25)]]
+    for name, axis_rows in {"path": rows, "prediction": [dict(r, axis="prediction") for r in rows]}.items():
+        os.makedirs(tmp_path / name)
+        write_csv(str(tmp_path / name / "results.csv"), axis_rows)
+    path = write_combined_report([str(tmp_path / "path"), str(tmp_path / "prediction")], str(tmp_path / "all"), "cmd")
+    with open(path) as f:
+        report = f.read()
+    assert "| path | vp | 1 | 1.25 (+0.25) |" in report and "| prediction | rf (baseline) | 1 | **1** |" in report
+    with open(tmp_path / "all" / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    with pytest.raises(ConfigError, match="axis 'path' is in both"):
+        write_combined_report([str(tmp_path / "path")] * 2, str(tmp_path / "again"), "cmd")
