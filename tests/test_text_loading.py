@@ -89,16 +89,16 @@ def test_no_text_gives_one_zero_token_per_caption():
 
 
 def test_config_builds_the_encoder_and_every_field_keys_the_cache(tiny_dirs):
-    text = ml_collections.ConfigDict(base.get_config().text)
-    text.update(encoder=str(tiny_dirs["t5"]), max_length=8, dtype="bfloat16", output_layer=1)
+    text = ml_collections.ConfigDict(base.get_config().text_encoder)
+    text.update(name="tiny-t5", path=str(tiny_dirs["t5"]), max_length=8, dtype="bfloat16", layer=1)
     encoder = text_encoder_from_config(text)
-    assert encoder.module.dtype == jnp.bfloat16 and encoder.module.depth == 1
+    assert encoder.module.dtype == jnp.bfloat16 and encoder.module.depth == 1 and encoder.name == "tiny-t5"
     keys = {_key(["a"], text)}
-    for field, value in [("dtype", "float32"), ("init", "random"), ("output_layer", -1), ("max_length", 9),
-                         ("encoder", "none")]:
+    for field, value in [("dtype", "float32"), ("init", "random"), ("layer", -1), ("max_length", 9),
+                         ("clean", "basic"), ("path", ""), ("name", "none")]:
         text[field] = value
         keys.add(_key(["a"], text))
-    assert len(keys) == 6
+    assert len(keys) == 8
 
 
 def test_unsupported_architecture_names_the_file_and_model_type(tiny_dirs, tmp_path):
