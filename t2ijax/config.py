@@ -6,7 +6,7 @@ from pathlib import Path
 import ml_collections
 
 from configs import base
-from t2ijax.data.sources import DATASETS
+from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
 from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
@@ -26,7 +26,7 @@ from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 # Fields whose value must be one of a fixed set of names.
 _CHOICES = {
     "data.name": DATASETS.names,
-    "data.caption_field": lambda: ["caption_long", "caption_short"],
+    "data.caption_field": lambda: list(CAPTION_FIELDS),
     "text_encoder.init": lambda: list(INITS),
     "text_encoder.dtype": lambda: ["bfloat16", "float32"],
     "text_encoder.clean": CLEANERS.names,

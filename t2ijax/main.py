@@ -11,23 +11,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from t2ijax.cli import loaded_config, parse_flags
+
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and eval JSON.", required=True)
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
 FLAGS = flags.FLAGS
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
-    from t2ijax.config import check_overrides
-    from t2ijax.errors import ConfigError
-
-    try:
-        check_overrides(argv)
-        return FLAGS(argv)
-    except (ConfigError, flags.Error) as e:
-        lines = str(e).strip().splitlines()
-        # A config file that raised while loading: its exception is the last line of a traceback.
-        sys.exit("error: " + (lines[-1] if "Traceback" in str(e) else " ".join(str(e).split())))
 
 
 def _quiet_libraries() -> None:
@@ -43,11 +31,7 @@ def main(argv):
     from t2ijax.errors import ConfigError
     from t2ijax.train import train_and_evaluate
 
-    try:
-        config = FLAGS.config
-        config.keys()  # a config file that failed to load raises on first use
-    except (OSError, ConfigError) as e:
-        sys.exit("error: " + " ".join(str(e).split()))
+    config = loaded_config(FLAGS.config)
     try:
         outputs = train_and_evaluate(config, FLAGS.workdir)
     except ConfigError as e:
