@@ -38,7 +38,7 @@ def test_whole_clip_model_checkpoint_loads_its_text_tower(tmp_path):
 
 
 def test_max_length_beyond_the_position_table_names_the_field(clip):
-    with pytest.raises(ConfigError, match=r"text_encoder.max_length=25 exceeds the 24 positions .*max_position_embeddings"):
+    with pytest.raises(ConfigError, match=r"text_encoder.max_length=25 exceeds the 24 positions .*max_position"):
         load_text_encoder(clip[0], max_length=25)
 
 
