@@ -5,7 +5,8 @@
 Covers both caption fields of the train and validation splits, the empty caption (caption
 dropout), config.sample.prompts and config.sampler.negative_prompt. Captions already cached
 under the same config.text_encoder settings are not encoded again. `--unpadded` (or
-config.text_encoder.cache_unpadded) stores only each caption's real tokens.
+config.text_encoder.cache_unpadded) stores only each caption's real tokens in the parts it
+writes; parts already written keep their layout (both read the same).
 """
 import sys
 import time
@@ -28,7 +29,8 @@ def dataset_captions(config) -> list[str]:
     texts = ["", config.sampler.negative_prompt, *config.sample.prompts]
     for split in SPLITS:
         data = load_split(config.data, split)
-        texts += [str(caption) for field in CAPTION_FIELDS for caption in data[field]]
+        for field in CAPTION_FIELDS:
+            texts += data[field].tolist()
     return texts
 
 

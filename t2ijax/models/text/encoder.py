@@ -8,6 +8,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
+from t2ijax.models.text.cleaning import no_cleaning
 
 NO_TEXT = "none"
 
@@ -20,7 +21,7 @@ class TextEncoder:
     """
 
     def __init__(self, module, params: Any, tokenizer: Callable | None, max_length: int, name: str,
-                 mesh: Mesh | None = None, clean: Callable[[str], str] = str):
+                 mesh: Mesh | None = None, clean: Callable[[str], str] = no_cleaning):
         positions = module.config.max_positions
         if positions is not None and max_length > positions:
             raise ConfigError(f"text_encoder.max_length={max_length} exceeds the {positions} positions of text encoder "
