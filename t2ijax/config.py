@@ -18,7 +18,7 @@ from t2ijax.models.autoencoders import AUTOENCODERS
 from t2ijax.models.build import MODELS
 from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
-from t2ijax.models.text.loading import INITS, check_model_dir
+from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 
@@ -142,12 +142,13 @@ def _check_text(text: ml_collections.ConfigDict) -> None:
     if text.name.lower() == NO_TEXT and text.path:
         raise ConfigError(f"config.text_encoder.path='{text.path}' is set but config.text_encoder.name='none' "
                           "(no text); clear the path, or name the encoder it holds")
-    if text.path:
-        path = Path(text.path).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"config.text_encoder.path='{text.path}' is not a directory; give a local Hugging "
-                              "Face-format directory (config.json, *.safetensors, tokenizer files)")
-        check_model_dir(path, text.init)
+    if text.path and not Path(text.path).expanduser().is_dir():
+        raise ConfigError(f"config.text_encoder.path='{text.path}' is not a directory; give a local Hugging "
+                          "Face-format directory (config.json, *.safetensors, tokenizer files)")
+    if text.name.lower() != NO_TEXT:
+        model_dir = Path(text.path).expanduser() if text.path else local_model_dir(text.name)
+        if model_dir is not None:  # a Hub id is checked once downloaded, when it loads
+            check_model_dir(model_dir, init=text.init, layer=text.layer, max_length=text.max_length)
 
 
 def check_diffusion(d: ml_collections.ConfigDict) -> None:

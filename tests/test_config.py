@@ -204,3 +204,13 @@ def test_text_encoder_path_must_hold_config_tokenizer_and_weights(tmp_path):
     c.text_encoder.update(name="none", init="pretrained")
     with pytest.raises(ConfigError, match="path='.*' is set but config.text_encoder.name='none'"):
         validate(c, num_devices=1)
+
+
+def test_text_encoder_layer_and_max_length_are_checked_against_the_model():
+    c = shapes_tiny.get_config()  # MiniLM: 6 layers, 512 positions
+    c.text_encoder.layer = 7
+    with pytest.raises(ConfigError, match="text_encoder.layer=7 is out of range for a 6-layer encoder"):
+        validate(c, num_devices=1)
+    c.text_encoder.update(layer=-1, max_length=600)
+    with pytest.raises(ConfigError, match="text_encoder.max_length=600 exceeds the 512 positions"):
+        validate(c, num_devices=1)

@@ -13,6 +13,13 @@ from t2ijax.models.text.cleaning import no_cleaning
 NO_TEXT = "none"
 
 
+def check_max_length(max_length: int, positions: int | None, name: str) -> None:
+    """`positions`: the encoder's position table size (None: no table to run out of)."""
+    if positions is not None and max_length > positions:
+        raise ConfigError(f"text_encoder.max_length={max_length} exceeds the {positions} positions of text encoder "
+                          f"'{name}' (max_position_embeddings in its config.json); use at most {positions}")
+
+
 class TextEncoder:
     """Frozen captions -> (hidden states [B, max_length, D], token mask [B, max_length]).
 
@@ -22,10 +29,7 @@ class TextEncoder:
 
     def __init__(self, module, params: Any, tokenizer: Callable | None, max_length: int, name: str,
                  mesh: Mesh | None = None, clean: Callable[[str], str] = no_cleaning):
-        positions = module.config.max_positions
-        if positions is not None and max_length > positions:
-            raise ConfigError(f"text_encoder.max_length={max_length} exceeds the {positions} positions of text encoder "
-                              f"'{name}' (max_position_embeddings in its config.json); use at most {positions}")
+        check_max_length(max_length, module.config.max_positions, name)
         self.module, self.params, self.tokenizer = module, params, tokenizer
         self.max_length, self.name, self.clean = max_length, name, clean
         self.hidden_size = module.config.hidden_size

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import bert, clip, qwen3, t5, t5gemma  # noqa: F401 (they register their families)
 from t2ijax.models.text.cleaning import CLEANERS
-from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder
+from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder, check_max_length
 from t2ijax.models.text.family import FAMILIES, Family
 from t2ijax.models.text.tensors import Checkpoint, Params, weight_files
 
@@ -34,8 +34,8 @@ INITS = ("pretrained", "random")
 RANDOM_SEED = 0  # text_encoder.init='random' is the same encoder in every run
 
 
-def resolve_model_dir(name_or_path: str | Path) -> Path:
-    """A local directory as is; the MiniLM alias to the pip package; anything else from the Hub."""
+def local_model_dir(name_or_path: str | Path) -> Path | None:
+    """A local directory as is, the MiniLM alias as the pip package's; None for a Hub id."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -45,7 +45,12 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
         raise ConfigError(
             f"text encoder '{name_or_path}' is not a directory; pass a Hugging Face-format directory "
             "(config.json, *.safetensors, tokenizer files) or 'all-MiniLM-L6-v2'")
-    return _download(str(name_or_path))
+    return None
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """`local_model_dir`, or else the Hub id downloaded."""
+    return local_model_dir(name_or_path) or _download(str(name_or_path))
 
 
 def _minilm_dir() -> Path:
@@ -160,10 +165,12 @@ def _check_tokenizer_files(model_dir: Path) -> None:
                           "save the model's tokenizer there with tokenizer.save_pretrained")
 
 
-def check_model_dir(model_dir: Path, init: str) -> None:
-    """The error loading would raise for a missing config.json, tokenizer or weights (these not
-    needed with init='random'), found without reading any of them."""
-    read_model_config(model_dir)
+def check_model_dir(model_dir: Path, *, init: str, layer: int, max_length: int) -> None:
+    """The errors loading would raise (no config.json, tokenizer or weights, these not needed
+    with init='random'; a layer or max_length the model lacks), without reading tokenizer or weights."""
+    _, config = read_model_config(model_dir)
+    layers_to_run(layer, config.num_hidden_layers)
+    check_max_length(max_length, config.max_positions, str(model_dir))
     _check_tokenizer_files(model_dir)
     if init == "pretrained":
         weight_files(model_dir)
