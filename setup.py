@@ -9,6 +9,7 @@ RUNTIME = [
     "transformers>=5.0,<6",  # tokenizers and configs only; never torch at run time
     "tokenizers>=0.22",
     "safetensors>=0.6",
+    "ftfy>=6.1",  # mojibake repair in caption cleaning (text_encoder.clean), as PRX's pipeline does
     "tensorflow-datasets>=4.9.10,<5",
     "importlib_resources",  # tensorflow-datasets needs it but declares it only for Python < 3.9
     "tensorflow-cpu>=2.21,<2.22",

@@ -22,13 +22,18 @@ def get_config() -> ml_collections.ConfigDict:
         global_batch_size=256,       # over all hosts and devices
     )
 
-    c.text = dict(
-        encoder="all-MiniLM-L6-v2",  # alias, Hugging Face-format directory (BERT, T5, T5Gemma, Qwen3, CLIP),
-                                     # or "none": one zero token per caption (the no-text control)
+    # The text encoder axis (docs/architecture.md, "Text encoders").
+    c.text_encoder = dict(
+        name="all-MiniLM-L6-v2",     # what is loaded when path is empty: the MiniLM alias, a local directory, a
+                                     # Hugging Face Hub id (online), or "none": one zero token per caption (no text)
+        path="",                     # local Hugging Face-format directory (BERT, T5, T5Gemma, Qwen3, CLIP text);
+                                     # when set it is what is loaded and name only labels it
         max_length=32,               # tokens, padded and truncated
-        output_layer=-1,             # hidden state used: -1 = last layer, 0 = embeddings, k = after layer k
+        layer=-1,                    # hidden state used: -1 = last layer, 0 = embeddings, k = after layer k
         init="pretrained",           # pretrained | random (same architecture, random and frozen: a control)
         dtype="float32",             # compute dtype: float32 | bfloat16 (params and outputs stay float32)
+        clean="none",                # caption cleaning before tokenizing: none | basic | deepfloyd (PRX's)
+        cache_unpadded=False,        # text cache keeps each caption's real tokens only (padded back on load)
     )
 
     c.autoencoder = dict(name="identity")  # identity = pixel space

@@ -17,7 +17,7 @@ def get_config():
     # Found by launch/quality_sweep.py (docs/benchmarks.md): together these three lift held-out
     # colour from 0.65 to 1.0 and shape from 0.38 to 0.85 at 1600 steps.
     c.diffusion.shift = 3.0          # PRX's pixel-space shift: more training at high noise, where layout forms
-    c.text.output_layer = 4          # MiniLM's 4th layer still binds each colour to its own object
+    c.text_encoder.layer = 4         # MiniLM's 4th layer still binds each colour to its own object
     c.optim.update(learning_rate=4e-3, warmup_steps=200, schedule="cosine", final_lr_fraction=0.05,
                    grad_clip_norm=1.0)
     c.checkpoint.every_steps = 400

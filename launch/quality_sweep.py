@@ -27,7 +27,7 @@ from t2ijax.data.sources import DATASETS  # noqa: E402
 
 flags.DEFINE_string("variants", None, "JSON file: name -> {dotted config key: value}.", required=True)
 flags.DEFINE_string("out", None, "Directory for per-variant JSON results.", required=True)
-flags.DEFINE_string("text_encoder", "all-MiniLM-L6-v2", "config.text.encoder for every variant.")
+flags.DEFINE_string("text_encoder", "all-MiniLM-L6-v2", "config.text_encoder.name for every variant.")
 flags.DEFINE_string("data_dir", "/tmp/quality_sweep_data", "Where the text cache goes.")
 flags.DEFINE_integer("parallel", 4, "Variants trained at once.")
 flags.DEFINE_string("worker", None, "Internal: train this one variant.")
@@ -45,7 +45,7 @@ def _shapes_in_memory(cfg, split: str) -> dict[str, np.ndarray]:
 def variant_config(overrides: dict):
     config = shapes_tiny.get_config()
     config.data.update(name="shapes_in_memory", data_dir=FLAGS.data_dir)
-    config.text.encoder = FLAGS.text_encoder
+    config.text_encoder.name = FLAGS.text_encoder
     config.update_from_flattened_dict(overrides)
     return config
 
@@ -119,8 +119,8 @@ def main(argv):
     os.makedirs(FLAGS.out, exist_ok=True)
     from t2ijax.data.prepare import prepare
 
-    for layer in sorted({v.get("text.output_layer", -1) for v in variants.values()}):
-        prepare(variant_config({"text.output_layer": layer}))  # fill the text cache once
+    for layer in sorted({v.get("text_encoder.layer", -1) for v in variants.values()}):
+        prepare(variant_config({"text_encoder.layer": layer}))  # fill the text cache once
     pending, running = list(variants), {}
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     while pending or running:

@@ -1,11 +1,12 @@
 """Config validation: every check that can fail before compute, each a one-line error."""
 import difflib
 import math
+from pathlib import Path
 
 import ml_collections
 
 from configs import base
-from t2ijax.data.sources import DATASETS
+from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
 from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
@@ -15,8 +16,9 @@ from t2ijax.errors import ConfigError
 from t2ijax.evaluation import METRICS
 from t2ijax.models.autoencoders import AUTOENCODERS
 from t2ijax.models.build import MODELS
+from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
-from t2ijax.models.text.loading import INITS
+from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 
@@ -24,9 +26,10 @@ from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 # Fields whose value must be one of a fixed set of names.
 _CHOICES = {
     "data.name": DATASETS.names,
-    "data.caption_field": lambda: ["caption_long", "caption_short"],
-    "text.init": lambda: list(INITS),
-    "text.dtype": lambda: ["bfloat16", "float32"],
+    "data.caption_field": lambda: list(CAPTION_FIELDS),
+    "text_encoder.init": lambda: list(INITS),
+    "text_encoder.dtype": lambda: ["bfloat16", "float32"],
+    "text_encoder.clean": CLEANERS.names,
     "autoencoder.name": AUTOENCODERS.names,
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
@@ -116,7 +119,7 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "text.max_length"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "text_encoder.max_length"):
         if flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:
@@ -140,9 +143,22 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
 
 
 def _check_text(text: ml_collections.ConfigDict) -> None:
-    if text.encoder.lower() == NO_TEXT and text.init != "pretrained":
-        raise ConfigError(f"config.text.init='{text.init}' has no meaning with config.text.encoder='none' "
+    if not text.name:
+        raise ConfigError("config.text_encoder.name is empty; name the encoder (it labels config.text_encoder.path "
+                          "when that is set), or 'none' for no text")
+    if text.name.lower() == NO_TEXT and text.init != "pretrained":
+        raise ConfigError(f"config.text_encoder.init='{text.init}' has no meaning with config.text_encoder.name='none' "
                           "(there is no encoder); leave it 'pretrained'")
+    if text.name.lower() == NO_TEXT and text.path:
+        raise ConfigError(f"config.text_encoder.path='{text.path}' is set but config.text_encoder.name='none' "
+                          "(no text); clear the path, or name the encoder it holds")
+    if text.path and not Path(text.path).expanduser().is_dir():
+        raise ConfigError(f"config.text_encoder.path='{text.path}' is not a directory; give a local Hugging "
+                          "Face-format directory (config.json, *.safetensors, tokenizer files)")
+    if text.name.lower() != NO_TEXT:
+        model_dir = Path(text.path).expanduser() if text.path else local_model_dir(text.name)
+        if model_dir is not None:  # a Hub id is checked once downloaded, when it loads
+            check_model_dir(model_dir, init=text.init, layer=text.layer, max_length=text.max_length)
 
 
 def check_diffusion(d: ml_collections.ConfigDict) -> None:
@@ -223,7 +239,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_choices(flat)
     _check_model(cfg)
     _check_eval(cfg)
-    _check_text(cfg.text)
+    _check_text(cfg.text_encoder)
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_mesh(cfg, num_devices, num_processes)

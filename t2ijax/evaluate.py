@@ -77,7 +77,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     run = restore_run(workdir, config, *data.validation["text"].shape[1:], step=step)
     prompts = None
     if captions is not None:
-        text, text_mask = TextCache(text_cache_dir(config.data), config.text).lookup(captions)
+        text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
     evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(run.model, config.diffusion)),
                                      run.generator(config.sampler, data.negative_text, data.negative_mask), run.autoencoder, run.mesh)

@@ -23,13 +23,30 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
     return merged
 
 
+def _renamed_text_section(saved: dict) -> dict:
+    """Runs saved before config.text became config.text_encoder: `encoder` was the name or the
+    directory (now `path`, labelled by its folder name), `output_layer` is now `layer`."""
+    if "text" not in saved:
+        return saved
+    saved = dict(saved)
+    old = dict(saved.pop("text"))
+    encoder = old.pop("encoder")
+    is_dir = os.path.isdir(os.path.expanduser(encoder))
+    old.update(name=os.path.basename(os.path.normpath(encoder)) if is_dir else encoder, path=encoder if is_dir else "",
+               layer=old.pop("output_layer", -1))
+    saved["text_encoder"] = old
+    return saved
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with; fields added to configs/base.py since take their defaults."""
+    """The config a run was trained with, in today's field names; fields added to configs/base.py
+    since take their defaults."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
-        return ml_collections.ConfigDict(_with_defaults(json.load(f), base.get_config().to_dict()))
+        saved = _renamed_text_section(json.load(f))
+    return ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
 
 
 @dataclasses.dataclass

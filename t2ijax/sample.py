@@ -35,7 +35,7 @@ def main(argv):
         sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
                                    negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
         prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-        encoder = text_encoder_from_config(config.text)
+        encoder = text_encoder_from_config(config.text_encoder)
         text, text_mask = encoder.encode(prompts)
         negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
         run = restore_run(FLAGS.workdir, config, *text.shape[1:])

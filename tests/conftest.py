@@ -16,7 +16,7 @@ def tiny_config(data_dir: str):
     c = shapes_tiny.get_config()
     c.data.update(data_dir=data_dir, num_train=256, num_validation=64, global_batch_size=8)
     c.model.update(hidden_size=32, depth=2, num_heads=2)
-    c.text.max_length = 16
+    c.text_encoder.max_length = 16
     c.total_steps = 6
     c.optim.warmup_steps = 2
     c.checkpoint.every_steps = 3

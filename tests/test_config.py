@@ -1,5 +1,6 @@
 """Bad input fails before compute with a one-line error naming what to change."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -155,12 +156,52 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_text_encoder_controls_are_checked():
     c = shapes_tiny.get_config()
-    c.text.init = "scratch"
-    with pytest.raises(ConfigError, match="config.text.init='scratch' is not one of: pretrained, random"):
+    c.text_encoder.init = "scratch"
+    with pytest.raises(ConfigError, match="config.text_encoder.init='scratch' is not one of: pretrained, random"):
         validate(c, num_devices=1)
-    c.text.update(init="random", encoder="none")
-    with pytest.raises(ConfigError, match="config.text.init='random' has no meaning with config.text.encoder='none'"):
+    c.text_encoder.update(init="random", name="none")
+    with pytest.raises(ConfigError, match="config.text_encoder.init='random' has no meaning with "
+                                          "config.text_encoder.name='none'"):
         validate(c, num_devices=1)
-    c.text.update(init="pretrained", dtype="float16")
-    with pytest.raises(ConfigError, match="config.text.dtype='float16' is not one of: bfloat16, float32"):
+    c.text_encoder.update(init="pretrained", dtype="float16")
+    with pytest.raises(ConfigError, match="config.text_encoder.dtype='float16' is not one of: bfloat16, float32"):
+        validate(c, num_devices=1)
+    c.text_encoder.update(dtype="float32", clean="aggressive")
+    with pytest.raises(ConfigError, match="config.text_encoder.clean='aggressive' is not one of: basic, deepfloyd, "
+                                          "none"):
+        validate(c, num_devices=1)
+
+
+def test_text_encoder_path_must_hold_config_tokenizer_and_weights(tmp_path):
+    from t2ijax.models.text.loading import resolve_model_dir
+
+    c = shapes_tiny.get_config()
+    c.text_encoder.path = str(tmp_path / "absent")
+    with pytest.raises(ConfigError, match="config.text_encoder.path='.*absent' is not a directory"):
+        validate(c, num_devices=1)
+    c.text_encoder.path = str(tmp_path)
+    with pytest.raises(ConfigError, match=f"{tmp_path} has no config.json"):
+        validate(c, num_devices=1)
+    minilm = resolve_model_dir("all-MiniLM-L6-v2")
+    shutil.copy(minilm / "config.json", tmp_path)
+    with pytest.raises(ConfigError, match=f"{tmp_path} has no tokenizer files .*tokenizer.json"):
+        validate(c, num_devices=1)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(minilm / name, tmp_path)
+    with pytest.raises(ConfigError, match=rf"{tmp_path} has no \*.safetensors weights"):
+        validate(c, num_devices=1)
+    c.text_encoder.init = "random"  # the architecture alone needs no weights
+    validate(c, num_devices=1)
+    c.text_encoder.update(name="none", init="pretrained")
+    with pytest.raises(ConfigError, match="path='.*' is set but config.text_encoder.name='none'"):
+        validate(c, num_devices=1)
+
+
+def test_text_encoder_layer_and_max_length_are_checked_against_the_model():
+    c = shapes_tiny.get_config()  # MiniLM: 6 layers, 512 positions
+    c.text_encoder.layer = 7
+    with pytest.raises(ConfigError, match="text_encoder.layer=7 is out of range for a 6-layer encoder"):
+        validate(c, num_devices=1)
+    c.text_encoder.update(layer=-1, max_length=600)
+    with pytest.raises(ConfigError, match="text_encoder.max_length=600 exceeds the 512 positions"):
         validate(c, num_devices=1)

@@ -115,13 +115,13 @@ def test_unknown_metric_is_rejected_before_compute(data_dir):
 
 def test_checkpoint_written_before_the_ema_field_restores(workdir, tmp_path):
     config = load_run_config(workdir)
-    state = restore_run(workdir, config, config.text.max_length, 384).state
+    state = restore_run(workdir, config, config.text_encoder.max_length, 384).state
     shutil.copy(os.path.join(workdir, "config.json"), tmp_path / "config.json")
     manager = ocp.CheckpointManager(tmp_path / "checkpoints")
     old_fields = {name: getattr(state, name) for name in ("step", "params", "opt_state", "rng")}
     manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(old_fields)))
     manager.wait_until_finished()
-    restored = restore_run(str(tmp_path), config, config.text.max_length, 384).state
+    restored = restore_run(str(tmp_path), config, config.text_encoder.max_length, 384).state
     assert restored.ema_params is None
     for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

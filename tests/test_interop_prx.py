@@ -136,7 +136,7 @@ def test_export_of_a_run_loads_in_diffusers(run_workdir, tmp_path):
     from t2ijax.restore import load_run_config, restore_run
 
     config = load_run_config(run_workdir)
-    text_shape = (config.text.max_length, 384)  # MiniLM
+    text_shape = (config.text_encoder.max_length, 384)  # MiniLM
     run = restore_run(run_workdir, config, *text_shape)
     leaves, tree = jax.tree.flatten(run.state.params)
     keys = jax.random.split(jax.random.key(0), 2 * len(leaves))

@@ -92,10 +92,10 @@ def test_sharded_prefixed_checkpoint_matches_transformers(tiny_dir):
     assert np.abs(np.asarray(in_bfloat16.encode_tokens(ids, mask))[mask] - got[mask]).max() < 0.1
 
 
-@pytest.mark.parametrize("output_layer, hidden_state", [(0, 0), (1, 1), (-2, 1), (-3, 0)])
-def test_earlier_output_layer_matches_transformers_hidden_states(tiny_dir, output_layer, hidden_state):
+@pytest.mark.parametrize("layer, hidden_state", [(0, 0), (1, 1), (-2, 1), (-3, 0)])
+def test_earlier_layer_matches_transformers_hidden_states(tiny_dir, layer, hidden_state):
     directory, reference = tiny_dir
-    encoder = load_text_encoder(directory, max_length=16, output_layer=output_layer)
+    encoder = load_text_encoder(directory, max_length=16, layer=layer)
     ids = np.random.default_rng(1).integers(0, 100, size=(2, 16)).astype(np.int32)
     mask = np.arange(16)[None] < np.array([[16], [5]])
     with torch.no_grad():
@@ -105,10 +105,10 @@ def test_earlier_output_layer_matches_transformers_hidden_states(tiny_dir, outpu
     assert np.abs(got[mask] - expected[mask]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("output_layer", [3, -4])
-def test_output_layer_out_of_range_is_clear(tiny_dir, output_layer):
-    with pytest.raises(ConfigError, match=f"text.output_layer={output_layer} is out of range") as error:
-        load_text_encoder(tiny_dir[0], max_length=16, output_layer=output_layer)
+@pytest.mark.parametrize("layer", [3, -4])
+def test_layer_out_of_range_is_clear(tiny_dir, layer):
+    with pytest.raises(ConfigError, match=f"text_encoder.layer={layer} is out of range") as error:
+        load_text_encoder(tiny_dir[0], max_length=16, layer=layer)
     assert "\n" not in str(error.value)
 
 

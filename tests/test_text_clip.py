@@ -15,7 +15,7 @@ def clip(tmp_path_factory):
 
 
 def test_matches_transformers_last_and_penultimate_layer(clip):
-    assert_matches_reference(*clip, output_layers=(-1, -2, 1))
+    assert_matches_reference(*clip, layers=(-1, -2, 1))
     assert_bfloat16_close(*clip)
 
 
@@ -34,18 +34,18 @@ def test_whole_clip_model_checkpoint_loads_its_text_tower(tmp_path):
                   patch_size=4)
     config = transformers.CLIPConfig(text_config=tiny_config("clip").to_dict(), vision_config=vision)
     model = save_tiny(tmp_path, transformers.CLIPModel, config)
-    assert_matches_reference(tmp_path, model.text_model, output_layers=(-1,))
+    assert_matches_reference(tmp_path, model.text_model, layers=(-1,))
 
 
 def test_max_length_beyond_the_position_table_names_the_field(clip):
-    with pytest.raises(ConfigError, match=r"text.max_length=25 exceeds the 24 positions .*max_position_embeddings"):
+    with pytest.raises(ConfigError, match=r"text_encoder.max_length=25 exceeds the 24 positions .*max_position"):
         load_text_encoder(clip[0], max_length=25)
 
 
 def test_pooled_output_needs_every_layer(clip):
     ids, mask = padded_ids([4], 4)
-    with pytest.raises(ConfigError, match="output_layer=-1"):
-        load_text_encoder(clip[0], max_length=4, output_layer=1).pool_tokens(ids, mask)
+    with pytest.raises(ConfigError, match="layer=-1"):
+        load_text_encoder(clip[0], max_length=4, layer=1).pool_tokens(ids, mask)
 
 
 def test_captions_encode(clip):

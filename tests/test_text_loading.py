@@ -17,7 +17,6 @@ import torch
 import transformers
 
 from configs import base
-from t2ijax.data.text_cache import _key
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import load_text_encoder, load_text_model, text_encoder_from_config
 from t2ijax.models.text.loading import _abstract_params, read_model_config
@@ -88,17 +87,14 @@ def test_no_text_gives_one_zero_token_per_caption():
     assert mask.dtype == bool and mask.sum(1).tolist() == [1, 1] and mask[:, 0].all()
 
 
-def test_config_builds_the_encoder_and_every_field_keys_the_cache(tiny_dirs):
-    text = ml_collections.ConfigDict(base.get_config().text)
-    text.update(encoder=str(tiny_dirs["t5"]), max_length=8, dtype="bfloat16", output_layer=1)
+def test_config_loads_the_path_labelled_by_the_name(tiny_dirs):
+    text = ml_collections.ConfigDict(base.get_config().text_encoder)
+    text.update(name="tiny-t5", path=str(tiny_dirs["t5"]), max_length=8, dtype="bfloat16", layer=1, clean="basic")
     encoder = text_encoder_from_config(text)
-    assert encoder.module.dtype == jnp.bfloat16 and encoder.module.depth == 1
-    keys = {_key(["a"], text)}
-    for field, value in [("dtype", "float32"), ("init", "random"), ("output_layer", -1), ("max_length", 9),
-                         ("encoder", "none")]:
-        text[field] = value
-        keys.add(_key(["a"], text))
-    assert len(keys) == 6
+    assert encoder.module.dtype == jnp.bfloat16 and encoder.module.depth == 1 and encoder.name == "tiny-t5"
+    assert encoder.clean(" a &amp; b ") == "a & b"
+    text.update(name=str(tiny_dirs["t5"]), path="")  # without a path, the name is what is loaded
+    assert text_encoder_from_config(text).name == str(tiny_dirs["t5"])
 
 
 def test_unsupported_architecture_names_the_file_and_model_type(tiny_dirs, tmp_path):

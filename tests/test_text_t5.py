@@ -17,18 +17,18 @@ def v1_1(tmp_path_factory):
 
 def test_v1_1_matches_transformers_last_and_intermediate_layer(v1_1):
     # Lengths up to 20 reach the log-spaced buckets (exact below 4, capped at distance 20).
-    assert_matches_reference(*v1_1, output_layers=(-1, 1, 0))
+    assert_matches_reference(*v1_1, layers=(-1, 1, 0))
     assert_bfloat16_close(*v1_1)
 
 
 def test_v1_0_relu_matches_transformers(tmp_path):
     model = save_tiny(tmp_path, transformers.T5EncoderModel, tiny_config("t5", feed_forward_proj="relu"))
-    assert_matches_reference(tmp_path, model, output_layers=(-1,))
+    assert_matches_reference(tmp_path, model, layers=(-1,))
 
 
 def test_mt5_checkpoint_loads_as_t5(tmp_path):
     config = transformers.MT5Config(**tiny_config("t5").to_dict())
-    assert_matches_reference(tmp_path, save_tiny(tmp_path, transformers.MT5EncoderModel, config), output_layers=(-1,))
+    assert_matches_reference(tmp_path, save_tiny(tmp_path, transformers.MT5EncoderModel, config), layers=(-1,))
 
 
 def test_relative_position_buckets_match_transformers():

@@ -32,14 +32,14 @@ def encoder_decoder(tmp_path_factory):
 
 
 def test_encoder_of_an_encoder_decoder_matches_transformers(encoder_decoder):
-    assert_matches_reference(*encoder_decoder, output_layers=(-1, 1, 2))
+    assert_matches_reference(*encoder_decoder, layers=(-1, 1, 2))
     assert_bfloat16_close(*encoder_decoder)
 
 
 def test_encoder_only_checkpoint_matches_transformers(tmp_path):
     model = save_tiny(tmp_path, _with_random_norms(transformers.T5GemmaEncoderModel),
                       tiny_config("t5gemma", encoder_only=True))
-    assert_matches_reference(tmp_path, model, output_layers=(-1,))
+    assert_matches_reference(tmp_path, model, layers=(-1,))
 
 
 def test_captions_encode(encoder_decoder):

@@ -82,23 +82,23 @@ def reference_outputs(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray)
                      output_hidden_states=True)
 
 
-def assert_matches_reference(directory: Path, model: torch.nn.Module, output_layers=(-1, 1),
+def assert_matches_reference(directory: Path, model: torch.nn.Module, layers=(-1, 1),
                              lengths=(20, 17, 6, 1), atol: float = 1e-5, dtype=jnp.float32) -> None:
-    """The encoder loaded from `directory` gives `model`'s last hidden state (output_layer -1)
-    and its hidden_states[k] (output_layer k) at every real token, on padded random ids."""
+    """The encoder loaded from `directory` gives `model`'s last hidden state (layer -1)
+    and its hidden_states[k] (layer k) at every real token, on padded random ids."""
     ids, mask = padded_ids(list(lengths), max(lengths))
     expected = reference_outputs(model, ids, mask)
-    for output_layer in output_layers:
-        encoder = load_text_encoder(directory, max_length=max(lengths), output_layer=output_layer, dtype=dtype)
+    for layer in layers:
+        encoder = load_text_encoder(directory, max_length=max(lengths), layer=layer, dtype=dtype)
         got = np.asarray(encoder.encode_tokens(ids, mask))
-        want = (expected.last_hidden_state if output_layer == -1 else expected.hidden_states[output_layer]).numpy()
+        want = (expected.last_hidden_state if layer == -1 else expected.hidden_states[layer]).numpy()
         error = np.abs(got[mask] - want[mask]).max()
-        assert error <= atol, (output_layer, error)
+        assert error <= atol, (layer, error)
 
 
 def assert_bfloat16_close(directory: Path, model: torch.nn.Module) -> None:
     """bfloat16 compute stays near the float32 reference (unit-scale outputs; about 0.03 seen)."""
-    assert_matches_reference(directory, model, output_layers=(-1,), atol=0.1, dtype=jnp.bfloat16)
+    assert_matches_reference(directory, model, layers=(-1,), atol=0.1, dtype=jnp.bfloat16)
 
 
 def assert_encodes_captions(directory: Path) -> None:

@@ -1,6 +1,6 @@
 """Text encoder axis on the CPU demo: a pretrained encoder against two controls.
 
-Everything but config.text is configs/shapes_tiny.py (same data, seed and schedule). Variants,
+Everything but config.text_encoder is configs/shapes_tiny.py (same data, seed and schedule). Variants,
 chosen after the colon:
   pretrained  all-MiniLM-L6-v2 as trained (shapes_tiny's encoder)
   random      the same architecture, randomly initialised (seed 0) and frozen
@@ -13,7 +13,7 @@ Run (each as long as the shapes_tiny demo):
 Any other encoder whose Hugging Face-format directory is on the machine (T5, T5Gemma, Qwen3,
 CLIP text, BERT) runs the same way, pretrained or random:
   python -m t2ijax.main --config=configs/ablations/text_encoder.py:pretrained \
-      --config.text.encoder=/path/to/encoder --workdir=workdirs/text_encoder/NAME
+      --config.text_encoder.path=/path/to/encoder --config.text_encoder.name=NAME --workdir=workdirs/text_encoder/NAME
 Compare workdirs/text_encoder/*/eval.json (held-out colour / shape / position accuracy,
 loss per t bin).
 Result (2026-11-26, 2-core CPU, docs/ablations/text_encoder.md): held-out colour / shape
@@ -24,7 +24,7 @@ from configs import shapes_tiny
 VARIANTS = {
     "pretrained": {},
     "random": {"init": "random"},
-    "none": {"encoder": "none"},
+    "none": {"name": "none"},
 }
 
 
@@ -32,5 +32,5 @@ def get_config(variant: str = "pretrained"):
     if variant not in VARIANTS:
         raise ValueError(f"text encoder variant '{variant}' is not one of: {', '.join(VARIANTS)}")
     c = shapes_tiny.get_config()
-    c.text.update(VARIANTS[variant])
+    c.text_encoder.update(VARIANTS[variant])
     return c

@@ -33,7 +33,7 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     cached yet: dataset captions, the empty caption, the sample prompts and the negative prompt;
     training itself never does.
     """
-    cache = TextCache(text_cache_dir(config.data), config.text, mesh, rules)
+    cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
 
     def with_text(split: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:
         captions = split[config.data.caption_field]

@@ -10,6 +10,7 @@ from t2ijax.registry import Registry
 
 DATASETS = Registry("data.name")
 SPLITS = ("train", "validation")
+CAPTION_FIELDS = ("caption_long", "caption_short")
 
 
 @DATASETS.register("shapes")

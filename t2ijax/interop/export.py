@@ -27,7 +27,7 @@ def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True
     config = load_run_config(workdir)
     if config.model.name != "prx":
         raise ConfigError(f"{workdir} trained config.model.name='{config.model.name}'; only prx exports to diffusers")
-    text, _ = text_encoder_from_config(config.text).encode([""])
+    text, _ = text_encoder_from_config(config.text_encoder).encode([""])
     run = restore_run(workdir, config, *text.shape[1:], step=step)
     use_ema = ema and run.state.ema_params is not None
     prx_to_diffusers(run.model, run.state.ema_params if use_ema else run.state.params, out)

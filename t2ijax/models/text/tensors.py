@@ -18,7 +18,7 @@ from t2ijax.errors import ConfigError
 Params = dict[str, Any]
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
+def weight_files(model_dir: Path) -> list[Path]:
     indexes = sorted(model_dir.glob("*.safetensors.index.json"))  # model.* (transformers), diffusion_pytorch_model.*
     if indexes:
         index = indexes[0]
@@ -30,7 +30,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ConfigError(f"{model_dir} has no *.safetensors weights (pickled .bin files are not read); "
-                          "convert them to safetensors, or use text.init='random' for the architecture only")
+                          "convert them to safetensors, or use text_encoder.init='random' for the architecture only")
     return files
 
 
@@ -40,7 +40,7 @@ class Checkpoint:
     def __init__(self, model_dir: str | Path):
         self.model_dir = Path(model_dir)
         self._file_of = {}
-        for file in _weight_files(self.model_dir):
+        for file in weight_files(self.model_dir):
             with safetensors.safe_open(file, framework="flax") as f:
                 self._file_of.update(dict.fromkeys(f.keys(), file))
 

@@ -1,0 +1,33 @@
+"""Run directories written before config.text became config.text_encoder still load."""
+import json
+
+from configs import shapes_tiny
+from t2ijax.config import validate
+from t2ijax.restore import load_run_config
+
+
+def _old_run(directory, text: dict):
+    saved = shapes_tiny.get_config().to_dict()
+    del saved["text_encoder"]
+    saved["text"] = text
+    (directory / "config.json").write_text(json.dumps(saved))
+    return str(directory)
+
+
+def test_old_text_section_maps_to_text_encoder(tmp_path):
+    run = _old_run(tmp_path, dict(encoder="all-MiniLM-L6-v2", max_length=16, output_layer=4, init="random",
+                                  dtype="bfloat16"))
+    config = load_run_config(run)
+    assert "text" not in config
+    assert config.text_encoder.to_dict() == dict(name="all-MiniLM-L6-v2", path="", max_length=16, layer=4,
+                                                 init="random", dtype="bfloat16", clean="none", cache_unpadded=False)
+    validate(config, num_devices=1)
+
+
+def test_old_encoder_directory_becomes_the_path_and_missing_fields_their_defaults(tmp_path):
+    encoder = tmp_path / "my-t5"
+    encoder.mkdir()
+    config = load_run_config(_old_run(tmp_path, dict(encoder=str(encoder), max_length=8)))
+    assert config.text_encoder.to_dict() == dict(name="my-t5", path=str(encoder), max_length=8, layer=-1,
+                                                 init="pretrained", dtype="float32", clean="none",
+                                                 cache_unpadded=False)
