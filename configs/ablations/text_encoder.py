@@ -6,31 +6,26 @@ chosen after the colon:
   random      the same architecture, randomly initialised (seed 0) and frozen
   none        no text: every caption becomes one zero token
 
-Run (each as long as the shapes_tiny demo):
-  python -m t2ijax.main --config=configs/ablations/text_encoder.py:pretrained --workdir=workdirs/text_encoder/pretrained
-  python -m t2ijax.main --config=configs/ablations/text_encoder.py:random --workdir=workdirs/text_encoder/random
-  python -m t2ijax.main --config=configs/ablations/text_encoder.py:none --workdir=workdirs/text_encoder/none
+One variant (as long as the shapes_tiny demo):
+  python -m t2ijax.main --config=configs/ablations/text_encoder.py:random --workdir=workdirs/ablations/text_encoder/random
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/text_encoder.py --workdir=workdirs/ablations/text_encoder
 Any other encoder whose Hugging Face-format directory is on the machine (T5, T5Gemma, Qwen3,
 CLIP text, BERT) runs the same way, pretrained or random:
   python -m t2ijax.main --config=configs/ablations/text_encoder.py:pretrained \
-      --config.text_encoder.path=/path/to/encoder --config.text_encoder.name=NAME --workdir=workdirs/text_encoder/NAME
-Compare workdirs/text_encoder/*/eval.json (held-out colour / shape / position accuracy,
-loss per t bin).
+      --config.text_encoder.path=/path/to/encoder --config.text_encoder.name=NAME \
+      --workdir=workdirs/ablations/text_encoder/NAME
 Result (2026-11-26, 2-core CPU, docs/ablations/text_encoder.md): held-out colour / shape
 pretrained 0.995 / 0.731, random 0.985 / 0.731, none 0.075 / 0.284.
 """
-from configs import shapes_tiny
+from configs.ablations import variant_config
 
 VARIANTS = {
     "pretrained": {},
-    "random": {"init": "random"},
-    "none": {"name": "none"},
+    "random": {"text_encoder.init": "random"},
+    "none": {"text_encoder.name": "none"},
 }
 
 
 def get_config(variant: str = "pretrained"):
-    if variant not in VARIANTS:
-        raise ValueError(f"text encoder variant '{variant}' is not one of: {', '.join(VARIANTS)}")
-    c = shapes_tiny.get_config()
-    c.text_encoder.update(VARIANTS[variant])
-    return c
+    return variant_config(VARIANTS, variant)
