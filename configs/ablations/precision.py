@@ -1,0 +1,22 @@
+"""Precision of the denoiser's compute on the CPU demo: float32 against bfloat16 (parameters,
+optimizer state and outputs stay float32 in both).
+
+Everything else is configs/shapes_tiny.py. On CPUs without bfloat16 units the bfloat16 variant
+is slower; the axis measures what it does to quality.
+One variant:
+  python -m t2ijax.main --config=configs/ablations/precision.py:bfloat16 --workdir=workdirs/ablations/precision/bfloat16
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/precision.py --workdir=workdirs/ablations/precision
+Result: not run yet.
+"""
+from configs.ablations import variant_config
+
+VARIANTS = {
+    "float32": {},  # the baseline
+    "bfloat16": {"model.dtype": "bfloat16"},
+    "bfloat16_text": {"model.dtype": "bfloat16", "text_encoder.dtype": "bfloat16"},
+}
+
+
+def get_config(variant: str = "float32"):
+    return variant_config(VARIANTS, variant)
