@@ -114,7 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # How images are generated, for the sample grids, evaluation and t2ijax.sample.
     c.sampler = dict(
-        name="euler",                # euler | heun | dpmpp_2m | ddim (VP paths)
+        name="euler",                # euler | heun | dpmpp_2m | flow_match_euler (PRXPipeline's spacing) | ddim (VP paths)
         steps=30,
         guidance=4.0,                # classifier-free guidance scale; 1 = off
         guidance_interval=(0.0, 1.0),  # guidance only for t in [low, high]; the conditional model elsewhere

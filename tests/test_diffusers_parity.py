@@ -81,3 +81,13 @@ def test_vp_alphas_cumprod_match_ddpm_scheduler(beta_schedule, path, betas):
     np.testing.assert_allclose(np.square(point.alpha), reference, atol=1e-6)
     np.testing.assert_allclose(np.square(point.alpha) + np.square(point.sigma), 1.0, atol=1e-6)
     assert math.isclose(float(make_path(cfg).at(0.0).alpha), 1.0)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_match_euler_grid_is_the_schedulers_default_spacing(shift):
+    """PRXPipeline calls set_timesteps(steps) without sigmas: a spacing of its own."""
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(STEPS)
+    cfg = base.get_config().diffusion
+    _, s, _ = sampling_grid("flow_match_euler", make_path(cfg), STEPS, shift)
+    np.testing.assert_allclose(s, scheduler.sigmas.numpy(), atol=1e-6)

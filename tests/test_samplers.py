@@ -32,8 +32,8 @@ PATH_VARIANTS = {"rectified_flow": {"path": "rectified_flow"}, "vp_cosine": {"pa
                  "vp_linear": {"path": "vp_linear", "beta_schedule": "linear"}}
 # (order, step counts, error bound at the last): dpmpp_2m's steps near the two ends are long in its
 # lambda = log((1 - s) / s), which costs it a log factor at moderate step counts.
-EXPECTED = {"euler": (1, (16, 32), 0.1), "ddim": (1, (16, 32), 0.15), "heun": (2, (16, 32), 2e-3),
-            "dpmpp_2m": (2, (64, 128), 5e-4)}
+EXPECTED = {"euler": (1, (16, 32), 0.1), "flow_match_euler": (1, (16, 32), 0.1), "ddim": (1, (16, 32), 0.15),
+            "heun": (2, (16, 32), 2e-3), "dpmpp_2m": (2, (64, 128), 5e-4)}
 
 
 def _diffusion(variant: str, prediction: str = "velocity") -> ml_collections.ConfigDict:

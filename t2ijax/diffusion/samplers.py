@@ -57,6 +57,16 @@ def flow_time_grid(path: Path, steps: int, shift: float) -> tuple[jax.Array, jax
     return path.time_at_flow_time(s), s
 
 
+def flow_match_time_grid(path: Path, steps: int, shift: float) -> tuple[jax.Array, jax.Array]:
+    """(t, s): diffusers' FlowMatchEulerDiscreteScheduler.set_timesteps(steps) spacing, which
+    PRXPipeline samples on: `steps` times evenly from 1 down to the shifted 1/1000 (the scheduler's
+    sigma_min) before the shift, then 0."""
+    sigma_min = shift_time(jnp.float32(1.0 / 1000), shift)
+    unshifted = jnp.concatenate([jnp.linspace(1.0, sigma_min, steps), jnp.zeros(1)])
+    s = path.flow_time(1.0) * shift_time(unshifted, shift)
+    return path.time_at_flow_time(s), s
+
+
 def path_time_grid(path: Path, steps: int, shift: float) -> tuple[jax.Array, jax.Array]:
     """(t, s): steps + 1 times, evenly spaced in the path's own time before the shift (DDPM spacing)."""
     t = shift_time(jnp.linspace(1.0, 0.0, steps + 1), shift)
@@ -116,6 +126,7 @@ class Sampler:
 SAMPLERS.register("euler")(Sampler(euler, flow_time_grid))
 SAMPLERS.register("heun")(Sampler(heun, flow_time_grid))
 SAMPLERS.register("dpmpp_2m")(Sampler(dpmpp_2m, flow_time_grid))
+SAMPLERS.register("flow_match_euler")(Sampler(euler, flow_match_time_grid))  # PRXPipeline's own schedule
 # DDIM's update (Song et al. 2021) is the Euler step in flow coordinates; what sets it apart is the
 # DDPM spacing, even in t. On rectified flow t is the flow time, so it would be `euler` again.
 SAMPLERS.register("ddim")(Sampler(euler, path_time_grid, vp_only=True))

@@ -1,4 +1,5 @@
 """Photoroom PRX checkpoints in diffusers format, in and out of t2ijax."""
 from t2ijax.interop.diffusers_prx import prx_from_diffusers, prx_to_diffusers
+from t2ijax.interop.prx_pipeline import load_prx_pipeline
 
-__all__ = ["prx_from_diffusers", "prx_to_diffusers"]
+__all__ = ["load_prx_pipeline", "prx_from_diffusers", "prx_to_diffusers"]

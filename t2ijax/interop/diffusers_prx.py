@@ -23,7 +23,7 @@ CONFIG_FIELDS = ("in_channels", "patch_size", "context_in_dim", "hidden_size", "
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
-def _local_dir(name_or_path: str) -> Path:
+def local_dir(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
@@ -41,7 +41,7 @@ def _local_dir(name_or_path: str) -> Path:
 
 def transformer_dir(name_or_path: str) -> Path:
     """The directory holding the transformer's config.json: the path itself or its transformer/."""
-    path = _local_dir(str(name_or_path))
+    path = local_dir(str(name_or_path))
     for candidate in (path, path / "transformer"):
         config = candidate / "config.json"
         if config.is_file():

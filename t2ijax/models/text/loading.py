@@ -196,14 +196,16 @@ def load_tokenizer(model_dir: Path):
 
 def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, layer: int = -1,
                       dtype: Any = jnp.float32, init: str = "pretrained", clean: str = "none",
-                      label: str | None = None, mesh: Mesh | None = None, rules=None) -> TextEncoder | NoText:
+                      label: str | None = None, tokenizer_dir: str | Path | None = None, mesh: Mesh | None = None,
+                      rules=None) -> TextEncoder | NoText:
     """A `TextEncoder` from a local Hugging Face directory, a Hub id, or 'all-MiniLM-L6-v2';
     `NoText` for 'none'.
 
     `layer` picks the hidden state (see `layers_to_run`); `dtype` is the compute dtype;
     parameters stay float32 and outputs are float32. `clean` names the caption cleaning
     `encode` applies (t2ijax/models/text/cleaning.py); `label` names the encoder in messages
-    (default: `name_or_path`). `init`, `mesh`, `rules`: as in `load_text_model`.
+    (default: `name_or_path`). `tokenizer_dir` holds the tokenizer when it is not the model's
+    directory (diffusers pipelines keep it in tokenizer/). `init`, `mesh`, `rules`: as in `load_text_model`.
     """
     if clean not in CLEANERS.names():
         raise ConfigError(f"text_encoder.clean={clean!r} is not one of: {', '.join(CLEANERS.names())}")
@@ -211,7 +213,7 @@ def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, layer: 
         return NoText(max_length)
     model_dir = resolve_model_dir(name_or_path)
     read_model_config(model_dir)  # a wrong directory fails here, before the tokenizer and weights load
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(Path(tokenizer_dir) if tokenizer_dir else model_dir)
     module, params = load_text_model(model_dir, layer=layer, dtype=dtype, init=init, mesh=mesh, rules=rules)
     if label is None:
         label = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)

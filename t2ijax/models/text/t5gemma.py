@@ -18,6 +18,7 @@ from t2ijax.models.text.family import Family, RotaryConfig, config_from_fields, 
 from t2ijax.models.text.tensors import Checkpoint, Params, stack_layers
 
 SLIDING = "sliding_attention"
+BARE_ENCODER = "t5_gemma_module"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +34,14 @@ class T5GemmaConfig(RotaryConfig):
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "T5GemmaConfig":
-        if not isinstance(raw.get("encoder"), dict):
+        """A T5Gemma model's config.json (its 'encoder' section), or that of the bare encoder
+        (model_type t5_gemma_module: the fields at the top, as PRX pipelines save their text encoder)."""
+        if raw.get("model_type") == BARE_ENCODER:
+            encoder = raw
+        elif isinstance(raw.get("encoder"), dict):
+            encoder = raw["encoder"]
+        else:
             raise ConfigError("a T5Gemma config.json needs an 'encoder' section")
-        encoder = raw["encoder"]
         # transformers' default: every other layer, starting with the first, is local.
         layer_types = encoder.get("layer_types") or [
             SLIDING if i % 2 == 0 else "full_attention" for i in range(encoder["num_hidden_layers"])]
@@ -79,7 +85,7 @@ class T5GemmaEncoder(blocks.TextEncoderModule):
 
 
 def read_params(checkpoint: Checkpoint, config: T5GemmaConfig, num_layers: int) -> Params:
-    tensors = checkpoint.under(("encoder.", "model.encoder."), "embed_tokens.weight", "T5Gemma")
+    tensors = checkpoint.under(("encoder.", "model.encoder.", ""), "embed_tokens.weight", "T5Gemma")
 
     def norm(key: str) -> Params:
         return tensors.norm(key, offset=1.0)  # Gemma norms scale by (1 + weight)
@@ -101,4 +107,4 @@ def read_params(checkpoint: Checkpoint, config: T5GemmaConfig, num_layers: int) 
     }
 
 
-register(Family(("t5gemma",), T5GemmaConfig.from_dict, T5GemmaEncoder, read_params))
+register(Family(("t5gemma", BARE_ENCODER), T5GemmaConfig.from_dict, T5GemmaEncoder, read_params))

@@ -1,0 +1,64 @@
+"""A diffusers PRX pipeline directory in t2ijax: the same latents as PRXPipeline for the same noise."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.models.transformers.transformer_prx import PRXTransformer2DModel
+from diffusers.pipelines.prx.pipeline_prx import PRXPipeline
+from transformers.models.t5gemma.modeling_t5gemma import T5GemmaEncoder
+
+from t2ijax.errors import ConfigError
+from t2ijax.interop import load_prx_pipeline
+from text_parity import save_word_tokenizer, tiny_config
+
+PROMPTS = ["w1 w2 w3 w4", "W5 <b>w6</b> https://example.com/a.png w7"]  # the second one needs cleaning
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("prx_pipeline")
+    torch.manual_seed(0)
+    text_encoder = T5GemmaEncoder(tiny_config("t5gemma", encoder_only=True).encoder).eval()
+    save_word_tokenizer(directory / "word_tokenizer")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / "word_tokenizer", model_max_length=12)
+    transformer = PRXTransformer2DModel(in_channels=4, patch_size=2, context_in_dim=32, hidden_size=64, num_heads=4,
+                                        depth=2, axes_dim=[8, 8]).eval()
+    with torch.no_grad():  # adaLN-Zero weights start at zero: make them matter
+        for name, param in transformer.named_parameters():
+            if "modulation" in name or "final_layer.linear" in name:
+                param.normal_(0.0, 0.2)
+    pipe = PRXPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                       text_encoder=text_encoder, tokenizer=tokenizer, vae=None)
+    pipe.save_pretrained(directory / "pipe")
+    return directory / "pipe", pipe
+
+
+def test_latents_match_diffusers_pipeline(pipeline_dir):
+    directory, reference = pipeline_dir
+    noise = np.random.default_rng(0).standard_normal((2, 8, 12, 4)).astype(np.float32)
+    expected = []
+    for prompt, row in zip(PROMPTS, noise):  # PRXPipeline repeats t for a batch of one under guidance
+        with torch.no_grad():
+            out = reference(prompt, negative_prompt="w9", height=64, width=96, num_inference_steps=4,
+                            guidance_scale=4.0, latents=torch.from_numpy(row[None]).permute(0, 3, 1, 2),
+                            output_type="latent", use_resolution_binning=False).images
+        expected.append(out.permute(0, 2, 3, 1).numpy()[0])
+    pipe = load_prx_pipeline(str(directory))
+    assert pipe.shift == 3.0 and pipe.text_encoder.max_length == 12
+    got = pipe.generate_latents(PROMPTS, noise, steps=4, guidance=4.0, negative_prompt="w9")
+    np.testing.assert_allclose(got, np.stack(expected), atol=1e-5, rtol=0)
+
+
+def test_bad_pipeline_directories(pipeline_dir, tmp_path):
+    directory, _ = pipeline_dir
+    with pytest.raises(ConfigError, match="has no model_index.json"):
+        load_prx_pipeline(str(directory / "transformer"))
+    index = json.loads((directory / "model_index.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxPipeline")))
+    with pytest.raises(ConfigError, match="describes a FluxPipeline, not a PRXPipeline"):
+        load_prx_pipeline(str(other))
