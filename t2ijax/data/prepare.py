@@ -58,4 +58,4 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
 
 def images_to_model_space(images: np.ndarray, autoencoder) -> np.ndarray:
     """uint8 pixels -> [-1, 1] floats -> the autoencoder's space."""
-    return autoencoder.encode(images.astype(np.float32) / 127.5 - 1.0)
+    return autoencoder.encode(images.astype(np.float32) / 127.5 - 1.0).mode()
