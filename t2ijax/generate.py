@@ -27,14 +27,14 @@ class Generator:
     so the images do not depend on the number of devices.
     """
 
-    def __init__(self, model: nn.Module, autoencoder, diffusion: ml_collections.ConfigDict,
+    def __init__(self, model: nn.Module, space, diffusion: ml_collections.ConfigDict,
                  sampler: ml_collections.ConfigDict, image_shape: tuple[int, int, int], shift: float,
                  negative_text: np.ndarray, negative_mask: np.ndarray, mesh: Mesh | None = None):
         """`negative_text`/`negative_mask` [L, D]/[L] embed config.sampler.negative_prompt; `shift` is
         the time shift the model was trained with (timesteps.time_shift)."""
         self.model = model
         self.mesh = mesh
-        self.autoencoder = autoencoder
+        self.space = space  # LatentSpace: decodes the model's latents
         self.diffusion = diffusion
         self.sampler = sampler
         self.image_shape = image_shape
@@ -52,7 +52,7 @@ class Generator:
                                   float(cfg.guidance), tuple(map(float, cfg.guidance_interval)))
         noise = jax.random.normal(rng, (text.shape[0],) + self.image_shape)
         latents = sample(output_fn, self.diffusion, noise, cfg.name, cfg.steps, self.shift)
-        return to_uint8(self.autoencoder.decode(latents))
+        return to_uint8(self.space.decode(latents))
 
     def __call__(self, params, text, text_mask, batch_size: int = 128) -> np.ndarray:
         """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""

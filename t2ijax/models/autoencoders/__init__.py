@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from t2ijax.errors import ConfigError
+from t2ijax.models.autoencoders.inputs import check_images
 from t2ijax.models.autoencoders.posterior import Posterior
 from t2ijax.registry import Registry
 
 AUTOENCODERS = Registry("autoencoder.name")
+PIXEL_SPACE = "identity"
 
 
-@AUTOENCODERS.register("identity")
+@AUTOENCODERS.register(PIXEL_SPACE)
 @dataclasses.dataclass(frozen=True)
 class Identity:
     """Pixel space: latents are the images themselves."""
@@ -29,6 +31,7 @@ class Identity:
     own_factors: tuple = (np.zeros((1, 1, 3), np.float32), np.ones((1, 1, 3), np.float32))
 
     def encode(self, images: np.ndarray) -> Posterior:
+        check_images(images, self.downsample)
         return Posterior(images, None)
 
     def decode(self, latents):
@@ -48,6 +51,18 @@ def check_autoencoder_name(name: str) -> None:
     family = json.loads(config.read_text()).get("_class_name")
     if family not in FAMILIES:
         raise ConfigError(f"config.autoencoder.name='{name}' is a {family!r}; supported: {', '.join(FAMILIES)}")
+
+
+def geometry(name: str) -> tuple[int, int]:
+    """(latent channels, downsampling) from the name or config.json alone, without reading weights."""
+    check_autoencoder_name(name)
+    if name in AUTOENCODERS.names():
+        ae = AUTOENCODERS.get(name)()
+        return ae.channels, ae.downsample
+    from t2ijax.models.autoencoders.pretrained import FAMILIES
+
+    config = json.loads((Path(name).expanduser() / "config.json").read_text())
+    return config["latent_channels"], FAMILIES[config["_class_name"]][0].from_diffusers(config).downsample
 
 
 def load_autoencoder(name_or_path: str):

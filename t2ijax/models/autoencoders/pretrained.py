@@ -3,6 +3,7 @@
 config.json's `_class_name` picks the port: AutoencoderKL (SD, SDXL, SD3, Flux.1, REPA-E) and
 AutoencoderKLFlux2 share `kl.py`; AutoencoderDC is `dc.py`. Torch is never imported.
 """
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -10,13 +11,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.dc import AutoencoderDC, DCConfig
+from t2ijax.models.autoencoders.inputs import check_images
 from t2ijax.models.autoencoders.kl import AutoencoderKL, KLConfig
 from t2ijax.models.autoencoders.posterior import Posterior
-from t2ijax.models.autoencoders.weights import params_from_torch
+from t2ijax.models.autoencoders.weights import params_from_torch, params_to_torch
 from t2ijax.models.vision.weights import TorchTensors, read_weights
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # the name diffusers saves and looks for
 
 FAMILIES = {
     "AutoencoderKL": (KLConfig, AutoencoderKL),
@@ -71,8 +76,23 @@ class PretrainedAutoencoder:
 
     def encode(self, images) -> Posterior:
         """images NHWC in [-1, 1] -> posterior over [B, H / downsample, W / downsample, channels]."""
+        check_images(images, self.downsample)
         mean, logvar = self._encode(self.params, jnp.asarray(images, jnp.float32))
         return Posterior(mean, logvar)
 
     def decode(self, latents: jax.Array) -> jax.Array:
         return self.module.apply({"params": self.params}, latents, method="decode")
+
+
+def save_autoencoder_kl(directory: str | Path, config: KLConfig, params: dict, shift_factor: float,
+                        scaling_factor: float) -> None:
+    """Writes `params` as a diffusers AutoencoderKL directory (loadable here and by diffusers)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    levels = len(config.block_out_channels)
+    diffusers_config = dict(dataclasses.asdict(config), _class_name="AutoencoderKL",
+                            down_block_types=["DownEncoderBlock2D"] * levels, up_block_types=["UpDecoderBlock2D"] * levels,
+                            shift_factor=shift_factor, scaling_factor=scaling_factor)
+    del diffusers_config["decoder_block_out_channels"]  # AutoencoderKL's decoder mirrors the encoder
+    safetensors.numpy.save_file(params_to_torch(params), str(directory / WEIGHTS_FILE))
+    (directory / "config.json").write_text(json.dumps(diffusers_config, indent=2))
