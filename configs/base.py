@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
         layers_per_block=1,          # ResNet blocks per encoder level (the decoder has one more)
         latent_channels=4,
         norm_num_groups=4,           # GroupNorm groups; divides every entry of block_out_channels
-        steps=600,
+        steps=500,
         batch_size=16,
         learning_rate=1e-3,          # Adam, constant after 100 warmup steps
         kl_weight=1e-6,              # on the KL summed over the latent, against the squared error summed over the image

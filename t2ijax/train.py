@@ -42,10 +42,12 @@ def check_same_latent_space(workdir: str, config: ml_collections.ConfigDict) -> 
     if not os.path.isdir(os.path.join(workdir, "checkpoints")) or not os.listdir(os.path.join(workdir, "checkpoints")):
         return
     trained = load_run_config(workdir)
-    for section in ("autoencoder", "latents"):
-        if trained[section].to_dict() != config[section].to_dict():
-            raise ConfigError(f"{workdir} holds checkpoints trained with config.{section}={trained[section].to_dict()}, "
-                              f"this config asks {config[section].to_dict()}; use another --workdir")
+    for section, field in (("autoencoder", "name"), ("latents", "normalization"), ("latents", "posterior"),
+                           ("latents", "stats_examples")):
+        if trained[section][field] != config[section][field]:
+            raise ConfigError(f"{workdir} holds checkpoints trained with config.{section}.{field}="
+                              f"{trained[section][field]!r}, this config asks {config[section][field]!r}; "
+                              "use another --workdir")
 
 
 def _format_eta(seconds: float) -> str:

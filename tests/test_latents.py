@@ -8,6 +8,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from configs.ablations import latent_normalization
+from configs.ablations import latent_space as latent_space_axis
 from conftest import tiny_config
 from t2ijax.config import validate
 from t2ijax.data import latent_cache
@@ -128,7 +130,7 @@ def test_resuming_a_run_with_another_latent_space_is_refused(trained, data_dir, 
     (tmp_path / "config.json").write_text(pixel.to_json())
     check_same_latent_space(str(tmp_path), pixel)
     latent = _latent_config(data_dir, trained[0]["autoencoder"])
-    with pytest.raises(ConfigError, match="holds checkpoints trained with config.autoencoder=.*identity.*use another"):
+    with pytest.raises(ConfigError, match="holds checkpoints trained with config.autoencoder.name='identity', this config asks '.*'; use another"):
         check_same_latent_space(str(tmp_path), latent)
 
 
@@ -168,3 +170,13 @@ def test_training_and_generation_in_latent_space(trained, data_dir, tmp_path):
     assert np.isfinite(float(metrics["loss"]))
     images = run.generator(state.sampling_params, run.data.prompts["text"][:2], run.data.prompts["text_mask"][:2])
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+@pytest.mark.parametrize("axis", [latent_normalization, latent_space_axis])
+def test_latent_ablation_variants_validate(trained, data_dir, axis):
+    for variant in axis.VARIANTS:
+        config = axis.get_config(variant)
+        if config.autoencoder.name != "identity":
+            assert config.autoencoder.name == latent_normalization.SHAPES_AUTOENCODER
+            config.autoencoder.name = trained[0]["autoencoder"]
+        validate(config, num_devices=1)

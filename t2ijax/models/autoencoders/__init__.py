@@ -47,7 +47,8 @@ def check_autoencoder_name(name: str) -> None:
     config = Path(name).expanduser() / "config.json"
     if not config.is_file():
         raise ConfigError(f"config.autoencoder.name='{name}' is neither one of {', '.join(AUTOENCODERS.names())} "
-                          "nor a diffusers-format directory with config.json")
+                          "nor a diffusers-format directory with config.json (python -m t2ijax.train_autoencoder "
+                          "makes one)")
     family = json.loads(config.read_text()).get("_class_name")
     if family not in FAMILIES:
         raise ConfigError(f"config.autoencoder.name='{name}' is a {family!r}; supported: {', '.join(FAMILIES)}")
