@@ -35,4 +35,5 @@ def _global_stats(autoencoder, sample: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def channel_report(latents: np.ndarray) -> dict[str, list[float]]:
     """Per-channel mean and standard deviation, rounded for logs and JSON."""
-    return {"mean": np.round(latents.mean((0, 1, 2)), 4).tolist(), "std": np.round(latents.std((0, 1, 2)), 4).tolist()}
+    stats = {"mean": latents.mean((0, 1, 2)), "std": latents.std((0, 1, 2))}
+    return {k: np.round(v.astype(np.float64), 4).tolist() for k, v in stats.items()}
