@@ -180,3 +180,11 @@ def test_latent_ablation_variants_validate(trained, data_dir, axis):
             assert config.autoencoder.name == latent_normalization.SHAPES_AUTOENCODER
             config.autoencoder.name = trained[0]["autoencoder"]
         validate(config, num_devices=1)
+
+
+def test_pixel_space_inputs_are_exactly_the_scaled_images(data_dir):
+    space, cache = latent_space(tiny_config(data_dir))
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert cache is None and (space.channels, space.downsample) == (3, 1)
+    np.testing.assert_array_equal(space.images_to_latents(images), images.astype(np.float32) / 127.5 - 1.0)
+    np.testing.assert_array_equal(space.decode(images.astype(np.float32)), images.astype(np.float32))

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.layers import (ACTIVATIONS, HIGHEST, FrozenBatchNorm, RMSNorm, conv, dense,
                                                pixel_shuffle, pixel_unshuffle, upsample_nearest)
+from t2ijax.models.autoencoders.weights import config_fields
 
 _BLOCK_TYPES = ("ResBlock", "EfficientViTBlock")
 _NORMS = {"rms_norm": RMSNorm, "batch_norm": FrozenBatchNorm}
@@ -49,13 +50,9 @@ class DCConfig:
         levels = len(cfg.get("encoder_block_out_channels", cls.encoder_block_out_channels))
         per_level = {"encoder_block_types": "ResBlock", "decoder_block_types": "ResBlock",
                      "decoder_norm_types": "rms_norm", "decoder_act_fns": "silu"}
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name in per_level:
-                values[f.name] = _per_level(cfg.get(f.name, per_level[f.name]), levels)
-            elif f.name in cfg:
-                v = cfg[f.name]
-                values[f.name] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        values = config_fields(cls, cfg)
+        for name, default in per_level.items():  # one value for every level, or one per level
+            values[name] = _per_level(values.get(name, default), levels)
         config = cls(**values)
         config.check()
         return config

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.layers import ACTIVATIONS, HIGHEST, conv, dense, group_norm, upsample_nearest
+from t2ijax.models.autoencoders.weights import config_fields
 
 _EPS = 1e-6  # every norm of the family
 
@@ -37,9 +38,7 @@ class KLConfig:
                 raise ConfigError(f"AutoencoderKL {key}={cfg[key]} is not supported; only {allowed} blocks are")
         if cfg.get("act_fn", "silu") not in ACTIVATIONS:
             raise ConfigError(f"AutoencoderKL act_fn={cfg['act_fn']!r} is not one of: {', '.join(ACTIVATIONS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields}
-        return cls(**values)
+        return cls(**config_fields(cls, cfg))
 
     @property
     def downsample(self) -> int:

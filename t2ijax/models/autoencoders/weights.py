@@ -4,6 +4,8 @@ The ports name every module as diffusers does, so a parameter's checkpoint name 
 joined by dots, with Flax's `kernel` / `scale` read as `weight`. Kernels change layout:
 conv [out, in, kh, kw] <-> [kh, kw, in, out], linear [out, in] <-> [in, out].
 """
+import dataclasses
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -14,6 +16,15 @@ from t2ijax.models.vision.weights import TorchTensors
 _TORCH_LEAF = {"kernel": "weight", "scale": "weight"}
 _TO_FLAX = {4: (2, 3, 1, 0), 2: (1, 0)}
 _TO_TORCH = {4: (3, 2, 0, 1), 2: (1, 0)}
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def config_fields(config_cls, config: dict) -> dict:
+    """The entries of a config.json that are fields of `config_cls`, JSON lists as tuples."""
+    return {f.name: _tupled(config[f.name]) for f in dataclasses.fields(config_cls) if f.name in config}
 
 
 def _torch_name(path) -> str:
