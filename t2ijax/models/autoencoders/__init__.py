@@ -2,7 +2,7 @@
 
 `config.autoencoder.name` is a registered name (`identity`: pixel space) or a diffusers-format
 directory (`pretrained.py`). Every autoencoder has `channels`, `downsample`, `encode(images) ->
-Posterior`, `decode(latents) -> images` (traceable inside jit), `own_factors` (its authors' latent
+Posterior`, `decode(latents, params=None) -> images` (traceable inside jit), `params`, `own_factors` (its authors' latent
 offset and scale) and `fingerprint` (what its latents depend on, for caches).
 """
 import dataclasses
@@ -34,7 +34,11 @@ class Identity:
         check_images(images, self.downsample)
         return Posterior(images, None)
 
-    def decode(self, latents):
+    @property
+    def params(self) -> dict:
+        return {}
+
+    def decode(self, latents, params=None):
         return latents
 
 

@@ -33,12 +33,18 @@ class LatentSpace:
         h, w = latents.shape[1:3]
         return (latents - _tiled(self.offset, h, w)) * _tiled(self.scale, h, w)
 
-    def decode(self, latents):
-        """Model-space latents [B, h, w, C] -> images in [-1, 1]; traceable inside jit."""
+    @property
+    def params(self):
+        """The autoencoder's parameters: pass them to `decode` inside jit, where closed-over arrays
+        would be compiled in as constants."""
+        return self.autoencoder.params
+
+    def decode(self, latents, params=None):
+        """Model-space latents [B, h, w, C] -> images in [-1, 1], with `params` (default: the autoencoder's)."""
         if latents.shape[-1] != self.channels:
             raise ConfigError(f"latents have {latents.shape[-1]} channels, the autoencoder takes {self.channels}")
         h, w = latents.shape[1:3]
-        return self.autoencoder.decode(latents / _tiled(self.scale, h, w) + _tiled(self.offset, h, w))
+        return self.autoencoder.decode(latents / _tiled(self.scale, h, w) + _tiled(self.offset, h, w), params)
 
     def images_to_latents(self, images: np.ndarray):
         """uint8 pixels -> model space through the posterior's mode (pixel space needs no cache)."""

@@ -51,7 +51,7 @@ def _own_factors(config: dict, tensors: dict[str, np.ndarray], channels: int) ->
 
 
 class PretrainedAutoencoder:
-    """A Flax autoencoder with its parameters; `encode`/`decode` are jitted, `decode` also traces inside jit."""
+    """A Flax autoencoder with its parameters; `encode` is jitted, `decode` traces inside the caller's jit."""
 
     def __init__(self, path: str | Path):
         config, tensors = read_weights(path, "autoencoder")
@@ -80,8 +80,9 @@ class PretrainedAutoencoder:
         mean, logvar = self._encode(self.params, jnp.asarray(images, jnp.float32))
         return Posterior(mean, logvar)
 
-    def decode(self, latents: jax.Array) -> jax.Array:
-        return self.module.apply({"params": self.params}, latents, method="decode")
+    def decode(self, latents: jax.Array, params=None) -> jax.Array:
+        """Traceable; inside jit pass `params` as an argument (closed over, they would become constants)."""
+        return self.module.apply({"params": self.params if params is None else params}, latents, method="decode")
 
 
 def save_autoencoder_kl(directory: str | Path, config: KLConfig, params: dict, shift_factor: float,
