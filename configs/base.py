@@ -36,7 +36,32 @@ def get_config() -> ml_collections.ConfigDict:
         cache_unpadded=False,        # text cache keeps each caption's real tokens only (padded back on load)
     )
 
-    c.autoencoder = dict(name="identity")  # identity = pixel space
+    # identity (pixel space), or a diffusers-format directory (config.json + safetensors) of an
+    # AutoencoderKL (SD, SDXL, Flux.1, REPA-E, t2ijax.train_autoencoder's), AutoencoderKLFlux2 or AutoencoderDC.
+    c.autoencoder = dict(name="identity")
+
+    # How latents are made and scaled; cached once per (autoencoder, normalization, posterior, dataset).
+    c.latents = dict(
+        normalization="config_factors",  # (z - offset) * scale with: none (0, 1) | config_factors (the
+                                         # autoencoder's shift/scaling factors; Flux.2: its BatchNorm statistics)
+                                         # | channel_stats (per-channel mean, 1/std) | global_stats (one mean, 1/std)
+        posterior="mode",            # mode | sample (one draw per image, fixed seed, made when the cache is built)
+        stats_examples=1024,         # training images the statistics are estimated on
+        encode_batch_size=64,        # images per autoencoder call while building the cache
+    )
+
+    # t2ijax.train_autoencoder: a small KL autoencoder trained on config.data's images (reconstruction
+    # + KL), saved as a diffusers AutoencoderKL directory <workdir>/autoencoder for config.autoencoder.name.
+    c.autoencoder_training = dict(
+        block_out_channels=(8, 16, 32),  # one level each; every level after the first halves the side
+        layers_per_block=1,          # ResNet blocks per encoder level (the decoder has one more)
+        latent_channels=4,
+        norm_num_groups=4,           # GroupNorm groups; divides every entry of block_out_channels
+        steps=500,
+        batch_size=16,
+        learning_rate=1e-3,          # Adam, constant after 100 warmup steps
+        kl_weight=1e-6,              # on the KL summed over the latent, against the squared error summed over the image
+    )
 
     c.model = dict(
         name="prx",

@@ -14,7 +14,9 @@ from t2ijax.diffusion.samplers import SAMPLERS
 from t2ijax.diffusion.timesteps import SHIFT_MODES, TIMESTEPS
 from t2ijax.errors import ConfigError
 from t2ijax.evaluation import METRICS
-from t2ijax.models.autoencoders import AUTOENCODERS
+from t2ijax.data.latent_cache import POSTERIORS
+from t2ijax.models.autoencoders import PIXEL_SPACE, check_autoencoder_name, geometry
+from t2ijax.models.autoencoders.normalization import NEEDS_STATISTICS, NORMALIZATIONS
 from t2ijax.models.build import MODELS
 from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
@@ -30,7 +32,8 @@ _CHOICES = {
     "text_encoder.init": lambda: list(INITS),
     "text_encoder.dtype": lambda: ["bfloat16", "float32"],
     "text_encoder.clean": CLEANERS.names,
-    "autoencoder.name": AUTOENCODERS.names,
+    "latents.normalization": NORMALIZATIONS.names,
+    "latents.posterior": lambda: list(POSTERIORS),
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
@@ -128,6 +131,31 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
     if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
         raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
+
+
+def _check_latents(cfg: ml_collections.ConfigDict) -> None:
+    """The autoencoder exists and its latent grid fits the denoiser's patches; statistics need latents."""
+    check_autoencoder_name(cfg.autoencoder.name)
+    _check_positive("latents", cfg.latents, ("stats_examples", "encode_batch_size"))
+    if cfg.autoencoder.name == PIXEL_SPACE and cfg.latents.normalization in NEEDS_STATISTICS:
+        raise ConfigError(f"config.latents.normalization='{cfg.latents.normalization}' needs an autoencoder's latents; "
+                          f"pixel space is already in [-1, 1]: use none or config_factors")
+    _, downsample = geometry(cfg.autoencoder.name)
+    side = cfg.data.resolution / downsample
+    if side != int(side) or int(side) % cfg.model.patch_size:
+        raise ConfigError(f"config.data.resolution={cfg.data.resolution} / the autoencoder's downsampling {downsample} "
+                          f"= {side:g} latent pixels, not a multiple of config.model.patch_size={cfg.model.patch_size}")
+
+
+def _check_autoencoder_training(t: ml_collections.ConfigDict) -> None:
+    _check_positive("autoencoder_training", t, ("layers_per_block", "latent_channels", "norm_num_groups", "steps",
+                                                "batch_size", "learning_rate"))
+    widths = t.block_out_channels
+    if not widths or any(not isinstance(w, int) or w <= 0 or w % t.norm_num_groups for w in widths):
+        raise ConfigError(f"config.autoencoder_training.block_out_channels={tuple(widths)} must be positive multiples "
+                          f"of norm_num_groups={t.norm_num_groups}")
+    if t.kl_weight < 0:
+        raise ConfigError(f"config.autoencoder_training.kl_weight={t.kl_weight} must be >= 0")
 
 
 def _check_eval(cfg: ml_collections.ConfigDict) -> None:
@@ -238,6 +266,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)
     _check_model(cfg)
+    _check_latents(cfg)
+    _check_autoencoder_training(cfg.autoencoder_training)
     _check_eval(cfg)
     _check_text(cfg.text_encoder)
     check_diffusion(cfg.diffusion)

@@ -80,7 +80,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
         text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
     evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(run.model, config.diffusion)),
-                                     run.generator(config.sampler, data.negative_text, data.negative_mask), run.autoencoder, run.mesh)
+                                     run.generator(config.sampler, data.negative_text, data.negative_mask), run.space, run.mesh)
     metrics = evaluator(run.step, run.state.sampling_params, prompts)
     metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
                            min(config.eval.num_samples, len(data.validation["text"])),

@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from t2ijax.data.prepare import images_to_model_space
+from t2ijax.data.prepare import model_inputs
 from t2ijax.errors import ConfigError
 from t2ijax.metrics import composition
 from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
@@ -35,7 +35,7 @@ FEATURE_METRICS = {
 METRICS = ("loss_t", "composition", *FEATURE_METRICS)
 
 
-def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], autoencoder,
+def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], space,
                           cfg: ml_collections.ConfigDict, seed: int) -> dict[str, float]:
     """Mean of `loss_fn` (the velocity MSE) on the first `cfg.loss_examples` held-out examples, at times
     drawn uniformly inside each bin with fixed noise: the same numbers for the same params, every time."""
@@ -46,7 +46,7 @@ def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], au
         losses = []
         for start in range(0, n, cfg.batch_size):
             end = min(start + cfg.batch_size, n)
-            x0 = images_to_model_space(validation["image"][start:end], autoencoder)
+            x0 = model_inputs({k: validation[k][start:end] for k in ("image", "latent") if k in validation}, space)
             t = (lo + (hi - lo) * rng.uniform(size=end - start)).astype(np.float32)
             eps = rng.standard_normal(x0.shape).astype(np.float32)
             batch = {"x0": x0, "text": validation["text"][start:end], "text_mask": validation["text_mask"][start:end]}
@@ -66,9 +66,9 @@ class Evaluator:
     of the real reference images are loaded once and reused at every evaluation."""
 
     def __init__(self, config: ml_collections.ConfigDict, validation: dict[str, np.ndarray], loss_fn, generator,
-                 autoencoder, mesh: Mesh | None = None):
+                 space, mesh: Mesh | None = None):
         self.cfg, self.seed = config.eval, config.seed
-        self.validation, self.loss_fn, self.generator, self.autoencoder = validation, loss_fn, generator, autoencoder
+        self.validation, self.loss_fn, self.generator, self.space = validation, loss_fn, generator, space
         self.mesh = mesh
         data = config.data
         self.references = ReferenceFeatures(validation["image"][:self.cfg.reference_examples],
@@ -124,7 +124,7 @@ class Evaluator:
         metrics, skipped = {}, {}
         requested = list(self.cfg.metrics)
         if "loss_t" in requested:
-            metrics.update(heldout_loss_by_t_bin(self.loss_fn, params, self.validation, self.autoencoder, self.cfg,
+            metrics.update(heldout_loss_by_t_bin(self.loss_fn, params, self.validation, self.space, self.cfg,
                                                  self.seed))
         if any(name != "loss_t" for name in requested):
             prompts = heldout_prompts(self.validation, self.cfg.num_samples) if prompts is None else prompts

@@ -27,14 +27,16 @@ class Generator:
     so the images do not depend on the number of devices.
     """
 
-    def __init__(self, model: nn.Module, autoencoder, diffusion: ml_collections.ConfigDict,
+    def __init__(self, model: nn.Module, space, diffusion: ml_collections.ConfigDict,
                  sampler: ml_collections.ConfigDict, image_shape: tuple[int, int, int], shift: float,
                  negative_text: np.ndarray, negative_mask: np.ndarray, mesh: Mesh | None = None):
         """`negative_text`/`negative_mask` [L, D]/[L] embed config.sampler.negative_prompt; `shift` is
         the time shift the model was trained with (timesteps.time_shift)."""
         self.model = model
         self.mesh = mesh
-        self.autoencoder = autoencoder
+        self.space = space  # LatentSpace: decodes the model's latents
+        # Placed once (replicated over the mesh) and passed to the compiled sampler as an argument.
+        self.decoder_params = space.params if mesh is None else jax.device_put(space.params, sharding.replicated(mesh))
         self.diffusion = diffusion
         self.sampler = sampler
         self.image_shape = image_shape
@@ -43,7 +45,7 @@ class Generator:
         self.negative_mask = jnp.asarray(negative_mask, bool)
 
     @functools.partial(jax.jit, static_argnums=(0,))
-    def _generate(self, params, text, text_mask, rng):
+    def _generate(self, params, decoder_params, text, text_mask, rng):
         def apply_fn(x, t, txt, mask):
             return self.model.apply({"params": params}, x, t, txt, mask)
 
@@ -52,7 +54,7 @@ class Generator:
                                   float(cfg.guidance), tuple(map(float, cfg.guidance_interval)))
         noise = jax.random.normal(rng, (text.shape[0],) + self.image_shape)
         latents = sample(output_fn, self.diffusion, noise, cfg.name, cfg.steps, self.shift)
-        return to_uint8(self.autoencoder.decode(latents))
+        return to_uint8(self.space.decode(latents, decoder_params))
 
     def __call__(self, params, text, text_mask, batch_size: int = 128) -> np.ndarray:
         """uint8 images [N, H, W, 3] for N captions, in batches of at most `batch_size` (padded)."""
@@ -68,7 +70,7 @@ class Generator:
             if pad:
                 chunk_text = np.concatenate([chunk_text, np.repeat(chunk_text[-1:], pad, 0)])
                 chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[-1:], pad, 0)])
-            out = self._generate(params, self._place(chunk_text), self._place(chunk_mask),
+            out = self._generate(params, self.decoder_params, self._place(chunk_text), self._place(chunk_mask),
                                  jax.random.fold_in(rng, start))
             images.append(self._fetch(out)[:n])
         return np.concatenate(images)

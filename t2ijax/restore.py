@@ -53,7 +53,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 class RestoredRun:
     config: ml_collections.ConfigDict
     model: object
-    autoencoder: object
+    space: object  # LatentSpace
     state: object  # TrainState; `state.sampling_params` are the EMA params when the run kept them
     image_shape: tuple[int, int, int]
     mesh: object
@@ -69,7 +69,7 @@ class RestoredRun:
         from t2ijax.models.build import num_image_tokens
 
         shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, self.image_shape[0]))
-        return Generator(self.model, self.autoencoder, self.config.diffusion, sampler, self.image_shape, shift,
+        return Generator(self.model, self.space, self.config.diffusion, sampler, self.image_shape, shift,
                          negative_text, negative_mask, self.mesh)
 
 
@@ -88,7 +88,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     """Restores checkpoint `step` (default: the latest) of the run in `workdir` onto all local devices."""
     from t2ijax import sharding, train_state
     from t2ijax.checkpoint import Checkpointer
-    from t2ijax.models.autoencoders import load_autoencoder
+    from t2ijax.data.prepare import latent_space
     from t2ijax.models.build import build_model
     from t2ijax.optim import make_optimizer
     from t2ijax.techniques import ema
@@ -100,14 +100,14 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     if step is not None and step not in steps:
         raise ConfigError(f"no checkpoint for step {step} under {checkpointer.directory}; "
                           f"its steps are {', '.join(map(str, steps))}")
-    autoencoder = load_autoencoder(config.autoencoder.name)
-    model = build_model(config.model, autoencoder.channels, text_dim)
+    space, _ = latent_space(config)
+    model = build_model(config.model, space.channels, text_dim)
     optimizer, _ = make_optimizer(config.optim, config.total_steps)
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
     rules = sharding.logical_rules(config.sharding_rules)
-    resolution = config.data.resolution // autoencoder.downsample
-    example = train_state.example_inputs(1, resolution, autoencoder.channels, text_length, text_dim)
+    resolution = config.data.resolution // space.downsample
+    example = train_state.example_inputs(1, resolution, space.channels, text_length, text_dim)
     abstract = train_state.abstract(model, optimizer, example, mesh, rules, ema.enabled(config.ema))
     state = checkpointer.restore(abstract, step)
     checkpointer.close()
-    return RestoredRun(config, model, autoencoder, state, (resolution, resolution, autoencoder.channels), mesh)
+    return RestoredRun(config, model, space, state, (resolution, resolution, space.channels), mesh)

@@ -15,13 +15,13 @@ from PIL import Image
 from t2ijax import checkpoint, evaluation, sharding, train_state
 from t2ijax.config import validate
 from t2ijax.data.loader import Loader
-from t2ijax.data.prepare import images_to_model_space, prepare
+from t2ijax.data.prepare import model_inputs, prepare
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.generate import Generator, image_grid
-from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
+from t2ijax.restore import load_run_config
 from t2ijax.techniques import ema
 from t2ijax.train_step import make_heldout_loss, make_train_step
 
@@ -35,6 +35,19 @@ def check_writable(workdir: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise ConfigError(f"workdir {workdir} cannot be written ({e.strerror}); pass a writable --workdir") from None
+
+
+def check_same_latent_space(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """A run resumed with another autoencoder or latent normalization would train on other inputs."""
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")) or not os.listdir(os.path.join(workdir, "checkpoints")):
+        return
+    trained = load_run_config(workdir)
+    for section, field in (("autoencoder", "name"), ("latents", "normalization"), ("latents", "posterior"),
+                           ("latents", "stats_examples")):
+        if trained[section][field] != config[section][field]:
+            raise ConfigError(f"{workdir} holds checkpoints trained with config.{section}.{field}="
+                              f"{trained[section][field]!r}, this config asks {config[section][field]!r}; "
+                              "use another --workdir")
 
 
 def _format_eta(seconds: float) -> str:
@@ -55,6 +68,7 @@ class Run:
         config, workdir = self.config, self.workdir
         validate(config, jax.device_count(), jax.process_count())
         check_writable(workdir)
+        check_same_latent_space(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)
         self.rules = sharding.logical_rules(config.sharding_rules)
         self.writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
@@ -63,20 +77,20 @@ class Run:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
-        # --- Data: dataset and caption embeddings (built once, then cached) -----------------------
-        self.autoencoder = load_autoencoder(config.autoencoder.name)
+        # --- Data: dataset, caption embeddings and latents (built once, then cached) ---------------
         self.data = prepare(config, self.mesh, self.rules)
-        self.loader = Loader({k: self.data.train[k] for k in ("image", "text", "text_mask")},
+        self.space = self.data.space
+        self.loader = Loader({k: v for k, v in self.data.train.items() if k in ("image", "latent", "text", "text_mask")},
                              config.data.global_batch_size, config.seed, jax.process_index(), jax.process_count())
         text_length, text_dim = self.data.train["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
-        self.model = build_model(config.model, self.autoencoder.channels, text_dim)
+        self.model = build_model(config.model, self.space.channels, text_dim)
         self.optimizer, self.schedule = make_optimizer(config.optim, config.total_steps)
-        resolution = config.data.resolution // self.autoencoder.downsample
-        self.image_shape = (resolution, resolution, self.autoencoder.channels)
+        resolution = config.data.resolution // self.space.downsample
+        self.image_shape = (resolution, resolution, self.space.channels)
         local_batch = config.data.global_batch_size // jax.process_count()
-        example = train_state.example_inputs(local_batch, resolution, self.autoencoder.channels, text_length,
+        example = train_state.example_inputs(local_batch, resolution, self.space.channels, text_length,
                                              text_dim)
         # --- Checkpoints: resume when the workdir has one, else initialise -------------------------
         self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
@@ -107,15 +121,15 @@ class Run:
                                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                                   donate_argnums=0)
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
-        self.generator = Generator(self.model, self.autoencoder, config.diffusion, config.sampler, self.image_shape,
+        self.generator = Generator(self.model, self.space, config.diffusion, config.sampler, self.image_shape,
                                    self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
         self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
-                                              self.autoencoder, self.mesh)
+                                              self.space, self.mesh)
         return self
 
     def device_batch(self, step: int) -> dict[str, jax.Array]:
         local = self.loader.batch(step)
-        local = {"x0": images_to_model_space(local["image"], self.autoencoder), "text": local["text"],
+        local = {"x0": model_inputs(local, self.space), "text": local["text"],
                  "text_mask": local["text_mask"]}
         return sharding.global_batch(local, self.batch_sharding)
 

@@ -5,16 +5,21 @@ import os
 import ml_collections
 import numpy as np
 
+from t2ijax.data.latent_cache import LatentCache
 from t2ijax.data.sources import load_split
 from t2ijax.data.text_cache import TextCache
+from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
+from t2ijax.models.autoencoders.latent_space import LatentSpace
+from t2ijax.models.autoencoders.normalization import NORMALIZATIONS
 
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
 
 
 @dataclasses.dataclass
 class PreparedData:
-    train: dict[str, np.ndarray]          # image, text, text_mask
-    validation: dict[str, np.ndarray]     # image, text, text_mask, caption, and attributes if any
+    space: LatentSpace                    # what the denoiser's inputs are
+    train: dict[str, np.ndarray]          # image (pixel space) or latent, text, text_mask
+    validation: dict[str, np.ndarray]     # image, (latent,) text, text_mask, caption, and attributes if any
     null_text: np.ndarray                 # [L, D] embedding of the empty caption
     null_mask: np.ndarray                 # [L]
     negative_text: np.ndarray             # [L, D] embedding of config.sampler.negative_prompt
@@ -26,12 +31,28 @@ def text_cache_dir(data_cfg: ml_collections.ConfigDict) -> str:
     return os.path.join(data_cfg.data_dir, "text_cache")
 
 
+def latent_space(config: ml_collections.ConfigDict,
+                 train_images: np.ndarray | None = None) -> tuple[LatentSpace, LatentCache | None]:
+    """The run's latent space and, outside pixel space, its cache (whose normalization statistics are
+    estimated on `train_images` when the cache is new)."""
+    autoencoder = load_autoencoder(config.autoencoder.name)
+    if config.autoencoder.name == PIXEL_SPACE:
+        return LatentSpace(autoencoder, *NORMALIZATIONS.get(config.latents.normalization)(autoencoder, None)), None
+    cache = LatentCache(config, autoencoder, train_images)
+    return cache.space, cache
+
+
+def model_inputs(batch: dict[str, np.ndarray], space: LatentSpace) -> np.ndarray:
+    """x0 of a batch: its cached latents, or in pixel space its images mapped to [-1, 1]."""
+    return batch["latent"] if "latent" in batch else space.images_to_latents(batch["image"])
+
+
 def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
-    """Builds what is missing (dataset, caption embeddings) and loads everything into memory.
+    """Builds what is missing (dataset, caption embeddings, latents) and loads everything into memory.
 
     Runs the text encoder (its parameters sharded over `mesh` when given) only for captions not
     cached yet: dataset captions, the empty caption, the sample prompts and the negative prompt;
-    training itself never does.
+    and the autoencoder only for latent shards not cached yet; training itself never does either.
     """
     cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
 
@@ -45,17 +66,17 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     train = with_text(load_split(config.data, "train"), keep=())
     del train["caption"]
     validation = with_text(load_split(config.data, "validation"), keep=ATTRIBUTE_KEYS)
+    space, latent_cache = latent_space(config, train["image"])
+    if latent_cache is not None:
+        train["latent"] = latent_cache.latents("train", train.pop("image"))
+        validation["latent"] = latent_cache.latents("validation", validation["image"])
     null_text, null_mask = cache.lookup([""])
     negative_text, negative_mask = cache.lookup([config.sampler.negative_prompt])
     prompts = list(config.sample.prompts)
     prompt_text, prompt_mask = cache.lookup(prompts)
     cache.release_encoder()
-    return PreparedData(train=train, validation=validation, null_text=null_text[0], null_mask=null_mask[0],
+    return PreparedData(space=space, train=train, validation=validation, null_text=null_text[0], null_mask=null_mask[0],
                         negative_text=negative_text[0], negative_mask=negative_mask[0],
                         prompts={"caption": np.asarray(prompts, object), "text": prompt_text,
                                  "text_mask": prompt_mask})
 
-
-def images_to_model_space(images: np.ndarray, autoencoder) -> np.ndarray:
-    """uint8 pixels -> [-1, 1] floats -> the autoencoder's space."""
-    return autoencoder.encode(images.astype(np.float32) / 127.5 - 1.0)

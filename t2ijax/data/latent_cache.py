@@ -1,0 +1,115 @@
+"""Latents of the dataset computed once and cached on disk next to the text cache; training reads, never encodes.
+
+A cache directory is keyed by the autoencoder's fingerprint (architecture and weights), the
+normalization, the posterior (mode, or one sample per image with a fixed seed) and the dataset,
+and holds `meta.json` (what it was built with, the normalization's offset and scale, per-channel
+statistics before and after on the statistics sample) and `.npy` shards of normalized latents.
+Shards are written atomically and existing ones are kept, so an interrupted build resumes.
+"""
+import hashlib
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from t2ijax.errors import ConfigError
+from t2ijax.models.autoencoders.latent_space import LatentSpace
+from t2ijax.models.autoencoders.normalization import NORMALIZATIONS, channel_report
+
+SHARD_SIZE = 1024
+POSTERIORS = ("mode", "sample")
+_POSTERIOR_SEED = 0
+_DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
+
+
+def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
+    """What the cache's latents depend on; a cache whose meta.json says otherwise is not used."""
+    return {"autoencoder": autoencoder.fingerprint, "normalization": config.latents.normalization,
+            "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples,
+            "data": {k: config.data[k] for k in _DATA_FIELDS}}
+
+
+def latent_cache_dir(config: ml_collections.ConfigDict, autoencoder) -> str:
+    asked = _asked(config, autoencoder)
+    key = hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"{autoencoder.fingerprint}-{asked['normalization']}-{asked['posterior']}-{key}"
+    return os.path.join(config.data.data_dir, "latent_cache", name)
+
+
+def _save_atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+class LatentCache:
+    """Opens the cache asked for by `config`, creating its meta.json (statistics estimated on
+    `train_images`) when it has none; `space` is its latent space, `latents` reads or builds shards."""
+
+    def __init__(self, config: ml_collections.ConfigDict, autoencoder, train_images: np.ndarray | None = None):
+        self.config, self.autoencoder = config, autoencoder
+        self.directory = latent_cache_dir(config, autoencoder)
+        self.batch_size = config.latents.encode_batch_size
+        meta = self._meta(train_images)
+        self.shard_size = meta["shard_size"]
+        self.space = LatentSpace(autoencoder, np.asarray(meta["offset"], np.float32),
+                                 np.asarray(meta["scale"], np.float32))
+
+    def _raw_latents(self, images: np.ndarray, first_index: int) -> np.ndarray:
+        """uint8 images -> latents drawn from the posterior (`first_index` seeds the samples)."""
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size].astype(np.float32) / 127.5 - 1.0
+            posterior = self.autoencoder.encode(batch)
+            if self.config.latents.posterior == "sample":
+                out.append(posterior.sample(jax.random.fold_in(jax.random.key(_POSTERIOR_SEED), first_index + start)))
+            else:
+                out.append(posterior.mode())
+        return np.concatenate([np.asarray(x, np.float32) for x in out])
+
+    def _meta(self, train_images: np.ndarray | None) -> dict:
+        path = os.path.join(self.directory, "meta.json")
+        asked = _asked(self.config, self.autoencoder)
+        if os.path.exists(path):
+            with open(path) as f:
+                meta = json.load(f)
+            built = {k: meta.get(k) for k in asked}
+            if built != asked:
+                differs = next(k for k in asked if built[k] != asked[k])
+                raise ConfigError(f"latent cache {self.directory} was built with {differs}={built[differs]!r}, "
+                                  f"the config asks {asked[differs]!r}; remove that directory or restore the config")
+            return meta
+        if train_images is None:
+            raise ConfigError(f"no latent cache at {self.directory}; training with this config builds it")
+        sample = self._raw_latents(train_images[:self.config.latents.stats_examples], first_index=0)
+        offset, scale = NORMALIZATIONS.get(self.config.latents.normalization)(self.autoencoder, sample)
+        normalized = LatentSpace(self.autoencoder, offset, scale).normalize(sample)
+        meta = dict(asked, autoencoder_name=self.config.autoencoder.name, shard_size=SHARD_SIZE, offset=offset.tolist(),
+                    scale=scale.tolist(), before=channel_report(sample), after=channel_report(normalized))
+        logging.info("latent statistics on %d training images (%s normalization)\n  before: mean %s std %s\n"
+                     "  after:  mean %s std %s", len(sample), asked["normalization"], meta["before"]["mean"],
+                     meta["before"]["std"], meta["after"]["mean"], meta["after"]["std"])
+        os.makedirs(self.directory, exist_ok=True)
+        _save_atomic(path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        return meta
+
+    def latents(self, split: str, images: np.ndarray) -> np.ndarray:
+        """Model-space latents of `images` (the split's, in order), encoding only the shards not on disk."""
+        split_offset = {"train": 0, "validation": 1 << 30}[split]  # distinct posterior samples per split
+        shards = []
+        for index, start in enumerate(range(0, len(images), self.shard_size)):
+            path = os.path.join(self.directory, f"{split}-{index:05d}.npy")
+            chunk = images[start:start + self.shard_size]
+            if not os.path.exists(path):
+                latents = self.space.normalize(self._raw_latents(chunk, split_offset + start)).astype(np.float32)
+                _save_atomic(path, lambda f: np.save(f, latents))
+            shard = np.load(path)
+            if len(shard) != len(chunk):
+                raise ConfigError(f"latent cache shard {path} holds {len(shard)} examples, expected {len(chunk)}; "
+                                  "remove it to rebuild")
+            shards.append(shard)
+        return np.concatenate(shards)
