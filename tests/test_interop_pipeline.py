@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.models.transformers.transformer_prx import PRXTransformer2DModel
 from diffusers.pipelines.prx.pipeline_prx import PRXPipeline
 from transformers.models.t5gemma.modeling_t5gemma import T5GemmaEncoder
@@ -30,26 +30,32 @@ def pipeline_dir(tmp_path_factory):
         for name, param in transformer.named_parameters():
             if "modulation" in name or "final_layer.linear" in name:
                 param.normal_(0.0, 0.2)
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4,
+                        scaling_factor=0.7, shift_factor=0.1).eval()  # 2x downsampling
     pipe = PRXPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                       text_encoder=text_encoder, tokenizer=tokenizer, vae=None)
+                       text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
     pipe.save_pretrained(directory / "pipe")
     return directory / "pipe", pipe
 
 
-def test_latents_match_diffusers_pipeline(pipeline_dir):
+def test_latents_and_images_match_diffusers_pipeline(pipeline_dir):
     directory, reference = pipeline_dir
     noise = np.random.default_rng(0).standard_normal((2, 8, 12, 4)).astype(np.float32)
-    expected = []
+    expected = {"latent": [], "pt": []}
     for prompt, row in zip(PROMPTS, noise):  # PRXPipeline repeats t for a batch of one under guidance
-        with torch.no_grad():
-            out = reference(prompt, negative_prompt="w9", height=64, width=96, num_inference_steps=4,
-                            guidance_scale=4.0, latents=torch.from_numpy(row[None]).permute(0, 3, 1, 2),
-                            output_type="latent", use_resolution_binning=False).images
-        expected.append(out.permute(0, 2, 3, 1).numpy()[0])
+        for output_type in expected:
+            with torch.no_grad():
+                out = reference(prompt, negative_prompt="w9", height=16, width=24, num_inference_steps=4,
+                                guidance_scale=4.0, latents=torch.from_numpy(row[None]).permute(0, 3, 1, 2),
+                                output_type=output_type, use_resolution_binning=False).images
+            expected[output_type].append(out.permute(0, 2, 3, 1).numpy()[0])
     pipe = load_prx_pipeline(str(directory))
     assert pipe.shift == 3.0 and pipe.text_encoder.max_length == 12
-    got = pipe.generate_latents(PROMPTS, noise, steps=4, guidance=4.0, negative_prompt="w9")
-    np.testing.assert_allclose(got, np.stack(expected), atol=1e-5, rtol=0)
+    latents = pipe.generate_latents(PROMPTS, noise, steps=4, guidance=4.0, negative_prompt="w9")
+    np.testing.assert_allclose(latents, np.stack(expected["latent"]), atol=1e-5, rtol=0)
+    images = np.clip(pipe.decode(latents) / 2 + 0.5, 0, 1)  # the pipeline's postprocessing for "pt"
+    np.testing.assert_allclose(images, np.stack(expected["pt"]), atol=1e-4, rtol=0)
 
 
 def test_bad_pipeline_directories(pipeline_dir, tmp_path):

@@ -1,12 +1,14 @@
 """A whole diffusers PRX pipeline directory in t2ijax: denoiser, text encoder, scheduler settings.
 
-  pipe = load_prx_pipeline("path/to/prx")      # model_index.json, transformer/, text_encoder/, tokenizer/, scheduler/
+  pipe = load_prx_pipeline("path/to/prx")      # model_index.json, transformer/, text_encoder/, tokenizer/, scheduler/, vae/
   latents = pipe.generate_latents(["a cat"], noise, steps=28, guidance=4.0)  # noise NHWC, t = 1
+  images = pipe.decode(latents)                # NHWC in [-1, 1], through the pipeline's VAE
 
 Prompts are cleaned as the pipeline does (DeepFloyd-style, t2ijax.models.text.cleaning) and cut
 or padded to the tokenizer's model_max_length; the text encoder's last hidden state conditions
 the denoiser; sampling is Euler on the scheduler's shifted sigmas (sampler flow_match_euler) with classifier-free guidance
-against the negative prompt, which is what PRXPipeline does.
+against the negative prompt, then the VAE on latents / scaling_factor + shift_factor, which is
+what PRXPipeline does.
 """
 import dataclasses
 import functools
@@ -22,6 +24,7 @@ from configs import base
 from t2ijax.diffusion.samplers import guided_output, sample
 from t2ijax.errors import ConfigError
 from t2ijax.interop.diffusers_prx import local_dir, prx_from_diffusers
+from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.prx import PRX
 from t2ijax.models.text import load_text_encoder
 from t2ijax.models.text.encoder import TextEncoder
@@ -36,6 +39,7 @@ class PRXPipeline:
     params: dict
     text_encoder: TextEncoder
     diffusion: ml_collections.ConfigDict  # config.diffusion of the formulation the scheduler implies
+    autoencoder: object | None            # the pipeline's VAE (None: a pipeline without one gives latents only)
     directory: Path
 
     @property
@@ -60,6 +64,17 @@ class PRXPipeline:
                            jnp.asarray(noise, jnp.float32), steps, float(guidance), negative)
         return np.asarray(out)
 
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Images NHWC in [-1, 1] from latents of `generate_latents`, unscaled by the VAE's own factors."""
+        if self.autoencoder is None:
+            raise ConfigError(f"{self.directory} has no vae/; this pipeline gives latents only")
+        offset, scale = self.autoencoder.own_factors
+        return np.asarray(self._decode(self.autoencoder.params, jnp.asarray(latents) / scale + offset))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _decode(self, params, latents):
+        return self.autoencoder.decode(latents, params)
+
 
 def _scheduler_shift(directory: Path) -> float:
     path = directory / "scheduler" / "scheduler_config.json"
@@ -81,7 +96,8 @@ def load_prx_pipeline(name_or_path: str, dtype=jnp.float32, text_dtype=jnp.float
     if not index.is_file():
         raise ConfigError(f"{directory} has no model_index.json; give a diffusers PRX pipeline directory "
                           "(prx_from_diffusers reads a transformer directory alone)")
-    class_name = json.loads(index.read_text()).get("_class_name")
+    components = json.loads(index.read_text())
+    class_name = components.get("_class_name")
     if class_name not in PIPELINE_CLASSES:
         raise ConfigError(f"{index} describes a {class_name}, not a {' or '.join(PIPELINE_CLASSES)}")
     model, params = prx_from_diffusers(str(directory), dtype=dtype)
@@ -97,4 +113,6 @@ def load_prx_pipeline(name_or_path: str, dtype=jnp.float32, text_dtype=jnp.float
     diffusion = base.get_config().diffusion
     diffusion.update(path="rectified_flow", prediction="velocity", shift_mode="fixed",
                      shift=_scheduler_shift(directory))
-    return PRXPipeline(model, params, text_encoder, diffusion, directory)
+    has_vae = (components.get("vae") or [None, None])[1] is not None
+    autoencoder = load_autoencoder(str(directory / "vae")) if has_vae else None
+    return PRXPipeline(model, params, text_encoder, diffusion, autoencoder, directory)
