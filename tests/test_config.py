@@ -88,7 +88,7 @@ def test_model_shape_checks():
     (dict(diffusion=dict(path="vp_cosine", prediction="epsilon")), "path='vp_cosine', which keeps no signal"),
     (dict(sampler=dict(name="ddim")), "config.sampler.name='ddim' needs a variance-preserving config.diffusion.path, "
                                       "not 'rectified_flow'"),
-    (dict(sampler=dict(name="dpm")), "config.sampler.name='dpm' is not one of: ddim, dpmpp_2m, euler, heun"),
+    (dict(sampler=dict(name="dpm")), "config.sampler.name='dpm' is not one of: ddim, dpmpp_2m, euler, flow_match_euler, heun"),
     (dict(sampler=dict(guidance_interval=(0.8, 0.2))), r"config.sampler.guidance_interval=\(0.8, 0.2\) must be"),
     (dict(sampler=dict(guidance_interval=(0.5,))), "guidance_interval=.* must be .low, high."),
     (dict(sampler=dict(steps=0)), "config.sampler.steps=0 must be positive"),

@@ -19,7 +19,7 @@ from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.autoencoders.inputs import check_images
 from t2ijax.train import Run, check_same_latent_space
-from t2ijax.train_autoencoder import train_autoencoder
+from t2ijax.models.autoencoders.training import train_autoencoder
 
 
 def _latent_config(data_dir: str, autoencoder: str, **latents):

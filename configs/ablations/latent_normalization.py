@@ -31,5 +31,5 @@ VARIANTS = {
 }
 
 
-def get_config(variant: str = "channel_stats"):
+def get_config(variant: str = "none"):
     return variant_config(VARIANTS, variant)
