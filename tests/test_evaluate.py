@@ -28,7 +28,7 @@ def workdir(data_dir, tmp_path_factory):
     """A run directory with an (untrained) checkpoint at step 0."""
     directory = str(tmp_path_factory.mktemp("run"))
     run = Run(tiny_config(data_dir), directory).setup()
-    run.checkpointer.save(run.state)
+    run.checkpointer.save(run.state, run.counters)
     run.checkpointer.close()
     return directory
 

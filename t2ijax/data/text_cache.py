@@ -12,6 +12,8 @@ import os
 import ml_collections
 import numpy as np
 
+from t2ijax.errors import StorageError
+
 
 def _key(texts: list[str], text_cfg: ml_collections.ConfigDict) -> str:
     h = hashlib.sha256(json.dumps([sorted(text_cfg.items()), texts]).encode())
@@ -20,8 +22,14 @@ def _key(texts: list[str], text_cfg: ml_collections.ConfigDict) -> str:
 
 def _save_atomic(path: str, **arrays) -> None:
     tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise StorageError(f"caption cache {path} could not be written ({error.strerror}); the entries already "
+                           "cached are untouched: free space or set config.data.data_dir to a writable disk") from error
 
 
 class TextCache:
