@@ -107,21 +107,24 @@ def _final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(arrays)}
 
 
-def _assert_resumes_exactly(tmp_path, data_dir, processes, rng):
+def _assert_resumes_exactly(tmp_path, data_dir, processes, kill_steps):
     straight = Launch(tmp_path, data_dir, tmp_path / "straight", processes)
     assert straight.run() == [0] * processes, straight.log[-3000:]
     killed = Launch(tmp_path, data_dir, tmp_path / "killed", processes)
-    # Before the first checkpoint, then while a save may be in flight (checkpoints every 2 steps).
-    for step in (1, rng.choice([4, 5])):
-        codes = killed.run(at_step=step, signals=[signal.SIGKILL], delay=rng.uniform(0, 0.05))
+    resumes = 0
+    # Checkpoints every 2 steps, asynchronously: a kill lands before one, or while one is written.
+    for step, delay in kill_steps:
+        codes = killed.run(at_step=step, signals=[signal.SIGKILL], delay=delay)
         assert codes == [-signal.SIGKILL] * processes, killed.log[-3000:]
+        resumes += "resumed from step" in killed.log
     # SIGTERM twice in a row (the second lands while the checkpoint is written): a checkpoint, exit 75.
     codes = killed.run(at_step=6, signals=[signal.SIGTERM, signal.SIGTERM], delay=0.01)
     assert codes == [EXIT_CODE] * processes, killed.log[-3000:]
+    resumes += "resumed from step" in killed.log
     stopped_at = int(re.search(r"checkpoint written at step (\d+)", killed.log).group(1))
     assert 6 <= stopped_at < TOTAL_STEPS and str(stopped_at) in os.listdir(killed.checkpoints)
     assert killed.run() == [0] * processes, killed.log[-3000:]
-    assert "restores 2" in killed.log  # resumed twice: after the second kill and after the SIGTERM
+    assert f"resumed from step {stopped_at} " in killed.log and f"restores {resumes + 1}," in killed.log
 
     expected, found = _final_arrays(straight.checkpoints), _final_arrays(killed.checkpoints)
     assert expected.keys() == found.keys() and any("ema_params" in k for k in found)
@@ -130,8 +133,11 @@ def _assert_resumes_exactly(tmp_path, data_dir, processes, rng):
 
 
 def test_sigkill_and_sigterm_then_resume_equals_uninterrupted(tmp_path, data_dir):
-    _assert_resumes_exactly(tmp_path, data_dir, processes=1, rng=random.Random(0))
+    rng = random.Random(0)
+    kills = [(rng.choice([1, 2, 3]), rng.uniform(0, 0.05)), (rng.choice([4, 5]), rng.uniform(0, 0.05))]
+    _assert_resumes_exactly(tmp_path, data_dir, 1, kills)
 
 
 def test_kill_and_resume_on_2_processes_x_2_devices(tmp_path, data_dir):
-    _assert_resumes_exactly(tmp_path, data_dir, processes=2, rng=random.Random(1))
+    rng = random.Random(1)
+    _assert_resumes_exactly(tmp_path, data_dir, 2, [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))])
