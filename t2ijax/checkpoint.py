@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
+from t2ijax import sharding
 from t2ijax.errors import ConfigError, StorageError
 from t2ijax.train_state import TrainState
 
@@ -173,7 +173,7 @@ class Checkpointer:
                 suffix += 1
                 target = os.path.join(self.directory, f"corrupt-{step}-{suffix}")
             os.rename(os.path.join(self.directory, str(step)), target)
-        multihost_utils.sync_global_devices(f"t2ijax set aside checkpoint {step}")
+        sharding.barrier(f"t2ijax: set aside checkpoint {step}")
         self._manager.reload()
 
     def close(self) -> None:

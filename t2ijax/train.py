@@ -105,9 +105,12 @@ class Run:
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
                                   self.shift)
-        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                                  out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
-                                  donate_argnums=0)
+        train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
+                             out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
+        # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
+        sharding.barrier("t2ijax: train step compiled")
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
         self.generator = Generator(self.model, self.autoencoder, config.diffusion, config.sampler, self.image_shape,
                                    self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)

@@ -173,3 +173,14 @@ def test_text_encoder_controls_are_checked():
     c.text.update(init="pretrained", dtype="float16")
     with pytest.raises(ConfigError, match="config.text.dtype='float16' is not one of: bfloat16, float32"):
         validate(c, num_devices=1)
+
+
+def test_fault_tolerance_fields_are_checked():
+    c = shapes_tiny.get_config()
+    c.nonfinite.policy = "ignore"
+    with pytest.raises(ConfigError, match="config.nonfinite.policy='ignore' is not one of: halt, skip"):
+        validate(c, num_devices=1)
+    c = shapes_tiny.get_config()
+    c.checkpoint.keep = 0
+    with pytest.raises(ConfigError, match="config.checkpoint.keep must be positive"):
+        validate(c, num_devices=1)

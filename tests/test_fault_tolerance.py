@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from conftest import tiny_config
+from t2ijax.data.prepare import prepare
 from t2ijax.preemption import EXIT_CODE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,5 +141,8 @@ def test_sigkill_and_sigterm_then_resume_equals_uninterrupted(tmp_path, data_dir
 
 
 def test_kill_and_resume_on_2_processes_x_2_devices(tmp_path, data_dir):
+    # Built here first: two processes building one dataset at once race, and drift apart by more
+    # than gloo's 30 s wait for the first collective.
+    prepare(tiny_config(data_dir))
     rng = random.Random(1)
     _assert_resumes_exactly(tmp_path, data_dir, 2, [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))])
