@@ -58,21 +58,22 @@ def _truncate(path: str) -> None:
 @pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, lambda path: os.remove(path)])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
     directory = str(tmp_path / "checkpoints")
-    saver = Checkpointer(directory, keep=3)
+    saver = Checkpointer(directory, keep=2)
     for step in (1, 2, 3):
         saver.save(small_state(step), dict(COUNTERS, restores=1))
     saver.close()
+    assert saver.steps() == [2, 3]
     damage(_largest_data_file(os.path.join(directory, "3")))
 
-    checkpointer = Checkpointer(directory, keep=3)
+    checkpointer = Checkpointer(directory, keep=2)
     state, counters = checkpointer.resume(_abstract(small_state(0)))
     assert _equal(state, small_state(2))
     assert counters == {"skipped_steps": 0, "restores": 2, "fallbacks": 1}
-    assert checkpointer.steps() == [1, 2] and os.path.isdir(os.path.join(directory, "corrupt-3"))
-    # The step can be written again, and keep-N now counts good checkpoints only.
+    assert checkpointer.steps() == [2] and os.path.isdir(os.path.join(directory, "corrupt-3"))
+    # The step can be written again; keep-N counts good checkpoints only, so step 2 stays.
     checkpointer.save(small_state(3), counters)
     checkpointer.close()
-    assert Checkpointer(directory).steps() == [1, 2, 3]
+    assert Checkpointer(directory).steps() == [2, 3]
 
 
 def test_checkpoints_that_do_not_fit_the_config_are_reported_and_left_in_place(tmp_path):
