@@ -51,11 +51,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         params = optax.apply_updates(state.params, updates)
         ema_params = None if state.ema_params is None else ema.update(state.ema_params, params, state.step + 1,
                                                                       config.ema)
-        learned = (params, opt_state, ema_params)
-        if config.nonfinite.policy == "skip":
-            learned = nonfinite.keep_if(finite, learned, (state.params, state.opt_state, state.ema_params))
-        params, opt_state, ema_params = learned
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        if config.nonfinite.policy == "skip":  # a non-finite step moves only the step counter (the data position)
+            new_state = nonfinite.keep_if(finite, new_state, state.replace(step=state.step + 1))
         return new_state, metrics
 
     return train_step
