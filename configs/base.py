@@ -134,7 +134,11 @@ def get_config() -> ml_collections.ConfigDict:
         conv_in=(),
     )
 
+    # Checkpoints are atomic and verified on restore; SIGTERM saves one and exits 75 (docs/reliability.md).
     c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
+    # A step whose loss or gradient norm is NaN/Inf: halt (stop, naming the step and the last
+    # checkpoint) | skip (leave the state as it was, count it in skipped_steps, go on).
+    c.nonfinite = dict(policy="halt")
     c.log = dict(every_steps=100)
 
     # How images are generated, for the sample grids, evaluation and t2ijax.sample.

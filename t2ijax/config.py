@@ -6,6 +6,7 @@ from pathlib import Path
 import ml_collections
 
 from configs import base
+from t2ijax import nonfinite
 from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
@@ -48,6 +49,7 @@ _CHOICES = {
     "optim.name": OPTIMIZERS.names,
     "optim.schedule": SCHEDULES.names,
     "sampler.name": SAMPLERS.names,
+    "nonfinite.policy": lambda: list(nonfinite.POLICIES),
 }
 # SD3's mode sampling maps [0, 1] onto itself monotonically only for scales in this range.
 _MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
@@ -122,7 +124,8 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
-    for name in ("total_steps", "data.global_batch_size", "model.depth", "text_encoder.max_length"):
+    for name in ("total_steps", "data.global_batch_size", "model.depth", "text_encoder.max_length",
+                 "checkpoint.every_steps", "checkpoint.keep", "log.every_steps"):
         if flatten(cfg)[name] <= 0:
             raise ConfigError(f"config.{name} must be positive")
     if not 0.0 <= cfg.data.caption_dropout < 1.0:

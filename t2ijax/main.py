@@ -3,7 +3,8 @@
   python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny \
       [--config.total_steps=3000 --config.model.depth=6 ...]
 
-Resumes automatically when the workdir holds a checkpoint.
+Resumes automatically from the newest good checkpoint in the workdir. Exit codes: 0 done, 1 an
+error to fix (one line), 75 stopped by SIGTERM after writing a checkpoint (rerun to resume).
 """
 import sys
 
@@ -21,14 +22,18 @@ def main(argv):
     quiet_libraries()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
-    from t2ijax.errors import ConfigError
+    from t2ijax.errors import ConfigError, NonFiniteError, StorageError
+    from t2ijax.preemption import EXIT_CODE, Preempted
     from t2ijax.train import train_and_evaluate
 
     config = loaded_config(FLAGS.config)
     try:
         outputs = train_and_evaluate(config, FLAGS.workdir)
-    except ConfigError as e:
+    except (ConfigError, NonFiniteError, StorageError) as e:
         sys.exit(f"error: {e}")
+    except Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(EXIT_CODE)
     logging.info("done")
     print("\n".join([
         f"checkpoints:  {outputs['checkpoints']}",

@@ -93,7 +93,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     from t2ijax.optim import make_optimizer
     from t2ijax.techniques import ema
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     steps = checkpointer.steps()
     if not steps:
         raise ConfigError(f"no checkpoint under {checkpointer.directory}; train first with t2ijax.main")

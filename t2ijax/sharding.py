@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
@@ -75,6 +76,11 @@ def state_shardings(abstract_boxed, mesh: Mesh, rules) -> object:
                     f"parameter {jax.tree_util.keystr(path)} of shape {leaf.shape} cannot be split "
                     f"{ways} ways over mesh axes {axes}; change config.mesh or config.sharding_rules")
     return shardings
+
+
+def barrier(name: str) -> None:
+    """Waits until every process gets here, through the coordination service (no device collective)."""
+    ocp.multihost.sync_global_processes(name, processes=set(range(jax.process_count())))
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -12,7 +12,7 @@ from absl import logging
 from clu import metric_writers
 from PIL import Image
 
-from t2ijax import checkpoint, evaluation, sharding, train_state
+from t2ijax import checkpoint, evaluation, nonfinite, preemption, sharding, train_state
 from t2ijax.config import validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
@@ -26,15 +26,16 @@ from t2ijax.techniques import ema
 from t2ijax.train_step import make_heldout_loss, make_train_step
 
 
-def check_writable(workdir: str) -> None:
+def check_writable(directory: str) -> None:
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".write-test-{os.getpid()}")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise ConfigError(f"workdir {workdir} cannot be written ({e.strerror}); pass a writable --workdir") from None
+        raise ConfigError(f"{directory} cannot be written ({e.strerror}); make it writable or pass another "
+                          "--workdir") from None
 
 
 def check_same_latent_space(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -67,7 +68,7 @@ class Run:
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
         validate(config, jax.device_count(), jax.process_count())
-        check_writable(workdir)
+        check_writable(os.path.join(workdir, "checkpoints"))
         check_same_latent_space(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)
         self.rules = sharding.logical_rules(config.sharding_rules)
@@ -92,19 +93,20 @@ class Run:
         local_batch = config.data.global_batch_size // jax.process_count()
         example = train_state.example_inputs(local_batch, resolution, self.space.channels, text_length,
                                              text_dim)
-        # --- Checkpoints: resume when the workdir has one, else initialise -------------------------
+        # --- Checkpoints: resume from the newest good one, else initialise ----------------------------
         self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
                                                     config.checkpoint.async_save)
-        if self.checkpointer.latest_step() is None:
-            self.state, self.state_shardings = train_state.create(config.seed, self.model, self.optimizer,
-                                                                  example, self.mesh, self.rules,
-                                                                  ema.enabled(config.ema))
+        abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules,
+                                        ema.enabled(config.ema))
+        self.state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
+        resumed = self.checkpointer.resume(abstract)
+        if resumed is None:
+            self.state, _ = train_state.create(config.seed, self.model, self.optimizer, example, self.mesh,
+                                               self.rules, ema.enabled(config.ema))
+            self.counters = dict.fromkeys(checkpoint.COUNTERS, 0)
         else:
-            abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules,
-                                            ema.enabled(config.ema))
-            self.state = self.checkpointer.restore(abstract)
-            self.state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
-            logging.info("resumed from %s at step %d", self.checkpointer.directory, int(self.state.step))
+            self.state, self.counters = resumed
+        self.monitor = nonfinite.Monitor(config.nonfinite.policy, self.counters["skipped_steps"])
         n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
         logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
                      dict(self.mesh.shape))
@@ -117,9 +119,12 @@ class Run:
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
                                   self.shift)
-        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                                  out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
-                                  donate_argnums=0)
+        train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
+                             out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
+        # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
+        sharding.barrier("t2ijax: train step compiled")
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
         self.generator = Generator(self.model, self.space, config.diffusion, config.sampler, self.image_shape,
                                    self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
@@ -152,35 +157,69 @@ class Run:
         logging.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True))
         return path
 
+    # --- Bookkeeping of finished steps -------------------------------------------------------------------
+    def last_checkpoint(self) -> int | None:
+        self.checkpointer.wait()
+        return self.checkpointer.latest_step()
+
+    def check_finite(self, step: int) -> None:
+        """Fetches the flags of the steps not checked yet and applies config.nonfinite.policy."""
+        fresh = step - self.checked
+        if fresh:
+            self.pending[-fresh:] = jax.device_get(self.pending[-fresh:])
+            self.monitor.check(self.pending[-fresh:], self.checked, self.last_checkpoint)
+            self.checked = step
+            self.counters["skipped_steps"] = self.monitor.skipped_steps
+
+    def log(self, step: int) -> None:
+        config, total = self.config, self.config.total_steps
+        finite = [m for m in self.pending if not m["nonfinite"]]
+        summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "grad_norm", "learning_rate")
+                   if finite}
+        elapsed = time.time() - self.last_log_time
+        steps_per_s = len(self.pending) / elapsed
+        summary.update(self.counters, steps_per_sec=steps_per_s,
+                       images_per_sec=steps_per_s * config.data.global_batch_size)
+        self.writer.write_scalars(step, summary)
+        logging.info("step %d/%d  loss %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  %.0f img/s  ETA %s%s",
+                     step, total, summary.get("loss", np.nan), summary.get("grad_norm", np.nan),
+                     summary.get("learning_rate", np.nan), steps_per_s, summary["images_per_sec"],
+                     _format_eta((total - step) / steps_per_s),
+                     f"  skipped {self.counters['skipped_steps']}" if self.counters["skipped_steps"] else "")
+        self.pending, self.last_log_time = [], time.time()
+
     # --- The loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, str]:
+        """Trains to config.total_steps. Raises preemption.Preempted after SIGTERM (a checkpoint at
+        that step is on disk), NonFiniteError under the 'halt' policy, StorageError on a failed save."""
         config = self.config
         total = config.total_steps
         step = int(self.state.step)
-        pending, last_log_time, last_log_step = [], time.time(), step
+        self.pending, self.checked, self.last_log_time = [], step, time.time()
         outputs = {}
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        every = lambda n: bool(n) and step % n == 0
+        with preemption.PreemptionWatch() as preempt, jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             while step < total:
                 self.state, metrics = self.train_step(self.state, self.device_batch(step))
-                pending.append(metrics)
+                self.pending.append(metrics)
                 step += 1
-                if step % config.log.every_steps == 0 or step == total:
-                    pending = jax.device_get(pending)
-                    summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
-                    elapsed = time.time() - last_log_time
-                    steps_per_s = (step - last_log_step) / elapsed
-                    summary.update(steps_per_sec=steps_per_s,
-                                   images_per_sec=steps_per_s * config.data.global_batch_size)
-                    self.writer.write_scalars(step, summary)
-                    logging.info("step %d/%d  loss %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  %.0f img/s  ETA %s",
-                                 step, total, summary["loss"], summary["grad_norm"], summary["learning_rate"],
-                                 steps_per_s, summary["images_per_sec"], _format_eta((total - step) / steps_per_s))
-                    pending, last_log_time, last_log_step = [], time.time(), step
-                if step % config.checkpoint.every_steps == 0 or step == total:
-                    self.checkpointer.save(self.state)
-                if step == total or (config.sample.every_steps and step % config.sample.every_steps == 0):
+                end, stop = step == total, preempt.reached(step)
+                due = dict(log=end or every(config.log.every_steps),
+                           checkpoint=end or every(config.checkpoint.every_steps) or stop,
+                           samples=end or every(config.sample.every_steps), eval=end or every(config.eval.every_steps))
+                if any(due.values()):
+                    self.check_finite(step)
+                if due["log"]:
+                    self.log(step)
+                if due["checkpoint"]:
+                    self.checkpointer.save(self.state, self.counters)
+                if stop:
+                    self.checkpointer.close()
+                    self.writer.flush()
+                    raise preemption.Preempted(step)
+                if due["samples"]:
                     outputs["samples"] = self.write_samples(step)
-                if step == total or (config.eval.every_steps and step % config.eval.every_steps == 0):
+                if due["eval"]:
                     outputs["eval"] = self.evaluate(step)
             if "eval" not in outputs:  # resumed at the end: still report
                 outputs["samples"] = self.write_samples(step)

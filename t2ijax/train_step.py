@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from t2ijax import nonfinite
 from t2ijax.diffusion.losses import training_loss, velocity_mse
 from t2ijax.diffusion.timesteps import sample_timesteps
 from t2ijax.techniques import ema
@@ -24,7 +25,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     """Builds the step. Batches hold x0 [B, H, W, C] (model space), text [B, L, D], text_mask [B, L];
     `shift` is the training time shift (timesteps.time_shift).
 
-    Randomness is fold_in(state.rng, state.step): a function of the seed and step alone.
+    Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
+    whose loss or gradient norm is not finite is flagged, and under config.nonfinite.policy='skip'
+    leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py).
     """
     diffusion = config.diffusion
 
@@ -43,10 +46,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+        finite = nonfinite.is_finite(metrics)
+        metrics["nonfinite"] = ~finite
         params = optax.apply_updates(state.params, updates)
         ema_params = None if state.ema_params is None else ema.update(state.ema_params, params, state.step + 1,
                                                                       config.ema)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        if config.nonfinite.policy == "skip":  # a non-finite step moves only the step counter (the data position)
+            new_state = nonfinite.keep_if(finite, new_state, state.replace(step=state.step + 1))
         return new_state, metrics
 
     return train_step

@@ -205,3 +205,14 @@ def test_text_encoder_layer_and_max_length_are_checked_against_the_model():
     c.text_encoder.update(layer=-1, max_length=600)
     with pytest.raises(ConfigError, match="text_encoder.max_length=600 exceeds the 512 positions"):
         validate(c, num_devices=1)
+
+
+def test_fault_tolerance_fields_are_checked():
+    c = shapes_tiny.get_config()
+    c.nonfinite.policy = "ignore"
+    with pytest.raises(ConfigError, match="config.nonfinite.policy='ignore' is not one of: halt, skip"):
+        validate(c, num_devices=1)
+    c = shapes_tiny.get_config()
+    c.checkpoint.keep = 0
+    with pytest.raises(ConfigError, match="config.checkpoint.keep must be positive"):
+        validate(c, num_devices=1)

@@ -27,6 +27,7 @@ def workdir(run_workdir):
     return run_workdir
 
 
+
 def test_same_seed_gives_the_same_metrics(workdir, tiny_clip_dir):
     metrics = ["loss_t", "composition", "cmmd"]
     first, path = evaluate_checkpoint(workdir, metrics=metrics, clip_weights=tiny_clip_dir, **FAST)

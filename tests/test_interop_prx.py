@@ -131,7 +131,7 @@ def test_bad_directories_name_the_problem(tmp_path):
 
 
 def test_export_of_a_run_loads_in_diffusers(run_workdir, tmp_path):
-    from t2ijax.checkpoint import Checkpointer
+    from t2ijax.checkpoint import COUNTERS, Checkpointer
     from t2ijax.interop.export import export_run
     from t2ijax.restore import load_run_config, restore_run
 
@@ -148,7 +148,7 @@ def test_export_of_a_run_loads_in_diffusers(run_workdir, tmp_path):
     config.ema.decay = 0.9  # a run that kept an EMA
     (workdir / "config.json").write_text(config.to_json())
     checkpointer = Checkpointer(str(workdir / "checkpoints"), keep=1)
-    checkpointer.save(state)
+    checkpointer.save(state, dict.fromkeys(COUNTERS, 0))
     checkpointer.close()
 
     for ema, expected in ((True, state.ema_params), (False, state.params)):

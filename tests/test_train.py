@@ -44,7 +44,7 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
     state, _ = run.train_step(run.state, run.device_batch(1))
     run.state = state
     checkpointer = Checkpointer(str(tmp_path / "ckpt"), keep=2, async_save=True)
-    checkpointer.save(state)
+    checkpointer.save(state, run.counters)
     checkpointer.close()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     restored = Checkpointer(str(tmp_path / "ckpt"), keep=2).restore(abstract)
@@ -60,7 +60,7 @@ def test_checkpoint_restores_everything_exactly(run, tmp_path):
 def test_checkpoints_under_a_relative_workdir(run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checkpointer = Checkpointer("relative/checkpoints", keep=1, async_save=True)
-    checkpointer.save(run.state)
+    checkpointer.save(run.state, run.counters)
     checkpointer.close()
     assert Checkpointer("relative/checkpoints", keep=1).latest_step() == int(run.state.step)
 

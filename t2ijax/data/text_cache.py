@@ -18,6 +18,8 @@ import os
 import ml_collections
 import numpy as np
 
+from t2ijax.errors import StorageError
+
 STORAGE_ONLY = ("cache_unpadded",)
 PART_CAPTIONS = 8192  # captions encoded and written at a time: an interrupted fill keeps its finished parts
 
@@ -39,6 +41,19 @@ def _pad(tokens: np.ndarray, lengths: np.ndarray, max_length: int) -> tuple[np.n
     embeddings = np.zeros((len(lengths), max_length, tokens.shape[-1]), tokens.dtype)
     embeddings[mask] = tokens
     return embeddings, mask
+
+
+def _save_atomic(path: str, **arrays) -> None:
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise StorageError(f"caption cache {path} could not be written ({error.strerror}); the entries already "
+                           "cached are untouched: free space or set config.data.data_dir to a writable disk") from error
 
 
 class TextCache:
@@ -83,9 +98,7 @@ class TextCache:
         # Named by its texts: processes that encode the same captions write the same file.
         name = f"part-{hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:20]}.npz"
         os.makedirs(self.directory, exist_ok=True)
-        tmp = os.path.join(self.directory, f".{name}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, texts=np.asarray(texts, dtype=str), **arrays)
-        os.replace(tmp, os.path.join(self.directory, name))
+        _save_atomic(os.path.join(self.directory, name), texts=np.asarray(texts, dtype=str), **arrays)
 
     def fill(self, texts) -> int:
         """Encodes and stores the texts not cached yet; returns how many that was."""

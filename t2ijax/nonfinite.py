@@ -1,0 +1,52 @@
+"""What a training step with a NaN/Inf loss or gradient norm does (config.nonfinite.policy).
+
+  skip: the step keeps the old params, optimizer state and EMA (the step counter, hence the data
+        position, still advances) and is counted in `skipped_steps`.
+  halt: the host stops at the first such step it reads, before writing any checkpoint after it,
+        and names the step, the metric and the last checkpoint (all written before that step).
+The jitted step flags every step (`nonfinite` in its metrics) under both policies.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2ijax.errors import NonFiniteError
+
+POLICIES = ("halt", "skip")
+WATCHED = ("loss", "grad_norm")
+
+
+def is_finite(metrics: dict[str, jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(metrics[name]) for name in WATCHED]))
+
+
+def keep_if(finite: jax.Array, new, old):
+    """`new` where `finite`, else `old`, leaf by leaf (bit for bit `new` when finite)."""
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+
+class Monitor:
+    """The host's side: reads the flags of finished steps, counts skips, halts."""
+
+    def __init__(self, policy: str, skipped_steps: int):
+        self.policy = policy
+        self.skipped_steps = skipped_steps
+
+    def check(self, metrics: list[dict[str, np.ndarray]], first_step: int,
+              last_checkpoint: Callable[[], int | None]) -> None:
+        """`metrics` of the updates after state step `first_step` (fetched to the host). Steps are
+        named as in the log lines and checkpoints: step N is the N-th update."""
+        for step, m in enumerate(metrics, first_step + 1):
+            if not m["nonfinite"]:
+                continue
+            if self.policy == "skip":
+                self.skipped_steps += 1
+                continue
+            metric = next(name for name in WATCHED if not np.isfinite(m[name]))
+            last = last_checkpoint()
+            last = "no checkpoint was written" if last is None else f"the last checkpoint is step {last}"
+            raise NonFiniteError(f"{metric} was {float(m[metric])} at step {step}; {last} and none was written after "
+                                 "it. Lower the learning rate or set config.nonfinite.policy='skip', then rerun to "
+                                 "resume from it")

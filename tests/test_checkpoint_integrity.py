@@ -1,0 +1,174 @@
+"""Checkpoints are verified on restore (a corrupt newest one falls back to the one before), and a
+full or read-only disk fails a save or a cache write cleanly, leaving what was written intact."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from t2ijax.checkpoint import Checkpointer
+from t2ijax.errors import ConfigError
+from t2ijax.train_state import TrainState
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COUNTERS = {"skipped_steps": 0, "restores": 0, "fallbacks": 0}
+
+
+def small_state(step: int, size: int = 4096) -> TrainState:
+    """A TrainState whose arrays are sharded like a run's (on a one-device mesh)."""
+    replicated = NamedSharding(jax.make_mesh((1,), ("data",)), PartitionSpec())
+    values = np.random.default_rng(step).normal(size=size).astype(np.float32)
+    tree = {"step": np.int32(step), "params": {"w": values}, "opt_state": {"mu": values / 2},
+            "rng": np.array([0, step], np.uint32)}
+    return TrainState(**jax.device_put(tree, replicated))
+
+
+def _abstract(state: TrainState) -> TrainState:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _largest_data_file(step_dir: str) -> str:
+    files = [os.path.join(root, f) for root, _, names in os.walk(step_dir) for f in names if "/d/" in root + "/"]
+    return max(files, key=os.path.getsize)
+
+
+def _flip_a_bit(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 1]))
+
+
+def _truncate(path: str) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, lambda path: os.remove(path)])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, keep=2)
+    for step in (1, 2, 3):
+        saver.save(small_state(step), dict(COUNTERS, restores=1))
+    saver.close()
+    assert saver.steps() == [2, 3]
+    damage(_largest_data_file(os.path.join(directory, "3")))
+
+    checkpointer = Checkpointer(directory, keep=2)
+    state, counters = checkpointer.resume(_abstract(small_state(0)))
+    assert _equal(state, small_state(2))
+    assert counters == {"skipped_steps": 0, "restores": 2, "fallbacks": 1}
+    assert checkpointer.steps() == [2] and os.path.isdir(os.path.join(directory, "corrupt-3"))
+    # The step can be written again; keep-N counts good checkpoints only, so step 2 stays.
+    checkpointer.save(small_state(3), counters)
+    checkpointer.close()
+    assert Checkpointer(directory).steps() == [2, 3]
+
+
+def test_checkpoints_that_do_not_fit_the_config_are_reported_and_left_in_place(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, keep=2)
+    saver.save(small_state(1), COUNTERS)
+    saver.close()
+    with pytest.raises(ConfigError, match="restores into this config"):
+        Checkpointer(directory).resume(_abstract(small_state(0, size=100)))
+    assert sorted(os.listdir(directory)) == ["1"]
+
+
+def test_a_bad_step_named_by_a_reader_is_a_one_line_error(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, keep=2)
+    saver.save(small_state(1), COUNTERS)
+    saver.close()
+    _flip_a_bit(_largest_data_file(os.path.join(directory, "1")))
+    with pytest.raises(ConfigError, match="checkpoint 1 does not match its digest"):
+        Checkpointer(directory, read_only=True).restore(_abstract(small_state(0)), 1)
+
+
+# Runs inside its own mount namespace, on a tmpfs of FULL_SIZE bytes mounted at argv[1].
+FULL_DISK = textwrap.dedent("""
+    import json, os, subprocess, sys
+    import ml_collections, numpy as np
+    sys.path.insert(0, "tests")
+    from test_checkpoint_integrity import COUNTERS, _abstract, _equal, small_state
+    from t2ijax.checkpoint import Checkpointer
+    from t2ijax.data.text_cache import TextCache
+    from t2ijax.errors import StorageError
+
+    disk = sys.argv[1]
+    report = {}
+
+    def fill():
+        fd = os.open(os.path.join(disk, "filler"), os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+
+    def try_save(step):
+        checkpointer = Checkpointer(os.path.join(disk, "checkpoints"), keep=1)
+        try:
+            checkpointer.save(small_state(step), COUNTERS)
+            checkpointer.wait()
+            return "saved"
+        except StorageError as e:
+            return str(e)
+
+    def intact():
+        checkpointer = Checkpointer(os.path.join(disk, "checkpoints"), read_only=True)
+        return checkpointer.steps() == [1] and _equal(checkpointer.restore(_abstract(small_state(0))), small_state(1))
+
+    report["first"] = try_save(1)
+    text_cfg = ml_collections.ConfigDict(dict(encoder="none", max_length=4, output_layer=-1, init="pretrained",
+                                              dtype="float32"))
+    TextCache(os.path.join(disk, "cache"), text_cfg).lookup(["a"])
+    fill()
+    report["full"] = try_save(2)
+    report["full_intact"] = intact()
+    try:
+        TextCache(os.path.join(disk, "cache"), text_cfg).lookup(["b"])
+        report["cache"] = "written"
+    except StorageError as e:
+        report["cache"] = str(e)
+    report["cache_files"] = sorted(os.listdir(os.path.join(disk, "cache")))
+    os.remove(os.path.join(disk, "filler"))
+    subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+    report["read_only"] = try_save(3)
+    report["read_only_intact"] = intact()
+    print("REPORT" + json.dumps(report))
+""")
+
+
+def test_a_full_or_read_only_disk_fails_cleanly_and_keeps_the_old_checkpoint(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a private tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = f"mount -t tmpfs -o size=256k tmpfs {disk} && exec {sys.executable} -c \"$0\" {disk}"
+    result = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", mount, FULL_DISK], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    if "mount:" in result.stderr or "unshare:" in result.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report["first"] == "saved", report
+    for case in ("full", "read_only"):
+        assert "could not be written" in report[case] and "(steps 1) are untouched" in report[case], report
+        assert report[f"{case}_intact"], case
+    assert "No space left on device" in report["full"]
+    assert "Read-only file system" in report["read_only"]
+    assert "No space left on device" in report["cache"], report["cache"]
+    assert len(report["cache_files"]) == 1 and report["cache_files"][0].endswith(".npz")  # no partial file left
