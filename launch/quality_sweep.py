@@ -1,7 +1,7 @@
 """Trains many variants of the shapes demo side by side on one accelerator and scores them.
 
-For finding settings, not for the record: no checkpoints, no TensorBoard, and the data is
-rendered in memory (no TensorFlow needed), so it runs on a bare JAX machine:
+For finding settings, not for the record: no checkpoints, and the data is rendered in memory
+(no TensorFlow dataset build), so it runs on a bare JAX machine:
 
   python launch/quality_sweep.py --variants=variants.json --out=DIR \
       --text_encoder=PATH_TO_MINILM_DIR [--parallel=8]
@@ -50,60 +50,30 @@ def variant_config(overrides: dict):
     return config
 
 
-def train_variant(name: str, overrides: dict) -> dict:
+def train_variant(name: str, overrides: dict, workdir: str) -> dict:
+    """Trains one variant with t2ijax.train.Run's compiled step and evaluator, without its loop:
+    evaluations at config.eval.every_steps and no checkpoints."""
     import flax.linen as nn
     import jax
 
-    from t2ijax import evaluation, sharding, train_state
-    from t2ijax.config import validate
-    from t2ijax.data.loader import Loader
-    from t2ijax.data.prepare import images_to_model_space, prepare
-    from t2ijax.generate import Generator
-    from t2ijax.models.autoencoders import load_autoencoder
-    from t2ijax.diffusion.timesteps import time_shift
-    from t2ijax.models.build import build_model, num_image_tokens
-    from t2ijax.optim import make_optimizer
-    from t2ijax.techniques import ema
-    from t2ijax.train_step import make_heldout_loss, make_train_step
+    from t2ijax.train import Run
 
     config = variant_config(overrides)
-    validate(config, jax.device_count())
-    data = prepare(config)
-    autoencoder = load_autoencoder(config.autoencoder.name)
-    mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.sharding_rules)
-    model = build_model(config.model, autoencoder.channels, data.train["text"].shape[-1])
-    optimizer, schedule = make_optimizer(config.optim, config.total_steps)
-    res = config.data.resolution // autoencoder.downsample
-    example = train_state.example_inputs(config.data.global_batch_size, res, autoencoder.channels,
-                                         *data.train["text"].shape[1:])
-    state, shardings = train_state.create(config.seed, model, optimizer, example, mesh, rules,
-                                          ema.enabled(config.ema))
-    shift = time_shift(config.diffusion, num_image_tokens(config.model, res))
-    step_fn = jax.jit(make_train_step(model, optimizer, schedule, config, data.null_text, data.null_mask, shift),
-                      in_shardings=(shardings, sharding.batch_sharding(mesh)), donate_argnums=0)
-    generator = Generator(model, autoencoder, config.diffusion, config.sampler, (res, res, autoencoder.channels),
-                          shift, data.negative_text, data.negative_mask)
-    evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(model, config.diffusion)),
-                                     generator, autoencoder, mesh)
-    loader = Loader({k: data.train[k] for k in ("image", "text", "text_mask")}, config.data.global_batch_size,
-                    config.seed)
+    run = Run(config, workdir).setup()
     result = {"name": name, "overrides": overrides, "evals": []}
     every = config.eval.every_steps or config.total_steps
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
         start = None
         for step in range(config.total_steps):
             if step == 10:
-                jax.block_until_ready(state)
+                jax.block_until_ready(run.state)
                 start = time.time()
-            batch = loader.batch(step)
-            batch = {"x0": images_to_model_space(batch["image"], autoencoder), "text": batch["text"],
-                     "text_mask": batch["text_mask"]}
-            state, _ = step_fn(state, batch)
+            run.state, _ = run.train_step(run.state, run.device_batch(step))
             if (step + 1) % every == 0 or step + 1 == config.total_steps:
-                jax.block_until_ready(state)
+                jax.block_until_ready(run.state)
                 if step + 1 == config.total_steps:
                     result["seconds_per_step"] = (time.time() - start) / (step - 9)
-                result["evals"].append(evaluator(step + 1, state.sampling_params))
+                result["evals"].append(run.evaluator(step + 1, run.state.sampling_params))
     return result
 
 
@@ -112,7 +82,7 @@ def main(argv):
     with open(FLAGS.variants) as f:
         variants = json.load(f)
     if FLAGS.worker:
-        result = train_variant(FLAGS.worker, variants[FLAGS.worker])
+        result = train_variant(FLAGS.worker, variants[FLAGS.worker], os.path.join(FLAGS.out, FLAGS.worker))
         with open(os.path.join(FLAGS.out, f"{FLAGS.worker}.json"), "w") as f:
             json.dump(result, f, indent=1)
         return
