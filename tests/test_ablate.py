@@ -127,8 +127,8 @@ def finished_grid(data_dir, tmp_path_factory):
     save = Checkpointer.save
     saved = []
 
-    def save_then_die(self, state):
-        save(self, state)
+    def save_then_die(self, state, counters):
+        save(self, state, counters)
         saved.append((self.directory, int(state.step)))
         if runs[1].workdir in self.directory and int(state.step) == 2:
             raise Killed

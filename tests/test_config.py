@@ -147,7 +147,7 @@ def test_cli_errors_are_one_line(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     line = _error_line(_run_main(f"--workdir={blocked}/run"))
-    assert f"workdir {blocked}/run cannot be written" in line
+    assert f"{blocked}/run/checkpoints cannot be written" in line
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     line = _error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
     assert "global_batch_size=6 is not divisible by the data-parallel size 4" in line

@@ -108,3 +108,18 @@ def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int =
         (directory / f"{WEIGHTS_NAME}.index.json").write_text(json.dumps(index, indent=1))
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     return directory
+
+
+def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True) -> tuple[int, str]:
+    """Writes checkpoint `step` of the run in `workdir` to `out`; returns (step, what was exported)."""
+    from t2ijax.models.text import text_encoder_from_config
+    from t2ijax.restore import load_run_config, restore_run
+
+    config = load_run_config(workdir)
+    if config.model.name != "prx":
+        raise ConfigError(f"{workdir} trained config.model.name='{config.model.name}'; only prx exports to diffusers")
+    text, _ = text_encoder_from_config(config.text_encoder).encode([""])
+    run = restore_run(workdir, config, *text.shape[1:], step=step)
+    use_ema = ema and run.state.ema_params is not None
+    prx_to_diffusers(run.model, run.state.ema_params if use_ema else run.state.params, out)
+    return run.step, "EMA params" if use_ema else "params"

@@ -18,23 +18,9 @@ flags.DEFINE_bool("ema", True, "Export the EMA params when the run kept them (--
 FLAGS = flags.FLAGS
 
 
-def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True) -> tuple[int, str]:
-    """Writes checkpoint `step` of the run in `workdir` to `out`; returns (step, what was exported)."""
-    from t2ijax.interop.diffusers_prx import prx_to_diffusers
-    from t2ijax.models.text import text_encoder_from_config
-    from t2ijax.restore import load_run_config, restore_run
-
-    config = load_run_config(workdir)
-    if config.model.name != "prx":
-        raise ConfigError(f"{workdir} trained config.model.name='{config.model.name}'; only prx exports to diffusers")
-    text, _ = text_encoder_from_config(config.text_encoder).encode([""])
-    run = restore_run(workdir, config, *text.shape[1:], step=step)
-    use_ema = ema and run.state.ema_params is not None
-    prx_to_diffusers(run.model, run.state.ema_params if use_ema else run.state.params, out)
-    return run.step, "EMA params" if use_ema else "params"
-
-
 def main(argv):
+    from t2ijax.interop.diffusers_prx import export_run
+
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     try:
