@@ -2,8 +2,8 @@
 
 Run (what `make train` does):
   python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny
-Result (2026-11-26, 2-core CPU, fresh clone, docs/benchmarks.md): 9m41s for `make train`
-including install; held-out colour 0.995, shape 0.731, position 1.0.
+Result (2026-11-26, 2-core CPU, fresh clone, docs/benchmarks.md): 9m36s for `make train`
+including install; held-out colour 0.985, shape 0.761, position 1.0.
 """
 from configs import base
 

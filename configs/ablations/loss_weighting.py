@@ -6,8 +6,8 @@ One variant:
       --workdir=workdirs/ablations/loss_weighting/min_snr
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/loss_weighting.py --workdir=workdirs/ablations/loss_weighting
-Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (unweighted, so
-comparable) and compositional accuracy.
+Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
+uniform 0.761, min_snr 0.408; sigmoid and edm not run yet.
 """
 from configs.ablations import variant_config
 

@@ -6,7 +6,8 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/path.py:vp_cosine --workdir=workdirs/ablations/path/vp_cosine
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path
-Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
+Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
+rectified_flow 0.761, vp_cosine 0.532; the other variants not run yet.
 """
 from configs.ablations import variant_config
 

@@ -6,8 +6,8 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/prediction.py:x0 --workdir=workdirs/ablations/prediction/x0
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/prediction.py --workdir=workdirs/ablations/prediction
-Result: not run yet; docs/ablations/ will hold the held-out velocity MSE per t bin (one scale for every
-prediction) and compositional accuracy.
+Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
+velocity 0.761, v 0.776, x0 0.716 (its velocity MSE at t < 0.3 is 3.5x higher); the others not run yet.
 """
 from configs.ablations import variant_config
 
