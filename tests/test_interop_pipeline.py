@@ -6,10 +6,10 @@ import pytest
 import torch
 import transformers
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-from diffusers.models.transformers.transformer_prx import PRXTransformer2DModel
 from diffusers.pipelines.prx.pipeline_prx import PRXPipeline
 from transformers.models.t5gemma.modeling_t5gemma import T5GemmaEncoder
 
+from prx_reference import reference_prx
 from t2ijax.errors import ConfigError
 from t2ijax.interop import load_prx_pipeline
 from text_parity import save_word_tokenizer, tiny_config
@@ -24,12 +24,8 @@ def pipeline_dir(tmp_path_factory):
     text_encoder = T5GemmaEncoder(tiny_config("t5gemma", encoder_only=True).encoder).eval()
     save_word_tokenizer(directory / "word_tokenizer")
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory / "word_tokenizer", model_max_length=12)
-    transformer = PRXTransformer2DModel(in_channels=4, patch_size=2, context_in_dim=32, hidden_size=64, num_heads=4,
-                                        depth=2, axes_dim=[8, 8]).eval()
-    with torch.no_grad():  # adaLN-Zero weights start at zero: make them matter
-        for name, param in transformer.named_parameters():
-            if "modulation" in name or "final_layer.linear" in name:
-                param.normal_(0.0, 0.2)
+    transformer = reference_prx(dict(in_channels=4, patch_size=2, context_in_dim=32, hidden_size=64, num_heads=4,
+                                     depth=2, axes_dim=[8, 8]), randomize=("modulation", "final_layer.linear"))
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4,
                         scaling_factor=0.7, shift_factor=0.1).eval()  # 2x downsampling

@@ -8,8 +8,11 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.transformers.transformer_prx import PRXTransformer2DModel
 
+from prx_reference import reference_forward, reference_prx
 from t2ijax.errors import ConfigError
 from t2ijax.interop import prx_from_diffusers, prx_to_diffusers
+
+RANDOMIZED = ("modulation", "final_layer.linear")  # with the final projection, every weight shows
 
 CONFIGS = {
     "latent": dict(in_channels=4, patch_size=2, context_in_dim=24, hidden_size=64, num_heads=4, depth=2,
@@ -20,16 +23,6 @@ CONFIGS = {
                             axes_dim=[12, 20], mlp_ratio=2.5, theta=2000, time_factor=500.0),
 }
 SIZES = {"square": (8, 8), "non-square": (8, 12)}
-
-
-def _torch_model(cfg, seed=0):
-    torch.manual_seed(seed)
-    model = PRXTransformer2DModel(**cfg).eval()
-    with torch.no_grad():  # adaLN-Zero weights start at zero: make them matter
-        for name, param in model.named_parameters():
-            if "modulation" in name or "final_layer.linear" in name:
-                param.normal_(0.0, 0.2)
-    return model
 
 
 def _inputs(cfg, size, batch=3, length=5, seed=0):
@@ -43,17 +36,10 @@ def _inputs(cfg, size, batch=3, length=5, seed=0):
     return x, t, text, mask
 
 
-def _torch_forward(model, x, t, text, mask):
-    with torch.no_grad():
-        out = model(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t), torch.from_numpy(text),
-                    torch.from_numpy(mask)).sample
-    return out.permute(0, 2, 3, 1).numpy()
-
-
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def saved(request, tmp_path_factory):
     cfg = CONFIGS[request.param]
-    model = _torch_model(cfg)
+    model = reference_prx(cfg, randomize=RANDOMIZED)
     directory = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(directory)
     return cfg, model, directory
@@ -64,7 +50,7 @@ def test_import_matches_diffusers(saved):
     model, params = prx_from_diffusers(str(directory))
     inputs = _inputs(cfg, SIZES["non-square"])  # square sizes: test_sharded_export_and_pipeline_layout
     got = np.asarray(jax.jit(model.apply)({"params": params}, *inputs))
-    np.testing.assert_allclose(got, _torch_forward(torch_model, *inputs), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, reference_forward(torch_model, *inputs), atol=1e-5, rtol=0)
 
 
 def test_export_loads_in_diffusers_and_round_trips_exactly(saved, tmp_path):
@@ -76,7 +62,7 @@ def test_export_loads_in_diffusers_and_round_trips_exactly(saved, tmp_path):
     for name, tensor in reloaded.state_dict().items():
         assert torch.equal(tensor, original[name]), name
     inputs = _inputs(cfg, SIZES["non-square"], seed=1)
-    np.testing.assert_array_equal(_torch_forward(reloaded, *inputs), _torch_forward(torch_model, *inputs))
+    np.testing.assert_array_equal(reference_forward(reloaded, *inputs), reference_forward(torch_model, *inputs))
 
     _, again = prx_from_diffusers(str(tmp_path / "export"), scan_layers=False)
     jax.tree.map(np.testing.assert_array_equal, again, params)
@@ -94,11 +80,11 @@ def test_sharded_export_and_pipeline_layout(tmp_path):
     reloaded = PRXTransformer2DModel.from_pretrained(tmp_path / "pipe" / "transformer").eval()
     inputs = _inputs(cfg, SIZES["square"])
     np.testing.assert_allclose(np.asarray(model.apply({"params": params}, *inputs)),
-                               _torch_forward(reloaded, *inputs), atol=1e-5, rtol=0)
+                               reference_forward(reloaded, *inputs), atol=1e-5, rtol=0)
 
 
 def _save(cfg, directory):
-    _torch_model(cfg).save_pretrained(directory)
+    reference_prx(cfg, randomize=RANDOMIZED).save_pretrained(directory)
     return str(directory)
 
 
@@ -156,5 +142,5 @@ def test_export_of_a_run_loads_in_diffusers(run_workdir, tmp_path):
         assert step == 0 and what == ("EMA params" if ema else "params")
         reloaded = PRXTransformer2DModel.from_pretrained(tmp_path / f"out_{ema}").eval()
         inputs = _inputs(dict(in_channels=3, context_in_dim=text_shape[1]), (32, 32))
-        np.testing.assert_allclose(_torch_forward(reloaded, *inputs),
+        np.testing.assert_allclose(reference_forward(reloaded, *inputs),
                                    np.asarray(run.model.apply({"params": expected}, *inputs)), atol=1e-5, rtol=1e-5)

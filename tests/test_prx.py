@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
-from diffusers.models.transformers.transformer_prx import (PRXEmbedND, PRXTransformer2DModel,
+from diffusers.models.transformers.transformer_prx import (PRXEmbedND,
                                                            apply_rope as torch_apply_rope,
                                                            get_image_ids)
 
+from prx_reference import reference_forward, reference_prx
 from t2ijax.models.layers import apply_rope, axial_rope, timestep_embedding
 from t2ijax.models.prx import PRX, count_params
 from t2ijax.interop.prx_weights import params_from_state_dict
@@ -32,34 +33,17 @@ def _inputs(seed=0):
     return x, t, text, mask
 
 
-def _diffusers_model(cfg):
-    torch.manual_seed(0)
-    model = PRXTransformer2DModel(**cfg).eval()
-    with torch.no_grad():  # adaLN weights start at zero; make them matter
-        for name, param in model.named_parameters():
-            if "modulation" in name:
-                param.normal_(0.0, 0.2)
-    return model
-
-
-def _diffusers_forward(model, x, t, text, mask):
-    with torch.no_grad():
-        out = model(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t),
-                    torch.from_numpy(text), torch.from_numpy(mask)).sample
-    return out.permute(0, 2, 3, 1).numpy()
-
-
 @pytest.fixture(scope="module")
 def tiny_state_dict():
-    return {k: v.numpy() for k, v in _diffusers_model(TINY).state_dict().items()}
+    return {k: v.numpy() for k, v in reference_prx(TINY).state_dict().items()}
 
 
 @pytest.mark.parametrize("cfg", [TINY, PIXEL_LIKE], ids=["latent", "bottleneck+resolution"])
 def test_matches_diffusers_with_scan_and_loop(cfg):
-    torch_model = _diffusers_model(cfg)
+    torch_model = reference_prx(cfg)
     state_dict = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     inputs = _inputs()
-    expected = _diffusers_forward(torch_model, *inputs)
+    expected = reference_forward(torch_model, *inputs)
 
     outputs = {}
     for scan in (True, False):
