@@ -1,17 +1,21 @@
-"""Generate images from the latest checkpoint of a training run.
+"""Generate images from the latest checkpoint of a training run, or from a diffusers PRX pipeline.
 
   python -m t2ijax.sample --workdir=workdirs/shapes_tiny --prompt "a red circle on the left" --out out.png
+  python -m t2ijax.sample --prx=/path/to/prx-512-t2i-sft --height=512 --width=768 --prompt "a cat" --out cat.png
 """
 import os
 import sys
 
+import numpy as np
 from absl import app, flags
 from PIL import Image
 
 from t2ijax.errors import ConfigError
 
-flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
-                    required=True)
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).")
+flags.DEFINE_string("prx", None, "Instead of --workdir: a diffusers PRX pipeline directory (or Hub id).")
+flags.DEFINE_integer("height", 512, "--prx only: image height in pixels.")
+flags.DEFINE_integer("width", 512, "--prx only: image width in pixels.")
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
 flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
@@ -20,37 +24,58 @@ flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sa
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's).")
 flags.DEFINE_string("negative_prompt", None, "Caption of the unconditional branch (default: the run's).")
 flags.DEFINE_integer("seed", None, "Noise seed (default: the run's config.sampler.seed).")
-flags.DEFINE_integer("upscale", 4, "Nearest-neighbour upscaling of the saved PNG, for viewing small images.")
+flags.DEFINE_integer("upscale", None, "Nearest-neighbour upscaling of the saved PNG (default: 4 for a run's "
+                     "small images, 1 with --prx).")
+flags.register_multi_flags_validator(["workdir", "prx"], lambda f: (f["workdir"] is None) != (f["prx"] is None),
+                                     "give exactly one of --workdir (a training run) and --prx (a diffusers pipeline)")
 FLAGS = flags.FLAGS
+
+
+def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
+    from t2ijax.models.text import text_encoder_from_config
+    from t2ijax.restore import load_run_config, restore_run, sampler_settings
+
+    config = load_run_config(FLAGS.workdir)
+    sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
+                               negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
+    encoder = text_encoder_from_config(config.text_encoder)
+    text, text_mask = encoder.encode(prompts)
+    negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
+    run = restore_run(FLAGS.workdir, config, *text.shape[1:])
+    generator = run.generator(sampler, negative_text[0], negative_mask[0])
+    return generator(run.state.sampling_params, text, text_mask), f"step {run.step}"
+
+
+def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
+    from t2ijax.interop import load_prx_pipeline
+
+    if FLAGS.sampler not in (None, "flow_match_euler"):
+        raise ConfigError(f"--sampler={FLAGS.sampler}: a PRX pipeline samples with its scheduler (flow_match_euler)")
+    pipe = load_prx_pipeline(FLAGS.prx)
+    images = pipe.generate(prompts, FLAGS.height, FLAGS.width, steps=FLAGS.steps or 28,
+                           guidance=4.0 if FLAGS.guidance is None else FLAGS.guidance,
+                           negative_prompt=FLAGS.negative_prompt or "", seed=FLAGS.seed or 0)
+    return images, f"PRX pipeline {FLAGS.prx}"
 
 
 def main(argv):
     del argv
     from t2ijax.generate import image_grid
-    from t2ijax.models.text import text_encoder_from_config
-    from t2ijax.restore import load_run_config, restore_run, sampler_settings
 
+    prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
     try:
-        config = load_run_config(FLAGS.workdir)
-        sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
-                                   negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
-        prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
-        encoder = text_encoder_from_config(config.text_encoder)
-        text, text_mask = encoder.encode(prompts)
-        negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
-        run = restore_run(FLAGS.workdir, config, *text.shape[1:])
+        images, source = from_prx(prompts) if FLAGS.prx else from_run(prompts)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-
-    generator = run.generator(sampler, negative_text[0], negative_mask[0])
-    images = generator(run.state.sampling_params, text, text_mask)
     image = images[0] if len(images) == 1 else image_grid(images)
     out = Image.fromarray(image)
-    out = out.resize((out.width * FLAGS.upscale, out.height * FLAGS.upscale), Image.NEAREST)
+    upscale = FLAGS.upscale or (1 if FLAGS.prx else 4)
+    out = out.resize((out.width * upscale, out.height * upscale), Image.NEAREST)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     out.save(FLAGS.out)
-    print(f"wrote {FLAGS.out} ({len(images)} image(s), step {run.step})")
+    print(f"wrote {FLAGS.out} ({len(images)} image(s), {source})")
 
 
 if __name__ == "__main__":
     app.run(main)
+

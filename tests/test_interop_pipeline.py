@@ -1,9 +1,15 @@
 """A diffusers PRX pipeline directory in t2ijax: the same latents as PRXPipeline for the same noise."""
 import json
+import os
+import subprocess
+import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from prx_reference import save_tiny_prx_pipeline
 from t2ijax.errors import ConfigError
@@ -47,3 +53,24 @@ def test_bad_pipeline_directories(pipeline_dir, tmp_path):
     (other / "model_index.json").write_text(json.dumps(dict(index, _class_name="FluxPipeline")))
     with pytest.raises(ConfigError, match="describes a FluxPipeline, not a PRXPipeline"):
         load_prx_pipeline(str(other))
+
+
+def test_generate_and_the_sample_command(pipeline_dir, tmp_path):
+    directory, _ = pipeline_dir
+    pipe = load_prx_pipeline(str(directory))
+    images = pipe.generate(PROMPTS, height=16, width=24, steps=2, negative_prompt="w9", seed=3)
+    noise = np.asarray(jax.random.normal(jax.random.key(3), (2, 8, 12, 4), jnp.float32))
+    decoded = pipe.decode(pipe.generate_latents(PROMPTS, noise, steps=2, negative_prompt="w9"))
+    assert images.shape == (2, 16, 24, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, np.clip(np.round((decoded + 1) * 127.5), 0, 255).astype(np.uint8))
+    with pytest.raises(ConfigError, match="18x24 is not a multiple of 4 .* try 16x24"):
+        pipe.generate(PROMPTS, height=18, width=24)
+
+    out = tmp_path / "sample.png"
+    command = [sys.executable, "-m", "t2ijax.sample", f"--prx={directory}", "--height=16", "--width=24",
+               f"--prompt={PROMPTS[0]}", "--steps=2", "--seed=3", "--negative_prompt=w9", f"--out={out}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), images[0])
+    both = subprocess.run(command + ["--workdir=somewhere"], capture_output=True, text=True)
+    assert both.returncode != 0 and "give exactly one of --workdir" in both.stderr

@@ -28,6 +28,6 @@ def test_old_encoder_directory_becomes_the_path_and_missing_fields_their_default
     encoder = tmp_path / "my-t5"
     encoder.mkdir()
     config = load_run_config(_old_run(tmp_path, dict(encoder=str(encoder), max_length=8)))
-    assert config.text_encoder.to_dict() == dict(name="my-t5", path=str(encoder), max_length=8, layer=-1,
+    assert config.text_encoder.to_dict() == dict(name="my-t5", path=str(encoder), tokenizer="", max_length=8, layer=-1,
                                                  init="pretrained", dtype="float32", clean="none",
                                                  cache_unpadded=False)

@@ -3,6 +3,7 @@
   pipe = load_prx_pipeline("path/to/prx")      # model_index.json, transformer/, text_encoder/, tokenizer/, scheduler/, vae/
   latents = pipe.generate_latents(["a cat"], noise, steps=28, guidance=4.0)  # noise NHWC, t = 1
   images = pipe.decode(latents)                # NHWC in [-1, 1], through the pipeline's VAE
+  images = pipe.generate(["a cat"], height=512, width=768, seed=0)  # uint8 NHWC; noise from the seed
 
 Prompts are cleaned as the pipeline does (DeepFloyd-style, t2ijax.models.text.cleaning) and cut
 or padded to the tokenizer's model_max_length; the text encoder's last hidden state conditions
@@ -70,6 +71,21 @@ class PRXPipeline:
             raise ConfigError(f"{self.directory} has no vae/; this pipeline gives latents only")
         offset, scale = self.autoencoder.own_factors
         return np.asarray(self._decode(self.autoencoder.params, jnp.asarray(latents) / scale + offset))
+
+    def generate(self, prompts: list[str], height: int, width: int, steps: int = 28, guidance: float = 4.0,
+                 negative_prompt: str = "", seed: int = 0) -> np.ndarray:
+        """Images uint8 [B, height, width, 3] from noise drawn with `seed`, one per prompt."""
+        if self.autoencoder is None:
+            raise ConfigError(f"{self.directory} has no vae/; use generate_latents")
+        cell = self.autoencoder.downsample * self.model.patch_size
+        if height % cell or width % cell:
+            raise ConfigError(f"{height}x{width} is not a multiple of {cell} (the VAE's downsampling times the "
+                              f"patch size); try {height // cell * cell}x{width // cell * cell}")
+        shape = (len(prompts), height // self.autoencoder.downsample, width // self.autoencoder.downsample,
+                 self.autoencoder.channels)
+        noise = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+        images = self.decode(self.generate_latents(prompts, np.asarray(noise), steps, guidance, negative_prompt))
+        return np.asarray(np.clip(np.round((images + 1) * 127.5), 0, 255), np.uint8)
 
     @functools.partial(jax.jit, static_argnums=0)
     def _decode(self, params, latents):
