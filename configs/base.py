@@ -119,6 +119,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Moving average of the params for sampling and evaluation (PRX: 0.999 every 10 steps).
     c.ema = dict(decay=0.0, every_steps=1, start_step=0)  # decay 0 = off
 
+    # Several processes (hosts). Empty coordinator_address: jax detects a Cloud TPU VM, SLURM or Open MPI
+    # job, and anything else runs as one process. With an address (GPU clusters without SLURM, several
+    # processes on one machine) every process names the same host:port, the count and its own id.
+    c.distributed = dict(
+        coordinator_address="",      # "host:port" of process 0's coordinator
+        num_processes=0,             # 0 = detected from the cluster
+        process_id=-1,               # -1 = detected from the cluster
+    )
+
     # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
     # Logical axis -> mesh axes. Parameters and activations name logical axes only.

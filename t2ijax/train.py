@@ -125,7 +125,9 @@ class Run:
             self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
         # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
         sharding.barrier("t2ijax: train step compiled")
-        self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
+        # Replicated, so every process can read the losses when the params span several hosts.
+        self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion),
+                                    out_shardings=sharding.replicated(self.mesh))
         self.generator = Generator(self.model, self.space, config.diffusion, config.sampler, self.image_shape,
                                    self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
         self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
