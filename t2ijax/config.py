@@ -233,13 +233,34 @@ def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes:
     if unknown_axes:
         raise ConfigError(f"config.sharding_rules name mesh axes {unknown_axes}; mesh axes are {MESH_AXES}")
     shape = dict(zip(MESH_AXES, mesh_shape(cfg.mesh, num_devices)))
+    _check_model_split(cfg, shape)
     data_parallel = shape["data"] * shape["fsdp"]
     batch = cfg.data.global_batch_size
+    if data_parallel % num_processes:
+        raise ConfigError(f"the batch is split {data_parallel} ways ({' x '.join(BATCH_AXES)}) over {num_processes} "
+                          f"processes, so some process would feed another's devices; make data x fsdp a multiple of "
+                          f"{num_processes} (keep the tensor axis within a host)")
     if batch % data_parallel:
+        per_host = f" (nor into a whole per-host batch over {num_processes} processes)" if batch % num_processes else ""
         raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by the data-parallel size "
-                          f"{data_parallel} ({' x '.join(BATCH_AXES)}); use a multiple of {data_parallel}")
-    if batch % num_processes:
-        raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by {num_processes} processes")
+                          f"{data_parallel} ({' x '.join(BATCH_AXES)}){per_host}; use a multiple of {data_parallel}")
+
+
+def _check_model_split(cfg: ml_collections.ConfigDict, shape: dict[str, int]) -> None:
+    """Each model dimension splits evenly over the mesh axes its logical axis maps to (config.sharding_rules)."""
+    m = cfg.model
+    dims = (("heads", "config.model.num_heads", m.num_heads),
+            ("embed", "config.model.hidden_size", m.hidden_size),
+            ("mlp", "the MLP width (hidden_size x mlp_ratio)", int(m.hidden_size * m.mlp_ratio)),
+            ("mlp", "config.model.hidden_size (the time embedding MLP)", m.hidden_size))
+    for logical, what, size in dims:
+        axes = tuple(cfg.sharding_rules.get(logical, ()))
+        ways = math.prod(shape[a] for a in axes)
+        if size % ways:
+            fits = [str(d) for d in range(1, size + 1) if size % d == 0]
+            raise ConfigError(f"{what}={size} cannot be split {ways} ways over mesh axes {' x '.join(axes)} "
+                              f"(config.sharding_rules.{logical}); use sizes whose product divides {size}: "
+                              f"{', '.join(fits[:12])}{', ...' if len(fits) > 12 else ''}")
 
 
 def check_overrides(argv: list[str]) -> None:
