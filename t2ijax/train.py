@@ -23,7 +23,7 @@ from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
 from t2ijax.restore import load_run_config
 from t2ijax.techniques import ema
-from t2ijax.train_step import make_heldout_loss, make_train_step
+from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
 
 
 def check_writable(directory: str) -> None:
@@ -119,8 +119,7 @@ class Run:
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
                                   self.shift)
-        train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                             out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+        train_step = jit_train_step(step_fn, self.state_shardings, self.mesh)
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
         # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
