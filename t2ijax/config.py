@@ -281,8 +281,16 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     _check_eval(cfg)
 
 
-def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
-    """Raises ConfigError (one line) for the first problem found; returns None if none."""
+def _check_attention(cfg: ml_collections.ConfigDict, platform: str) -> None:
+    if cfg.model.attention_impl == "cudnn" and platform != "gpu":
+        raise ConfigError(f"config.model.attention_impl='cudnn' runs only on NVIDIA GPUs and this backend is {platform}; "
+                          "use xla")
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
+             platform: str | None = None) -> None:
+    """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
+    (jax.default_backend()) also checks the choices that need a particular backend."""
     flat = flatten(cfg)
     _check_keys_and_types(flat, flatten(base.get_config()))
     missing = sorted(set(flatten(base.get_config())) - set(flat))
@@ -297,3 +305,5 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_mesh(cfg, num_devices, num_processes)
+    if platform is not None:
+        _check_attention(cfg, platform)

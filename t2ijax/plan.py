@@ -65,7 +65,7 @@ def main(argv):
             config.data.global_batch_size = FLAGS.batch
         if FLAGS.remat is not None:
             config.model.remat_policy = FLAGS.remat
-        validate(config, FLAGS.devices)
+        validate(config, FLAGS.devices, platform="cpu")
         result = plan(config)
     except ConfigError as e:
         sys.exit(f"error: {e}")

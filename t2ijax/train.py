@@ -67,7 +67,7 @@ class Run:
     # --- Setup: validation before any compute, mesh, writers -------------------------------------
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
-        validate(config, jax.device_count(), jax.process_count())
+        validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
         check_writable(os.path.join(workdir, "checkpoints"))
         check_same_latent_space(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)

@@ -102,6 +102,16 @@ def test_model_dimensions_must_split_over_their_mesh_axes(model, mesh, message):
         validate(c, num_devices=64 if -1 in mesh.values() else max(mesh.values()))
 
 
+def test_cudnn_attention_needs_a_gpu():
+    c = shapes_tiny.get_config()
+    c.model.attention_impl = "cudnn"
+    validate(c, num_devices=1)  # no backend given: nothing to check it against
+    validate(c, num_devices=1, platform="gpu")
+    with pytest.raises(ConfigError, match="attention_impl='cudnn' runs only on NVIDIA GPUs and this backend is cpu; "
+                                          "use xla"):
+        validate(c, num_devices=1, platform="cpu")
+
+
 def test_model_shape_checks():
     c = shapes_tiny.get_config()
     c.model.num_heads = 3
