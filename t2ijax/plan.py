@@ -1,8 +1,8 @@
 """Plan a run's memory and compute without its hardware: the full train step compiled ahead of time
 for N (fake CPU) devices, with per-device memory and FLOPs.
 
-  python -m t2ijax.plan --config=configs/prx_small.py --devices=64 --mesh=fsdp:64 [--batch=256] \
-      [--remat=dots] [--json=plan.json] [--config.model.attention_impl=xla ...]
+  python -m t2ijax.plan --config=configs/prx_small.py --devices=64 --mesh=fsdp:64
+      [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]
 
 --mesh names axis sizes (data, fsdp, tensor; "fsdp:4,tensor:2"), the others are 1; without it
 config.mesh is used. Parameter, optimizer-state and batch bytes follow from the shardings exactly;
