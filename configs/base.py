@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
         dtype="float32",             # compute dtype: float32 | bfloat16 (params stay float32)
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
-        attention_impl="xla",        # xla | cudnn
+        attention_impl="xla",        # xla | cudnn (GPU: fused, jax.nn.dot_product_attention) | splash (TPU: Pallas)
     )
 
     # Each field here is one ablation axis (docs/architecture.md, "Formulation").

@@ -38,7 +38,7 @@ _CHOICES = {
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
-    "model.attention_impl": lambda: ["cudnn", "xla"],
+    "model.attention_impl": lambda: ["cudnn", "splash", "xla"],
     "diffusion.path": PATHS.names,
     "diffusion.beta_schedule": BETA_SCHEDULES.names,
     "diffusion.prediction": PREDICTIONS.names,
@@ -281,10 +281,21 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     _check_eval(cfg)
 
 
-def _check_attention(cfg: ml_collections.ConfigDict, platform: str) -> None:
-    if cfg.model.attention_impl == "cudnn" and platform != "gpu":
-        raise ConfigError(f"config.model.attention_impl='cudnn' runs only on NVIDIA GPUs and this backend is {platform}; "
-                          "use xla")
+_ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
+
+
+def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
+    """`platform` None: only what holds on any backend."""
+    impl = cfg.model.attention_impl
+    if impl == "splash":
+        _, downsample = geometry(cfg.autoencoder.name)
+        tokens = (cfg.data.resolution // downsample // cfg.model.patch_size) ** 2
+        if tokens % 128:
+            raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this config "
+                              f"has {tokens}; use xla, or a resolution and patch size giving 128, 256, 1024, ...")
+    if impl in _ATTENTION_PLATFORMS and platform is not None and platform != _ATTENTION_PLATFORMS[impl][0]:
+        raise ConfigError(f"config.model.attention_impl='{impl}' runs only on {_ATTENTION_PLATFORMS[impl][1]} and this "
+                          f"backend is {platform}; use xla")
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
@@ -305,5 +316,4 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_mesh(cfg, num_devices, num_processes)
-    if platform is not None:
-        _check_attention(cfg, platform)
+    _check_attention(cfg, platform)
