@@ -105,9 +105,10 @@ def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
                  jax.local_device_count(), jax.device_count())
 
 
-def barrier(name: str) -> None:
-    """Waits until every process gets here, through the coordination service (no device collective)."""
-    ocp.multihost.sync_global_processes(name, processes=set(range(jax.process_count())))
+def barrier(name: str, timeout_s: int | None = None) -> None:
+    """Waits until every process gets here, through the coordination service (no device collective);
+    orbax's default timeout (300 s) unless `timeout_s`."""
+    ocp.multihost.sync_global_processes(name, timeout=timeout_s, processes=set(range(jax.process_count())))
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
