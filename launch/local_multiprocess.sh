@@ -60,8 +60,13 @@ while true; do
   trap stop_all TERM INT
   codes=()
   for pid in "${pids[@]}"; do
-    code=0
-    wait "$pid" || code=$?
+    while true; do
+      code=0
+      wait "$pid" || code=$?
+      # A trapped signal ends `wait` early (status > 128) while the process is still writing its checkpoint.
+      if ((code > 128)) && kill -0 "$pid" 2>/dev/null; then continue; fi
+      break
+    done
     codes+=("$code")
   done
   trap - TERM INT
