@@ -2,7 +2,7 @@
 for N (fake CPU) devices, with per-device memory and FLOPs.
 
   python -m t2ijax.plan --config=configs/prx_small.py --devices=64 --mesh=fsdp:64
-      [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]
+      [--hosts=16] [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]
 
 --mesh names axis sizes (data, fsdp, tensor; "fsdp:4,tensor:2"), the others are 1; without it
 config.mesh is used. Parameter, optimizer-state and batch bytes follow from the shardings exactly;
@@ -21,6 +21,7 @@ from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
 flags.DEFINE_integer("devices", None, "Number of devices to plan for.", required=True)
 flags.DEFINE_string("mesh", "", "Mesh axis sizes, e.g. fsdp:64 or data:2,fsdp:16,tensor:2; default config.mesh.")
+flags.DEFINE_integer("hosts", 1, "Processes the devices will be spread over (checks each host's batch share).")
 flags.DEFINE_integer("batch", None, "Global batch size (default config.data.global_batch_size).")
 flags.DEFINE_enum("remat", None, ["none", "full", "dots", "dots_with_no_batch_dims"],
                   "Remat policy of the transformer blocks (default config.model.remat_policy).")
@@ -65,7 +66,9 @@ def main(argv):
             config.data.global_batch_size = FLAGS.batch
         if FLAGS.remat is not None:
             config.model.remat_policy = FLAGS.remat
-        validate(config, FLAGS.devices, platform="cpu")
+        if FLAGS.hosts < 1 or FLAGS.devices % FLAGS.hosts:
+            raise ConfigError(f"--hosts={FLAGS.hosts} must divide --devices={FLAGS.devices} (each host has as many)")
+        validate(config, FLAGS.devices, FLAGS.hosts, platform="cpu")
         result = plan(config)
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -56,6 +56,8 @@ def test_flops_agree_with_the_layer_count_and_remat_trades_memory_for_them(plans
     (["--devices=8", "--mesh=fsdp:3"], r"config.mesh \(data=1, fsdp=3, tensor=1\) uses 3 devices but 8 are present"),
     (["--devices=8", "--mesh=tensor:8"], "config.model.num_heads=4 cannot be split 8 ways over mesh axes tensor"),
     (["--devices=8", "--mesh=fsdp=8"], "each part is AXIS:SIZE"),
+    (["--devices=8", "--mesh=fsdp:2,tensor:4", "--hosts=4", "--config.model.num_heads=8",
+      "--config.model.hidden_size=64"], "split 2 ways .* over 4 processes"),
 ])
 def test_bad_meshes_are_one_line_errors(args, message):
     done = _plan(*args)
