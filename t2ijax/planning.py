@@ -126,7 +126,8 @@ def report(plan_: Plan) -> str:
         f"  optimizer state   {gib(plan_.optimizer_bytes)}",
         f"  EMA               {gib(plan_.ema_bytes)}",
         f"  batch             {gib(plan_.batch_bytes)}",
-        f"  arguments         {gib(plan_.argument_bytes)}   (compiled; state + batch = {gib(state + plan_.batch_bytes)})",
+        f"  arguments         {gib(plan_.argument_bytes)}   (compiled; state + batch = "
+        f"{gib(state + plan_.batch_bytes)})",
         f"  outputs           {gib(plan_.output_bytes)}   ({gib(plan_.alias_bytes)} of them over the donated state)",
         f"  temporaries       {gib(plan_.temp_bytes)}   (activations, gradients, workspace)",
         f"  peak              {gib(plan_.peak_bytes)}   (arguments + outputs - donated + temporaries)",

@@ -87,10 +87,12 @@ def test_per_host_batch_must_be_whole():
 
 
 @pytest.mark.parametrize("model, mesh, message", [
-    (dict(num_heads=4), dict(tensor=8), r"config.model.num_heads=4 cannot be split 8 ways over mesh axes tensor "
-                                        r"\(config.sharding_rules.heads\); use sizes whose product divides 4: 1, 2, 4$"),
-    (dict(hidden_size=96, num_heads=2), dict(fsdp=-1), "config.model.hidden_size=96 cannot be split 64 ways over mesh "
-                                                       "axes fsdp .* divides 96: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96$"),
+    (dict(num_heads=4), dict(tensor=8),
+     r"config.model.num_heads=4 cannot be split 8 ways over mesh axes tensor \(config.sharding_rules.heads\); "
+     r"use sizes whose product divides 4: 1, 2, 4$"),
+    (dict(hidden_size=96, num_heads=2), dict(fsdp=-1),
+     "config.model.hidden_size=96 cannot be split 64 ways over mesh axes fsdp .* divides 96: 1, 2, 3, 4, 6, 8, 12, "
+     "16, 24, 32, 48, 96$"),
     (dict(hidden_size=32, num_heads=4, mlp_ratio=1.3125), dict(tensor=4), "the MLP width .*=42 cannot be split 4 ways"),
 ])
 def test_model_dimensions_must_split_over_their_mesh_axes(model, mesh, message):
