@@ -103,7 +103,8 @@ SHARDED_STEPS = textwrap.dedent("""
     data_dir, workdir, *meshes = sys.argv[1:]
     for name in meshes:  # "fsdp=4,tensor=2": the axes not named have size 1
         config = tiny_config(data_dir)
-        config.mesh.update(dict(data=1, fsdp=1, tensor=1), **{a: int(s) for a, s in (kv.split("=") for kv in name.split(","))})
+        sizes = dict(part.split("=") for part in name.split(","))
+        config.mesh.update({axis: int(sizes.get(axis, 1)) for axis in ("data", "fsdp", "tensor")})
         run = Run(config, f"{workdir}/{name}").setup()
         assert run.mesh.devices.size == jax.device_count()
         losses = []
@@ -143,8 +144,8 @@ def test_train_step_and_generation_on_8_devices_match_1_device(data_dir, tmp_pat
         assert sharded.keys() == single.keys() - {"losses", "images"}
         for key in sharded:
             np.testing.assert_allclose(sharded[key], single[key], atol=2e-6, rtol=1e-4, err_msg=f"{name} {key}")
-        qkv, gate = shards["['blocks']['attention']['img_qkv']['kernel']"], shards["['blocks']['gate_proj']['kernel']"]
-        full_qkv, full_gate = single["['blocks']['attention']['img_qkv']['kernel']"], single["['blocks']['gate_proj']['kernel']"]
+        qkv_name, gate_name = "['blocks']['attention']['img_qkv']['kernel']", "['blocks']['gate_proj']['kernel']"
+        qkv, gate, full_qkv, full_gate = shards[qkv_name], shards[gate_name], single[qkv_name], single[gate_name]
         # [layers, embed, 3, heads, head_dim] and [layers, embed, mlp]: embed over fsdp, heads and mlp over tensor.
         fsdp, tensor = (8, 1) if name == "fsdp=8" else (4, 2) if name == "fsdp=4,tensor=2" else (1, 1)
         assert tuple(qkv) == (full_qkv.shape[0], full_qkv.shape[1] // fsdp, 3, full_qkv.shape[3] // tensor,
