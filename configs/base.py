@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
         dtype="float32",             # compute dtype: float32 | bfloat16 (params stay float32)
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
-        attention_impl="xla",        # xla | cudnn
+        attention_impl="xla",        # xla | cudnn (GPU: fused, jax.nn.dot_product_attention) | splash (TPU: Pallas)
     )
 
     # Each field here is one ablation axis (docs/architecture.md, "Formulation").
@@ -128,6 +128,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Moving average of the params for sampling and evaluation (PRX: 0.999 every 10 steps).
     c.ema = dict(decay=0.0, every_steps=1, start_step=0)  # decay 0 = off
+
+    # Several processes (hosts). Empty coordinator_address: jax detects a Cloud TPU VM, SLURM or Open MPI
+    # job, and anything else runs as one process. With an address (GPU clusters without SLURM, several
+    # processes on one machine) every process names the same host:port, the count and its own id.
+    c.distributed = dict(
+        coordinator_address="",      # "host:port" of process 0's coordinator
+        num_processes=0,             # 0 = detected from the cluster
+        process_id=-1,               # -1 = detected from the cluster
+    )
 
     # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)

@@ -39,7 +39,7 @@ _CHOICES = {
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
-    "model.attention_impl": lambda: ["cudnn", "xla"],
+    "model.attention_impl": lambda: ["cudnn", "splash", "xla"],
     "diffusion.path": PATHS.names,
     "diffusion.beta_schedule": BETA_SCHEDULES.names,
     "diffusion.prediction": PREDICTIONS.names,
@@ -250,13 +250,34 @@ def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes:
     if unknown_axes:
         raise ConfigError(f"config.sharding_rules name mesh axes {unknown_axes}; mesh axes are {MESH_AXES}")
     shape = dict(zip(MESH_AXES, mesh_shape(cfg.mesh, num_devices)))
+    _check_model_split(cfg, shape)
     data_parallel = shape["data"] * shape["fsdp"]
     batch = cfg.data.global_batch_size
+    if data_parallel % num_processes:
+        raise ConfigError(f"the batch is split {data_parallel} ways ({' x '.join(BATCH_AXES)}) over {num_processes} "
+                          f"processes, so some process would feed another's devices; make data x fsdp a multiple of "
+                          f"{num_processes} (keep the tensor axis within a host)")
     if batch % data_parallel:
+        per_host = f" (nor into a whole per-host batch over {num_processes} processes)" if batch % num_processes else ""
         raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by the data-parallel size "
-                          f"{data_parallel} ({' x '.join(BATCH_AXES)}); use a multiple of {data_parallel}")
-    if batch % num_processes:
-        raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by {num_processes} processes")
+                          f"{data_parallel} ({' x '.join(BATCH_AXES)}){per_host}; use a multiple of {data_parallel}")
+
+
+def _check_model_split(cfg: ml_collections.ConfigDict, shape: dict[str, int]) -> None:
+    """Each model dimension splits evenly over the mesh axes its logical axis maps to (config.sharding_rules)."""
+    m = cfg.model
+    dims = (("heads", "config.model.num_heads", m.num_heads),
+            ("embed", "config.model.hidden_size", m.hidden_size),
+            ("mlp", "the MLP width (hidden_size x mlp_ratio)", int(m.hidden_size * m.mlp_ratio)),
+            ("mlp", "config.model.hidden_size (the time embedding MLP)", m.hidden_size))
+    for logical, what, size in dims:
+        axes = tuple(cfg.sharding_rules.get(logical, ()))
+        ways = math.prod(shape[a] for a in axes)
+        if size % ways:
+            fits = [str(d) for d in range(1, size + 1) if size % d == 0]
+            raise ConfigError(f"{what}={size} cannot be split {ways} ways over mesh axes {' x '.join(axes)} "
+                              f"(config.sharding_rules.{logical}); use sizes whose product divides {size}: "
+                              f"{', '.join(fits[:12])}{', ...' if len(fits) > 12 else ''}")
 
 
 def check_overrides(argv: list[str]) -> None:
@@ -277,8 +298,27 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     _check_eval(cfg)
 
 
-def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
-    """Raises ConfigError (one line) for the first problem found; returns None if none."""
+_ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
+
+
+def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
+    """`platform` None: only what holds on any backend."""
+    impl = cfg.model.attention_impl
+    if impl == "splash":
+        _, downsample = geometry(cfg.autoencoder.name)
+        tokens = (cfg.data.resolution // downsample // cfg.model.patch_size) ** 2
+        if tokens % 128:
+            raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this config "
+                              f"has {tokens}; use xla, or a resolution and patch size giving 128, 256, 1024, ...")
+    if impl in _ATTENTION_PLATFORMS and platform is not None and platform != _ATTENTION_PLATFORMS[impl][0]:
+        raise ConfigError(f"config.model.attention_impl='{impl}' runs only on {_ATTENTION_PLATFORMS[impl][1]} and this "
+                          f"backend is {platform}; use xla")
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
+             platform: str | None = None) -> None:
+    """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
+    (jax.default_backend()) also checks the choices that need a particular backend."""
     flat = flatten(cfg)
     _check_keys_and_types(flat, flatten(base.get_config()))
     missing = sorted(set(flatten(base.get_config())) - set(flat))
@@ -294,3 +334,4 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_mesh(cfg, num_devices, num_processes)
+    _check_attention(cfg, platform)

@@ -3,6 +3,9 @@
   python -m t2ijax.main --config=configs/shapes_tiny.py --workdir=workdirs/shapes_tiny \
       [--config.total_steps=3000 --config.model.depth=6 ...]
 
+Several processes (one per host): every process runs the same command; on Cloud TPU, SLURM and
+Open MPI they find each other, elsewhere add --config.distributed.coordinator_address=HOST:PORT
+--config.distributed.num_processes=N --config.distributed.process_id=I (docs/launch.md).
 Resumes automatically from the newest good checkpoint in the workdir. Exit codes: 0 done, 1 an
 error to fix (one line), 75 stopped by SIGTERM after writing a checkpoint (rerun to resume).
 """
@@ -24,10 +27,12 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax.errors import ConfigError, NonFiniteError, StorageError
     from t2ijax.preemption import EXIT_CODE, Preempted
+    from t2ijax.sharding import initialize_distributed
     from t2ijax.train import train_and_evaluate
 
     config = loaded_config(FLAGS.config)
     try:
+        initialize_distributed(config.distributed)
         outputs = train_and_evaluate(config, FLAGS.workdir)
     except (ConfigError, NonFiniteError, StorageError) as e:
         sys.exit(f"error: {e}")

@@ -6,6 +6,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
@@ -78,9 +79,36 @@ def state_shardings(abstract_boxed, mesh: Mesh, rules) -> object:
     return shardings
 
 
-def barrier(name: str) -> None:
-    """Waits until every process gets here, through the coordination service (no device collective)."""
-    ocp.multihost.sync_global_processes(name, processes=set(range(jax.process_count())))
+def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
+    """Joins the job's other processes (config.distributed); call before anything touches a device.
+
+    Without a coordinator address jax looks for a Cloud TPU VM, SLURM or Open MPI job and takes the
+    address, process count and id from it; on a machine that is none of these the run is one process.
+    """
+    address, count, index = cfg.coordinator_address, cfg.num_processes, cfg.process_id
+    if not address:
+        if count or index != -1:
+            raise ConfigError("config.distributed.num_processes/process_id are set without "
+                              "config.distributed.coordinator_address; give the address (host:port) too, or "
+                              "leave all three empty to detect the cluster")
+        try:
+            jax.distributed.initialize()
+        except ValueError:  # no cluster detected: one process
+            return
+    else:
+        if ":" not in address or count < 0 or index < -1 or (count and index >= count):
+            raise ConfigError(f"config.distributed needs coordinator_address as host:port (got {address!r}), "
+                              f"num_processes >= 1 and 0 <= process_id < num_processes (got {count}, {index}); "
+                              "0 and -1 take them from the cluster")
+        jax.distributed.initialize(address, count or None, None if index == -1 else index)
+    logging.info("process %d of %d, %d local devices of %d", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
+
+
+def barrier(name: str, timeout_s: int | None = None) -> None:
+    """Waits until every process gets here, through the coordination service (no device collective);
+    orbax's default timeout (300 s) unless `timeout_s`."""
+    ocp.multihost.sync_global_processes(name, timeout=timeout_s, processes=set(range(jax.process_count())))
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

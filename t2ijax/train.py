@@ -24,7 +24,7 @@ from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
 from t2ijax.restore import load_run_config
 from t2ijax.techniques import ema
-from t2ijax.train_step import make_heldout_loss, make_train_step
+from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
 
 
 def check_writable(directory: str) -> None:
@@ -69,7 +69,7 @@ class Run:
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
         finetune.resolve_init_from(config)
-        validate(config, jax.device_count(), jax.process_count())
+        validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
         check_writable(os.path.join(workdir, "checkpoints"))
         check_same_latent_space(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)
@@ -124,13 +124,14 @@ class Run:
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
                                   self.shift)
-        train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                             out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+        train_step = jit_train_step(step_fn, self.state_shardings, self.mesh)
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
         # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
         sharding.barrier("t2ijax: train step compiled")
-        self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion))
+        # Replicated, so every process can read the losses when the params span several hosts.
+        self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion),
+                                    out_shardings=sharding.replicated(self.mesh))
         self.generator = Generator(self.model, self.space, config.diffusion, config.sampler, self.image_shape,
                                    self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
         self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from t2ijax import nonfinite
+from t2ijax import nonfinite, sharding
 from t2ijax.diffusion.losses import training_loss, velocity_mse
 from t2ijax.diffusion.timesteps import sample_timesteps
 from t2ijax.techniques import ema
@@ -57,6 +57,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         return new_state, metrics
 
     return train_step
+
+
+def jit_train_step(train_step, state_shardings, mesh: jax.sharding.Mesh):
+    """The step jitted over `mesh`: state in its shardings (the old one donated), batch split over
+    data x fsdp, metrics replicated."""
+    return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
 def make_heldout_loss(model: nn.Module, diffusion: ml_collections.ConfigDict):

@@ -70,6 +70,50 @@ def test_batch_must_divide_over_data_parallel_devices():
     validate(c, num_devices=8)
 
 
+def test_per_host_batch_must_be_whole():
+    c = shapes_tiny.get_config()
+    c.data.global_batch_size = 10
+    c.mesh.update(data=-1, fsdp=1, tensor=1)
+    with pytest.raises(ConfigError, match=r"global_batch_size=10 is not divisible by the data-parallel size 4 "
+                                          r"\(data x fsdp\) \(nor into a whole per-host batch over 4 processes\); "
+                                          r"use a multiple of 4"):
+        validate(c, num_devices=4, num_processes=4)
+    c.data.global_batch_size = 8
+    c.mesh.update(data=1, fsdp=2, tensor=4)
+    with pytest.raises(ConfigError, match="split 2 ways .* over 4 processes.*make data x fsdp a multiple of 4"):
+        validate(c, num_devices=8, num_processes=4)
+    c.mesh.update(data=1, fsdp=4, tensor=2)
+    validate(c, num_devices=8, num_processes=4)
+
+
+@pytest.mark.parametrize("model, mesh, message", [
+    (dict(num_heads=4), dict(tensor=8),
+     r"config.model.num_heads=4 cannot be split 8 ways over mesh axes tensor \(config.sharding_rules.heads\); "
+     r"use sizes whose product divides 4: 1, 2, 4$"),
+    (dict(hidden_size=96, num_heads=2), dict(fsdp=-1),
+     "config.model.hidden_size=96 cannot be split 64 ways over mesh axes fsdp .* divides 96: 1, 2, 3, 4, 6, 8, 12, "
+     "16, 24, 32, 48, 96$"),
+    (dict(hidden_size=32, num_heads=4, mlp_ratio=1.3125), dict(tensor=4), "the MLP width .*=42 cannot be split 4 ways"),
+])
+def test_model_dimensions_must_split_over_their_mesh_axes(model, mesh, message):
+    c = shapes_tiny.get_config()
+    c.data.global_batch_size = 64
+    c.model.update(model)
+    c.mesh.update(dict(dict(data=1, fsdp=1, tensor=1), **mesh))
+    with pytest.raises(ConfigError, match=message):
+        validate(c, num_devices=64 if -1 in mesh.values() else max(mesh.values()))
+
+
+def test_cudnn_attention_needs_a_gpu():
+    c = shapes_tiny.get_config()
+    c.model.attention_impl = "cudnn"
+    validate(c, num_devices=1)  # no backend given: nothing to check it against
+    validate(c, num_devices=1, platform="gpu")
+    with pytest.raises(ConfigError, match="attention_impl='cudnn' runs only on NVIDIA GPUs and this backend is cpu; "
+                                          "use xla"):
+        validate(c, num_devices=1, platform="cpu")
+
+
 def test_model_shape_checks():
     c = shapes_tiny.get_config()
     c.model.num_heads = 3

@@ -32,21 +32,8 @@ CONFIG = textwrap.dedent("""
         c.checkpoint.update(every_steps=2, keep=2)
         c.log.every_steps = 1
         c.ema.decay = 0.9
-        c.eval.metrics = ()  # evaluation is not multi-process yet (issue 10)
+        c.eval.metrics = ()  # kept short: tests/test_multihost.py evaluates on 2 processes
         return c
-""")
-
-# t2ijax.main as one of two processes on this machine (DESIGN.md: gloo collectives on CPU).
-TWO_PROCESSES = textwrap.dedent("""
-    import sys
-    import jax
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[1], num_processes=2,
-                               process_id=int(sys.argv[2]))
-    from absl import app
-    from t2ijax import main
-    sys.argv = ["t2ijax.main"] + sys.argv[3:]
-    app.run(main.main, flags_parser=main.parse_flags)
 """)
 
 
@@ -71,8 +58,10 @@ class Launch:
         if self.processes == 1:
             commands = [[sys.executable, "-m", "t2ijax.main", *self.args]]
         else:
-            port = str(_free_port())
-            commands = [[sys.executable, "-c", TWO_PROCESSES, port, str(i), *self.args] for i in range(2)]
+            address = f"127.0.0.1:{_free_port()}"
+            commands = [[sys.executable, "-m", "t2ijax.main", *self.args,
+                         f"--config.distributed.coordinator_address={address}", "--config.distributed.num_processes=2",
+                         f"--config.distributed.process_id={i}"] for i in range(2)]
         return [subprocess.Popen(c, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True) for c in commands]
 

@@ -105,7 +105,8 @@ def test_every_param_has_logical_axis_names(scan):
             assert leaf.value.shape[0] == TINY["depth"]
 
 
-def test_full_remat_keeps_gradients(tiny_state_dict):
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_with_no_batch_dims"])
+def test_remat_policies_keep_gradients(tiny_state_dict, policy):
     inputs = _inputs()
 
     def grads(remat_policy):
@@ -117,7 +118,7 @@ def test_full_remat_keeps_gradients(tiny_state_dict):
     reference = grads("none")
     assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(reference))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
-                 grads("full"), reference)
+                 grads(policy), reference)
 
 
 def test_scan_traces_to_the_same_program_at_any_depth():

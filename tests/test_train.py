@@ -95,43 +95,59 @@ def test_train_writes_outputs_and_resumes_from_the_right_step(data_dir, tmp_path
     assert Image.open(out).size == (4 * 32, 4 * 32)
 
 
-SHARDED_STEP = textwrap.dedent("""
+SHARDED_STEPS = textwrap.dedent("""
     import sys, jax, numpy as np
     sys.path.insert(0, "tests")
     from conftest import tiny_config
     from t2ijax.train import Run
-    config = tiny_config(sys.argv[1])
-    config.mesh.update(data=1, fsdp=int(sys.argv[3]), tensor=int(sys.argv[4]))
-    run = Run(config, sys.argv[2]).setup()
-    assert jax.device_count() == int(sys.argv[3]) * int(sys.argv[4])
-    losses = []
-    with jax.set_mesh(run.mesh):
-        for step in range(3):
-            run.state, metrics = run.train_step(run.state, run.device_batch(step))
-            losses.append(float(metrics["loss"]))
-        # 5 prompts in batches of 4: the second batch is padded, both are split over the mesh.
-        images = run.generator(run.state.sampling_params, run.data.validation["text"][:5],
-                               run.data.validation["text_mask"][:5], batch_size=4)
-    leaves = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(run.state.params)}
-    np.savez(sys.argv[2] + "/result.npz", losses=np.array(losses), images=images, **leaves)
+    data_dir, workdir, *meshes = sys.argv[1:]
+    for name in meshes:  # "fsdp=4,tensor=2": the axes not named have size 1
+        config = tiny_config(data_dir)
+        sizes = dict(part.split("=") for part in name.split(","))
+        config.mesh.update({axis: int(sizes.get(axis, 1)) for axis in ("data", "fsdp", "tensor")})
+        run = Run(config, f"{workdir}/{name}").setup()
+        assert run.mesh.devices.size == jax.device_count()
+        losses = []
+        with jax.set_mesh(run.mesh):
+            for step in range(3):
+                run.state, metrics = run.train_step(run.state, run.device_batch(step))
+                losses.append(float(metrics["loss"]))
+            # 5 prompts in batches of 4: the second batch is padded, both are split over the mesh.
+            images = run.generator(run.state.sampling_params, run.data.validation["text"][:5],
+                                   run.data.validation["text_mask"][:5], batch_size=4)
+        params = run.state.params
+        # Which devices hold a piece of each kernel: the rules put heads and the MLP on the tensor axis.
+        pieces = {jax.tree_util.keystr(p): np.array(x.sharding.shard_shape(x.shape))
+                  for p, x in jax.tree_util.tree_leaves_with_path(params)}
+        leaves = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+        np.savez(f"{workdir}/{name}.npz", losses=np.array(losses), images=images, **leaves)
+        np.savez(f"{workdir}/{name}.shards.npz", **pieces)
 """)
 
 
-def _sharded_run(data_dir, workdir, fsdp, tensor):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={fsdp * tensor}")
-    subprocess.run([sys.executable, "-c", SHARDED_STEP, data_dir, str(workdir), str(fsdp), str(tensor)],
-                   cwd=REPO, env=env, check=True, timeout=300)
-    return dict(np.load(f"{workdir}/result.npz"))
+def _sharded_runs(data_dir, workdir, devices, meshes):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    subprocess.run([sys.executable, "-c", SHARDED_STEPS, data_dir, str(workdir), *meshes],
+                   cwd=REPO, env=env, check=True, timeout=600)
+    return {name: (dict(np.load(f"{workdir}/{name}.npz")), dict(np.load(f"{workdir}/{name}.shards.npz")))
+            for name in meshes}
 
 
 def test_train_step_and_generation_on_8_devices_match_1_device(data_dir, tmp_path):
-    single = _sharded_run(data_dir, tmp_path / "one", 1, 1)
-    sharded = _sharded_run(data_dir, tmp_path / "eight", 4, 2)
-    np.testing.assert_allclose(sharded.pop("losses"), single.pop("losses"), rtol=1e-5)
-    single_images, sharded_images = single.pop("images"), sharded.pop("images")
-    assert single_images.shape == sharded_images.shape == (5, 32, 32, 3)
-    # uint8 pixels: float reassociation across devices may flip a rounding, nothing more.
-    assert np.abs(single_images.astype(int) - sharded_images.astype(int)).max() <= 1
-    assert single.keys() == sharded.keys()
-    for name in single:
-        np.testing.assert_allclose(sharded[name], single[name], atol=2e-6, rtol=1e-4, err_msg=name)
+    single, _ = _sharded_runs(data_dir, tmp_path / "one", 1, ["data=1"])["data=1"]
+    meshes = ["data=8", "fsdp=8", "fsdp=4,tensor=2"]
+    for name, (sharded, shards) in _sharded_runs(data_dir, tmp_path / "eight", 8, meshes).items():
+        np.testing.assert_allclose(sharded.pop("losses"), single["losses"], rtol=1e-5, err_msg=name)
+        assert single["images"].shape == sharded["images"].shape == (5, 32, 32, 3)
+        # uint8 pixels: float reassociation across devices may flip a rounding, nothing more.
+        assert np.abs(single["images"].astype(int) - sharded.pop("images").astype(int)).max() <= 1, name
+        assert sharded.keys() == single.keys() - {"losses", "images"}
+        for key in sharded:
+            np.testing.assert_allclose(sharded[key], single[key], atol=2e-6, rtol=1e-4, err_msg=f"{name} {key}")
+        qkv_name, gate_name = "['blocks']['attention']['img_qkv']['kernel']", "['blocks']['gate_proj']['kernel']"
+        qkv, gate, full_qkv, full_gate = shards[qkv_name], shards[gate_name], single[qkv_name], single[gate_name]
+        # [layers, embed, 3, heads, head_dim] and [layers, embed, mlp]: embed over fsdp, heads and mlp over tensor.
+        fsdp, tensor = (8, 1) if name == "fsdp=8" else (4, 2) if name == "fsdp=4,tensor=2" else (1, 1)
+        assert tuple(qkv) == (full_qkv.shape[0], full_qkv.shape[1] // fsdp, 3, full_qkv.shape[3] // tensor,
+                              full_qkv.shape[4]), name
+        assert tuple(gate) == (full_gate.shape[0], full_gate.shape[1] // fsdp, full_gate.shape[2] // tensor), name

@@ -2,11 +2,13 @@
 import dataclasses
 import os
 
+import jax
 import ml_collections
 import numpy as np
 
+from t2ijax import sharding
 from t2ijax.data.latent_cache import LatentCache
-from t2ijax.data.sources import load_split
+from t2ijax.data.sources import SPLITS, load_split
 from t2ijax.data.text_cache import TextCache
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
 from t2ijax.models.autoencoders.latent_space import LatentSpace
@@ -47,6 +49,18 @@ def model_inputs(batch: dict[str, np.ndarray], space: LatentSpace) -> np.ndarray
     return batch["latent"] if "latent" in batch else space.images_to_latents(batch["image"])
 
 
+def _build_on_one_process(data_cfg: ml_collections.ConfigDict) -> None:
+    """With several processes, process 0 builds a missing dataset while the others wait: two builders
+    of one dataset directory race. (Caption embeddings need no such care: every process encodes the
+    same captions, a collective over the mesh, and writes the same file atomically.)"""
+    if jax.process_count() == 1:
+        return
+    if jax.process_index() == 0:
+        for split in SPLITS:
+            load_split(data_cfg, split)
+    sharding.barrier("t2ijax: dataset built", timeout_s=6 * 3600)
+
+
 def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
     """Builds what is missing (dataset, caption embeddings, latents) and loads everything into memory.
 
@@ -54,6 +68,7 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     cached yet: dataset captions, the empty caption, the sample prompts and the negative prompt;
     and the autoencoder only for latent shards not cached yet; training itself never does either.
     """
+    _build_on_one_process(config.data)
     cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
 
     def with_text(split: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:

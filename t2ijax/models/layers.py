@@ -147,8 +147,13 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
     """Attention of q [B, Lq, heads, D] over the keys [B, Lk, heads, D] where key_mask [B, Lk].
 
     "xla" is plain einsums with fp32 logits and softmax (fastest on CPU); "cudnn" is
-    jax.nn.dot_product_attention's fused GPU kernel (bf16/fp16 inputs).
+    jax.nn.dot_product_attention's fused GPU kernel (bf16/fp16 inputs); "splash" the Pallas TPU
+    kernel (t2ijax/models/splash.py).
     """
+    if implementation == "splash":
+        from t2ijax.models.splash import splash_attention
+
+        return splash_attention(q, k, v, key_mask)
     if implementation == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :],
                                             implementation="cudnn")

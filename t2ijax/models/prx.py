@@ -152,7 +152,7 @@ class PRX(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
     scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", or "cudnn" on GPU
+    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
 
     @property
     def head_dim(self) -> int:

@@ -1,0 +1,141 @@
+"""Per-device memory and FLOPs of a config's train step, from an ahead-of-time compile against the
+devices present (t2ijax.plan fakes N CPU devices): nothing is allocated and no data is read."""
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from t2ijax import sharding, train_state
+from t2ijax.diffusion.timesteps import time_shift
+from t2ijax.models.autoencoders import geometry
+from t2ijax.models.build import build_model, num_image_tokens
+from t2ijax.models.text.encoder import NO_TEXT
+from t2ijax.models.text.loading import read_model_config, resolve_model_dir
+from t2ijax.optim import make_optimizer
+from t2ijax.techniques import ema
+from t2ijax.train_step import jit_train_step, make_train_step
+
+# Memory per chip: TPU v5e 16 GiB HBM, v5p 95 GiB, H100 80 GB.
+ACCELERATORS = {"v5e": 16 * 2**30, "v5p": 95 * 2**30, "H100": 80 * 10**9}
+
+
+@dataclasses.dataclass
+class Plan:
+    mesh: dict[str, int]
+    global_batch: int
+    parameters: int                 # scalars in the model
+    params_bytes: int               # per device, from the state's shardings
+    optimizer_bytes: int
+    ema_bytes: int
+    batch_bytes: int
+    argument_bytes: int             # the compiled executable's memory_analysis(), per device
+    output_bytes: int
+    alias_bytes: int                # outputs written over donated arguments (the new state)
+    temp_bytes: int                 # activations kept for the backward pass, gradients, workspace
+    flops_per_step: float           # XLA's count for the whole step, recomputation included
+    model_flops_per_image: float    # 3 x the forward matmuls and attention of one image (no recompute)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    @property
+    def flops_per_image(self) -> float:
+        return self.flops_per_step / self.global_batch
+
+
+def _bytes_per_device(tree) -> int:
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def text_width(cfg: ml_collections.ConfigDict) -> int:
+    """Width of the caption embeddings the denoiser reads, from the encoder's config.json."""
+    if cfg.name.lower() == NO_TEXT:
+        return 1
+    return read_model_config(resolve_model_dir(cfg.path or cfg.name))[1].hidden_size
+
+
+def model_flops_per_image(cfg: ml_collections.ConfigDict, image_tokens: int, text_tokens: int, text_dim: int,
+                          patch_features: int) -> float:
+    """Training FLOPs of one image counted from the PRX layer shapes: 2 per multiply-add of every matmul
+    and of attention (image queries over text + image keys), times 3 for the backward pass."""
+    h, depth = cfg.hidden_size, cfg.depth
+    mlp = int(h * cfg.mlp_ratio)
+    per_block = (image_tokens * (3 * h * h + h * h + 3 * h * mlp)  # qkv, out, GeGLU gate/up/down
+                 + text_tokens * 2 * h * h                            # text K/V
+                 + 2 * image_tokens * (text_tokens + image_tokens) * h  # QK^T and AV
+                 + 6 * h * h)                                         # adaLN modulation
+    stem = (image_tokens * (patch_features * h + h * patch_features) + text_tokens * text_dim * h
+            + 256 * h + h * h + 2 * h * h)                            # patch in/out, text in, time MLP, final adaLN
+    return 3 * 2 * (depth * per_block + stem)
+
+
+def plan(config: ml_collections.ConfigDict) -> Plan:
+    """Compiles config's train step for the devices present and measures it."""
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.logical_rules(config.sharding_rules)
+    channels, downsample = geometry(config.autoencoder.name)
+    side = config.data.resolution // downsample
+    text_dim, text_len, batch = text_width(config.text_encoder), config.text_encoder.max_length, \
+        config.data.global_batch_size
+    model = build_model(config.model, channels, text_dim)
+    optimizer, schedule = make_optimizer(config.optim, config.total_steps)
+    example = train_state.example_inputs(1, side, channels, text_len, text_dim)
+    split = sharding.batch_sharding(mesh)
+    batch_shapes = {"x0": jax.ShapeDtypeStruct((batch, side, side, channels), jnp.float32, sharding=split),
+                    "text": jax.ShapeDtypeStruct((batch, text_len, text_dim), jnp.float16, sharding=split),
+                    "text_mask": jax.ShapeDtypeStruct((batch, text_len), jnp.bool_, sharding=split)}
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, side))
+
+    def lower(model_):
+        state_ = train_state.abstract(model_, optimizer, example, mesh, rules, ema.enabled(config.ema))
+        step = make_train_step(model_, optimizer, schedule, config, jnp.zeros((text_len, text_dim)),
+                               jnp.ones((text_len,), bool), shift)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return state_, jit_train_step(step, jax.tree.map(lambda x: x.sharding, state_), mesh).lower(
+                state_, batch_shapes)
+
+    state, lowered = lower(model)
+    memory = lowered.compile().memory_analysis()
+    # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
+    cost = lower(model.clone(scan_layers=False))[1].cost_analysis()
+    p = config.model.patch_size
+    return Plan(mesh=dict(mesh.shape), global_batch=batch,
+                parameters=sum(x.size for x in jax.tree.leaves(state.params)),
+                params_bytes=_bytes_per_device(state.params), optimizer_bytes=_bytes_per_device(state.opt_state),
+                ema_bytes=_bytes_per_device(state.ema_params), batch_bytes=_bytes_per_device(batch_shapes),
+                argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
+                alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+                flops_per_step=float(cost["flops"]),
+                model_flops_per_image=model_flops_per_image(config.model, (side // p) ** 2, text_len, text_dim,
+                                                            channels * p * p))
+
+
+def report(plan_: Plan) -> str:
+    gib = lambda n: f"{n / 2**30:8.3f} GiB" if n >= 2**30 else f"{n / 2**20:8.3f} MiB"
+    state = plan_.params_bytes + plan_.optimizer_bytes + plan_.ema_bytes + 4 + 8  # + step (int32) and rng (2 x uint32)
+    devices = math.prod(plan_.mesh.values())
+    lines = [
+        f"mesh {plan_.mesh} ({devices} devices), global batch {plan_.global_batch}, "
+        f"{plan_.parameters / 1e6:.1f}M parameters",
+        "per device:",
+        f"  parameters        {gib(plan_.params_bytes)}",
+        f"  optimizer state   {gib(plan_.optimizer_bytes)}",
+        f"  EMA               {gib(plan_.ema_bytes)}",
+        f"  batch             {gib(plan_.batch_bytes)}",
+        f"  arguments         {gib(plan_.argument_bytes)}   (compiled; state + batch = "
+        f"{gib(state + plan_.batch_bytes)})",
+        f"  outputs           {gib(plan_.output_bytes)}   ({gib(plan_.alias_bytes)} of them over the donated state)",
+        f"  temporaries       {gib(plan_.temp_bytes)}   (activations, gradients, workspace)",
+        f"  peak              {gib(plan_.peak_bytes)}   (arguments + outputs - donated + temporaries)",
+        f"FLOPs per step      {plan_.flops_per_step:.3e}   (XLA's count, recomputation included; "
+        f"{plan_.flops_per_step / devices:.3e} per device)",
+        f"FLOPs per image     {plan_.flops_per_image:.3e}   (model: {plan_.model_flops_per_image:.3e}, the matmuls "
+        "and attention forward and backward)",
+        "fits: " + ", ".join(f"{name} ({size / 2**30:.1f} GiB) {'yes' if plan_.peak_bytes <= size else 'no'}"
+                             for name, size in ACCELERATORS.items()),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Attention implementations: splash (run in Pallas' interpreter on CPU) equals the XLA path in
+values and gradients, alone and split over a mesh; each is accepted only where it runs."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import shapes_tiny
+from t2ijax.config import validate
+from t2ijax.errors import ConfigError
+from t2ijax.models.layers import masked_attention
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _inputs(batch=2, image=128, text=16, heads=2, dim=32):
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((batch, n, heads, dim)), jnp.float32)
+               for n in (image, text + image, text + image))
+    mask = np.ones((batch, text + image), bool)
+    mask[0, 5:text] = False  # the first caption has 5 real tokens
+    return q, k, v, jnp.asarray(mask)
+
+
+def _loss_and_grads(implementation, q, k, v, mask):
+    loss = lambda q, k, v: jnp.sum(jnp.square(masked_attention(q, k, v, mask, implementation)))
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+
+
+def test_splash_equals_xla_with_padded_text():
+    inputs = _inputs()
+    (loss, grads), (ref_loss, ref_grads) = _loss_and_grads("splash", *inputs), _loss_and_grads("xla", *inputs)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for g, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+
+
+ON_A_MESH = textwrap.dedent("""
+    import sys, jax, numpy as np, flax.linen as nn
+    sys.path.insert(0, "tests")
+    from test_attention import _inputs, _loss_and_grads, masked_attention
+    from t2ijax import sharding
+    from configs import base
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    inputs = _inputs(batch=4, heads=4)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.logical_rules(base.get_config().sharding_rules)):
+        (loss, grads), (ref_loss, ref_grads) = _loss_and_grads("splash", *inputs), _loss_and_grads("xla", *inputs)
+        assert "shard_map" in str(jax.make_jaxpr(lambda *a: masked_attention(*a, "splash"))(*inputs))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for g, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+""")
+
+
+def test_splash_split_over_data_fsdp_and_tensor_equals_xla():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    subprocess.run([sys.executable, "-c", ON_A_MESH], cwd=REPO, env=env, check=True, timeout=300)
+
+
+def test_attention_implementations_are_checked_against_the_backend_and_tokens():
+    c = shapes_tiny.get_config()  # 32 px, patch 4: 64 image tokens
+    c.model.attention_impl = "splash"
+    with pytest.raises(ConfigError, match="'splash' needs a multiple of 128 image tokens, this config has 64"):
+        validate(c, num_devices=1)
+    c.model.patch_size = 2  # 256 tokens
+    validate(c, num_devices=1, platform="tpu")
+    with pytest.raises(ConfigError, match="'splash' runs only on TPUs and this backend is gpu; use xla"):
+        validate(c, num_devices=1, platform="gpu")
