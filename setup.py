@@ -28,6 +28,10 @@ TEST = [
     "pytest-xdist>=3.6",
     "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
     "diffusers>=0.42,<0.43",
+    # tests/test_notebook.py executes notebooks/explore.ipynb headless
+    "nbclient>=0.10",
+    "nbformat>=5.10",
+    "ipykernel>=6.29",
 ]
 
 setup(
