@@ -41,6 +41,31 @@ def _leaves(config, prefix: str = "") -> list[str]:
     return names
 
 
+def module_map() -> set[str]:
+    """The module paths (t2ijax/...) the tree in docs/architecture.md's "Module map" lists: a line that
+    starts with `name/` opens a directory inside the one above it by indentation."""
+    with open(os.path.join(REPO, "docs", "architecture.md")) as f:
+        section = f.read().split("## Module map", 1)[1].split("\n## ", 1)[0]
+    tree = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    listed, stack = set(), []  # stack of (indent, directory)
+    for line in tree.splitlines():
+        indent, first = len(line) - len(line.lstrip()), (line.split() or [""])[0]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if first.endswith("/"):
+            stack.append((indent, (stack[-1][1] if stack else "") + first))
+        directory = stack[-1][1] if stack else ""
+        listed.update(directory + name for name in re.findall(r"(?<![\w/.])(\w+\.py)\b", line))
+    return listed
+
+
+def test_module_map_lists_every_module():
+    modules = {os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "t2ijax", "**", "*.py"), recursive=True)
+               if not p.endswith("__init__.py")}
+    missing = sorted(modules - module_map())
+    assert not missing, f"add these to the Module map of docs/architecture.md: {missing}"
+
+
 def test_configuration_reference_is_current():
     with open(REFERENCE) as f:
         committed = f.read()
