@@ -21,7 +21,7 @@ def _code(text: str) -> list[str]:
     """The fenced code blocks and inline code spans of a markdown page."""
     fenced = re.findall(r"```[^\n]*\n(.*?)```", text, re.S)
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
-    return fenced + re.findall(r"`([^`\n]+)`", prose)
+    return fenced + re.findall(r"`([^`]+)`", prose)  # an inline span may continue on the next line
 
 
 def shown_commands() -> list[str]:
