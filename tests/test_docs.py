@@ -35,6 +35,7 @@ def shown_commands() -> list[str]:
 
 
 def _leaves(config, prefix: str = "") -> list[str]:
+    """Every dotted field of `config`, walked here rather than by the generator under test."""
     names = []
     for key, value in config.items():
         names += _leaves(value, f"{prefix}{key}.") if hasattr(value, "items") else [f"{prefix}{key}"]
