@@ -10,13 +10,18 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.total_steps = 10_000
+    # A diffusers PRX transformer or pipeline directory (or Hub id) whose weights start the denoiser when the
+    # workdir has no checkpoint yet; its architecture replaces config.model's, and "{init_from}" in
+    # text_encoder.path / .tokenizer and autoencoder.name stands for it (configs/prx_finetune.py).
+    c.init_from = ""
 
     c.data = dict(
-        name="shapes",               # dataset builder (t2ijax.data registry)
+        name="shapes",               # dataset builder (t2ijax.data registry): shapes | image_folder
         data_dir="data",             # where TFDS datasets and caches live
+        path="",                     # image_folder: a directory of images, each with a same-name .txt caption
         resolution=32,               # image side in pixels
-        num_train=10_000,            # synthetic shapes only: examples per split
-        num_validation=512,
+        num_train=10_000,            # synthetic shapes only: training examples
+        num_validation=512,          # held-out examples (image_folder: taken from the folder by file-name hash)
         caption_field="caption_long",  # caption_long | caption_short
         caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
         global_batch_size=256,       # over all hosts and devices
@@ -28,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
                                      # Hugging Face Hub id (online), or "none": one zero token per caption (no text)
         path="",                     # local Hugging Face-format directory (BERT, T5, T5Gemma, Qwen3, CLIP text);
                                      # when set it is what is loaded and name only labels it
+        tokenizer="",                # directory of the tokenizer when it is not path's (diffusers pipelines: tokenizer/)
         max_length=32,               # tokens, padded and truncated
         layer=-1,                    # hidden state used: -1 = last layer, 0 = embeddings, k = after layer k
         init="pretrained",           # pretrained | random (same architecture, random and frozen: a control)
@@ -72,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
         mlp_ratio=3.5,
         bottleneck_size=0,           # 0 = plain linear patch embedding
         theta=10_000,                # RoPE base
+        axes_dim=(),                 # RoPE dims for (row, column), summing to the head dim; () = half each
+        time_factor=1000.0,          # the timestep embedding sees t * time_factor
+        time_max_period=10_000.0,
+        resolution_embeds=False,     # add embeddings of the image's height and width to the timestep vector
         dtype="float32",             # compute dtype: float32 | bfloat16 (params stay float32)
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth

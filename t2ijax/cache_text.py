@@ -62,11 +62,13 @@ def main(argv):
     from t2ijax import sharding
     from t2ijax.config import validate
     from t2ijax.errors import ConfigError
+    from t2ijax.interop.finetune import resolve_init_from
 
     config = loaded_config(FLAGS.config)
     if FLAGS.unpadded is not None:
         config.text_encoder.cache_unpadded = FLAGS.unpadded
     try:
+        resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
         mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.sharding_rules)
         print(summary(cache_captions(config, mesh, rules)))

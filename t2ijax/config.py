@@ -7,6 +7,7 @@ import ml_collections
 
 from configs import base
 from t2ijax import nonfinite
+from t2ijax.data import image_folder
 from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
@@ -126,6 +127,10 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if (m.hidden_size // m.num_heads) % 4:
         raise ConfigError(f"head dim {m.hidden_size // m.num_heads} (hidden_size / num_heads) must be a "
                           "multiple of 4 for 2D RoPE; change config.model.hidden_size or num_heads")
+    head_dim = m.hidden_size // m.num_heads
+    if m.axes_dim and (len(m.axes_dim) != 2 or sum(m.axes_dim) != head_dim or any(d % 2 for d in m.axes_dim)):
+        raise ConfigError(f"config.model.axes_dim={tuple(m.axes_dim)} must be two even sizes summing to the head dim "
+                          f"{head_dim}, e.g. ({head_dim // 2}, {head_dim // 2}); () splits it in half")
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")
@@ -139,6 +144,14 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
     if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
         raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
+
+
+def _check_data(data: ml_collections.ConfigDict) -> None:
+    if data.name == "image_folder":
+        image_folder.split_files(data.path, data.num_validation)
+    elif data.path:
+        raise ConfigError(f"config.data.path='{data.path}' is read by config.data.name='image_folder' only; "
+                          f"clear it, or set config.data.name=image_folder")
 
 
 def _check_latents(cfg: ml_collections.ConfigDict) -> None:
@@ -191,10 +204,14 @@ def _check_text(text: ml_collections.ConfigDict) -> None:
     if text.path and not Path(text.path).expanduser().is_dir():
         raise ConfigError(f"config.text_encoder.path='{text.path}' is not a directory; give a local Hugging "
                           "Face-format directory (config.json, *.safetensors, tokenizer files)")
+    if text.tokenizer and not Path(text.tokenizer).expanduser().is_dir():
+        raise ConfigError(f"config.text_encoder.tokenizer='{text.tokenizer}' is not a directory; give the directory "
+                          "holding the tokenizer files, or leave it empty to use the model's own")
     if text.name.lower() != NO_TEXT:
         model_dir = Path(text.path).expanduser() if text.path else local_model_dir(text.name)
         if model_dir is not None:  # a Hub id is checked once downloaded, when it loads
-            check_model_dir(model_dir, init=text.init, layer=text.layer, max_length=text.max_length)
+            check_model_dir(model_dir, init=text.init, layer=text.layer, max_length=text.max_length,
+                            tokenizer_dir=Path(text.tokenizer).expanduser() if text.tokenizer else None)
 
 
 def check_diffusion(d: ml_collections.ConfigDict) -> None:
@@ -274,6 +291,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)
     _check_model(cfg)
+    _check_data(cfg.data)
     _check_latents(cfg)
     _check_autoencoder_training(cfg.autoencoder_training)
     _check_eval(cfg)

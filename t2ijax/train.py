@@ -19,6 +19,7 @@ from t2ijax.data.prepare import model_inputs, prepare
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.generate import Generator, image_grid
+from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
 from t2ijax.restore import load_run_config
@@ -70,6 +71,7 @@ class Run:
     # --- Setup: validation before any compute, mesh, writers -------------------------------------
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
+        finetune.resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
         check_writable(os.path.join(workdir, "checkpoints"))
         check_same_latent_space(workdir, config)
@@ -107,6 +109,9 @@ class Run:
             self.state, _ = train_state.create(config.seed, self.model, self.optimizer, example, self.mesh,
                                                self.rules, ema.enabled(config.ema))
             self.counters = dict.fromkeys(checkpoint.COUNTERS, 0)
+            if config.init_from:
+                self.state = finetune.start_from(config.init_from, self.state, self.model, self.optimizer,
+                                                 self.state_shardings)
         else:
             self.state, self.counters = resumed
         self.monitor = nonfinite.Monitor(config.nonfinite.policy, self.counters["skipped_steps"])

@@ -4,35 +4,18 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-from diffusers.pipelines.prx.pipeline_prx import PRXPipeline
-from transformers.models.t5gemma.modeling_t5gemma import T5GemmaEncoder
 
-from prx_reference import reference_prx
+from prx_reference import save_tiny_prx_pipeline
 from t2ijax.errors import ConfigError
 from t2ijax.interop import load_prx_pipeline
-from text_parity import save_word_tokenizer, tiny_config
 
 PROMPTS = ["w1 w2 w3 w4", "W5 <b>w6</b> https://example.com/a.png w7"]  # the second one needs cleaning
 
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("prx_pipeline")
-    torch.manual_seed(0)
-    text_encoder = T5GemmaEncoder(tiny_config("t5gemma", encoder_only=True).encoder).eval()
-    save_word_tokenizer(directory / "word_tokenizer")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / "word_tokenizer", model_max_length=12)
-    transformer = reference_prx(dict(in_channels=4, patch_size=2, context_in_dim=32, hidden_size=64, num_heads=4,
-                                     depth=2, axes_dim=[8, 8]), randomize=("modulation", "final_layer.linear"))
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4, latent_channels=4,
-                        scaling_factor=0.7, shift_factor=0.1).eval()  # 2x downsampling
-    pipe = PRXPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                       text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
-    pipe.save_pretrained(directory / "pipe")
-    return directory / "pipe", pipe
+    directory = tmp_path_factory.mktemp("prx_pipeline") / "pipe"
+    return directory, save_tiny_prx_pipeline(directory)
 
 
 def test_latents_and_images_match_diffusers_pipeline(pipeline_dir):

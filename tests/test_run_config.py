@@ -19,7 +19,7 @@ def test_old_text_section_maps_to_text_encoder(tmp_path):
                                   dtype="bfloat16"))
     config = load_run_config(run)
     assert "text" not in config
-    assert config.text_encoder.to_dict() == dict(name="all-MiniLM-L6-v2", path="", max_length=16, layer=4,
+    assert config.text_encoder.to_dict() == dict(name="all-MiniLM-L6-v2", path="", tokenizer="", max_length=16, layer=4,
                                                  init="random", dtype="bfloat16", clean="none", cache_unpadded=False)
     validate(config, num_devices=1)
 

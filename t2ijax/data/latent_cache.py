@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from t2ijax.data.sources import source_fingerprint
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS, channel_report
@@ -27,9 +28,12 @@ _DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
 
 def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
     """What the cache's latents depend on; a cache whose meta.json says otherwise is not used."""
+    data = {k: config.data[k] for k in _DATA_FIELDS}
+    files = source_fingerprint(config.data)
+    if files is not None:
+        data["files"] = files
     return {"autoencoder": autoencoder.fingerprint, "normalization": config.latents.normalization,
-            "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples,
-            "data": {k: config.data[k] for k in _DATA_FIELDS}}
+            "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples, "data": data}
 
 
 def latent_cache_dir(config: ml_collections.ConfigDict, autoencoder) -> str:

@@ -6,6 +6,7 @@ ground-truth attributes the dataset has.
 import ml_collections
 import numpy as np
 
+from t2ijax.data import image_folder
 from t2ijax.registry import Registry
 
 DATASETS = Registry("data.name")
@@ -19,6 +20,16 @@ def _shapes(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]
 
     return shapes_tfds.load_split(cfg.data_dir, cfg.resolution, split, num_train=cfg.num_train,
                              num_validation=cfg.num_validation)
+
+
+@DATASETS.register("image_folder")
+def _image_folder(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
+    return image_folder.load_split(cfg.path, cfg.resolution, split, cfg.num_validation)
+
+
+def source_fingerprint(cfg: ml_collections.ConfigDict) -> str | None:
+    """What identifies the dataset's files beyond config.data's fields (None when those suffice)."""
+    return image_folder.fingerprint(cfg.path) if cfg.name == "image_folder" else None
 
 
 def load_split(cfg: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:

@@ -23,7 +23,8 @@ CONFIG_FIELDS = ("in_channels", "patch_size", "context_in_dim", "hidden_size", "
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
-def local_dir(name_or_path: str) -> Path:
+def local_dir(name_or_path: str, whole_pipeline: bool = False) -> Path:
+    """The directory itself, or a Hub id's snapshot: its transformer only, or every component."""
     path = Path(name_or_path)
     if path.is_dir():
         return path
@@ -31,9 +32,9 @@ def local_dir(name_or_path: str) -> Path:
         raise ConfigError(f"{name_or_path} is not a directory; give a diffusers PRX transformer or pipeline directory")
     from huggingface_hub import snapshot_download
 
-    try:  # a hub id: fetch the transformer (and the pipeline's model_index.json) only
-        return Path(snapshot_download(name_or_path, allow_patterns=["transformer/*", "config.json", "*.safetensors*",
-                                                                     "model_index.json"]))
+    patterns = None if whole_pipeline else ["transformer/*", "config.json", "*.safetensors*", "model_index.json"]
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns))
     except Exception as error:  # offline, unknown id, gated repo: one line that says which
         raise ConfigError(f"{name_or_path} is not a local directory and could not be fetched from the "
                           f"Hugging Face hub ({type(error).__name__}); download it and pass its path") from error

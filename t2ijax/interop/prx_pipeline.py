@@ -91,7 +91,7 @@ def _scheduler_shift(directory: Path) -> float:
 
 def load_prx_pipeline(name_or_path: str, dtype=jnp.float32, text_dtype=jnp.float32) -> PRXPipeline:
     """The PRX pipeline in a diffusers directory (or hub id): see the module docstring."""
-    directory = local_dir(str(name_or_path))
+    directory = local_dir(str(name_or_path), whole_pipeline=True)
     index = directory / "model_index.json"
     if not index.is_file():
         raise ConfigError(f"{directory} has no model_index.json; give a diffusers PRX pipeline directory "

@@ -165,13 +165,14 @@ def _check_tokenizer_files(model_dir: Path) -> None:
                           "save the model's tokenizer there with tokenizer.save_pretrained")
 
 
-def check_model_dir(model_dir: Path, *, init: str, layer: int, max_length: int) -> None:
+def check_model_dir(model_dir: Path, *, init: str, layer: int, max_length: int,
+                    tokenizer_dir: Path | None = None) -> None:
     """The errors loading would raise (no config.json, tokenizer or weights, these not needed
     with init='random'; a layer or max_length the model lacks), without reading tokenizer or weights."""
     _, config = read_model_config(model_dir)
     layers_to_run(layer, config.num_hidden_layers)
     check_max_length(max_length, config.max_positions, str(model_dir))
-    _check_tokenizer_files(model_dir)
+    _check_tokenizer_files(tokenizer_dir or model_dir)
     if init == "pretrained":
         weight_files(model_dir)
 
@@ -225,4 +226,5 @@ def text_encoder_from_config(cfg: ml_collections.ConfigDict, mesh: Mesh | None =
     """The encoder `config.text_encoder` describes: `path` when set (labelled `name`), else `name`."""
     return load_text_encoder(cfg.path or cfg.name, max_length=cfg.max_length, layer=cfg.layer,
                              dtype=jnp.dtype(cfg.dtype), init=cfg.init, clean=cfg.clean,
-                             label=cfg.name if cfg.path else None, mesh=mesh, rules=rules)
+                             label=cfg.name if cfg.path else None, tokenizer_dir=cfg.tokenizer or None, mesh=mesh,
+                             rules=rules)

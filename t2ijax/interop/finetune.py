@@ -1,0 +1,115 @@
+"""Fine-tuning a released PRX checkpoint: config.init_from.
+
+`resolve_init_from` fills the config from the checkpoint before validation (its architecture into
+config.model, its directory into "{init_from}" fields), so the run's config.json describes the model
+it trains; `start_from` puts the checkpoint's weights into a freshly initialised train state.
+"""
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from t2ijax.errors import ConfigError
+from t2ijax.interop.diffusers_prx import local_dir, prx_config, transformer_dir
+from t2ijax.interop.prx_weights import params_from_state_dict
+from t2ijax.models.text.tensors import Checkpoint
+
+PLACEHOLDER = "{init_from}"
+PLACEHOLDER_FIELDS = (("text_encoder", "path"), ("text_encoder", "tokenizer"), ("autoencoder", "name"))
+# PRXTransformer2DModel fields that are config.model fields of the same name. in_channels and
+# context_in_dim are not: they follow from the autoencoder and the text encoder, and are checked against them.
+MODEL_FIELDS = ("patch_size", "hidden_size", "mlp_ratio", "num_heads", "depth", "axes_dim", "theta", "time_factor",
+                "time_max_period", "bottleneck_size", "resolution_embeds")
+
+
+def _placeholders(config: ml_collections.ConfigDict) -> list[str]:
+    return [f"config.{s}.{f}" for s, f in PLACEHOLDER_FIELDS if PLACEHOLDER in config[s][f]]
+
+
+def _as_config_value(default, value):
+    if isinstance(default, tuple):
+        return tuple(value)
+    if isinstance(default, int) and not isinstance(default, bool) and value != int(value):
+        raise ConfigError(f"the checkpoint's {value!r} is not an integer")
+    return type(default)(value)
+
+
+def _check_inputs(config: ml_collections.ConfigDict, checkpoint: dict, source: Path) -> None:
+    """The checkpoint's input channels and text width against the configured autoencoder and text encoder."""
+    from t2ijax.models.autoencoders import geometry
+    from t2ijax.models.text.encoder import NO_TEXT
+    from t2ijax.models.text.loading import local_model_dir, read_model_config
+
+    channels, _ = geometry(config.autoencoder.name)
+    if checkpoint.get("in_channels", 16) != channels:
+        raise ConfigError(f"{source} takes {checkpoint.get('in_channels', 16)} input channels but "
+                          f"config.autoencoder.name='{config.autoencoder.name}' gives {channels}; use the autoencoder "
+                          f"it was trained with (its pipeline's: {PLACEHOLDER}/vae)")
+    text = config.text_encoder
+    if text.name.lower() == NO_TEXT:
+        raise ConfigError(f"{source} is a text-to-image model; config.text_encoder.name='none' would feed it no text")
+    model_dir = Path(text.path).expanduser() if text.path else local_model_dir(text.name)
+    if model_dir is None:  # a Hub id: checked when the weights load
+        return
+    width = read_model_config(model_dir)[1].hidden_size
+    if checkpoint.get("context_in_dim", 2304) != width:
+        raise ConfigError(f"{source} reads text of width {checkpoint.get('context_in_dim', 2304)} but the text "
+                          f"encoder in {model_dir} gives {width}; use the encoder it was trained with (its "
+                          f"pipeline's: {PLACEHOLDER}/text_encoder)")
+
+
+def _warn_on_other_shift(diffusion: ml_collections.ConfigDict, root: Path) -> None:
+    scheduler = root / "scheduler" / "scheduler_config.json"
+    if not scheduler.is_file() or diffusion.shift_mode != "fixed":
+        return
+    shift = json.loads(scheduler.read_text()).get("shift", 1.0)
+    if shift != diffusion.shift:
+        logging.warning("%s samples with shift %s; this run trains and samples with config.diffusion.shift=%s "
+                        "(set --config.diffusion.shift=%s to keep the released noise levels)", scheduler, shift,
+                        diffusion.shift, shift)
+
+
+def resolve_init_from(config: ml_collections.ConfigDict) -> None:
+    """Fills `config` in place from config.init_from (nothing to do when it is empty); idempotent."""
+    if not config.init_from:
+        if _placeholders(config):
+            raise ConfigError(f"{_placeholders(config)[0]} refers to {PLACEHOLDER} but config.init_from is empty; "
+                              "set --config.init_from to a diffusers PRX pipeline directory")
+        return
+    if config.model.name != "prx":
+        raise ConfigError(f"config.init_from holds a PRX checkpoint but config.model.name='{config.model.name}'")
+    root = local_dir(config.init_from, whole_pipeline=bool(_placeholders(config)))
+    source = transformer_dir(str(root))
+    checkpoint = prx_config(source)
+    checkpoint.setdefault("bottleneck_size", 0)
+    for field in MODEL_FIELDS:
+        if field in checkpoint:
+            try:
+                config.model[field] = _as_config_value(config.model[field], checkpoint[field])
+            except (ConfigError, TypeError, ValueError) as error:
+                raise ConfigError(f"{source}/config.json: {field}={checkpoint[field]!r} does not fit "
+                                  f"config.model.{field} ({error})") from None
+    for section, field in PLACEHOLDER_FIELDS:
+        config[section][field] = config[section][field].replace(PLACEHOLDER, str(root))
+    _check_inputs(config, checkpoint, source)
+    _warn_on_other_shift(config.diffusion, root)
+    logging.info("init_from %s: PRX %s", source, {f: config.model[f] for f in MODEL_FIELDS})
+
+
+def start_from(init_from: str, state, model, optimizer, shardings):
+    """`state` (just initialised) with the checkpoint's weights as params (and EMA) and a fresh optimizer state."""
+    source = transformer_dir(init_from)
+    weights = params_from_state_dict(Checkpoint(source).read_all(), model, source=str(source))
+    weights = jax.tree.map(lambda w, like: np.asarray(w, like.dtype), weights, state.params)
+
+    def placed():  # every host holds all weights and gives each of its devices its shard
+        return jax.tree.map(lambda w, sharding: jax.make_array_from_callback(w.shape, sharding, w.__getitem__),
+                            weights, shardings.params)
+
+    params = placed()
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    logging.info("params initialised from %s", source)
+    return state.replace(params=params, opt_state=opt_state, ema_params=None if state.ema_params is None else placed())
