@@ -70,7 +70,8 @@ def documented_fields() -> tuple[dict[str, str], dict[str, str]]:
             continue
         name, value = statement.targets[0].attr, statement.value
         if not (isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict"):
-            fields[name] = _comment_after(statement.end_lineno, comments, code)
+            fields[name] = (_comment_after(statement.end_lineno, comments, code)
+                            or _comment_before(statement.lineno, comments, code))
             continue
         note = _comment_before(statement.lineno, comments, code)
         ends = [kw.value.end_lineno for kw in value.keywords]

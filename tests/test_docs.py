@@ -84,6 +84,7 @@ def test_configuration_reference_names_every_field_with_its_comment():
                      r"network outputs", text)
     assert "or \"none\": one zero token per caption (no text) |" in text
     assert "Mesh axis sizes; -1 takes the remaining devices." in text
+    assert re.search(r"\| `init_from` \| `''` \| str \| A diffusers PRX transformer", text)  # a comment above
 
 
 def test_the_pages_show_the_main_commands():
