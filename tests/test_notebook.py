@@ -36,7 +36,7 @@ def test_committed_notebook_has_no_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     dirty = [i for i, cell in enumerate(_code_cells(nb)) if cell.outputs or cell.execution_count is not None]
-    assert not dirty, f"code cells {dirty} keep outputs; strip them before committing"
+    assert not dirty, f"code cells {dirty} keep outputs or execution counts; clear all outputs before committing"
 
 
 def test_notebook_runs_top_to_bottom(data_dir, tmp_path, monkeypatch):
