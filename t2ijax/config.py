@@ -97,6 +97,11 @@ def _check_keys_and_types(flat: dict, schema: dict) -> None:
             raise ConfigError(f"config.{name}={value!r} must be a {type(default).__name__} (default {default!r})")
 
 
+def allowed_names() -> dict[str, list[str]]:
+    """Field -> the names it accepts, read from the registries (docs/configuration.md lists them)."""
+    return {name: list(names()) for name, names in _CHOICES.items()}
+
+
 def _check_choice(name: str, value) -> None:
     allowed = _CHOICES[name]()
     if value not in allowed:

@@ -60,9 +60,12 @@ def _format_eta(seconds: float) -> str:
 class Run:
     """Everything a training run holds, built in order by `setup`; `train` runs the loop."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, on_log=None):
+        """`on_log(step, scalars)`, if given, is called with what each log line reports (the notebook's
+        progress bar and loss plot)."""
         self.config = config
         self.workdir = workdir
+        self.on_log = on_log
         self.is_main = jax.process_index() == 0
 
     # --- Setup: validation before any compute, mesh, writers -------------------------------------
@@ -193,6 +196,8 @@ class Run:
                      _format_eta((total - step) / steps_per_s),
                      f"  skipped {self.counters['skipped_steps']}" if self.counters["skipped_steps"] else "")
         self.pending, self.last_log_time = [], time.time()
+        if self.on_log is not None:
+            self.on_log(step, summary)
 
     # --- The loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, str]:
