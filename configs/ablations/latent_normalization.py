@@ -14,8 +14,8 @@ Each variant caches its latents once under data/latent_cache/ (statistics in its
 autoencoder of configs/shapes_autoencoder.py (PSNR 19.96 dB) the cache logged, on 1024 training images,
 per-channel mean -4.04 / -2.05 / 3.40 / 0.56 and std 1.66 / 1.52 / 1.97 / 1.09 before channel_stats,
 0 and 1 after (global: mean -0.53, std 3.2, which config_factors and global_stats remove).
-Result: not run yet; docs/ablations/latent_normalization.md will hold the held-out loss per t bin,
-compositional accuracy and sample grids.
+Result (2026-11-26, 1600 steps, one seed, docs/ablations/latent_normalization.md): held-out shape accuracy
+none 0.587, config_factors 0.597, channel_stats 0.682 (pixel space: 0.761); global_stats not run.
 """
 from configs.ablations import variant_config
 
