@@ -7,7 +7,7 @@ One variant:
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/loss_weighting.py --workdir=workdirs/ablations/loss_weighting
 Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
-uniform 0.761, min_snr 0.408; sigmoid and edm not run yet.
+uniform 0.761, min_snr 0.408, edm 0.771; sigmoid not run yet.
 """
 from configs.ablations import variant_config
 

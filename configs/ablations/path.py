@@ -7,7 +7,7 @@ One variant:
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path
 Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
-rectified_flow 0.761, vp_cosine 0.532; the other variants not run yet.
+rectified_flow 0.761, vp_cosine 0.532, vp_linear 0.413; vp_linear_scaled not run yet.
 """
 from configs.ablations import variant_config
 

@@ -7,7 +7,8 @@ One variant:
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/prediction.py --workdir=workdirs/ablations/prediction
 Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
-velocity 0.761, v 0.776, x0 0.716 (its velocity MSE at t < 0.3 is 3.5x higher); the others not run yet.
+velocity 0.761, v 0.776, x0 0.716 (its velocity MSE at t < 0.3 is 3.5x higher); on vp_linear
+velocity 0.413, epsilon 0.075; x0_loss_x0 not run yet.
 """
 from configs.ablations import variant_config
 
