@@ -6,7 +6,7 @@ One variant:
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/timesteps.py --workdir=workdirs/ablations/timesteps
 Result (2026-11-26, 1600 steps, one seed, docs/ablations/formulation.md): held-out shape accuracy
-logit_normal 0.761, uniform 0.706, logit_normal_shift1 0.363; the others not run yet.
+logit_normal 0.761, uniform 0.706, mode 0.751, logit_normal_shift1 0.363; the others not run yet.
 """
 from configs.ablations import variant_config
 
