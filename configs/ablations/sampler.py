@@ -9,7 +9,8 @@ The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/sampler.py --workdir=workdirs/ablations/sampler
 Result (2026-11-26, scored on the demo's checkpoint with t2ijax.evaluate --sampler/--steps/
 --guidance_interval, docs/ablations/formulation.md): at 25 steps euler / heun / dpmpp_2m give shape
-0.761 / 0.761 / 0.756; euler_8 0.746, heun_4 0.701, dpmpp_2m_8 0.721; guidance in [0.1, 0.8] 0.771.
+0.761 / 0.761 / 0.756; euler_8 0.746, heun_4 0.701, dpmpp_2m_8 0.721; guidance in [0.1, 0.8] 0.771;
+on a vp_cosine + v model euler 0.721, ddim 0.741.
 """
 from configs.ablations import variant_config
 
