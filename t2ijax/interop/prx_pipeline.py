@@ -24,6 +24,7 @@ import numpy as np
 from configs import base
 from t2ijax.diffusion.samplers import guided_output, sample
 from t2ijax.errors import ConfigError
+from t2ijax.generate import to_uint8
 from t2ijax.interop.diffusers_prx import local_dir, prx_from_diffusers
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.prx import PRX
@@ -85,7 +86,7 @@ class PRXPipeline:
                  self.autoencoder.channels)
         noise = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
         images = self.decode(self.generate_latents(prompts, np.asarray(noise), steps, guidance, negative_prompt))
-        return np.asarray(np.clip(np.round((images + 1) * 127.5), 0, 255), np.uint8)
+        return np.asarray(to_uint8(images))
 
     @functools.partial(jax.jit, static_argnums=0)
     def _decode(self, params, latents):
