@@ -114,14 +114,16 @@ def test_cudnn_attention_needs_a_gpu():
         validate(c, num_devices=1, platform="cpu")
 
 
-def test_model_shape_checks():
+@pytest.mark.parametrize("section,field,value,message", [
+    ("model", "num_heads", 3, "hidden_size=128 is not divisible by config.model.num_heads=3"),
+    ("model", "patch_size", 5, "resolution=32 is not divisible by config.model.patch_size=5"),
+    ("nonfinite", "policy", "ignore", "config.nonfinite.policy='ignore' is not one of: halt, skip"),
+    ("checkpoint", "keep", 0, "config.checkpoint.keep must be positive"),
+])
+def test_one_bad_field_is_named(section, field, value, message):
     c = shapes_tiny.get_config()
-    c.model.num_heads = 3
-    with pytest.raises(ConfigError, match="hidden_size=128 is not divisible by config.model.num_heads=3"):
-        validate(c, num_devices=1)
-    c = shapes_tiny.get_config()
-    c.model.patch_size = 5
-    with pytest.raises(ConfigError, match="resolution=32 is not divisible by config.model.patch_size=5"):
+    c[section][field] = value
+    with pytest.raises(ConfigError, match=message):
         validate(c, num_devices=1)
 
 
@@ -248,15 +250,4 @@ def test_text_encoder_layer_and_max_length_are_checked_against_the_model():
         validate(c, num_devices=1)
     c.text_encoder.update(layer=-1, max_length=600)
     with pytest.raises(ConfigError, match="text_encoder.max_length=600 exceeds the 512 positions"):
-        validate(c, num_devices=1)
-
-
-def test_fault_tolerance_fields_are_checked():
-    c = shapes_tiny.get_config()
-    c.nonfinite.policy = "ignore"
-    with pytest.raises(ConfigError, match="config.nonfinite.policy='ignore' is not one of: halt, skip"):
-        validate(c, num_devices=1)
-    c = shapes_tiny.get_config()
-    c.checkpoint.keep = 0
-    with pytest.raises(ConfigError, match="config.checkpoint.keep must be positive"):
         validate(c, num_devices=1)
