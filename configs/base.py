@@ -126,6 +126,29 @@ def get_config() -> ml_collections.ConfigDict:
         grad_clip_norm=0.2,          # 0 = no clipping
     )
 
+    # Token routing over blocks start..end (inclusive) while training (t2ijax/techniques/routing.py):
+    # tread routes a `rate` of each example's image tokens past the range and puts them back unchanged;
+    # sprint drops them, fills their places with a learned mask token and fuses [entering || leaving] the
+    # range with a linear layer (also when sampling, with no tokens dropped). PRX: 2..12 of 16 at 0.5.
+    c.routing = dict(method="none", start=2, end=12, rate=0.5)
+
+    # REPA: -weight * cosine(projector(tokens after block `layer`), teacher patch features), until
+    # stop_step (0 = never; PRX: early help, later hurts fine detail). iREPA: projector conv or attention
+    # and spatial_norm. The teacher is config.teacher's.
+    c.repa = dict(
+        weight=0.0,                  # 0 = off; PRX: 0.5
+        layer=8,                     # block whose output is aligned (0-based)
+        stop_step=0,                 # steps after which the term is off; 0 = never
+        projector="mlp",             # mlp (REPA: 3 linear layers, SiLU) | conv (iREPA: 3x3) | attention (iREPA
+                                     # with 2-D RoPE; the one that works inside a routed block range)
+        spatial_norm=False,          # iREPA: normalize the teacher features over tokens
+        attention_heads=4,           # attention projector only
+    )
+
+    # Contrastive flow matching: the loss minus weight * the same error against another example's target
+    # (the batch rolled by one). 0 = off; PRX's default 0.1.
+    c.contrastive = dict(weight=0.0)
+
     # Moving average of the params for sampling and evaluation (PRX: 0.999 every 10 steps).
     c.ema = dict(decay=0.0, every_steps=1, start_step=0)  # decay 0 = off
 

@@ -81,7 +81,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     side = config.data.resolution // downsample
     text_dim, text_len, batch = text_width(config.text_encoder), config.text_encoder.max_length, \
         config.data.global_batch_size
-    model = build_model(config.model, channels, text_dim)
+    model = build_model(config, channels, text_dim)
     optimizer, schedule = make_optimizer(config.optim, config.total_steps)
     example = train_state.example_inputs(1, side, channels, text_len, text_dim)
     split = sharding.batch_sharding(mesh)

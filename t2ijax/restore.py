@@ -101,7 +101,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
         raise ConfigError(f"no checkpoint for step {step} under {checkpointer.directory}; "
                           f"its steps are {', '.join(map(str, steps))}")
     space, _ = latent_space(config)
-    model = build_model(config.model, space.channels, text_dim)
+    model = build_model(config, space.channels, text_dim)
     optimizer, _ = make_optimizer(config.optim, config.total_steps)
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
     rules = sharding.logical_rules(config.sharding_rules)

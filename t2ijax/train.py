@@ -91,7 +91,7 @@ class Run:
         text_length, text_dim = self.data.train["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
-        self.model = build_model(config.model, self.space.channels, text_dim)
+        self.model = build_model(config, self.space.channels, text_dim)
         self.optimizer, self.schedule = make_optimizer(config.optim, config.total_steps)
         resolution = config.data.resolution // self.space.downsample
         self.image_shape = (resolution, resolution, self.space.channels)

@@ -8,7 +8,7 @@ MODELS = Registry("model.name")
 
 
 @MODELS.register("prx")
-def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
+def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, techniques: dict):
     from t2ijax.models.prx import PRX
 
     return PRX(
@@ -29,11 +29,26 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
         remat_policy=cfg.remat_policy,
         scan_layers=cfg.scan_layers,
         attention_impl=cfg.attention_impl,
+        **techniques,
     )
 
 
-def build_model(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int):
-    return MODELS.get(cfg.name)(cfg, in_channels, context_dim)
+def technique_fields(config: ml_collections.ConfigDict) -> dict:
+    """The denoiser's fields for token routing (config.routing) and the REPA projector (config.repa)."""
+    fields = dict(routing=config.routing.method, route_start=config.routing.start, route_end=config.routing.end,
+                  route_rate=config.routing.rate)
+    if config.repa.weight > 0:
+        fields.update(capture_layer=config.repa.layer, repa_projector=config.repa.projector,
+                      repa_heads=config.repa.attention_heads)
+    return fields
+
+
+def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim: int, teacher_dim: int = 0):
+    """The denoiser of `config` (the whole run config); `teacher_dim` sizes the REPA projector's output."""
+    techniques = technique_fields(config)
+    if "repa_projector" in techniques:
+        techniques["repa_dim"] = teacher_dim
+    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, techniques)
 
 
 def num_image_tokens(cfg: ml_collections.ConfigDict, resolution: int) -> int:

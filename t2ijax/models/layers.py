@@ -113,10 +113,11 @@ def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int],
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotates adjacent feature pairs of x [B, L, heads, head_dim] by [L, head_dim/2] angles."""
+    """Rotates adjacent feature pairs of x [B, L, heads, head_dim] by [L, head_dim/2] angles, or by
+    [B, L, head_dim/2] when each example keeps its own tokens (token routing)."""
     xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
     x0, x1 = xf[..., 0], xf[..., 1]
-    cos, sin = cos[:, None, :], sin[:, None, :]
+    cos, sin = cos[..., None, :], sin[..., None, :]
     out = jnp.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], axis=-1)
     return out.reshape(x.shape).astype(x.dtype)
 
