@@ -124,6 +124,7 @@ def get_config() -> ml_collections.ConfigDict:
         eps=1e-15,
         weight_decay=0.0,
         grad_clip_norm=0.2,          # 0 = no clipping
+        microbatches=1,              # gradient accumulation: the batch is split in this many, gradients averaged
     )
 
     # Token routing over blocks start..end (inclusive) while training (t2ijax/techniques/routing.py):

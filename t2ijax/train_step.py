@@ -6,10 +6,13 @@ import ml_collections
 import optax
 
 from t2ijax import nonfinite, sharding
-from t2ijax.diffusion.losses import training_loss, velocity_mse
+from t2ijax.diffusion.losses import clip_time, denoising_loss, noised, velocity_mse
 from t2ijax.diffusion.timesteps import sample_timesteps
-from t2ijax.techniques import ema
+from t2ijax.techniques import ema, repa
 from t2ijax.train_state import TrainState
+
+
+ROUTE_STREAM = 1  # fold_in(step rng, ROUTE_STREAM) draws the routed tokens; the other draws keep their streams
 
 
 def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
@@ -20,32 +23,77 @@ def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
     return text, text_mask
 
 
+def _microbatches(batch: dict, count: int) -> dict:
+    """[B, ...] -> [count, B / count, ...], microbatch i holding examples i, i + count, ...: each device's
+    rows of a batch split over devices stay on that device."""
+    split = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array, shift: float):
-    """Builds the step. Batches hold x0 [B, H, W, C] (model space), text [B, L, D], text_mask [B, L];
-    `shift` is the training time shift (timesteps.time_shift).
+                    config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array, shift: float,
+                    teacher=None):
+    """Builds the step `(state, batch, teacher_params) -> (state, metrics)`. Batches hold x0 [B, H, W, C]
+    (model space), text [B, L, D], text_mask [B, L], and with a `teacher` (t2ijax/techniques/teachers.py,
+    for REPA) the images [B, H', W', 3] uint8; `shift` is the training time shift (timesteps.time_shift).
 
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
     whose loss or gradient norm is not finite is flagged, and under config.nonfinite.policy='skip'
-    leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py).
+    leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py). With
+    config.optim.microbatches = k the batch is split in k and the gradients averaged: the same update
+    as the whole batch for every per-example term (the contrastive term pairs examples within a
+    microbatch, token routing draws per microbatch).
     """
     diffusion = config.diffusion
+    routed = config.routing.method != "none"
+    repa_on = config.repa.weight > 0
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, step, teacher_params):
         x0 = batch["x0"]
         t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
-        t = sample_timesteps(t_rng, x0.shape[0], diffusion, shift)
+        t = clip_time(sample_timesteps(t_rng, x0.shape[0], diffusion, shift))
         eps = jax.random.normal(noise_rng, x0.shape, x0.dtype)
         text, text_mask = drop_captions(drop_rng, batch["text"].astype(jnp.float32), batch["text_mask"],
                                         null_text, null_mask, config.data.caption_dropout)
-        predict = lambda x_t, t: model.apply({"params": params}, x_t, t, text, text_mask)
-        return jnp.mean(training_loss(predict, x0, eps, t, diffusion))
+        point, x_t = noised(x0, eps, t, diffusion)
+        route_rng = jax.random.fold_in(rng, ROUTE_STREAM) if routed else None
+        output, state = model.apply({"params": params}, x_t, t, text, text_mask, route_rng=route_rng,
+                                    mutable=["intermediates"])
+        losses = {"denoising": jnp.mean(denoising_loss(output, x_t, point, x0, eps, diffusion,
+                                                       config.contrastive.weight))}
+        if repa_on:
+            captured = state["intermediates"]
+            grid = (x0.shape[1] // config.model.patch_size, x0.shape[2] // config.model.patch_size)
+            target = teacher.features(teacher_params, batch["image"].astype(jnp.float32) / 127.5 - 1.0, grid)
+            similarity = repa.alignment(captured["repa"][0], captured["hidden_tokens"][0], target,
+                                        config.repa.spatial_norm)
+            losses["repa"] = -repa.weight_at(config.repa, step) * jnp.mean(similarity)
+        return sum(losses.values()), losses
 
-    def train_step(state: TrainState, batch):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    microbatches = config.optim.microbatches
+
+    def gradients(params, batch, rng, step, teacher_params):
+        if microbatches == 1:
+            return grad_fn(params, batch, rng, step, teacher_params)
+
+        def accumulate(total, inputs):
+            index, micro = inputs
+            out = grad_fn(params, micro, jax.random.fold_in(rng, index), step, teacher_params)
+            return jax.tree.map(jnp.add, total, out), None
+
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[::microbatches], batch),
+                                                            rng, step, teacher_params))
+        total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), _microbatches(batch, microbatches)))
+        return jax.tree.map(lambda x: x / microbatches, total)
+
+    def train_step(state: TrainState, batch, teacher_params=None):
         rng = jax.random.fold_in(state.rng, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+        (loss, losses), grads = gradients(state.params, batch, rng, state.step, teacher_params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+        if len(losses) > 1 or config.contrastive.weight > 0:
+            metrics.update({f"loss_{name}": value for name, value in losses.items()})
         finite = nonfinite.is_finite(metrics)
         metrics["nonfinite"] = ~finite
         params = optax.apply_updates(state.params, updates)
@@ -61,8 +109,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
 
 def jit_train_step(train_step, state_shardings, mesh: jax.sharding.Mesh):
     """The step jitted over `mesh`: state in its shardings (the old one donated), batch split over
-    data x fsdp, metrics replicated."""
-    return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    data x fsdp, teacher params and metrics replicated."""
+    return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 

@@ -66,27 +66,54 @@ def clip_time(t: jax.Array) -> jax.Array:
     return jnp.clip(t, T_EPS, 1.0 - T_EPS)
 
 
-def _squared_error(predict: Predict, x0, eps, t, cfg: ml_collections.ConfigDict, space: str):
-    """(point, elementwise squared error of the network in `space`) at times clip_time(t)."""
-    t = clip_time(t)
+def noised(x0: jax.Array, eps: jax.Array, t: jax.Array, cfg: ml_collections.ConfigDict) -> tuple[PathPoint, jax.Array]:
+    """(path point, x_t) at times t (already clip_time'd) under `cfg` (config.diffusion)."""
     point = make_path(cfg).at(expand(t, x0))
-    x_t = point.interpolate(x0, eps)
-    output = convert(point, predict(x_t, t).astype(jnp.float32), x_t, cfg.prediction, space, cfg.t_min)
-    return point, jnp.square(output - PREDICTIONS.get(space).target(point, x0, eps))
+    return point, point.interpolate(x0, eps)
+
+
+def _errors(output, x_t, point, x0, eps, cfg, space: str) -> tuple[jax.Array, jax.Array]:
+    """(network output, target), both in prediction `space`."""
+    output = convert(point, output.astype(jnp.float32), x_t, cfg.prediction, space, cfg.t_min)
+    return output, PREDICTIONS.get(space).target(point, x0, eps)
 
 
 def _per_example_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=tuple(range(1, x.ndim)))
 
 
+def denoising_loss(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
+                   cfg: ml_collections.ConfigDict, contrastive_weight: float = 0.0) -> jax.Array:
+    """Per-example weighted MSE of the network's `output` at x_t in config.diffusion.loss_space.
+
+    contrastive_weight > 0 subtracts that weight times the same weighted error against the next
+    example's target (the batch rolled by one): contrastive flow matching, which pushes predictions
+    of different examples apart.
+    """
+    output, target = _errors(output, x_t, point, x0, eps, cfg, loss_space(cfg))
+    weight = loss_weight(point, cfg)
+    loss = _per_example_mean(weight * jnp.square(output - target))
+    if contrastive_weight > 0:
+        loss = loss - contrastive_weight * _per_example_mean(weight * jnp.square(output - jnp.roll(target, 1, axis=0)))
+    return loss
+
+
+def x0_estimate(output: jax.Array, x_t: jax.Array, point: PathPoint, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """The clean sample the network's output implies (exact for x0 prediction, a conversion otherwise)."""
+    return convert(point, output.astype(jnp.float32), x_t, cfg.prediction, "x0", cfg.t_min)
+
+
 def training_loss(predict: Predict, x0: jax.Array, eps: jax.Array, t: jax.Array,
                   cfg: ml_collections.ConfigDict) -> jax.Array:
     """Per-example weighted MSE of the network on x_t made from (x0, eps, t) under `cfg` (config.diffusion)."""
-    point, err = _squared_error(predict, x0, eps, t, cfg, loss_space(cfg))
-    return _per_example_mean(loss_weight(point, cfg) * err)
+    t = clip_time(t)
+    point, x_t = noised(x0, eps, t, cfg)
+    return denoising_loss(predict(x_t, t), x_t, point, x0, eps, cfg)
 
 
 def velocity_mse(predict: Predict, x0: jax.Array, eps: jax.Array, t: jax.Array,
                  cfg: ml_collections.ConfigDict) -> jax.Array:
     """Per-example unweighted MSE of the network's velocity: one scale for every prediction and weighting."""
-    return _per_example_mean(_squared_error(predict, x0, eps, t, cfg, "velocity")[1])
+    t = clip_time(t)
+    point, x_t = noised(x0, eps, t, cfg)
+    return _per_example_mean(jnp.square(jnp.subtract(*_errors(predict(x_t, t), x_t, point, x0, eps, cfg, "velocity"))))
