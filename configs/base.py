@@ -150,6 +150,26 @@ def get_config() -> ml_collections.ConfigDict:
     # (the batch rolled by one). 0 = off; PRX's default 0.1.
     c.contrastive = dict(weight=0.0)
 
+    # The frozen feature network techniques align to or compare with (REPA targets, P-DINO); see
+    # t2ijax/techniques/teachers.py. One that is named but missing is an error, never replaced by another.
+    c.teacher = dict(
+        name="none",                 # none | dinov2 (with or without registers) | dinov3 (ViT) | autoencoder (the
+                                     # encoder of an AutoencoderKL directory: the offline teacher)
+        path="",                     # its local Hugging Face / diffusers directory; dinov2 and dinov3 also take a
+                                     # Hub id, downloaded when online
+    )
+
+    # Perceptual losses on the x0 estimate (t2ijax/techniques/perceptual.py says when they are valid).
+    c.perceptual = dict(
+        dino_weight=0.0,             # P-DINO: mean over patches of 1 - cos(teacher(x0 estimate), teacher(x0)); 0 = off
+        dino_grid=0,                 # teacher patch grid side for P-DINO; 0 = the denoiser's token grid
+                                     # (PRX: 256 px images, 18 patches of 14 px)
+        dino_t_max=1.0,              # P-DINO only on examples with t < this
+        lpips_weight=0.0,            # LPIPS (VGG16) between the x0 estimate and x0; 0 = off
+        lpips_weights="",            # .safetensors of lpips.LPIPS(net="vgg")'s state dict (t2ijax/models/vision/lpips.py)
+        lpips_t_max=1.0,             # LPIPS only on examples with t < this
+    )
+
     # Moving average of the params for sampling and evaluation (PRX: 0.999 every 10 steps).
     c.ema = dict(decay=0.0, every_steps=1, start_step=0)  # decay 0 = off
 

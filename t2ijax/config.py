@@ -25,6 +25,8 @@ from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+from t2ijax.techniques.perceptual import check_perceptual, dino_grid
+from t2ijax.techniques.teachers import TEACHERS, check_teacher
 
 
 # Fields whose value must be one of a fixed set of names.
@@ -51,6 +53,7 @@ _CHOICES = {
     "optim.schedule": SCHEDULES.names,
     "sampler.name": SAMPLERS.names,
     "nonfinite.policy": lambda: list(nonfinite.POLICIES),
+    "teacher.name": lambda: list(TEACHERS),
 }
 # SD3's mode sampling maps [0, 1] onto itself monotonically only for scales in this range.
 _MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
@@ -303,6 +306,20 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     _check_eval(cfg)
 
 
+def token_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+    """The denoiser's image token grid (rows, columns)."""
+    _, downsample = geometry(cfg.autoencoder.name)
+    side = cfg.data.resolution // downsample // cfg.model.patch_size
+    return side, side
+
+
+def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
+    check_perceptual(cfg.perceptual)
+    # each enabled technique that reads the teacher -> the feature grid it asks for
+    uses = {"config.perceptual.dino_weight": dino_grid(cfg.perceptual, token_grid(cfg))}
+    check_teacher(cfg.teacher, cfg.data.resolution, {field: grid for field, grid in uses.items() if grid})
+
+
 _ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
 
 
@@ -338,5 +355,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_text(cfg.text_encoder)
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
+    _check_techniques(cfg)
     _check_mesh(cfg, num_devices, num_processes)
     _check_attention(cfg, platform)

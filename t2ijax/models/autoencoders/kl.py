@@ -90,9 +90,11 @@ class MidBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Images [B, H, W, 3] -> [B, H/f, W/f, 2 x latent channels] (mean, then log-variance)."""
+    """Images [B, H, W, 3] -> [B, H/f, W/f, 2 x latent channels] (mean, then log-variance); with
+    `features_only`, the [B, H/f, W/f, block_out_channels[-1]] map conv_out reads (the autoencoder teacher's)."""
 
     config: KLConfig
+    features_only: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -107,6 +109,8 @@ class Encoder(nn.Module):
                 x = conv(channels, 3, f"down_blocks.{i}.downsamplers.0.conv", stride=2, padding=0)(x)
         x = MidBlock(groups, act, cfg.mid_block_add_attention, name="mid_block")(x)
         x = ACTIVATIONS[act](group_norm(groups, _EPS, "conv_norm_out")(x))
+        if self.features_only:
+            return x
         return conv(2 * cfg.latent_channels, 3, "conv_out")(x)
 
 

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.vision.vit import ViTConfig, ViTEncoder, layer_norm, stack_layers, torch_layer_params
+from t2ijax.models.vision.vit import (ViTConfig, ViTEncoder, layer_norm, patch_embedding, stack_layers,
+                                      torch_layer_params)
 from t2ijax.models.vision.weights import TorchTensors, check_shapes, read_weights
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -51,10 +52,7 @@ class ClipVisionTower(nn.Module):
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         cfg, d = self.config, self.config.encoder.hidden_size
-        patch = (cfg.patch_size, cfg.patch_size)
-        embed_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "conv_in", "embed"))
-        patches = nn.Conv(d, patch, strides=patch, padding="VALID", use_bias=False, kernel_init=embed_init,
-                          precision=jax.lax.Precision.HIGHEST, name="patch_embedding")(pixels)
+        patches = patch_embedding(d, cfg.patch_size, use_bias=False)(pixels)
         patches = patches.reshape(patches.shape[0], -1, d)
         class_token = self.param("class_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                                                  ("embed",)), (d,))

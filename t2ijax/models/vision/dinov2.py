@@ -1,6 +1,8 @@
 """DINOv2 (transformers' Dinov2Model and Dinov2WithRegistersModel) as a Flax tower.
 
-The output is the class token after the final LayerNorm (transformers' `pooler_output`).
+`__call__` gives the class token after the final LayerNorm (transformers' `pooler_output`);
+`encode` also gives the patch tokens after it (DINO's `x_norm_patchtokens`, what REPA aligns to)
+on the input's patch grid.
 Inputs whose patch grid differs from the checkpoint's have their position embeddings
 resampled bicubically, as transformers does: plain for DINOv2, antialiased for the
 variant with registers, whose register tokens follow the class token and carry no position.
@@ -13,7 +15,8 @@ import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.vision.resize import resize
-from t2ijax.models.vision.vit import ViTConfig, ViTEncoder, layer_norm, stack_layers, torch_layer_params
+from t2ijax.models.vision.vit import (ViTConfig, ViTEncoder, layer_norm, patch_embedding, stack_layers,
+                                      torch_layer_params)
 from t2ijax.models.vision.weights import TorchTensors, check_shapes, read_weights
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet
@@ -52,7 +55,7 @@ class Dinov2Config:
 
 
 class Dinov2(nn.Module):
-    """Normalised pixels [B, H, W, 3] (multiples of the patch size) -> class token [B, D]."""
+    """Normalised pixels [B, H, W, 3] (multiples of the patch size) -> class token [B, D] (`encode`: and patches)."""
 
     config: Dinov2Config
 
@@ -67,14 +70,10 @@ class Dinov2(nn.Module):
         return jnp.concatenate([table[:1], grid.reshape(-1, d)])
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
+    def encode(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(class token [B, D], patch tokens [B, H / patch, W / patch, D]), both after the final LayerNorm."""
         cfg, d = self.config, self.config.encoder.hidden_size
-        patch = (cfg.patch_size, cfg.patch_size)
-        patches = nn.Conv(d, patch, strides=patch, padding="VALID", precision=jax.lax.Precision.HIGHEST,
-                          kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                   (None, None, "conv_in", "embed")),
-                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-                          name="patch_embedding")(pixels)
+        patches = patch_embedding(d, cfg.patch_size, use_bias=True)(pixels)
         batch, height, width, _ = patches.shape
         token_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed"))
         class_token = self.param("cls_token", token_init, (1, d))
@@ -84,8 +83,11 @@ class Dinov2(nn.Module):
             registers = self.param("register_tokens", token_init, (cfg.num_register_tokens, d))
             tokens = jnp.concatenate([tokens[:, :1], jnp.broadcast_to(registers, (batch, *registers.shape)),
                                       tokens[:, 1:]], axis=1)
-        hidden = ViTEncoder(cfg.encoder, name="encoder")(tokens)
-        return layer_norm(cfg.encoder.layer_norm_eps, "norm")(hidden[:, 0])
+        hidden = layer_norm(cfg.encoder.layer_norm_eps, "norm")(ViTEncoder(cfg.encoder, name="encoder")(tokens))
+        return hidden[:, 0], hidden[:, 1 + cfg.num_register_tokens:].reshape(batch, height, width, d)
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.encode(pixels)[0]
 
 
 def dinov2_params(tensors: TorchTensors, config: Dinov2Config) -> dict:
