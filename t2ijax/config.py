@@ -24,6 +24,7 @@ from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
+from t2ijax.techniques import repa, routing
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 from t2ijax.techniques.perceptual import check_perceptual, dino_grid
 from t2ijax.techniques.teachers import TEACHERS, check_teacher
@@ -50,6 +51,8 @@ _CHOICES = {
     "diffusion.timesteps": TIMESTEPS.names,
     "diffusion.shift_mode": SHIFT_MODES.names,
     "optim.name": OPTIMIZERS.names,
+    "routing.method": lambda: list(routing.METHODS),
+    "repa.projector": lambda: list(repa.PROJECTORS),
     "optim.schedule": SCHEDULES.names,
     "sampler.name": SAMPLERS.names,
     "nonfinite.policy": lambda: list(nonfinite.POLICIES),
@@ -313,10 +316,54 @@ def token_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
     return side, side
 
 
+def _check_routing(cfg: ml_collections.ConfigDict) -> None:
+    r, depth = cfg.routing, cfg.model.depth
+    if r.method == "none":
+        return
+    if not 0 <= r.start <= r.end < depth:
+        raise ConfigError(f"config.routing blocks {r.start}..{r.end} are not inside the model's {depth} blocks; "
+                          f"set 0 <= routing.start <= routing.end < model.depth")
+    if not 0.0 < r.rate < 1.0:
+        raise ConfigError(f"config.routing.rate={r.rate} must be inside (0, 1): the share of tokens routed past the range")
+
+
+def _check_repa(cfg: ml_collections.ConfigDict) -> None:
+    repa, r = cfg.repa, cfg.routing
+    if repa.weight < 0 or repa.stop_step < 0:
+        raise ConfigError("config.repa.weight and config.repa.stop_step must be >= 0")
+    if repa.weight == 0:
+        return
+    if not 0 <= repa.layer < cfg.model.depth:
+        raise ConfigError(f"config.repa.layer={repa.layer} is beyond the model's {cfg.model.depth} blocks; "
+                          f"use 0..{cfg.model.depth - 1}")
+    if repa.projector == "conv" and r.method != "none" and r.start <= repa.layer <= r.end:
+        raise ConfigError(f"config.repa.layer={repa.layer} is inside the routed blocks {r.start}..{r.end}, where tokens "
+                          f"are missing and a conv projector has no grid; use repa.projector='attention' or another layer")
+    if repa.projector == "attention" and cfg.model.hidden_size % repa.attention_heads:
+        raise ConfigError(f"config.repa.attention_heads={repa.attention_heads} does not divide model.hidden_size="
+                          f"{cfg.model.hidden_size}")
+
+
+def _check_batch_split(cfg: ml_collections.ConfigDict) -> None:
+    micro = cfg.optim.microbatches
+    if micro < 1 or cfg.data.global_batch_size % micro:
+        raise ConfigError(f"config.optim.microbatches={micro} must be >= 1 and divide data.global_batch_size="
+                          f"{cfg.data.global_batch_size}")
+    if cfg.contrastive.weight < 0:
+        raise ConfigError("config.contrastive.weight must be >= 0")
+    if cfg.contrastive.weight > 0 and cfg.data.global_batch_size // micro < 2:
+        raise ConfigError("config.contrastive needs at least 2 examples per microbatch to pair them; raise "
+                          "data.global_batch_size or lower optim.microbatches")
+
+
 def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
+    _check_routing(cfg)
+    _check_repa(cfg)
+    _check_batch_split(cfg)
     check_perceptual(cfg.perceptual)
     # each enabled technique that reads the teacher -> the feature grid it asks for
-    uses = {"config.perceptual.dino_weight": dino_grid(cfg.perceptual, token_grid(cfg))}
+    uses = {"config.perceptual.dino_weight": dino_grid(cfg.perceptual, token_grid(cfg)),
+            "config.repa.weight": token_grid(cfg) if cfg.repa.weight > 0 else None}
     check_teacher(cfg.teacher, cfg.data.resolution, {field: grid for field, grid in uses.items() if grid})
 
 

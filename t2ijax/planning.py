@@ -16,6 +16,7 @@ from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import read_model_config, resolve_model_dir
 from t2ijax.optim import make_optimizer
 from t2ijax.techniques import ema
+from t2ijax.techniques.frozen import needs_images
 from t2ijax.train_step import jit_train_step, make_train_step
 
 # Memory per chip: TPU v5e 16 GiB HBM, v5p 95 GiB, H100 80 GB.
@@ -75,6 +76,9 @@ def model_flops_per_image(cfg: ml_collections.ConfigDict, image_tokens: int, tex
 
 def plan(config: ml_collections.ConfigDict) -> Plan:
     """Compiles config's train step for the devices present and measures it."""
+    if needs_images(config):
+        raise ConfigError("t2ijax.plan measures the denoiser's step without the frozen networks REPA and the perceptual "
+                          "losses add; plan with repa.weight, perceptual.dino_weight and perceptual.lpips_weight at 0")
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.sharding_rules)
     channels, downsample = geometry(config.autoencoder.name)

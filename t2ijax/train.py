@@ -24,6 +24,7 @@ from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import make_optimizer
 from t2ijax.restore import load_run_config
 from t2ijax.techniques import ema
+from t2ijax.techniques.frozen import load_frozen, needs_images
 from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
 
 
@@ -91,7 +92,10 @@ class Run:
         text_length, text_dim = self.data.train["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
-        self.model = build_model(config, self.space.channels, text_dim)
+        self.frozen, frozen_params = load_frozen(config, self.space)
+        self.frozen_params = jax.device_put(frozen_params, sharding.replicated(self.mesh))
+        self.model = build_model(config, self.space.channels, text_dim,
+                                 self.frozen.teacher.dim if self.frozen.teacher else 0)
         self.optimizer, self.schedule = make_optimizer(config.optim, config.total_steps)
         resolution = config.data.resolution // self.space.downsample
         self.image_shape = (resolution, resolution, self.space.channels)
@@ -126,10 +130,11 @@ class Run:
         null_mask = jnp.asarray(self.data.null_mask)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
-                                  self.shift)
+                                  self.shift, self.frozen)
         train_step = jit_train_step(step_fn, self.state_shardings, self.mesh)
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            self.train_step = train_step.lower(self.state, self.device_batch(int(self.state.step))).compile()
+            compiled = train_step.lower(self.state, self.device_batch(int(self.state.step)), self.frozen_params).compile()
+        self.train_step = lambda state, batch: compiled(state, batch, self.frozen_params)
         # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
         sharding.barrier("t2ijax: train step compiled")
         # Replicated, so every process can read the losses when the params span several hosts.
@@ -143,8 +148,8 @@ class Run:
 
     def device_batch(self, step: int) -> dict[str, jax.Array]:
         local = self.loader.batch(step)
-        local = {"x0": model_inputs(local, self.space), "text": local["text"],
-                 "text_mask": local["text_mask"]}
+        images = {"image": local["image"]} if needs_images(self.config) else {}
+        local = {"x0": model_inputs(local, self.space), "text": local["text"], "text_mask": local["text_mask"], **images}
         return sharding.global_batch(local, self.batch_sharding)
 
     # --- Periodic actions ------------------------------------------------------------------------------

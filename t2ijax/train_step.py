@@ -1,4 +1,4 @@
-"""The pure training step `(state, batch) -> (state, metrics)` and held-out loss."""
+"""The pure training step `(state, batch, frozen_params) -> (state, metrics)` and held-out loss."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,10 +6,15 @@ import ml_collections
 import optax
 
 from t2ijax import nonfinite, sharding
-from t2ijax.diffusion.losses import clip_time, denoising_loss, noised, velocity_mse
+from t2ijax.diffusion.losses import clip_time, contrastive_error, denoising_loss, noised, velocity_mse, x0_estimate
 from t2ijax.diffusion.timesteps import sample_timesteps
-from t2ijax.techniques import ema, repa
+from t2ijax.techniques import ema, perceptual, repa
+from t2ijax.techniques.frozen import Frozen
 from t2ijax.train_state import TrainState
+
+
+def _pixels(batch) -> jax.Array:
+    return batch["image"].astype(jnp.float32) / 127.5 - 1.0
 
 
 ROUTE_STREAM = 1  # fold_in(step rng, ROUTE_STREAM) draws the routed tokens; the other draws keep their streams
@@ -32,10 +37,11 @@ def _microbatches(batch: dict, count: int) -> dict:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                     config: ml_collections.ConfigDict, null_text: jax.Array, null_mask: jax.Array, shift: float,
-                    teacher=None):
-    """Builds the step `(state, batch, teacher_params) -> (state, metrics)`. Batches hold x0 [B, H, W, C]
-    (model space), text [B, L, D], text_mask [B, L], and with a `teacher` (t2ijax/techniques/teachers.py,
-    for REPA) the images [B, H', W', 3] uint8; `shift` is the training time shift (timesteps.time_shift).
+                    frozen: Frozen | None = None):
+    """Builds the step `(state, batch, frozen_params) -> (state, metrics)`. Batches hold x0 [B, H, W, C]
+    (model space), text [B, L, D], text_mask [B, L], and when a technique compares with real pixels
+    (REPA, P-DINO, LPIPS) the images [B, H', W', 3] uint8; `frozen` holds those techniques' networks
+    and frozen_params their params. `shift` is the training time shift (timesteps.time_shift).
 
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
     whose loss or gradient norm is not finite is flagged, and under config.nonfinite.policy='skip'
@@ -47,8 +53,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     diffusion = config.diffusion
     routed = config.routing.method != "none"
     repa_on = config.repa.weight > 0
+    perceptual_on = config.perceptual.dino_weight > 0 or config.perceptual.lpips_weight > 0
 
-    def loss_fn(params, batch, rng, step, teacher_params):
+    def loss_fn(params, batch, rng, step, frozen_params):
         x0 = batch["x0"]
         t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
         t = clip_time(sample_timesteps(t_rng, x0.shape[0], diffusion, shift))
@@ -59,40 +66,56 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         route_rng = jax.random.fold_in(rng, ROUTE_STREAM) if routed else None
         output, state = model.apply({"params": params}, x_t, t, text, text_mask, route_rng=route_rng,
                                     mutable=["intermediates"])
-        losses = {"denoising": jnp.mean(denoising_loss(output, x_t, point, x0, eps, diffusion,
-                                                       config.contrastive.weight))}
+        losses = {"denoising": jnp.mean(denoising_loss(output, x_t, point, x0, eps, diffusion))}
+        if config.contrastive.weight > 0:
+            losses["contrastive"] = -config.contrastive.weight * jnp.mean(
+                contrastive_error(output, x_t, point, x0, eps, diffusion))
+        grid = (x0.shape[1] // config.model.patch_size, x0.shape[2] // config.model.patch_size)
         if repa_on:
             captured = state["intermediates"]
-            grid = (x0.shape[1] // config.model.patch_size, x0.shape[2] // config.model.patch_size)
-            target = teacher.features(teacher_params, batch["image"].astype(jnp.float32) / 127.5 - 1.0, grid)
+            target = frozen.teacher.features(frozen_params["teacher"], _pixels(batch), grid)
             similarity = repa.alignment(captured["repa"][0], captured["hidden_tokens"][0], target,
                                         config.repa.spatial_norm)
             losses["repa"] = -repa.weight_at(config.repa, step) * jnp.mean(similarity)
+        if perceptual_on:
+            predicted = frozen.space.decode(x0_estimate(output, x_t, point, diffusion), frozen_params["decoder"])
+            losses.update(_perceptual_losses(frozen, frozen_params, predicted, _pixels(batch), t, grid))
         return sum(losses.values()), losses
+
+    def _perceptual_losses(frozen, frozen_params, predicted, real, t, grid):
+        p, out = config.perceptual, {}
+        if p.dino_weight > 0:
+            per_example = perceptual.pdino_loss(frozen.teacher, frozen_params["teacher"], predicted, real,
+                                                perceptual.dino_grid(p, grid))
+            out["pdino"] = p.dino_weight * perceptual.below_t_mean(per_example, t, p.dino_t_max)
+        if p.lpips_weight > 0:
+            per_example = perceptual.lpips_loss(frozen.lpips, frozen_params["lpips"], predicted, real)
+            out["lpips"] = p.lpips_weight * perceptual.below_t_mean(per_example, t, p.lpips_t_max)
+        return out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     microbatches = config.optim.microbatches
 
-    def gradients(params, batch, rng, step, teacher_params):
+    def gradients(params, batch, rng, step, frozen_params):
         if microbatches == 1:
-            return grad_fn(params, batch, rng, step, teacher_params)
+            return grad_fn(params, batch, rng, step, frozen_params)
 
         def accumulate(total, inputs):
             index, micro = inputs
-            out = grad_fn(params, micro, jax.random.fold_in(rng, index), step, teacher_params)
+            out = grad_fn(params, micro, jax.random.fold_in(rng, index), step, frozen_params)
             return jax.tree.map(jnp.add, total, out), None
 
         zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[::microbatches], batch),
-                                                            rng, step, teacher_params))
+                                                            rng, step, frozen_params))
         total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), _microbatches(batch, microbatches)))
         return jax.tree.map(lambda x: x / microbatches, total)
 
-    def train_step(state: TrainState, batch, teacher_params=None):
+    def train_step(state: TrainState, batch, frozen_params=None):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, losses), grads = gradients(state.params, batch, rng, state.step, teacher_params)
+        (loss, losses), grads = gradients(state.params, batch, rng, state.step, frozen_params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
-        if len(losses) > 1 or config.contrastive.weight > 0:
+        if len(losses) > 1:
             metrics.update({f"loss_{name}": value for name, value in losses.items()})
         finite = nonfinite.is_finite(metrics)
         metrics["nonfinite"] = ~finite

@@ -83,19 +83,18 @@ def _per_example_mean(x: jax.Array) -> jax.Array:
 
 
 def denoising_loss(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
-                   cfg: ml_collections.ConfigDict, contrastive_weight: float = 0.0) -> jax.Array:
-    """Per-example weighted MSE of the network's `output` at x_t in config.diffusion.loss_space.
-
-    contrastive_weight > 0 subtracts that weight times the same weighted error against the next
-    example's target (the batch rolled by one): contrastive flow matching, which pushes predictions
-    of different examples apart.
-    """
+                   cfg: ml_collections.ConfigDict) -> jax.Array:
+    """Per-example weighted MSE of the network's `output` at x_t in config.diffusion.loss_space."""
     output, target = _errors(output, x_t, point, x0, eps, cfg, loss_space(cfg))
-    weight = loss_weight(point, cfg)
-    loss = _per_example_mean(weight * jnp.square(output - target))
-    if contrastive_weight > 0:
-        loss = loss - contrastive_weight * _per_example_mean(weight * jnp.square(output - jnp.roll(target, 1, axis=0)))
-    return loss
+    return _per_example_mean(loss_weight(point, cfg) * jnp.square(output - target))
+
+
+def contrastive_error(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
+                      cfg: ml_collections.ConfigDict) -> jax.Array:
+    """The same weighted error against the next example's target (the batch rolled by one): contrastive
+    flow matching subtracts it, pushing the predictions of different examples apart."""
+    output, target = _errors(output, x_t, point, x0, eps, cfg, loss_space(cfg))
+    return _per_example_mean(loss_weight(point, cfg) * jnp.square(output - jnp.roll(target, 1, axis=0)))
 
 
 def x0_estimate(output: jax.Array, x_t: jax.Array, point: PathPoint, cfg: ml_collections.ConfigDict) -> jax.Array:

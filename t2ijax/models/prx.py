@@ -259,15 +259,15 @@ class PRX(nn.Module):
         cuts = sorted({0, self.depth, start, stop, capture} - {None})
         kept, dense, cos, sin = None, None, rope_cos, rope_sin
         for a, z in zip(cuts, cuts[1:]):
-            img = self._run_blocks(img, a, z, txt, vec, key_mask(img.shape[1]), cos, sin)
-            if z == capture:  # before routing changes at the same cut, as PRX's REPA hook sees it
-                self._capture(img, tokens if kept is None else kept, grid)
-            if z == start:
+            if a == start:
                 dense = img
                 if route_rng is not None:
                     kept = routing.choose_kept(route_rng, b, n, self.route_rate)
                     img = routing.gather_tokens(img, kept)
                     cos, sin = rope_cos[kept], rope_sin[kept]
+            img = self._run_blocks(img, a, z, txt, vec, key_mask(img.shape[1]), cos, sin)
+            if z == capture:  # before the routed range hands its tokens back, as PRX's REPA hook sees them
+                self._capture(img, tokens if kept is None else kept, grid)
             if z == stop:
                 if sprint:
                     deep = img if kept is None else routing.scatter_tokens(

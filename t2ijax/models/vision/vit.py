@@ -57,11 +57,11 @@ def layer_norm(eps: float, name: str) -> nn.LayerNorm:
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
 
 
-def dense(features, axis, kernel_names, bias_names, name, use_bias=True) -> nn.DenseGeneral:
+def dense(features, axis, name, use_bias=True) -> nn.DenseGeneral:
+    # No logical axis names: DenseGeneral makes its kernel and bias flat and reshapes them, and the flat
+    # arrays cannot carry the full shapes' names (a constraint error under a mesh, e.g. as a REPA teacher).
     return nn.DenseGeneral(features=features, axis=axis, use_bias=use_bias, name=name,
-                           precision=jax.lax.Precision.HIGHEST,
-                           kernel_init=nn.with_logical_partitioning(_init, kernel_names),
-                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_names))
+                           precision=jax.lax.Precision.HIGHEST, kernel_init=_init)
 
 
 def rotate_patches(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -103,23 +103,23 @@ class ViTLayer(nn.Module):
         highest = jax.lax.Precision.HIGHEST
         x = layer_norm(cfg.layer_norm_eps, "norm1")(hidden)
         per_head = (cfg.num_heads, cfg.head_dim)
-        query, key, value = (dense(per_head, -1, ("embed", "heads", "kv"), ("heads", "kv"), name, bias)(x)
+        query, key, value = (dense(per_head, -1, name, bias)(x)
                              for name, bias in (("query", cfg.query_bias), ("key", cfg.key_bias),
                                                 ("value", cfg.value_bias)))
         if rope is not None:
             query, key = rotate_patches(query, rope), rotate_patches(key, rope)
         logits = jnp.einsum("bqhd,bkhd->bhqk", query * cfg.head_dim**-0.5, key, precision=highest)
         attended = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), value, precision=highest)
-        out = dense(cfg.hidden_size, (-2, -1), ("heads", "kv", "embed"), ("embed",), "out", cfg.out_bias)(attended)
+        out = dense(cfg.hidden_size, (-2, -1), "out", cfg.out_bias)(attended)
         hidden = hidden + self._scaled(out, "layer_scale1")
         x = layer_norm(cfg.layer_norm_eps, "norm2")(hidden)
         activation = ACTIVATIONS[cfg.activation]
-        up = dense(cfg.mlp_size, -1, ("embed", "mlp"), ("mlp",), "mlp_in", cfg.mlp_bias)(x)
+        up = dense(cfg.mlp_size, -1, "mlp_in", cfg.mlp_bias)(x)
         if cfg.gated_mlp:
-            up = up * activation(dense(cfg.mlp_size, -1, ("embed", "mlp"), ("mlp",), "mlp_gate", cfg.mlp_bias)(x))
+            up = up * activation(dense(cfg.mlp_size, -1, "mlp_gate", cfg.mlp_bias)(x))
         else:
             up = activation(up)
-        x = dense(cfg.hidden_size, -1, ("mlp", "embed"), ("embed",), "mlp_out", cfg.mlp_bias)(up)
+        x = dense(cfg.hidden_size, -1, "mlp_out", cfg.mlp_bias)(up)
         return hidden + self._scaled(x, "layer_scale2"), None
 
 
