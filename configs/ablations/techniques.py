@@ -1,0 +1,42 @@
+"""PRX's training techniques on the CPU demo (configs/shapes_tiny.py: 4 blocks, 8 x 8 tokens), each alone
+against the baseline, and PRX's combination (REPA + TREAD + contrastive + EMA + Muon).
+
+Offline there is no pretrained DINO: the REPA and P-DINO teacher is the encoder of the shapes
+autoencoder (its 32-channel map before the latent projection, pooled to the 8 x 8 token grid), trained
+first with
+  python -m t2ijax.train_autoencoder --config=configs/shapes_autoencoder.py --workdir=workdirs/shapes_autoencoder
+With weights at hand, point the teacher at them instead, e.g. --config.teacher.name=dinov2
+--config.teacher.path=/path/to/dinov2-with-registers-base (REPA resizes the images to 8 x 14 px).
+One variant:
+  python -m t2ijax.main --config=configs/ablations/techniques.py:tread --workdir=workdirs/ablations/techniques/tread
+The whole axis, then its report (docs/ablations/README.md):
+  python -m t2ijax.ablate --config=configs/ablations/techniques.py --workdir=workdirs/ablations/techniques
+Result: not run yet.
+"""
+from configs.ablations import variant_config
+from configs.ablations.latent_normalization import SHAPES_AUTOENCODER
+
+TEACHER = {"teacher.name": "autoencoder", "teacher.path": SHAPES_AUTOENCODER}
+# PRX routes blocks 2..12 of 16 (the middle 11 of 16); on 4 blocks, the middle two.
+ROUTING = {"routing.start": 1, "routing.end": 2, "routing.rate": 0.5}
+REPA = {"repa.weight": 0.5, "repa.layer": 1, **TEACHER}  # PRX: block 8 of 16, about halfway
+
+VARIANTS = {
+    "baseline": {},
+    "repa": REPA,
+    "repa_stop_800": {**REPA, "repa.stop_step": 800},  # PRX: early help, switched off later
+    "irepa": {**REPA, "repa.projector": "conv", "repa.spatial_norm": True, "repa.layer": 0},
+    "contrastive": {"contrastive.weight": 0.1},
+    "tread": {"routing.method": "tread", **ROUTING},
+    "sprint": {"routing.method": "sprint", **ROUTING},
+    "pdino": {"perceptual.dino_weight": 0.1, **TEACHER},
+    "ema": {"ema.decay": 0.999, "ema.every_steps": 10},  # PRX's 0.999 every 10 steps
+    "muon": {"optim.name": "muon"},
+    "bfloat16_weights": {"model.param_dtype": "bfloat16"},
+    "prx_combination": {**REPA, "repa.projector": "attention", "routing.method": "tread", **ROUTING,
+                        "contrastive.weight": 0.1, "ema.decay": 0.999, "ema.every_steps": 10, "optim.name": "muon"},
+}
+
+
+def get_config(variant: str = "baseline"):
+    return variant_config(VARIANTS, variant)

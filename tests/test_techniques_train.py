@@ -1,0 +1,122 @@
+"""Every issue-7 technique, alone and in PRX's combination, trains on the tiny config, and an 8-device
+CPU mesh gives the same losses as 1 device; bad technique configs are one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import tiny_config
+from t2ijax.config import validate
+from t2ijax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 3
+
+
+def variants(teacher: str) -> dict[str, dict]:
+    dino = {"teacher.name": "dinov2", "teacher.path": teacher}
+    return {
+        "tread": {"routing.method": "tread", "routing.start": 0, "routing.end": 0},
+        "sprint": {"routing.method": "sprint", "routing.start": 0, "routing.end": 0},
+        "repa": {"repa.weight": 0.5, "repa.layer": 0, **dino},
+        "irepa": {"repa.weight": 0.5, "repa.layer": 1, "repa.projector": "conv", "repa.spatial_norm": True, **dino},
+        "contrastive": {"contrastive.weight": 0.1},
+        "pdino": {"perceptual.dino_weight": 0.1, **dino},
+        "microbatches": {"optim.microbatches": 2},
+        "prx_combination": {"repa.weight": 0.5, "repa.layer": 0, "repa.projector": "attention", **dino,
+                            "routing.method": "tread", "routing.start": 0, "routing.end": 0,
+                            "contrastive.weight": 0.1, "ema.decay": 0.9},
+    }
+
+
+RUN_VARIANTS = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax
+from conftest import tiny_config
+from test_techniques_train import STEPS, apply, variants
+from t2ijax.train import Run
+
+out = {{}}
+for name, fields in variants({teacher!r}).items():
+    run = Run(apply(tiny_config({data_dir!r}), fields), {workdir!r} + "/" + name).setup()
+    state, losses = run.state, []
+    for step in range(STEPS):
+        state, metrics = run.train_step(state, run.device_batch(step))
+        losses.append({{k: float(v) for k, v in metrics.items() if k.startswith("loss")}})
+    out[name] = losses
+print("LOSSES " + json.dumps({{"devices": jax.device_count(), "losses": out}}))
+"""
+
+
+def apply(config, fields: dict):
+    for dotted, value in fields.items():
+        section, name = dotted.split(".")
+        config[section][name] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> str:
+    """A tiny random DINOv2 saved by transformers: the mechanics need a teacher, not a good one."""
+    directory = str(tmp_path_factory.mktemp("dinov2"))
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, patch_size=4, image_size=32)
+    transformers.Dinov2Model(config).save_pretrained(directory)
+    return directory
+
+
+def _losses(devices: int, data_dir: str, teacher: str, workdir) -> dict:
+    script = RUN_VARIANTS.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, teacher=teacher,
+                                 workdir=str(workdir))
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    line = [l for l in done.stdout.splitlines() if l.startswith("LOSSES ")][-1]
+    result = json.loads(line[len("LOSSES "):])
+    assert result["devices"] == devices
+    return result["losses"]
+
+
+@pytest.mark.slow
+def test_each_technique_and_the_prx_combination_train_alike_on_1_and_8_devices(data_dir, teacher, tmp_path):
+    from t2ijax.data.prepare import prepare
+
+    prepare(tiny_config(data_dir))  # built once here, not by both subprocesses at once
+    one = _losses(1, data_dir, teacher, tmp_path / "one")
+    eight = _losses(8, data_dir, teacher, tmp_path / "eight")
+    expected_terms = {"repa": {"loss_repa"}, "irepa": {"loss_repa"}, "contrastive": {"loss_contrastive"},
+                      "pdino": {"loss_pdino"}, "prx_combination": {"loss_repa", "loss_contrastive"}}
+    for name, steps in one.items():
+        assert all(np.isfinite(v) for step in steps for v in step.values()), (name, steps)
+        assert expected_terms.get(name, set()) <= set(steps[0]), (name, steps[0])
+        for step_one, step_eight in zip(steps, eight[name]):
+            assert step_one.keys() == step_eight.keys()
+            for term in step_one:
+                np.testing.assert_allclose(step_eight[term], step_one[term], rtol=2e-5, atol=1e-6,
+                                           err_msg=f"{name} {term}")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"repa.weight": 0.5, "repa.layer": 7, "teacher.name": "dinov2", "teacher.path": "x"}, "beyond the model's 2 blocks"),
+    ({"repa.weight": 0.5, "repa.layer": 0, "teacher.name": "none"}, "config.repa.weight"),
+    ({"repa.weight": 0.5, "repa.layer": 0, "repa.projector": "conv", "routing.method": "tread", "routing.start": 0,
+      "routing.end": 1, "teacher.name": "dinov2", "teacher.path": "x"}, "conv projector has no grid"),
+    ({"routing.method": "tread", "routing.start": 1, "routing.end": 2}, "not inside the model's 2 blocks"),
+    ({"routing.method": "sprint", "routing.start": 0, "routing.end": 0, "routing.rate": 1.0}, "must be inside (0, 1)"),
+    ({"routing.method": "route_all"}, "config.routing.method"),
+    ({"optim.microbatches": 3}, "must be >= 1 and divide data.global_batch_size=8"),
+    ({"optim.microbatches": 8, "contrastive.weight": 0.1}, "at least 2 examples per microbatch"),
+    ({"perceptual.lpips_weight": 0.1}, "LPIPS requested with no weights"),
+])
+def test_bad_technique_configs_are_one_line_errors(data_dir, fields, message):
+    with pytest.raises(ConfigError, match=None) as error:
+        validate(apply(tiny_config(data_dir), fields), num_devices=1)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
