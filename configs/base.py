@@ -82,7 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
         time_factor=1000.0,          # the timestep embedding sees t * time_factor
         time_max_period=10_000.0,
         resolution_embeds=False,     # add embeddings of the image's height and width to the timestep vector
-        dtype="float32",             # compute dtype: float32 | bfloat16 (params stay float32)
+        dtype="float32",             # compute dtype: float32 | bfloat16 (norms, softmax and RoPE stay float32)
+        param_dtype="float32",       # stored dtype of the params, and so of their grads and optimizer state:
+                                     # float32 (master weights) | bfloat16 (small updates round away: PRX's
+                                     # "silent degradation")
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
         attention_impl="xla",        # xla | cudnn (GPU: fused, jax.nn.dot_product_attention) | splash (TPU: Pallas)
@@ -114,8 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
     c.optim = dict(
-        name="adamw",
-        learning_rate=1e-4,
+        name="adamw",                # adamw | muon (Muon on the transformer blocks' matrices, AdamW on the rest)
+        learning_rate=1e-4,          # AdamW's peak; learning_rate, b1, b2, eps and weight_decay are AdamW's
         schedule="constant",         # constant | cosine (both after linear warmup)
         warmup_steps=1000,
         final_lr_fraction=0.0,       # cosine only: lr at the end / peak lr
@@ -125,6 +128,11 @@ def get_config() -> ml_collections.ConfigDict:
         weight_decay=0.0,
         grad_clip_norm=0.2,          # 0 = no clipping
         microbatches=1,              # gradient accumulation: the batch is split in this many, gradients averaged
+        muon_learning_rate=1e-4,     # muon: peak of the block matrices' learning rate (the schedule's shape is shared)
+        muon_momentum=0.95,          # muon: Nesterov momentum of the gradients, orthogonalized each step
+        muon_ns_steps=5,             # muon: Newton-Schulz iterations per orthogonalization
+        muon_update_rms=0.2,         # muon: updates scaled by this x sqrt(max(fan-in, fan-out)): AdamW's typical RMS
+        muon_weight_decay=0.0,       # muon: decoupled, multiplied by the Muon learning rate
     )
 
     # Token routing over blocks start..end (inclusive) while training (t2ijax/techniques/routing.py):

@@ -41,6 +41,7 @@ _CHOICES = {
     "latents.posterior": lambda: list(POSTERIORS),
     "model.name": MODELS.names,
     "model.dtype": lambda: ["bfloat16", "float32"],
+    "model.param_dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
     "model.attention_impl": lambda: ["cudnn", "splash", "xla"],
     "diffusion.path": PATHS.names,
@@ -150,6 +151,12 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.ema.decay={cfg.ema.decay} must be in [0, 1) (0 turns the EMA off)")
     if cfg.ema.every_steps < 1 or cfg.ema.start_step < 0:
         raise ConfigError("config.ema.every_steps must be >= 1 and config.ema.start_step >= 0")
+
+
+def _check_optim(optim: ml_collections.ConfigDict) -> None:
+    _check_positive("optim", optim, ("muon_learning_rate", "muon_ns_steps", "muon_update_rms"))
+    if not 0.0 <= optim.muon_momentum < 1.0:
+        raise ConfigError(f"config.optim.muon_momentum={optim.muon_momentum} must be in [0, 1)")
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
@@ -395,6 +402,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError(f"config.{missing[0]} is missing; start configs from configs/base.py")
     _check_choices(flat)
     _check_model(cfg)
+    _check_optim(cfg.optim)
     _check_data(cfg.data)
     _check_latents(cfg)
     _check_autoencoder_training(cfg.autoencoder_training)

@@ -64,6 +64,11 @@ def state_shardings(abstract_boxed, mesh: Mesh, rules) -> object:
 
     Raises a one-line error for any dimension the mesh cannot split evenly, before compiling.
     """
+    # A masked optimizer (optax.partition) keeps an empty optax.MaskedNode, still in its param's box, for
+    # each param it leaves to another: no array, so no sharding.
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+    abstract_boxed = jax.tree.map(lambda x: x.unbox() if is_box(x) and not jax.tree.leaves(x.unbox()) else x,
+                                  abstract_boxed, is_leaf=is_box)
     logical_specs = nn.get_partition_spec(abstract_boxed)
     shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
     unboxed = nn.meta.unbox(abstract_boxed)

@@ -119,6 +119,12 @@ def test_cudnn_attention_needs_a_gpu():
     ("model", "patch_size", 5, "resolution=32 is not divisible by config.model.patch_size=5"),
     ("nonfinite", "policy", "ignore", "config.nonfinite.policy='ignore' is not one of: halt, skip"),
     ("checkpoint", "keep", 0, "config.checkpoint.keep must be positive"),
+    ("model", "param_dtype", "float16", "config.model.param_dtype='float16' is not one of: bfloat16, float32"),
+    ("optim", "name", "lion", "config.optim.name='lion' is not one of: adamw, muon"),
+    ("optim", "muon_learning_rate", 0.0, "config.optim.muon_learning_rate=0.0 must be positive"),
+    ("optim", "muon_ns_steps", 0, "config.optim.muon_ns_steps=0 must be positive"),
+    ("optim", "muon_update_rms", -0.2, "config.optim.muon_update_rms=-0.2 must be positive"),
+    ("optim", "muon_momentum", 1.0, r"config.optim.muon_momentum=1.0 must be in \[0, 1\)"),
 ])
 def test_one_bad_field_is_named(section, field, value, message):
     c = shapes_tiny.get_config()

@@ -1,5 +1,7 @@
-"""Precision of the denoiser's compute on the CPU demo: float32 against bfloat16 (parameters,
-optimizer state and outputs stay float32 in both).
+"""Precision of the denoiser on the CPU demo: float32 against bfloat16 compute over float32 master
+weights (parameters, optimizer state and outputs stay float32), and against bfloat16-stored weights
+(model.param_dtype: parameters, gradients and optimizer state in bfloat16, where updates smaller
+than half a bfloat16 step of a weight are rounded away: PRX's "silent degradation").
 
 Everything else is configs/shapes_tiny.py. On CPUs without bfloat16 units the bfloat16 variant
 is slower; the axis measures what it does to quality.
@@ -15,6 +17,7 @@ VARIANTS = {
     "float32": {},  # the baseline
     "bfloat16": {"model.dtype": "bfloat16"},
     "bfloat16_text": {"model.dtype": "bfloat16", "text_encoder.dtype": "bfloat16"},
+    "bfloat16_weights": {"model.dtype": "bfloat16", "model.param_dtype": "bfloat16"},
 }
 
 

@@ -26,6 +26,7 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, tec
         bottleneck_size=cfg.bottleneck_size or None,
         resolution_embeds=cfg.resolution_embeds,
         dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
         remat_policy=cfg.remat_policy,
         scan_layers=cfg.scan_layers,
         attention_impl=cfg.attention_impl,
