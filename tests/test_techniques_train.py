@@ -28,9 +28,10 @@ def variants(teacher: str) -> dict[str, dict]:
         "contrastive": {"contrastive.weight": 0.1},
         "pdino": {"perceptual.dino_weight": 0.1, **dino},
         "microbatches": {"optim.microbatches": 2},
+        "muon": {"optim.name": "muon"},
         "prx_combination": {"repa.weight": 0.5, "repa.layer": 0, "repa.projector": "attention", **dino,
                             "routing.method": "tread", "routing.start": 0, "routing.end": 0,
-                            "contrastive.weight": 0.1, "ema.decay": 0.9},
+                            "contrastive.weight": 0.1, "ema.decay": 0.9, "optim.name": "muon"},
     }
 
 

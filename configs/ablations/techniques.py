@@ -31,10 +31,11 @@ VARIANTS = {
     "sprint": {"routing.method": "sprint", **ROUTING},
     "pdino": {"perceptual.dino_weight": 0.1, **TEACHER},
     "ema": {"ema.decay": 0.999, "ema.every_steps": 10},  # PRX's 0.999 every 10 steps
-    "muon": {"optim.name": "muon"},
+    "muon": {"optim.name": "muon", "optim.eps": 1e-8},  # PRX's Adam eps for the params Muon does not take
     "bfloat16_weights": {"model.param_dtype": "bfloat16"},
     "prx_combination": {**REPA, "repa.projector": "attention", "routing.method": "tread", **ROUTING,
-                        "contrastive.weight": 0.1, "ema.decay": 0.999, "ema.every_steps": 10, "optim.name": "muon"},
+                        "contrastive.weight": 0.1, "ema.decay": 0.999, "ema.every_steps": 10, "optim.name": "muon",
+                        "optim.eps": 1e-8},
 }
 
 
