@@ -219,6 +219,9 @@ def get_config() -> ml_collections.ConfigDict:
         guidance=4.0,                # classifier-free guidance scale; 1 = off
         guidance_interval=(0.0, 1.0),  # guidance only for t in [low, high]; the conditional model elsewhere
         negative_prompt="",          # caption of the unconditional branch ("" = the empty caption)
+        weak_branch="unconditional",  # what guidance pushes away from: unconditional (CFG with negative_prompt) |
+                                      # routed (the conditional model with config.routing's tokens routed: TREAD's
+                                      # self-guidance / sparse guidance)
         seed=0,                      # noise seed
     )
 

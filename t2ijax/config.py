@@ -53,6 +53,7 @@ _CHOICES = {
     "diffusion.shift_mode": SHIFT_MODES.names,
     "optim.name": OPTIMIZERS.names,
     "routing.method": lambda: list(routing.METHODS),
+    "sampler.weak_branch": lambda: ["routed", "unconditional"],
     "repa.projector": lambda: list(repa.PROJECTORS),
     "optim.schedule": SCHEDULES.names,
     "sampler.name": SAMPLERS.names,
@@ -325,6 +326,9 @@ def token_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
 
 def _check_routing(cfg: ml_collections.ConfigDict) -> None:
     r, depth = cfg.routing, cfg.model.depth
+    if cfg.sampler.weak_branch == "routed" and r.method != "tread":
+        raise ConfigError("config.sampler.weak_branch='routed' guides with the routed model and needs "
+                          "routing.method='tread'; use weak_branch='unconditional'")
     if r.method == "none":
         return
     if not 0 <= r.start <= r.end < depth:

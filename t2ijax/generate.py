@@ -10,7 +10,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from t2ijax import sharding
-from t2ijax.diffusion.samplers import guided_output, sample
+from t2ijax.diffusion.samplers import guided_output, routed_guided_output, sample
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -46,12 +46,17 @@ class Generator:
 
     @functools.partial(jax.jit, static_argnums=(0,))
     def _generate(self, params, decoder_params, text, text_mask, rng):
-        def apply_fn(x, t, txt, mask):
-            return self.model.apply({"params": params}, x, t, txt, mask)
+        def apply_fn(x, t, txt, mask, route_rng=None):
+            return self.model.apply({"params": params}, x, t, txt, mask, route_rng=route_rng)
 
         cfg = self.sampler
-        output_fn = guided_output(apply_fn, text, text_mask, self.negative_text, self.negative_mask,
-                                  float(cfg.guidance), tuple(map(float, cfg.guidance_interval)))
+        guidance, interval = float(cfg.guidance), tuple(map(float, cfg.guidance_interval))
+        if cfg.weak_branch == "routed":
+            routed_fn = lambda x, t, txt, mask: apply_fn(x, t, txt, mask, jax.random.fold_in(rng, 1))
+            output_fn = routed_guided_output(apply_fn, routed_fn, text, text_mask, guidance, interval)
+        else:
+            output_fn = guided_output(apply_fn, text, text_mask, self.negative_text, self.negative_mask, guidance,
+                                      interval)
         noise = jax.random.normal(rng, (text.shape[0],) + self.image_shape)
         latents = sample(output_fn, self.diffusion, noise, cfg.name, cfg.steps, self.shift)
         return to_uint8(self.space.decode(latents, decoder_params))

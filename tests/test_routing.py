@@ -118,3 +118,16 @@ def test_capture_inside_the_range_holds_only_kept_tokens():
 @pytest.mark.parametrize("n, rate, kept", [(16, 0.5, 8), (16, 0.0, 15), (16, 1.0, 1), (10, 0.25, 8)])
 def test_num_kept_routes_at_least_one_token_and_keeps_at_least_one(n, rate, kept):
     assert routing.num_kept(n, rate) == kept
+
+
+def test_routed_guidance_pushes_away_from_the_routed_model():
+    from t2ijax.diffusion.samplers import routed_guided_output
+
+    model, params = _model_and_params("tread")
+    x, t, text, mask = _inputs()
+    apply = lambda x, t, txt, m, rng=None: model.apply({"params": params}, x, t, txt, m, route_rng=rng)
+    routed = lambda x, t, txt, m: apply(x, t, txt, m, ROUTE_RNG)
+    guided = routed_guided_output(apply, routed, text, mask, 3.0, (0.0, 0.5))(x, t)
+    full, weak = apply(x, t, text, mask), routed(x, t, text, mask)
+    np.testing.assert_allclose(guided[0], weak[0] + 3.0 * (full[0] - weak[0]), rtol=1e-5, atol=1e-5)  # t = 0.3
+    np.testing.assert_allclose(guided[1], full[1], rtol=1e-6, atol=1e-6)  # t = 0.8: outside the interval

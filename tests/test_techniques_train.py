@@ -116,6 +116,7 @@ def test_each_technique_and_the_prx_combination_train_alike_on_1_and_8_devices(d
     ({"optim.microbatches": 3}, "must be >= 1 and divide data.global_batch_size=8"),
     ({"optim.microbatches": 8, "contrastive.weight": 0.1}, "at least 2 examples per microbatch"),
     ({"perceptual.lpips_weight": 0.1}, "LPIPS requested with no weights"),
+    ({"sampler.weak_branch": "routed"}, "needs routing.method='tread'"),
 ])
 def test_bad_technique_configs_are_one_line_errors(data_dir, fields, message):
     with pytest.raises(ConfigError, match=None) as error:

@@ -28,6 +28,7 @@ VARIANTS = {
     "irepa": {**REPA, "repa.projector": "conv", "repa.spatial_norm": True, "repa.layer": 0},
     "contrastive": {"contrastive.weight": 0.1},
     "tread": {"routing.method": "tread", **ROUTING},
+    "tread_routed_guidance": {"routing.method": "tread", **ROUTING, "sampler.weak_branch": "routed"},
     "sprint": {"routing.method": "sprint", **ROUTING},
     "pdino": {"perceptual.dino_weight": 0.1, **TEACHER},
     "ema": {"ema.decay": 0.999, "ema.every_steps": 10},  # PRX's 0.999 every 10 steps

@@ -26,6 +26,11 @@ OutputFn = Callable[[jax.Array, jax.Array], jax.Array]
 FlowVelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def _guide(strong: jax.Array, weak: jax.Array, t: jax.Array, guidance: float, interval: tuple[float, float]):
+    scale = jnp.where((t >= interval[0]) & (t <= interval[1]), guidance, 1.0)
+    return weak + expand(scale, strong) * (strong - weak)
+
+
 def guided_output(apply_fn, text, text_mask, negative_text, negative_mask, guidance: float,
                   interval: tuple[float, float]) -> OutputFn:
     """The guided network o_n + g (o_c - o_n) for t inside `interval`, o_c outside; one batched call
@@ -44,11 +49,20 @@ def guided_output(apply_fn, text, text_mask, negative_text, negative_mask, guida
 
     def guided(x, t):
         out = apply_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both_text, both_mask)
-        cond, negative = out[:batch], out[batch:]
-        scale = jnp.where((t >= interval[0]) & (t <= interval[1]), guidance, 1.0)
-        return negative + expand(scale, x) * (cond - negative)
+        return _guide(out[:batch], out[batch:], t, guidance, interval)
 
     return guided
+
+
+def routed_guided_output(apply_fn, routed_fn, text, text_mask, guidance: float,
+                         interval: tuple[float, float]) -> OutputFn:
+    """Guidance by token sparsity (TREAD's self-guidance): o_r + g (o_c - o_r), where the weak branch o_r
+    is the conditional network with its tokens routed as in training (routed_fn, same signature as
+    apply_fn), in place of the unconditional one."""
+    def guided(x, t):
+        return _guide(apply_fn(x, t, text, text_mask), routed_fn(x, t, text, text_mask), t, guidance, interval)
+
+    return lambda x, t: apply_fn(x, t, text, text_mask) if guidance == 1.0 else guided(x, t)
 
 
 def flow_time_grid(path: Path, steps: int, shift: float) -> tuple[jax.Array, jax.Array]:
