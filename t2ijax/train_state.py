@@ -31,8 +31,10 @@ def _init(rng: jax.Array, model: nn.Module, optimizer: optax.GradientTransformat
     params_rng, state_rng = jax.random.split(rng)
     inputs = [jnp.zeros(example[k].shape, example[k].dtype) for k in ("x", "t", "text", "text_mask")]
     params = model.init(params_rng, *inputs)["params"]
+    # The EMA stays float32 whatever the params' dtype: in bfloat16, 0.001 x (params - ema) rounds away.
+    ema_params = jax.tree.map(lambda p: p.astype(jnp.float32), params) if ema else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                      rng=state_rng, ema_params=params if ema else None)
+                      rng=state_rng, ema_params=ema_params)
 
 
 def example_inputs(batch: int, resolution: int, channels: int, text_length: int, text_dim: int):

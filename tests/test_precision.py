@@ -18,9 +18,9 @@ POLICIES = {  # (model.dtype, model.param_dtype)
 
 
 def _model(dtype, param_dtype):
-    cfg = shapes_tiny.get_config().model
-    cfg.update(hidden_size=32, depth=2, num_heads=2, dtype=dtype, param_dtype=param_dtype)
-    return build_model(cfg, in_channels=3, context_dim=8)
+    config = shapes_tiny.get_config()
+    config.model.update(hidden_size=32, depth=2, num_heads=2, dtype=dtype, param_dtype=param_dtype)
+    return build_model(config, in_channels=3, context_dim=8)
 
 
 def _inputs():
@@ -106,3 +106,14 @@ def test_a_small_update_kept_by_float32_weights_is_rounded_away_by_bfloat16_weig
     np.testing.assert_allclose(weights[jnp.float32], 1.0 - 50 * 1e-4, rtol=1e-5)
     np.testing.assert_array_equal(weights[jnp.bfloat16], 1.0)
     assert float(jnp.asarray(weights[jnp.float32][0], jnp.bfloat16)) < 1.0
+
+
+def test_the_ema_stays_float32_over_bfloat16_weights():
+    from t2ijax import train_state
+
+    model, optimizer = _model("bfloat16", "bfloat16"), make_optimizer(base.get_config().optim, total_steps=10)[0]
+    example = train_state.example_inputs(1, 16, 3, 4, 8)
+    state = nn.unbox(jax.eval_shape(lambda r: train_state._init(r, model, optimizer, example, ema=True),
+                                    jax.random.PRNGKey(0)))
+    assert _float_dtypes(state.params) == {jnp.dtype("bfloat16")}
+    assert _float_dtypes(state.ema_params) == {jnp.dtype("float32")}
