@@ -11,6 +11,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 from configs import shapes_tiny
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes; run first, so that pytest-xdist does not leave it for last")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
 def tiny_config(data_dir: str):
     """The default config shrunk to compile and run in seconds on one CPU core."""
     c = shapes_tiny.get_config()

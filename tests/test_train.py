@@ -133,6 +133,7 @@ def _sharded_runs(data_dir, workdir, devices, meshes):
             for name in meshes}
 
 
+@pytest.mark.slow
 def test_train_step_and_generation_on_8_devices_match_1_device(data_dir, tmp_path):
     single, _ = _sharded_runs(data_dir, tmp_path / "one", 1, ["data=1"])["data=1"]
     meshes = ["data=8", "fsdp=8", "fsdp=4,tensor=2"]
