@@ -29,7 +29,7 @@ train: install
 	$(PY) -m t2ijax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: install-test
-	$(PY) -m pytest tests -q -n 2 --durations=15
+	$(PY) -m pytest tests -q -n 2 --dist loadgroup --durations=15
 
 clean:
 	rm -rf $(VENV) workdirs

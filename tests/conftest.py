@@ -11,6 +11,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 from configs import shapes_tiny
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes; run first, so that pytest-xdist does not leave it for last")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
 def tiny_config(data_dir: str):
     """The default config shrunk to compile and run in seconds on one CPU core."""
     c = shapes_tiny.get_config()
@@ -56,3 +64,27 @@ def tiny_clip_dir(tmp_path_factory) -> str:
                                            num_attention_heads=4, image_size=28, patch_size=7, projection_dim=16)
     transformers.CLIPVisionModelWithProjection(config).save_pretrained(directory)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(data_dir, tmp_path_factory):
+    """`uninterrupted(processes)`: tests/test_fault_tolerance.py's training command run once to the end
+    on `processes` processes (4 devices in all). The reference that killed-and-resumed runs must match
+    bit for bit, and that tests/test_multihost.py compares across the two topologies."""
+    from t2ijax.data.prepare import prepare
+    from test_fault_tolerance import Launch
+
+    # Built here first: two processes building one dataset at once race, and drift apart by more
+    # than gloo's 30 s wait for the first collective.
+    prepare(tiny_config(data_dir))
+    finished = {}
+
+    def run(processes: int):
+        if processes not in finished:
+            directory = tmp_path_factory.mktemp(f"uninterrupted_{processes}_processes")
+            launch = Launch(directory, data_dir, directory / "workdir", processes)
+            assert launch.run() == [0] * processes, launch.log[-3000:]
+            finished[processes] = launch
+        return finished[processes]
+
+    return run

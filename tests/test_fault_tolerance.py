@@ -1,5 +1,7 @@
 """Killed runs resume exactly: SIGKILL and SIGTERM at several steps, then the same command again,
-end bit for bit where an uninterrupted run ends; on one process and on 2 processes x 2 devices."""
+end bit for bit where an uninterrupted run ends; on 1 process x 4 devices and on 2 processes x 2
+devices, the parameters sharded over all 4 devices (fsdp) so that every host writes and reads only
+its own shards."""
 import os
 import random
 import re
@@ -13,13 +15,13 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
-from conftest import tiny_config
-from t2ijax.data.prepare import prepare
 from t2ijax.preemption import EXIT_CODE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 14  # on several processes the hosts agree on the step to stop at a few steps after SIGTERM
+DEVICES = 4
 
 CONFIG = textwrap.dedent("""
     import sys
@@ -29,10 +31,11 @@ CONFIG = textwrap.dedent("""
     def get_config():
         c = tiny_config({data_dir!r})
         c.total_steps = {total}
+        c.mesh.update(data=1, fsdp=-1, tensor=1)
         c.checkpoint.update(every_steps=2, keep=2)
         c.log.every_steps = 1
         c.ema.decay = 0.9
-        c.eval.metrics = ()  # kept short: tests/test_multihost.py evaluates on 2 processes
+        c.eval.metrics = ("loss_t",)  # compared across topologies by tests/test_multihost.py
         return c
 """)
 
@@ -46,12 +49,14 @@ def _free_port() -> int:
 class Launch:
     """The same training command, started again and again in `workdir` on `processes` processes."""
 
-    def __init__(self, tmp_path, data_dir, workdir, processes):
-        config = tmp_path / "config.py"
-        config.write_text(CONFIG.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, total=TOTAL_STEPS))
+    def __init__(self, config_dir, data_dir, workdir, processes):
+        config = os.path.join(config_dir, "config.py")
+        with open(config, "w") as f:
+            f.write(CONFIG.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, total=TOTAL_STEPS))
         self.args = [f"--config={config}", f"--workdir={workdir}"]
+        self.workdir = str(workdir)
         self.processes = processes
-        self.env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={2 if processes == 2 else 1}")
+        self.env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // processes}")
         self.checkpoints = os.path.join(workdir, "checkpoints")
 
     def start(self) -> list[subprocess.Popen]:
@@ -87,7 +92,7 @@ class Launch:
         return codes
 
 
-def _final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
+def final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
     """Every array of the newest checkpoint, read whole into host memory."""
     steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
     path = os.path.join(checkpoints, str(max(steps)), "state")
@@ -98,10 +103,8 @@ def _final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(arrays)}
 
 
-def _assert_resumes_exactly(tmp_path, data_dir, processes, kill_steps):
-    straight = Launch(tmp_path, data_dir, tmp_path / "straight", processes)
-    assert straight.run() == [0] * processes, straight.log[-3000:]
-    killed = Launch(tmp_path, data_dir, tmp_path / "killed", processes)
+def _assert_resumes_exactly(straight: Launch, killed: Launch, kill_steps):
+    processes = killed.processes
     resumes = 0
     # Checkpoints every 2 steps, asynchronously: a kill lands before one, or while one is written.
     for step, delay in kill_steps:
@@ -117,21 +120,21 @@ def _assert_resumes_exactly(tmp_path, data_dir, processes, kill_steps):
     assert killed.run() == [0] * processes, killed.log[-3000:]
     assert f"resumed from step {stopped_at} " in killed.log and f"restores {resumes + 1}," in killed.log
 
-    expected, found = _final_arrays(straight.checkpoints), _final_arrays(killed.checkpoints)
+    expected, found = final_arrays(straight.checkpoints), final_arrays(killed.checkpoints)
     assert expected.keys() == found.keys() and any("ema_params" in k for k in found)
     for name in expected:
         np.testing.assert_array_equal(found[name], expected[name], err_msg=name)
 
 
-def test_sigkill_and_sigterm_then_resume_equals_uninterrupted(tmp_path, data_dir):
+@pytest.mark.xdist_group("launches")  # shares the uninterrupted runs with tests/test_multihost.py
+def test_sigkill_and_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, data_dir):
     rng = random.Random(0)
     kills = [(rng.choice([1, 2, 3]), rng.uniform(0, 0.05)), (rng.choice([4, 5]), rng.uniform(0, 0.05))]
-    _assert_resumes_exactly(tmp_path, data_dir, 1, kills)
+    _assert_resumes_exactly(uninterrupted(1), Launch(tmp_path, data_dir, tmp_path / "killed", 1), kills)
 
 
-def test_kill_and_resume_on_2_processes_x_2_devices(tmp_path, data_dir):
-    # Built here first: two processes building one dataset at once race, and drift apart by more
-    # than gloo's 30 s wait for the first collective.
-    prepare(tiny_config(data_dir))
+@pytest.mark.xdist_group("launches")
+def test_kill_and_resume_on_2_processes_x_2_devices(uninterrupted, tmp_path, data_dir):
     rng = random.Random(1)
-    _assert_resumes_exactly(tmp_path, data_dir, 2, [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))])
+    _assert_resumes_exactly(uninterrupted(2), Launch(tmp_path, data_dir, tmp_path / "killed", 2),
+                            [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))])

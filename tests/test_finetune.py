@@ -53,6 +53,7 @@ def finetune_config(pipeline_dir, photos, data_dir, total_steps=3):
     return c
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_the_pipeline_resumes_and_exports(pipeline_dir, photos, tmp_path):
     workdir = str(tmp_path / "run")
     config = finetune_config(pipeline_dir, photos, tmp_path / "data")

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import nbformat
 import numpy as np
+import pytest
 from nbclient import NotebookClient
 
 from t2ijax.interop import prx_to_diffusers
@@ -39,6 +40,7 @@ def test_committed_notebook_has_no_outputs():
     assert not dirty, f"code cells {dirty} keep outputs or execution counts; clear all outputs before committing"
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("T2IJAX_NOTEBOOK_TINY", "1")
     monkeypatch.setenv("T2IJAX_NOTEBOOK_WORKDIR", str(tmp_path / "workdirs"))
