@@ -10,6 +10,7 @@ import ml_collections
 
 from t2ijax import sharding, train_state
 from t2ijax.diffusion.timesteps import time_shift
+from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import geometry
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.models.text.encoder import NO_TEXT

@@ -35,6 +35,19 @@ def tiny_config(data_dir: str):
     return c
 
 
+def saved_randomized(model, directory):
+    """A transformers/diffusers torch model with random values everywhere (their inits set norms and layer
+    scales to constants), saved with save_pretrained; returns the model."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(torch.randn_like(tensor) * 0.2)
+    model.eval().save_pretrained(directory)
+    return model
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("data"))

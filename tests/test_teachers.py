@@ -13,6 +13,7 @@ import transformers
 from diffusers import AutoencoderKL
 
 from configs import shapes_tiny
+from conftest import saved_randomized
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 from t2ijax.models.vision.dinov2 import MEAN, STD
@@ -21,15 +22,6 @@ from t2ijax.techniques.teachers import check_teacher, load_teacher
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=7, image_size=28)
 AUTOENCODER = dict(block_out_channels=(8, 16), norm_num_groups=4, latent_channels=4, layers_per_block=1,
                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-
-
-def _saved(model, directory):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            tensor.copy_(torch.randn_like(tensor) * 0.2)
-    model.eval().save_pretrained(directory)
-    return model
 
 
 def _teacher_config(name, path):
@@ -59,10 +51,10 @@ def _vit_reference(model, pixels, grid, num_prefix):
 def test_vit_teachers_match_transformers_at_the_requested_grid(tmp_path, name, grid):
     if name == "dinov2":
         config = transformers.Dinov2WithRegistersConfig(num_register_tokens=2, **TOWER)
-        reference = _saved(transformers.Dinov2WithRegistersModel(config), tmp_path)
+        reference = saved_randomized(transformers.Dinov2WithRegistersModel(config), tmp_path)
     else:
         config = transformers.DINOv3ViTConfig(intermediate_size=48, num_register_tokens=2, **TOWER)
-        reference = _saved(transformers.DINOv3ViTModel(config), tmp_path)
+        reference = saved_randomized(transformers.DINOv3ViTModel(config), tmp_path)
     teacher, params = load_teacher(_teacher_config(name, tmp_path))
     pixels = _pixels()
     got = jax.jit(teacher.features, static_argnums=2)(params, pixels, grid)
@@ -71,7 +63,7 @@ def test_vit_teachers_match_transformers_at_the_requested_grid(tmp_path, name, g
 
 
 def test_autoencoder_teacher_is_the_pooled_map_before_the_latent_projection(tmp_path):
-    vae = _saved(AutoencoderKL(**AUTOENCODER), tmp_path)
+    vae = saved_randomized(AutoencoderKL(**AUTOENCODER), tmp_path)
     teacher, params = load_teacher(_teacher_config("autoencoder", tmp_path))
     pixels = _pixels(16)
     encoder = vae.encoder
@@ -89,7 +81,7 @@ def test_autoencoder_teacher_is_the_pooled_map_before_the_latent_projection(tmp_
 
 
 def test_gradients_reach_the_pixels_never_the_params(tmp_path):
-    _saved(AutoencoderKL(**AUTOENCODER), tmp_path)
+    saved_randomized(AutoencoderKL(**AUTOENCODER), tmp_path)
     teacher, params = load_teacher(_teacher_config("autoencoder", tmp_path))
     grads = jax.jit(jax.grad(lambda p, x: teacher.features(p, x, (8, 8)).sum(), argnums=(0, 1)))(params, _pixels(16))
     assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads[0]))

@@ -7,6 +7,7 @@ import safetensors.numpy
 import torch
 import transformers
 
+from conftest import saved_randomized
 from t2ijax.errors import ConfigError
 from t2ijax.models.vision.clip import load_clip_vision
 from t2ijax.models.vision.dinov2 import Dinov2Config, load_dinov2
@@ -15,16 +16,6 @@ from t2ijax.models.vision.dinov3 import Dinov3Config, load_dinov3
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=7)
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=99,
             bos_token_id=0, eos_token_id=1, pad_token_id=1)
-
-
-def _saved(model, directory):
-    """Random values everywhere (transformers initialises norms and layer scales to constants), saved."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            tensor.copy_(torch.randn_like(tensor) * 0.2)
-    model.eval().save_pretrained(directory)
-    return model
 
 
 def _pixels(n, size):
@@ -37,7 +28,7 @@ def _torch_input(pixels):
 
 def test_clip_vision_tower_matches_transformers(tmp_path):
     config = transformers.CLIPVisionConfig(intermediate_size=64, image_size=28, projection_dim=16, **TOWER)
-    reference = _saved(transformers.CLIPVisionModelWithProjection(config), tmp_path)
+    reference = saved_randomized(transformers.CLIPVisionModelWithProjection(config), tmp_path)
     module, params = load_clip_vision(tmp_path)
     pixels = _pixels(3, 28)
     with torch.no_grad():
@@ -50,7 +41,7 @@ def test_clip_vision_tower_matches_transformers(tmp_path):
 def test_clip_full_model_directory_reads_the_vision_tower(tmp_path):
     config = transformers.CLIPConfig(vision_config=dict(intermediate_size=64, image_size=28, **TOWER),
                                      text_config=TEXT, projection_dim=16)
-    reference = _saved(transformers.CLIPModel(config), tmp_path)
+    reference = saved_randomized(transformers.CLIPModel(config), tmp_path)
     module, params = load_clip_vision(tmp_path)
     pixels = _pixels(2, 28)
     with torch.no_grad():
@@ -77,9 +68,9 @@ def test_dinov2_matches_transformers(tmp_path, registers, size):
     kwargs = dict(image_size=28, **TOWER)
     if registers:
         config = transformers.Dinov2WithRegistersConfig(num_register_tokens=registers, **kwargs)
-        reference = _saved(transformers.Dinov2WithRegistersModel(config), tmp_path)
+        reference = saved_randomized(transformers.Dinov2WithRegistersModel(config), tmp_path)
     else:
-        reference = _saved(transformers.Dinov2Model(transformers.Dinov2Config(**kwargs)), tmp_path)
+        reference = saved_randomized(transformers.Dinov2Model(transformers.Dinov2Config(**kwargs)), tmp_path)
     module, params = load_dinov2(tmp_path)
     pixels = _pixels(2, size)
     with torch.no_grad():
@@ -95,7 +86,7 @@ def test_dinov3_matches_transformers(tmp_path, registers, gated, height, width):
     config = transformers.DINOv3ViTConfig(image_size=28, intermediate_size=48, num_register_tokens=registers,
                                           use_gated_mlp=gated, hidden_act="silu" if gated else "gelu",
                                           key_bias=gated, value_bias=not gated, **TOWER)
-    reference = _saved(transformers.DINOv3ViTModel(config), tmp_path)
+    reference = saved_randomized(transformers.DINOv3ViTModel(config), tmp_path)
     module, params = load_dinov3(tmp_path)
     pixels = np.random.default_rng(height).normal(size=(2, height, width, 3)).astype(np.float32)
     _assert_class_and_patches_match(module, params, reference, pixels, 1 + registers)
@@ -103,7 +94,7 @@ def test_dinov3_matches_transformers(tmp_path, registers, gated, height, width):
 
 def test_missing_tensor_wrong_model_and_missing_directory_are_clear(tmp_path):
     config = transformers.Dinov2Config(image_size=28, **TOWER)
-    _saved(transformers.Dinov2Model(config), tmp_path)
+    saved_randomized(transformers.Dinov2Model(config), tmp_path)
     tensors = safetensors.numpy.load_file(tmp_path / "model.safetensors")
     del tensors["encoder.layer.1.mlp.fc2.weight"]
     safetensors.numpy.save_file(tensors, tmp_path / "model.safetensors")

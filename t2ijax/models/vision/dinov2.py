@@ -15,8 +15,7 @@ import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.vision.resize import resize
-from t2ijax.models.vision.vit import (ViTConfig, ViTEncoder, layer_norm, patch_embedding, stack_layers,
-                                      torch_layer_params)
+from t2ijax.models.vision.vit import ViTConfig, ViTEncoder, dino_params, layer_norm, patch_embedding
 from t2ijax.models.vision.weights import TorchTensors, check_shapes, read_weights
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet
@@ -93,17 +92,8 @@ class Dinov2(nn.Module):
 def dinov2_params(tensors: TorchTensors, config: Dinov2Config) -> dict:
     """Maps transformers Dinov2Model / Dinov2WithRegistersModel tensor names onto `Dinov2`."""
     tensors = TorchTensors({k.removeprefix("dinov2."): v for k, v in tensors.tensors.items()}, tensors.model)
-    layers = [torch_layer_params(tensors, f"encoder.layer.{i}.", _LAYER_NAMES, config.encoder)
-              for i in range(config.encoder.num_layers)]
-    params = {
-        "patch_embedding": tensors.conv("embeddings.patch_embeddings.projection", bias=True),
-        "cls_token": tensors.take("embeddings.cls_token").reshape(1, -1),
-        "position_embeddings": tensors.take("embeddings.position_embeddings")[0],
-        "encoder": {"layers": stack_layers(layers)},
-        "norm": tensors.layer_norm("layernorm"),
-    }
-    if config.num_register_tokens:
-        params["register_tokens"] = tensors.take("embeddings.register_tokens")[0]
+    params = dino_params(tensors, config, "encoder.layer.", _LAYER_NAMES, "embeddings.patch_embeddings.projection",
+                         "layernorm", position_embeddings=tensors.take("embeddings.position_embeddings")[0])
     check_shapes(params, Dinov2(config), jnp.zeros((1, config.image_size, config.image_size, 3)))
     return params
 

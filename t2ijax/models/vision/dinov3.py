@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.vision.vit import (ACTIVATIONS, ViTConfig, ViTEncoder, layer_norm, patch_embedding, stack_layers,
-                                      torch_layer_params)
+from t2ijax.models.vision.vit import ACTIVATIONS, ViTConfig, ViTEncoder, dino_params, layer_norm, patch_embedding
 from t2ijax.models.vision.weights import TorchTensors, check_shapes, read_weights
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, as DINOv3's image processor
@@ -99,16 +98,7 @@ def dinov3_params(tensors: TorchTensors, config: Dinov3Config) -> dict:
     """Maps transformers DINOv3ViTModel tensor names onto `Dinov3` (the unused mask token is skipped).
     Saved checkpoints name the layers `layer.N`, the module's own state dict `model.layer.N`."""
     tensors = TorchTensors({k.removeprefix("model."): v for k, v in tensors.tensors.items()}, tensors.model)
-    layers = [torch_layer_params(tensors, f"layer.{i}.", _LAYER_NAMES, config.encoder)
-              for i in range(config.encoder.num_layers)]
-    params = {
-        "patch_embedding": tensors.conv("embeddings.patch_embeddings", bias=True),
-        "cls_token": tensors.take("embeddings.cls_token").reshape(1, -1),
-        "encoder": {"layers": stack_layers(layers)},
-        "norm": tensors.layer_norm("norm"),
-    }
-    if config.num_register_tokens:
-        params["register_tokens"] = tensors.take("embeddings.register_tokens")[0]
+    params = dino_params(tensors, config, "layer.", _LAYER_NAMES, "embeddings.patch_embeddings", "norm")
     check_shapes(params, Dinov3(config), jnp.zeros((1, config.patch_size, config.patch_size, 3)))
     return params
 

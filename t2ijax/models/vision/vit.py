@@ -164,3 +164,17 @@ def torch_layer_params(tensors: TorchTensors, prefix: str, names: dict[str, str]
 
 def stack_layers(layers: list[dict]) -> dict:
     return jax.tree.map(lambda *per_layer: np.stack(per_layer), *layers)
+
+
+def dino_params(tensors: TorchTensors, config, layer_prefix: str, names: dict[str, str], patch: str, norm: str,
+                **extra) -> dict:
+    """A DINO tower's parameters (DINOv2, DINOv3): patch embedding, class and register tokens, the
+    stacked layers (`layer_prefix` + index + "."), the final norm, and `extra` entries as given."""
+    layers = [torch_layer_params(tensors, f"{layer_prefix}{i}.", names, config.encoder)
+              for i in range(config.encoder.num_layers)]
+    params = {"patch_embedding": tensors.conv(patch, bias=True),
+              "cls_token": tensors.take("embeddings.cls_token").reshape(1, -1),
+              "encoder": {"layers": stack_layers(layers)}, "norm": tensors.layer_norm(norm), **extra}
+    if config.num_register_tokens:
+        params["register_tokens"] = tensors.take("embeddings.register_tokens")[0]
+    return params
