@@ -65,7 +65,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         point, x_t = noised(x0, eps, t, diffusion)
         route_rng = jax.random.fold_in(rng, ROUTE_STREAM) if routed else None
         output, state = model.apply({"params": params}, x_t, t, text, text_mask, route_rng=route_rng,
-                                    mutable=["intermediates"])
+                                    mutable="intermediates")
         losses = {"denoising": jnp.mean(denoising_loss(output, x_t, point, x0, eps, diffusion))}
         if config.contrastive.weight > 0:
             losses["contrastive"] = -config.contrastive.weight * jnp.mean(

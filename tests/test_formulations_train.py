@@ -68,7 +68,7 @@ class _CompiledModel:
     """The network with a compiled apply, standing in for the module inside make_train_step."""
 
     def __init__(self, model):
-        self.apply = jax.jit(model.apply)
+        self.apply = jax.jit(model.apply, static_argnames="mutable")
 
 
 @pytest.fixture(scope="module")
