@@ -101,7 +101,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                                jnp.ones((text_len,), bool), shift)
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return state_, jit_train_step(step, jax.tree.map(lambda x: x.sharding, state_), mesh).lower(
-                state_, batch_shapes)
+                state_, batch_shapes, {})  # no frozen networks: plan refuses configs that need them
 
     state, lowered = lower(model)
     memory = lowered.compile().memory_analysis()
