@@ -11,7 +11,7 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/techniques.py:tread --workdir=workdirs/ablations/techniques/tread
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/techniques.py --workdir=workdirs/ablations/techniques
-Result: not run yet.
+Result: docs/ablations/techniques.md (800 steps).
 """
 from configs.ablations import variant_config
 from configs.ablations.latent_normalization import SHAPES_AUTOENCODER
@@ -20,7 +20,10 @@ TEACHER = {"teacher.name": "autoencoder", "teacher.path": SHAPES_AUTOENCODER}
 # PRX routes blocks 2..12 of 16 (the middle 11 of 16); on 4 blocks, the middle two.
 ROUTING = {"routing.start": 1, "routing.end": 2, "routing.rate": 0.5}
 EMA = {"ema.decay": 0.995, "ema.every_steps": 1}
+MUON = {"optim.name": "muon", "optim.eps": 1e-8}  # with PRX's Adam eps for the params Muon does not take
 REPA = {"repa.weight": 0.5, "repa.layer": 1, **TEACHER}  # PRX: block 8 of 16, about halfway
+PRX_COMBINATION = {**REPA, "repa.projector": "attention", "routing.method": "tread", **ROUTING,
+                   "contrastive.weight": 0.1, **EMA, **MUON}
 
 VARIANTS = {
     "baseline": {},
@@ -35,11 +38,12 @@ VARIANTS = {
     # PRX's 0.999 every 10 steps averages over about 10k steps, longer than this whole run (its weights would
     # stay near the initial ones); the same EMA scaled to the demo's length: 0.995 every step (about 200).
     "ema": EMA,
-    "muon": {"optim.name": "muon", "optim.eps": 1e-8},  # PRX's Adam eps for the params Muon does not take
+    "muon": MUON,
+    # PRX's Muon learning rate (1e-4) is its AdamW's; the demo's AdamW runs at 4e-3: the same for Muon here.
+    "muon_demo_lr": {**MUON, "optim.muon_learning_rate": 4e-3},
     "bfloat16_weights": {"model.param_dtype": "bfloat16"},
-    "prx_combination": {**REPA, "repa.projector": "attention", "routing.method": "tread", **ROUTING,
-                        "contrastive.weight": 0.1, **EMA, "optim.name": "muon",
-                        "optim.eps": 1e-8},
+    "prx_combination": PRX_COMBINATION,
+    "prx_combination_demo_lr": {**PRX_COMBINATION, "optim.muon_learning_rate": 4e-3},
 }
 
 
