@@ -11,7 +11,7 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/techniques.py:tread --workdir=workdirs/ablations/techniques/tread
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/techniques.py --workdir=workdirs/ablations/techniques
-Result: docs/ablations/techniques.md (800 steps).
+Result (800 steps, one seed): docs/ablations/techniques.md.
 """
 from configs.ablations import variant_config
 from configs.ablations.latent_normalization import SHAPES_AUTOENCODER
