@@ -27,7 +27,8 @@ from t2ijax.techniques.teachers import Teacher
 _COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's
 
 
-def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Cosine similarity over the last axis, each norm clamped as torch.nn.functional.cosine_similarity does."""
     norms = jnp.maximum(jnp.linalg.norm(a, axis=-1), _COSINE_EPS) * jnp.maximum(jnp.linalg.norm(b, axis=-1), _COSINE_EPS)
     return jnp.sum(a * b, axis=-1) / norms
 
@@ -35,7 +36,7 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
 def pdino_loss(teacher: Teacher, params, predicted: jax.Array, real: jax.Array, grid: tuple[int, int]) -> jax.Array:
     """[B]: mean over the teacher's grid of 1 - cosine(features of predicted, features of real)."""
     target = jax.lax.stop_gradient(teacher.features(params, real, grid))
-    return jnp.mean(1.0 - _cosine(teacher.features(params, predicted, grid), target), axis=(1, 2))
+    return jnp.mean(1.0 - cosine(teacher.features(params, predicted, grid), target), axis=(1, 2))
 
 
 def lpips_loss(module: Lpips, params, predicted: jax.Array, real: jax.Array) -> jax.Array:

@@ -16,6 +16,7 @@ import ml_collections
 
 from t2ijax.models.layers import Dense, apply_rope, axial_rope, masked_attention
 from t2ijax.techniques import routing
+from t2ijax.techniques.perceptual import cosine
 
 PROJECTORS = ("mlp", "conv", "attention")
 
@@ -85,10 +86,7 @@ def alignment(projected: jax.Array, tokens: jax.Array, teacher: jax.Array, norma
     if normalize:
         target = spatial_norm(target)
     target = routing.gather_tokens(target, tokens)
-    projected = projected.astype(jnp.float32)
-    dot = jnp.sum(projected * target, axis=-1)
-    norms = jnp.linalg.norm(projected, axis=-1) * jnp.linalg.norm(target, axis=-1)
-    return jnp.mean(dot / jnp.maximum(norms, 1e-8), axis=-1)
+    return jnp.mean(cosine(projected.astype(jnp.float32), target), axis=-1)
 
 
 def weight_at(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
