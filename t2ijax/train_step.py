@@ -71,15 +71,16 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
             losses["contrastive"] = -config.contrastive.weight * jnp.mean(
                 contrastive_error(output, x_t, point, x0, eps, diffusion))
         grid = (x0.shape[1] // config.model.patch_size, x0.shape[2] // config.model.patch_size)
+        real = _pixels(batch) if "image" in batch else None
         if repa_on:
             captured = state["intermediates"]
-            target = frozen.teacher.features(frozen_params["teacher"], _pixels(batch), grid)
+            target = frozen.teacher.features(frozen_params["teacher"], real, grid)
             similarity = repa.alignment(captured["repa"][0], captured["hidden_tokens"][0], target,
                                         config.repa.spatial_norm)
             losses["repa"] = -repa.weight_at(config.repa, step) * jnp.mean(similarity)
         if perceptual_on:
             predicted = frozen.space.decode(x0_estimate(output, x_t, point, diffusion), frozen_params["decoder"])
-            losses.update(_perceptual_losses(frozen, frozen_params, predicted, _pixels(batch), t, grid))
+            losses.update(_perceptual_losses(frozen, frozen_params, predicted, real, t, grid))
         return sum(losses.values()), losses
 
     def _perceptual_losses(frozen, frozen_params, predicted, real, t, grid):
