@@ -25,6 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
         caption_field="caption_long",  # caption_long | caption_short
         caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
         global_batch_size=256,       # over all hosts and devices
+        aspect_ratios=(1.0,),        # shapes only: width / height of the training images (example i drawn at
+                                     # ratio i mod len); other than (1.0,) needs resolution.buckets
     )
 
     # The text encoder axis (docs/architecture.md, "Text encoders").
@@ -81,7 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
         axes_dim=(),                 # RoPE dims for (row, column), summing to the head dim; () = half each
         time_factor=1000.0,          # the timestep embedding sees t * time_factor
         time_max_period=10_000.0,
-        resolution_embeds=False,     # add embeddings of the image's height and width to the timestep vector
+        pos_embed="rope_2d",         # rope_2d (integer patch indices, PRX) | rope_2d_normalized (positions scaled so
+                                     # every image spans pos_grid patches' worth of area: new sizes interpolate) |
+                                     # learned_absolute (a pos_grid x pos_grid table, resized to the token grid)
+        pos_grid=0,                  # reference token grid side of the last two; 0 = data.resolution's grid
+        resolution_cond="none",      # none | tokens (height and width embeddings as two extra text tokens) | vec
+                                     # (added to the timestep vector, as PRX-7B: diffusers' resolution_embeds)
         dtype="float32",             # compute dtype: float32 | bfloat16 (norms, softmax and RoPE stay float32)
         param_dtype="float32",       # stored dtype of the params, and so of their grads and optimizer state:
                                      # float32 (master weights) | bfloat16 (small updates round away: PRX's
@@ -89,6 +96,18 @@ def get_config() -> ml_collections.ConfigDict:
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
         attention_impl="xla",        # xla | cudnn (GPU: fused, jax.nn.dot_product_attention) | splash (TPU: Pallas)
+    )
+
+    # How image sizes are handled (docs/resolution.md).
+    c.resolution = dict(
+        buckets=False,               # aspect-ratio buckets: each training image goes to the (height, width) of about
+                                     # data.resolution^2 pixels nearest its aspect; every batch comes from one bucket
+        min_aspect=0.5,              # width / height range of the bucket grid
+        max_aspect=2.0,
+        token_tolerance=0.1,         # a bucket's image tokens lie within this fraction of the square's
+        phases=(),                   # progressive training, in order: ((resolution, global_batch_size, steps,
+                                     # learning_rate), ...); steps add up to total_steps; () = one phase of
+                                     # data.resolution, data.global_batch_size and optim.learning_rate
     )
 
     # Each field here is one ablation axis (docs/architecture.md, "Formulation").
@@ -245,6 +264,8 @@ def get_config() -> ml_collections.ConfigDict:
         loss_examples=512,           # held-out examples for the per-t-bin loss
         reference_examples=512,      # real held-out images the feature metrics compare against
         batch_size=128,
+        sizes=(),                    # more (height, width) pixel sizes evaluated besides the training size, e.g.
+                                     # ((64, 64), (32, 64)); their metrics are prefixed "HxW/"
         inception_weights="",        # FID Inception-v3 .safetensors file
         clip_weights="",             # CLIP ViT-L/14-336 Hugging Face directory (cmmd)
         dinov2_weights="",           # DINOv2 ViT-L/14-reg Hugging Face directory (dino_mmd, fd_dinov2)

@@ -44,6 +44,8 @@ _CHOICES = {
     "model.param_dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
     "model.attention_impl": lambda: ["cudnn", "splash", "xla"],
+    "model.pos_embed": lambda: ["learned_absolute", "rope_2d", "rope_2d_normalized"],
+    "model.resolution_cond": lambda: ["none", "tokens", "vec"],
     "diffusion.path": PATHS.names,
     "diffusion.beta_schedule": BETA_SCHEDULES.names,
     "diffusion.prediction": PREDICTIONS.names,

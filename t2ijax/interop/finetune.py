@@ -22,7 +22,7 @@ PLACEHOLDER_FIELDS = (("text_encoder", "path"), ("text_encoder", "tokenizer"), (
 # PRXTransformer2DModel fields that are config.model fields of the same name. in_channels and
 # context_in_dim are not: they follow from the autoencoder and the text encoder, and are checked against them.
 MODEL_FIELDS = ("patch_size", "hidden_size", "mlp_ratio", "num_heads", "depth", "axes_dim", "theta", "time_factor",
-                "time_max_period", "bottleneck_size", "resolution_embeds")
+                "time_max_period", "bottleneck_size")
 
 
 def _placeholders(config: ml_collections.ConfigDict) -> list[str]:
@@ -92,11 +92,12 @@ def resolve_init_from(config: ml_collections.ConfigDict) -> None:
             except (ConfigError, TypeError, ValueError) as error:
                 raise ConfigError(f"{source}/config.json: {field}={checkpoint[field]!r} does not fit "
                                   f"config.model.{field} ({error})") from None
+    config.model.resolution_cond = "vec" if checkpoint.get("resolution_embeds") else "none"
     for section, field in PLACEHOLDER_FIELDS:
         config[section][field] = config[section][field].replace(PLACEHOLDER, str(root))
     _check_inputs(config, checkpoint, source)
     _warn_on_other_shift(config.diffusion, root)
-    logging.info("init_from %s: PRX %s", source, {f: config.model[f] for f in MODEL_FIELDS})
+    logging.info("init_from %s: PRX %s", source, {f: config.model[f] for f in (*MODEL_FIELDS, "resolution_cond")})
 
 
 def start_from(init_from: str, state, model, optimizer, shardings):

@@ -24,7 +24,7 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, tec
         time_factor=cfg.time_factor,
         time_max_period=cfg.time_max_period,
         bottleneck_size=cfg.bottleneck_size or None,
-        resolution_embeds=cfg.resolution_embeds,
+        resolution_embeds=cfg.resolution_cond == "vec",
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         remat_policy=cfg.remat_policy,
