@@ -73,7 +73,7 @@ def train_variant(name: str, overrides: dict, workdir: str) -> dict:
                 jax.block_until_ready(run.state)
                 if step + 1 == config.total_steps:
                     result["seconds_per_step"] = (time.time() - start) / (step - 9)
-                result["evals"].append(run.evaluator(step + 1, run.state.sampling_params))
+                result["evals"].append(run.evaluators[""](step + 1, run.state.sampling_params))
     return result
 
 

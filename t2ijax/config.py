@@ -24,6 +24,7 @@ from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
+from t2ijax.phases import check_phases
 from t2ijax.techniques import repa, routing
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 from t2ijax.techniques.perceptual import check_perceptual, dino_grid
@@ -170,6 +171,16 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
                           f"clear it, or set config.data.name=image_folder")
 
 
+def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
+    _, downsample = geometry(cfg.autoencoder.name)
+    multiple = cfg.model.patch_size * downsample
+    check_phases(cfg, multiple)
+    for size in cfg.eval.sizes:
+        if len(size) != 2 or min(size) <= 0 or size[0] % multiple or size[1] % multiple:
+            raise ConfigError(f"config.eval.sizes entry {tuple(size)} must be (height, width) in pixels, both "
+                              f"positive multiples of {multiple} (patch_size x the autoencoder's downsample)")
+
+
 def _check_latents(cfg: ml_collections.ConfigDict) -> None:
     """The autoencoder exists and its latent grid fits the denoiser's patches; statistics need latents."""
     check_autoencoder_name(cfg.autoencoder.name)
@@ -273,15 +284,18 @@ def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes:
     shape = dict(zip(MESH_AXES, mesh_shape(cfg.mesh, num_devices)))
     _check_model_split(cfg, shape)
     data_parallel = shape["data"] * shape["fsdp"]
-    batch = cfg.data.global_batch_size
     if data_parallel % num_processes:
         raise ConfigError(f"the batch is split {data_parallel} ways ({' x '.join(BATCH_AXES)}) over {num_processes} "
                           f"processes, so some process would feed another's devices; make data x fsdp a multiple of "
                           f"{num_processes} (keep the tensor axis within a host)")
-    if batch % data_parallel:
-        per_host = f" (nor into a whole per-host batch over {num_processes} processes)" if batch % num_processes else ""
-        raise ConfigError(f"config.data.global_batch_size={batch} is not divisible by the data-parallel size "
-                          f"{data_parallel} ({' x '.join(BATCH_AXES)}){per_host}; use a multiple of {data_parallel}")
+    batches = {"config.data.global_batch_size": cfg.data.global_batch_size,
+               **{f"config.resolution.phases[{i}]'s global_batch_size": phase[1]
+                  for i, phase in enumerate(cfg.resolution.phases)}}
+    for name, batch in batches.items():
+        if batch % data_parallel:
+            per_host = f" (nor into a whole per-host batch over {num_processes} processes)" if batch % num_processes else ""
+            raise ConfigError(f"{name}={batch} is not divisible by the data-parallel size {data_parallel} "
+                              f"({' x '.join(BATCH_AXES)}){per_host}; use a multiple of {data_parallel}")
 
 
 def _check_model_split(cfg: ml_collections.ConfigDict, shape: dict[str, int]) -> None:
@@ -411,6 +425,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_optim(cfg.optim)
     _check_data(cfg.data)
     _check_latents(cfg)
+    _check_resolution(cfg)
     _check_autoencoder_training(cfg.autoencoder_training)
     _check_eval(cfg)
     _check_text(cfg.text_encoder)

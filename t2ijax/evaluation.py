@@ -70,10 +70,11 @@ class Evaluator:
         self.cfg, self.seed = config.eval, config.seed
         self.validation, self.loss_fn, self.generator, self.space = validation, loss_fn, generator, space
         self.mesh = mesh
-        data = config.data
+        data, (height, width) = config.data, validation["image"].shape[1:3]
+        size = f"{height}px" if height == width else f"{height}x{width}px"
         self.references = ReferenceFeatures(validation["image"][:self.cfg.reference_examples],
                                             os.path.join(data.data_dir, "eval_reference"),
-                                            f"{data.name}-{data.resolution}px-validation")
+                                            f"{data.name}-{size}-validation")
         self._extractors: dict[str, FeatureExtractor | ConfigError] = {}
 
     @property
@@ -146,6 +147,20 @@ class Evaluator:
         if skipped:
             metrics["skipped"] = skipped
         return metrics
+
+
+def evaluate_at_sizes(evaluators: dict[str, Evaluator], step: int, params, prompts=None) -> dict:
+    """The metrics of every evaluator (one per image size): those of the one under "" as they are,
+    the others' prefixed "<its key>/" (e.g. "32x64/composition/shape")."""
+    metrics, skipped = {"step": step}, {}
+    for size, evaluator in evaluators.items():
+        prefix = f"{size}/" if size else ""
+        at_size = evaluator(step, params, prompts)
+        skipped.update({prefix + k: v for k, v in at_size.pop("skipped", {}).items()})
+        metrics.update({prefix + k: v for k, v in at_size.items() if k != "step"})
+    if skipped:
+        metrics["skipped"] = skipped
+    return metrics
 
 
 def scalars(metrics: dict) -> dict[str, float]:

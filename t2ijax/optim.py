@@ -98,11 +98,22 @@ def _muon(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTra
     return optax.partition({"muon": muon, "adam": adam}, labels)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
-    """Returns (optimizer, schedule): clipping by global norm, then the configured optimizer; `schedule`
-    is cfg.learning_rate's (under muon, that of the params Adam updates)."""
+def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, scale: optax.Schedule | None = None):
+    """Returns (optimizer, schedule): clipping by global norm, then the configured optimizer, then its
+    update times `scale(step)` when given (t2ijax.phases); `schedule` is the resulting learning rate of
+    cfg.learning_rate's params (under muon, those Adam updates)."""
     schedule = SCHEDULES.get(cfg.schedule)(cfg, cfg.learning_rate, total_steps)
     chain = [OPTIMIZERS.get(cfg.name)(cfg, total_steps)]
     if cfg.grad_clip_norm > 0:
         chain.insert(0, optax.clip_by_global_norm(cfg.grad_clip_norm))
+    if scale is not None:
+        chain.append(optax.scale_by_schedule(scale))
+        schedule = lambda step, base=schedule: base(step) * scale(step)
     return optax.chain(*chain), schedule
+
+
+def run_optimizer(config: ml_collections.ConfigDict):
+    """make_optimizer for a whole run config: config.optim, scaled by its phases' learning rates."""
+    from t2ijax.phases import learning_rate_scale
+
+    return make_optimizer(config.optim, config.total_steps, learning_rate_scale(config))

@@ -12,7 +12,7 @@ from absl import logging
 from clu import metric_writers
 from PIL import Image
 
-from t2ijax import checkpoint, evaluation, nonfinite, preemption, sharding, train_state
+from t2ijax import checkpoint, evaluation, nonfinite, phases, preemption, sharding, train_state
 from t2ijax.config import validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
@@ -21,7 +21,7 @@ from t2ijax.errors import ConfigError
 from t2ijax.generate import Generator, image_grid
 from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
-from t2ijax.optim import make_optimizer
+from t2ijax.optim import run_optimizer
 from t2ijax.restore import load_run_config
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
@@ -84,24 +84,30 @@ class Run:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
-        # --- Data: dataset, caption embeddings and latents (built once, then cached) ---------------
-        self.data = prepare(config, self.mesh, self.rules)
+        # --- Data: dataset, caption embeddings and latents (built once, then cached), per phase -----
+        self.phases = phases.phases(config)
+        by_resolution = {p.resolution: prepare(phases.phase_config(config, p), self.mesh, self.rules)
+                         for p in self.phases}
+        self.data = by_resolution[config.data.resolution]  # the last phase's: what the run samples at
+        for resolution, data in by_resolution.items():
+            if not (np.allclose(data.space.offset, self.data.space.offset) and
+                    np.allclose(data.space.scale, self.data.space.scale)):
+                logging.warning("the latent normalization estimated on %d px images differs from the one at %d px: "
+                                "phases train on differently scaled latents; prefer latents.normalization="
+                                "config_factors with phases", resolution, config.data.resolution)
         self.space = self.data.space
-        self.loader = Loader({k: v for k, v in self.data.train.items() if k in ("image", "latent", "text", "text_mask")},
-                             config.data.global_batch_size, config.seed, jax.process_index(), jax.process_count())
-        text_length, text_dim = self.data.train["text"].shape[1:]
+        self.loaders = [self._loader(by_resolution[p.resolution], p) for p in self.phases]
+        text_length, text_dim = self.data.validation["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
         self.frozen, frozen_params = load_frozen(config, self.space)
         self.frozen_params = jax.device_put(frozen_params, sharding.replicated(self.mesh))
         self.model = build_model(config, self.space.channels, text_dim,
                                  self.frozen.teacher.dim if self.frozen.teacher else 0)
-        self.optimizer, self.schedule = make_optimizer(config.optim, config.total_steps)
+        self.optimizer, self.schedule = run_optimizer(config)
         resolution = config.data.resolution // self.space.downsample
         self.image_shape = (resolution, resolution, self.space.channels)
-        local_batch = config.data.global_batch_size // jax.process_count()
-        example = train_state.example_inputs(local_batch, resolution, self.space.channels, text_length,
-                                             text_dim)
+        example = train_state.example_inputs(1, resolution, self.space.channels, text_length, text_dim)
         # --- Checkpoints: resume from the newest good one, else initialise ----------------------------
         self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
                                                     config.checkpoint.async_save)
@@ -123,31 +129,66 @@ class Run:
         logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
                      dict(self.mesh.shape))
         self.shift = time_shift(config.diffusion, num_image_tokens(config.model, resolution))
-        logging.info("time shift %.3f (%s)", self.shift, config.diffusion.shift_mode)
+        logging.info("time shift %.3f (%s) at %d px", self.shift, config.diffusion.shift_mode, config.data.resolution)
 
-        # --- Compiled functions ----------------------------------------------------------------------
-        null_text = jnp.asarray(self.data.null_text, jnp.float32)
-        null_mask = jnp.asarray(self.data.null_mask)
+        # --- Compiled functions: one train step per batch shape, compiled when first met ----------------
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        step_fn = make_train_step(self.model, self.optimizer, self.schedule, config, null_text, null_mask,
-                                  self.shift, self.frozen)
-        train_step = jit_train_step(step_fn, self.state_shardings, self.mesh)
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            compiled = train_step.lower(self.state, self.device_batch(int(self.state.step)), self.frozen_params).compile()
-        self.train_step = lambda state, batch: compiled(state, batch, self.frozen_params)
-        # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
-        sharding.barrier("t2ijax: train step compiled")
+        self.compiled_steps: dict[tuple[int, ...], object] = {}
+        self.step_for(self.device_batch(int(self.state.step)))
         # Replicated, so every process can read the losses when the params span several hosts.
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion),
                                     out_shardings=sharding.replicated(self.mesh))
-        self.generator = Generator(self.model, self.space, config.diffusion, config.sampler, self.image_shape,
-                                   self.shift, self.data.negative_text, self.data.negative_mask, self.mesh)
-        self.evaluator = evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
-                                              self.space, self.mesh)
+        self.generator = self._generator(config.data.resolution, config.data.resolution)
+        self.evaluators = {"": evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
+                                                    self.space, self.mesh)}
+        self.evaluators.update({f"{h}x{w}": evaluation.Evaluator(config, self.data.validation_at[(h, w)],
+                                                                 self.heldout_loss, self._generator(h, w),
+                                                                 self.space, self.mesh)
+                                for h, w in map(tuple, config.eval.sizes)})
         return self
 
+    def _generator(self, height: int, width: int) -> Generator:
+        """Samples at height x width pixels, with the time shift of that size."""
+        shape = (height // self.space.downsample, width // self.space.downsample, self.space.channels)
+        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, *shape[:2]))
+        return Generator(self.model, self.space, self.config.diffusion, self.config.sampler, shape, shift,
+                         self.data.negative_text, self.data.negative_mask, self.mesh)
+
+    def _loader(self, data, phase: phases.Phase) -> Loader:
+        """Phase 0 keeps the plain seed: a run without phases draws the batches it always has."""
+        groups = [{k: v for k, v in group.items() if k in ("image", "latent", "text", "text_mask")}
+                  for _, group in sorted(data.train.items())]
+        seed = self.config.seed if phase.index == 0 else (self.config.seed, phase.index)
+        return Loader(groups, phase.global_batch_size, seed, jax.process_index(), jax.process_count())
+
+    def _compile(self, batch: dict[str, jax.Array]):
+        """The train step for this batch's shape, whose time shift follows its token count."""
+        height, width = batch["x0"].shape[1:3]
+        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, height, width))
+        step_fn = make_train_step(self.model, self.optimizer, self.schedule, self.config,
+                                  jnp.asarray(self.data.null_text, jnp.float32), jnp.asarray(self.data.null_mask),
+                                  shift, self.frozen)
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            compiled = jit_train_step(step_fn, self.state_shardings, self.mesh).lower(
+                self.state, batch, self.frozen_params).compile()
+        logging.info("train step compiled for batches of %s (time shift %.3f)", batch["x0"].shape, shift)
+        # Hosts take the step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
+        sharding.barrier(f"t2ijax: train step compiled for {batch['x0'].shape}")
+        return compiled
+
+    def step_for(self, batch: dict[str, jax.Array]):
+        """The compiled train step of this batch's shape (compiling it the first time)."""
+        shape = batch["x0"].shape
+        if shape not in self.compiled_steps:
+            self.compiled_steps[shape] = self._compile(batch)
+        return self.compiled_steps[shape]
+
+    def train_step(self, state, batch: dict[str, jax.Array]):
+        return self.step_for(batch)(state, batch, self.frozen_params)
+
     def device_batch(self, step: int) -> dict[str, jax.Array]:
-        local = self.loader.batch(step)
+        phase = phases.phase_at(self.phases, step)
+        local = self.loaders[phase.index].batch(step - phase.start)
         images = {"image": local["image"]} if needs_images(self.config) else {}
         local = {"x0": model_inputs(local, self.space), "text": local["text"], "text_mask": local["text_mask"], **images}
         return sharding.global_batch(local, self.batch_sharding)
@@ -164,7 +205,7 @@ class Run:
         return path
 
     def evaluate(self, step: int) -> str:
-        metrics = self.evaluator(step, self.state.sampling_params)
+        metrics = evaluation.evaluate_at_sizes(self.evaluators, step, self.state.sampling_params)
         path = os.path.join(self.workdir, "eval", f"step_{step:07d}.json")
         evaluation.write_json(metrics, path)
         self.writer.write_scalars(step, {f"eval/{k}": v for k, v in evaluation.scalars(metrics).items()})
@@ -192,8 +233,8 @@ class Run:
                    if finite}
         elapsed = time.time() - self.last_log_time
         steps_per_s = len(self.pending) / elapsed
-        summary.update(self.counters, steps_per_sec=steps_per_s,
-                       images_per_sec=steps_per_s * config.data.global_batch_size)
+        batch_size = phases.phase_at(self.phases, step - 1).global_batch_size
+        summary.update(self.counters, steps_per_sec=steps_per_s, images_per_sec=steps_per_s * batch_size)
         self.writer.write_scalars(step, summary)
         logging.info("step %d/%d  loss %.4f  grad_norm %.3f  lr %.2e  %.2f steps/s  %.0f img/s  ETA %s%s",
                      step, total, summary.get("loss", np.nan), summary.get("grad_norm", np.nan),

@@ -31,3 +31,47 @@ def test_processes_split_the_global_batch():
         joined = np.concatenate([p.batch(step)["id"] for p in parts])
         np.testing.assert_array_equal(joined, whole.batch(step)["id"])
         np.testing.assert_array_equal(whole.batch(step)["x"][:, 0], whole.batch(step)["id"])
+
+
+def _groups(sizes=(40, 24, 9)):
+    start = np.cumsum((0, *sizes))
+    return [{"id": np.arange(a, b)} for a, b in zip(start, start[1:])]
+
+
+def test_groups_each_batch_from_one_group_in_proportion():
+    loader = Loader(_groups(), 8, seed=0)
+    counts = np.zeros(3)
+    for step in range(3000):
+        group, idx = loader.indices(step)
+        counts[group] += 1
+        ids = loader.batch(step)["id"]
+        assert np.array_equal(ids, loader.groups[group]["id"][idx])
+    np.testing.assert_allclose(counts / counts.sum(), np.array([40, 24, 9]) / 73, atol=0.03)
+
+
+def test_groups_any_step_order_and_resume_across_blocks():
+    first = Loader(_groups(), 8, seed=5)
+    steps = [0, 1, 1023, 1024, 1025, 2500, 4097]
+    expected = {s: first.batch(s)["id"] for s in range(max(steps) + 1)}
+    for s in reversed(steps):  # a fresh loader asked for a late step first, as after a resume
+        np.testing.assert_array_equal(Loader(_groups(), 8, seed=5).batch(s)["id"], expected[s])
+
+
+def test_groups_walk_epochs_and_split_over_processes():
+    loader = Loader(_groups((16, 16)), 8, seed=2)
+    seen = {0: [], 1: []}
+    for step in range(200):
+        group, idx = loader.indices(step)
+        seen[group].append(idx)
+    for group in (0, 1):  # every two consecutive batches of a group cover its 16 examples once
+        first_epoch = np.concatenate(seen[group][:2])
+        np.testing.assert_array_equal(np.sort(first_epoch), np.arange(16))
+    parts = [Loader(_groups(), 8, seed=3, process_index=p, process_count=2) for p in range(2)]
+    whole = Loader(_groups(), 8, seed=3)
+    for step in range(50):
+        np.testing.assert_array_equal(np.concatenate([p.batch(step)["id"] for p in parts]), whole.batch(step)["id"])
+
+
+def test_one_group_is_the_plain_loader():
+    arrays = _arrays()
+    np.testing.assert_array_equal(Loader([arrays], 8, seed=4).batch(7)["id"], Loader(arrays, 8, seed=4).batch(7)["id"])

@@ -63,14 +63,16 @@ class LatentCache:
         self.space = LatentSpace(autoencoder, np.asarray(meta["offset"], np.float32),
                                  np.asarray(meta["scale"], np.float32))
 
-    def _raw_latents(self, images: np.ndarray, first_index: int) -> np.ndarray:
-        """uint8 images -> latents drawn from the posterior (`first_index` seeds the samples)."""
+    def _raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0) -> np.ndarray:
+        """uint8 images -> latents drawn from the posterior (`stream` and `first_index` seed the samples)."""
+        key = jax.random.key(_POSTERIOR_SEED)
+        key = jax.random.fold_in(key, stream) if stream else key
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size].astype(np.float32) / 127.5 - 1.0
             posterior = self.autoencoder.encode(batch)
             if self.config.latents.posterior == "sample":
-                out.append(posterior.sample(jax.random.fold_in(jax.random.key(_POSTERIOR_SEED), first_index + start)))
+                out.append(posterior.sample(jax.random.fold_in(key, first_index + start)))
             else:
                 out.append(posterior.mode())
         return np.concatenate([np.asarray(x, np.float32) for x in out])
@@ -102,14 +104,19 @@ class LatentCache:
         return meta
 
     def latents(self, split: str, images: np.ndarray) -> np.ndarray:
-        """Model-space latents of `images` (the split's, in order), encoding only the shards not on disk."""
+        """Model-space latents of `images` (the split's, in order, all of one size), encoding only the
+        shards not on disk. Images of another size than data.resolution's square (aspect-ratio buckets,
+        evaluation sizes) are shards of their own, with their own posterior samples."""
         split_offset = {"train": 0, "validation": 1 << 30}[split]  # distinct posterior samples per split
+        height, width = images.shape[1:3]
+        square = height == width == self.config.data.resolution
+        name, stream = (split, 0) if square else (f"{split}-{height}x{width}", height * 100_003 + width)
         shards = []
         for index, start in enumerate(range(0, len(images), self.shard_size)):
-            path = os.path.join(self.directory, f"{split}-{index:05d}.npy")
+            path = os.path.join(self.directory, f"{name}-{index:05d}.npy")
             chunk = images[start:start + self.shard_size]
             if not os.path.exists(path):
-                latents = self.space.normalize(self._raw_latents(chunk, split_offset + start)).astype(np.float32)
+                latents = self.space.normalize(self._raw_latents(chunk, split_offset + start, stream)).astype(np.float32)
                 _save_atomic(path, lambda f: np.save(f, latents))
             shard = np.load(path)
             if len(shard) != len(chunk):

@@ -2,38 +2,87 @@
 
 So a run resumed at step k sees exactly the batches an uninterrupted run would have seen.
 Each process gathers only its own contiguous share of the global batch.
+
+The examples may come in groups of one image shape each (aspect-ratio buckets): every global
+batch is drawn from one group, chosen at random in proportion to the groups' sizes, and each
+group is walked through in its own shuffled epochs.
 """
 import numpy as np
 
+_BLOCK = 1024  # steps whose groups are drawn together
 
-class Loader:
-    def __init__(self, arrays: dict[str, np.ndarray], global_batch_size: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
-        sizes = {len(v) for v in arrays.values()}
-        if len(sizes) != 1:
-            raise ValueError(f"arrays have different lengths: { {k: len(v) for k, v in arrays.items()} }")
-        if global_batch_size % process_count:
-            raise ValueError(f"global batch {global_batch_size} is not divisible by {process_count} processes")
-        self.arrays = arrays
-        self.size = sizes.pop()
-        self.global_batch_size = global_batch_size
-        self.seed = seed
-        local = global_batch_size // process_count
-        self._local_slice = slice(process_index * local, (process_index + 1) * local)
+
+class _Stream:
+    """One group's examples in shuffled epochs; its n-th batch is a function of (seed, n)."""
+
+    def __init__(self, size: int, global_batch_size: int, seed: tuple[int, ...], local_slice: slice):
+        self.size, self.global_batch_size, self.seed = size, global_batch_size, seed
+        self._local_slice = local_slice
         self._perms: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+            self._perms[epoch] = np.random.default_rng([*self.seed, epoch]).permutation(self.size)
         return self._perms[epoch]
 
-    def indices(self, step: int) -> np.ndarray:
-        """Dataset indices of this process's share of the global batch at `step`."""
-        positions = step * self.global_batch_size + np.arange(self.global_batch_size)[self._local_slice]
+    def indices(self, n: int) -> np.ndarray:
+        positions = n * self.global_batch_size + np.arange(self.global_batch_size)[self._local_slice]
         epochs, offsets = np.divmod(positions, self.size)
         return np.array([self._permutation(e)[o] for e, o in zip(epochs, offsets)])
 
+
+class Loader:
+    """`groups`: a dict of equally long arrays, or a list of such dicts (one per image shape)."""
+
+    def __init__(self, groups: dict[str, np.ndarray] | list[dict[str, np.ndarray]], global_batch_size: int,
+                 seed: int | tuple[int, ...], process_index: int = 0, process_count: int = 1):
+        self.groups = [groups] if isinstance(groups, dict) else list(groups)
+        sizes = []
+        for arrays in self.groups:
+            lengths = {len(v) for v in arrays.values()}
+            if len(lengths) != 1 or 0 in lengths:
+                raise ValueError(f"a group's arrays are empty or differ in length: { {k: len(v) for k, v in arrays.items()} }")
+            sizes.append(lengths.pop())
+        if global_batch_size % process_count:
+            raise ValueError(f"global batch {global_batch_size} is not divisible by {process_count} processes")
+        self.global_batch_size, self.seed = global_batch_size, tuple(np.atleast_1d(seed).tolist())
+        local = global_batch_size // process_count
+        local_slice = slice(process_index * local, (process_index + 1) * local)
+        # One group keeps the plain seed: the batches of a run without buckets do not depend on this code.
+        seeds = [self.seed] if len(sizes) == 1 else [(*self.seed, g) for g in range(len(sizes))]
+        self._streams = [_Stream(n, global_batch_size, s, local_slice) for n, s in zip(sizes, seeds)]
+        self._weights = np.asarray(sizes, np.float64) / sum(sizes)
+        self._block_starts = [np.zeros(len(sizes), np.int64)]  # per block: draws of each group before it
+        self._block_cache: dict[int, np.ndarray] = {}
+
+    @property
+    def sizes(self) -> list[int]:
+        return [s.size for s in self._streams]
+
+    def _block(self, block: int) -> np.ndarray:
+        if block not in self._block_cache:
+            rng = np.random.default_rng([*self.seed, 1 << 20, block])
+            self._block_cache = {block: rng.choice(len(self._streams), _BLOCK, p=self._weights)}
+        return self._block_cache[block]
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(group, n): step `step` takes the n-th batch of that group."""
+        if len(self._streams) == 1:
+            return 0, step
+        block, offset = divmod(step, _BLOCK)
+        while len(self._block_starts) <= block:
+            b = len(self._block_starts) - 1
+            self._block_starts.append(self._block_starts[b] + np.bincount(self._block(b), minlength=len(self._streams)))
+        draws = self._block(block)
+        group = int(draws[offset])
+        return group, int(self._block_starts[block][group] + np.count_nonzero(draws[:offset] == group))
+
+    def indices(self, step: int) -> tuple[int, np.ndarray]:
+        """The group of `step` and the indices into it of this process's share of the global batch."""
+        group, n = self.position(step)
+        return group, self._streams[group].indices(n)
+
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        idx = self.indices(step)
-        return {k: v[idx] for k, v in self.arrays.items()}
+        group, idx = self.indices(step)
+        return {k: v[idx] for k, v in self.groups[group].items()}

@@ -6,22 +6,30 @@ import jax
 import ml_collections
 import numpy as np
 
+from absl import logging
+
 from t2ijax import sharding
+from t2ijax.data import buckets
 from t2ijax.data.latent_cache import LatentCache
-from t2ijax.data.sources import SPLITS, load_split
+from t2ijax.data.sources import SPLITS, load_buckets, load_split
+from t2ijax.errors import ConfigError
 from t2ijax.data.text_cache import TextCache
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
 from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS
 
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
+Size = tuple[int, int]  # (height, width) in pixels
 
 
 @dataclasses.dataclass
 class PreparedData:
     space: LatentSpace                    # what the denoiser's inputs are
-    train: dict[str, np.ndarray]          # image (pixel space) or latent, text, text_mask
+    train: dict[Size, dict[str, np.ndarray]]  # per image size (one, or one per bucket): image (pixel space) or
+                                              # latent, text, text_mask
     validation: dict[str, np.ndarray]     # image, (latent,) text, text_mask, caption, and attributes if any
+    validation_at: dict[Size, dict[str, np.ndarray]]  # the same at each of config.eval.sizes
+    report: dict                          # training examples per bucket, and those left out and why
     null_text: np.ndarray                 # [L, D] embedding of the empty caption
     null_mask: np.ndarray                 # [L]
     negative_text: np.ndarray             # [L, D] embedding of config.sampler.negative_prompt
@@ -61,6 +69,27 @@ def _build_on_one_process(data_cfg: ml_collections.ConfigDict) -> None:
     sharding.barrier("t2ijax: dataset built", timeout_s=6 * 3600)
 
 
+def _without_small_buckets(groups: dict, global_batch_size: int, report: dict) -> dict:
+    """Buckets with fewer examples than one global batch are left out (counted in the report)."""
+    small = {size: len(g["image"]) for size, g in groups.items() if len(g["image"]) < global_batch_size}
+    if small:
+        logging.warning("%d training images in %d bucket(s) smaller than the global batch (%d) are left out: %s",
+                        sum(small.values()), len(small), global_batch_size,
+                        ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(small.items())))
+        report["left_out_small_buckets"] = {f"{h}x{w}": n for (h, w), n in sorted(small.items())}
+    kept = {size: g for size, g in groups.items() if size not in small}
+    if not kept:
+        raise ConfigError(f"no bucket holds a global batch ({global_batch_size}) of training images; lower "
+                          "data.global_batch_size or add images")
+    return kept
+
+
+def _square_images(train: dict, resolution: int) -> np.ndarray:
+    """The images the latent statistics are estimated on: the square bucket's, else the largest bucket's."""
+    size = (resolution, resolution) if (resolution, resolution) in train else max(train, key=lambda s: len(train[s]["image"]))
+    return train[size]["image"]
+
+
 def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
     """Builds what is missing (dataset, caption embeddings, latents) and loads everything into memory.
 
@@ -78,19 +107,27 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
         out.update({k: split[k] for k in keep if k in split})
         return out
 
-    train = with_text(load_split(config.data, "train"), keep=())
-    del train["caption"]
+    groups, report = load_buckets(config.data, "train", buckets.grid(config))
+    groups = _without_small_buckets(groups, config.data.global_batch_size, report)
+    train = {size: with_text(group, keep=()) for size, group in groups.items()}
+    for group in train.values():
+        del group["caption"]
     validation = with_text(load_split(config.data, "validation"), keep=ATTRIBUTE_KEYS)
-    space, latent_cache = latent_space(config, train["image"])
+    validation_at = {tuple(size): with_text(load_split(config.data, "validation", tuple(size)), keep=ATTRIBUTE_KEYS)
+                     for size in config.eval.sizes}
+    space, latent_cache = latent_space(config, _square_images(train, config.data.resolution))
     if latent_cache is not None:
-        train["latent"] = latent_cache.latents("train", train.pop("image"))
-        validation["latent"] = latent_cache.latents("validation", validation["image"])
+        for group in train.values():
+            group["latent"] = latent_cache.latents("train", group.pop("image"))
+        for split in (validation, *validation_at.values()):
+            split["latent"] = latent_cache.latents("validation", split["image"])
     null_text, null_mask = cache.lookup([""])
     negative_text, negative_mask = cache.lookup([config.sampler.negative_prompt])
     prompts = list(config.sample.prompts)
     prompt_text, prompt_mask = cache.lookup(prompts)
     cache.release_encoder()
-    return PreparedData(space=space, train=train, validation=validation, null_text=null_text[0], null_mask=null_mask[0],
+    return PreparedData(space=space, train=train, validation=validation, validation_at=validation_at, report=report,
+                        null_text=null_text[0], null_mask=null_mask[0],
                         negative_text=negative_text[0], negative_mask=negative_mask[0],
                         prompts={"caption": np.asarray(prompts, object), "text": prompt_text,
                                  "text_mask": prompt_mask})
