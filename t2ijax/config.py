@@ -8,6 +8,7 @@ import ml_collections
 from configs import base
 from t2ijax import nonfinite
 from t2ijax.data import image_folder
+from t2ijax.data.buckets import check_buckets
 from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
@@ -411,6 +412,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_optim(cfg.optim)
     _check_data(cfg.data)
     _check_latents(cfg)
+    check_buckets(cfg)
     _check_autoencoder_training(cfg.autoencoder_training)
     _check_eval(cfg)
     _check_text(cfg.text_encoder)
