@@ -34,8 +34,9 @@ def bucket_grid(resolution: int, multiple: int, min_aspect: float = 0.5, max_asp
     the square's. The square itself is always one, so valid arguments never give an empty grid.
     """
     if resolution <= 0 or multiple <= 0 or resolution % multiple:
-        raise ConfigError(f"bucket grid: resolution {resolution} is not a positive multiple of {multiple} (model.patch_size "
-                          f"x the autoencoder's downsampling); use {max(1, round(resolution / multiple)) * multiple}")
+        raise ConfigError(f"bucket grid: resolution {resolution} is not a positive multiple of {multiple} "
+                          f"(model.patch_size x the autoencoder's downsampling); use "
+                          f"{max(1, round(resolution / multiple)) * multiple}")
     if not 0 < min_aspect <= 1 <= max_aspect:
         raise ConfigError(f"config.resolution.min_aspect={min_aspect} and max_aspect={max_aspect} must satisfy "
                           "0 < min_aspect <= 1 <= max_aspect (aspects are width / height), e.g. 0.5 and 2.0")

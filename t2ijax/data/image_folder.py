@@ -6,9 +6,10 @@
 Images are read with PIL in RGB, center-cropped to a square and resized to config.data.resolution;
 with config.resolution.buckets, each is center-cropped to the aspect of the bucket nearest its own
 and resized to that bucket (`load_buckets`), and images of fewer pixels than the smallest bucket,
-or unreadable ones, are skipped and counted. Both caption fields hold the .txt text. The held-out split is the `num_validation` files whose
-name hashes lowest, so it stays the same as the folder grows. Everything is held in memory: fine
-for the few thousand images of a fine-tune, not for a pretraining corpus.
+or unreadable ones, are skipped and counted. Both caption fields hold the .txt text. The held-out
+split is the `num_validation` files whose name hashes lowest, so it stays the same as the folder
+grows. Everything is held in memory: fine for the few thousand images of a fine-tune, not for a
+pretraining corpus.
 """
 import hashlib
 from pathlib import Path
@@ -136,7 +137,8 @@ def load_buckets(path: str, grid: tuple[Size, ...], split: str,
         logging.warning("skipped %d of %d %s images in %s: %d smaller than the smallest bucket %s, %d unreadable",
                         too_small + unreadable, len(files), split, path, too_small, size_name(least), unreadable)
     if not members:
-        raise ConfigError(f"none of the {len(files)} {split} images in {path} fits a bucket ({too_small} smaller than "
-                          f"{size_name(least)} px, {unreadable} unreadable); add larger images or lower config.data.resolution")
+        raise ConfigError(f"none of the {len(files)} {split} images in {path} fits a bucket ({too_small} smaller "
+                          f"than {size_name(least)} px, {unreadable} unreadable); add larger images or lower "
+                          "config.data.resolution")
     groups = {bucket: _split(images, kept) for bucket, (images, kept) in members.items()}
     return groups, report(grid, groups, too_small=too_small, unreadable=unreadable)
