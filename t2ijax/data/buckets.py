@@ -33,7 +33,10 @@ def bucket_grid(resolution: int, multiple: int, min_aspect: float = 0.5, max_asp
     a bucket when its aspect lies in [min_aspect, max_aspect] and its area within `tolerance` of
     the square's. The square itself is always one, so valid arguments never give an empty grid.
     """
-    if resolution <= 0 or multiple <= 0 or resolution % multiple:
+    if multiple <= 0:
+        raise ConfigError(f"bucket grid: the side multiple {multiple} (model.patch_size x the autoencoder's "
+                          "downsampling) must be positive")
+    if resolution <= 0 or resolution % multiple:
         raise ConfigError(f"bucket grid: resolution {resolution} is not a positive multiple of {multiple} "
                           f"(model.patch_size x the autoencoder's downsampling); use "
                           f"{max(1, round(resolution / multiple)) * multiple}")
