@@ -140,5 +140,5 @@ def load_buckets(path: str, grid: tuple[Size, ...], split: str,
         raise ConfigError(f"none of the {len(files)} {split} images in {path} fits a bucket ({too_small} smaller "
                           f"than {size_name(least)} px, {unreadable} unreadable); add larger images or lower "
                           "config.data.resolution")
-    groups = {bucket: _split(images, kept) for bucket, (images, kept) in members.items()}
+    groups = {bucket: _split(*members[bucket]) for bucket in grid if bucket in members}  # in the grid's order
     return groups, report(grid, groups, too_small=too_small, unreadable=unreadable)

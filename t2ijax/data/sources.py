@@ -41,9 +41,10 @@ def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
     for residue, ratio in enumerate(ratios):
         residues.setdefault(buckets.nearest_bucket(grid, 1.0, ratio), []).append(residue)
     groups = {size: shapes_tfds.load_split(cfg.data_dir, size, split, num_train=cfg.num_train,
-                                           num_validation=cfg.num_validation, stride=len(ratios), residues=tuple(held))
-              for size, held in residues.items()
-              if min(held) < _split_size(cfg, split)}  # a bucket's first example is its least residue
+                                           num_validation=cfg.num_validation, stride=len(ratios),
+                                           residues=tuple(residues[size]))
+              for size in grid  # in the grid's order; a bucket's first example is its least residue
+              if size in residues and min(residues[size]) < _split_size(cfg, split)}
     return groups, buckets.report(grid, groups)
 
 
@@ -73,7 +74,7 @@ def load_split(cfg: ml_collections.ConfigDict, split: str, size: Size | None = N
 def load_buckets(cfg: ml_collections.ConfigDict, split: str,
                  grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
     """`split` grouped by bucket of `grid` (buckets.grid(config)): {(height, width): split} holding the
-    non-empty buckets, and a report (buckets.report: examples per bucket, skipped ones by reason).
+    non-empty buckets in the grid's order, and a report (buckets.report: examples per bucket, skipped ones by reason).
 
     A grid of just the square (config.resolution.buckets off) gives `load_split`'s split as its one group.
     """
