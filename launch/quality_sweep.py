@@ -35,9 +35,9 @@ FLAGS = flags.FLAGS
 
 
 @DATASETS.register("shapes_in_memory")
-def _shapes_in_memory(cfg, split: str) -> dict[str, np.ndarray]:
+def _shapes_in_memory(cfg, split: str, size: tuple[int, int]) -> dict[str, np.ndarray]:
     num = cfg.num_train if split == "train" else cfg.num_validation
-    examples = [shapes.example(split, i, cfg.resolution) for i in range(num)]
+    examples = [shapes.example(split, i, *size) for i in range(num)]
     return {k: np.asarray([e[k] for e in examples], object if k.startswith("caption") else None)
             for k in examples[0]}
 

@@ -8,6 +8,7 @@ import ml_collections
 from configs import base
 from t2ijax import nonfinite
 from t2ijax.data import image_folder
+from t2ijax.data.buckets import check_buckets
 from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
@@ -172,6 +173,7 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
 
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
+    check_buckets(cfg)
     _, downsample = geometry(cfg.autoencoder.name)
     multiple = cfg.model.patch_size * downsample
     check_phases(cfg, multiple)

@@ -10,8 +10,8 @@ from t2ijax.metrics import composition
 NUM = 120  # scenes per (resolution, split)
 
 
-def _batch(split, resolution, num=NUM):
-    examples = [shapes.example(split, i, resolution) for i in range(num)]
+def _batch(split, height, width=None, num=NUM):
+    examples = [shapes.example(split, i, height, width) for i in range(num)]
     images = np.stack([e["image"] for e in examples])
     keys = ("num_objects", "shape", "colour", "size", "position", "background")
     return images, {key: np.stack([e[key] for e in examples]) for key in keys}
@@ -23,32 +23,34 @@ def _damage(images, rng, noise=8.0, blur=0.7, fade=1.0, backgrounds=None):
     if fade != 1.0:
         bg = shapes.BACKGROUND_RGB[backgrounds][:, None, None, :].astype(np.float32)
         x = bg + fade * (x - bg)
-    sigma = blur * images.shape[1] / 32
+    sigma = blur * min(images.shape[1:3]) / 32
     x = scipy.ndimage.gaussian_filter(x, (0, sigma, sigma, 0)) + rng.normal(0.0, noise, x.shape)
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("resolution", [32, 64])
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (32, 64), (64, 32)])
 @pytest.mark.parametrize("split", shapes.SPLITS)
-def test_exact_on_dataset_images(split, resolution):
-    result = composition.score(*_batch(split, resolution))
+def test_exact_on_dataset_images(split, size):
+    """Positions relative to each side, sizes to the shorter one, as the renderer draws them."""
+    result = composition.score(*_batch(split, *size))
     assert result == dict.fromkeys(result, 1.0)
     assert {"colour", "shape", "position", "count", "object", "scene"} <= set(result)
 
 
-@pytest.mark.parametrize("resolution", [32, 64])
-def test_robust_to_noise_blur_and_fading(resolution):
-    images, attrs = _batch("validation", resolution)
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (32, 64)])
+def test_robust_to_noise_blur_and_fading(size):
+    images, attrs = _batch("validation", *size)
     rng = np.random.default_rng(0)
     for damaged in (_damage(images, rng), _damage(images, rng, fade=0.6, backgrounds=attrs["background"])):
         result = composition.score(damaged, attrs)
         assert min(result.values()) >= 0.95, result
 
 
-def test_detections_match_the_scene():
+@pytest.mark.parametrize("size", [(64, 64), (32, 64), (64, 32)])
+def test_detections_match_the_scene(size):
     for i in range(30):
         scene = shapes.sample_scene("train", i)
-        found = sorted(composition.detect(shapes.render(scene, 64)), key=lambda d: d.position)
+        found = sorted(composition.detect(shapes.render(scene, *size)), key=lambda d: d.position)
         assert len(found) == len(scene.objects)
         for obj, det in zip(scene.objects, found):
             assert (det.shape, det.colour, det.size, det.position) == (
@@ -57,9 +59,9 @@ def test_detections_match_the_scene():
                 obj.size,
                 obj.position,
             )
-            true_area = shapes.object_mask(obj, 64).sum()
+            true_area = shapes.object_mask(obj, *size).sum()
             assert abs(det.area - true_area) <= 0.05 * true_area
-            cy, cx = shapes.position_centre(obj.position, 64)
+            cy, cx = shapes.position_centre(obj.position, *size)
             assert abs(det.box_centre[0] - cy) <= 1 and abs(det.box_centre[1] - cx) <= 1
 
 

@@ -39,7 +39,7 @@ def test_images_are_center_cropped_resized_and_captioned(tmp_path):
     split = image_folder.split_files(str(tmp_path), num_validation=1)
     assert len(split["train"]) == 3 and len(split["validation"]) == 1
     every = {p.name: i for i, p in enumerate(split["train"] + split["validation"])}
-    data = {s: image_folder.load_split(str(tmp_path), 8, s, 1) for s in ("train", "validation")}
+    data = {s: image_folder.load_split(str(tmp_path), (8, 8), s, 1) for s in ("train", "validation")}
     images = np.concatenate([data["train"]["image"], data["validation"]["image"]])
     captions = list(data["train"]["caption_long"]) + list(data["validation"]["caption_long"])
     assert images.shape == (4, 8, 8, 3) and images.dtype == np.uint8

@@ -1,5 +1,6 @@
 """The synthetic shapes dataset: scenes, splits, captions and the TFDS builder."""
 
+import hashlib
 import itertools
 import os
 
@@ -57,28 +58,36 @@ def test_layouts_and_object_counts():
             assert tuple(o.position for o in scene.objects) in shapes.LAYOUTS
 
 
-@pytest.mark.parametrize("resolution", [32, 64])
-def test_render_sizes_scale_and_objects_stay_apart(resolution):
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (32, 64), (64, 32), (24, 44)])
+def test_render_sizes_scale_and_objects_stay_apart(size):
+    height, width = size
     for scene in _scenes("train", 200):
-        masks = [shapes.object_mask(o, resolution) for o in scene.objects]
+        masks = [shapes.object_mask(o, height, width) for o in scene.objects]
         for obj, mask in zip(scene.objects, masks):
             rows, cols = np.nonzero(mask)
             extent = max(np.ptp(rows), np.ptp(cols)) + 1
-            want = round(shapes.SIZE_FRACTIONS[obj.size] * resolution)
+            want = round(shapes.SIZE_FRACTIONS[obj.size] * min(size))  # of the shorter side
             assert want - 1 <= extent <= want, (obj, extent)
-            assert (
-                rows.min() > 0
-                and cols.min() > 0
-                and rows.max() < resolution - 1
-                and cols.max() < resolution - 1
-            )
+            assert rows.min() > 0 and cols.min() > 0 and rows.max() < height - 1 and cols.max() < width - 1
+            box_centre = ((rows.min() + rows.max() + 1) / 2, (cols.min() + cols.max() + 1) / 2)
+            np.testing.assert_allclose(box_centre, shapes.position_centre(obj.position, height, width), atol=0.5)
         if len(masks) == 2:
             assert not (scipy.ndimage.binary_dilation(masks[0]) & masks[1]).any()
-        image = shapes.render(scene, resolution)
-        assert image.shape == (resolution, resolution, 3) and image.dtype == np.uint8
+        image = shapes.render(scene, height, width)
+        assert image.shape == (height, width, 3) and image.dtype == np.uint8
         for obj, mask in zip(scene.objects, masks):
             assert (image[mask] == shapes.COLOUR_RGB[obj.colour]).all()
         assert (image[~np.any(masks, axis=0)] == shapes.BACKGROUND_RGB[scene.background]).all()
+
+
+def test_square_renders_are_those_the_demo_was_trained_on():
+    """Digest of the images before rendering took (height, width): square datasets, hence results, stay put."""
+    digest = hashlib.sha256()
+    for resolution in (32, 64):
+        for split in shapes.SPLITS:
+            for i in range(100):
+                digest.update(shapes.example(split, i, resolution)["image"].tobytes())
+    assert digest.hexdigest() == "c13bea3cb8661d51ddeea9d06b658f31d5965c01ed712ce1cb67a99702f2fad0"
 
 
 def test_captions_spell_out_the_attributes():
@@ -104,8 +113,11 @@ def test_attributes_are_padded():
 
 def test_registered_configs():
     assert {"32", "64"} <= set(shapes_tfds.Shapes.builder_configs)
-    assert shapes_tfds.make_config(32).name == "32"
+    assert shapes_tfds.make_config(32).name == shapes_tfds.make_config((32, 32)).name == "32"
     assert shapes_tfds.make_config(32, num_train=100).name != "32"
+    assert shapes_tfds.make_config((32, 64)).name == "32x64"
+    assert shapes_tfds.make_config((32, 64), stride=3, residues=(2, 0)).name == "32x64_mod3_0+2"
+    assert shapes_tfds.make_config(32, stride=2, residues=(0, 1)).name == "32"  # every residue: every example
 
 
 def test_tfds_build_load_and_rebuild(tmp_path):

@@ -3,7 +3,8 @@
 A scene holds one or two objects on a plain background. One object may sit at any
 position; two objects use a complementary layout (left+right or top+bottom) and are
 listed in reading order (left before right, top before bottom). Everything scales with
-the resolution; at 32 px a small object is 10 px across and a large one 14 px.
+the image: positions with each side, object sizes with the shorter one (so a circle stays
+round at any aspect); at 32 px a small object is 10 px across and a large one 14 px.
 
 The validation split holds (shape, colour, position) triples never seen in training;
 see `held_out_triples`. The TFDS builder lives in `shapes_tfds`.
@@ -38,8 +39,8 @@ COLOUR_RGB = np.array(
 )
 BACKGROUND_RGB = np.array([(0, 0, 0), (55, 55, 55), (185, 185, 185), (255, 255, 255)], np.uint8)
 
-SIZE_FRACTIONS = (10 / 32, 14 / 32)  # object extent / image side
-POSITION_CENTRES = ((0.5, 0.25), (0.5, 0.75), (0.25, 0.5), (0.75, 0.5), (0.5, 0.5))  # (y, x) / side
+SIZE_FRACTIONS = (10 / 32, 14 / 32)  # object extent / shorter image side
+POSITION_CENTRES = ((0.5, 0.25), (0.5, 0.75), (0.25, 0.5), (0.75, 0.5), (0.5, 0.5))  # (y / height, x / width)
 LAYOUTS = ((0, 1), (2, 3))  # left+right, top+bottom
 CENTER = POSITIONS.index("center")
 MAX_OBJECTS = 2
@@ -71,24 +72,23 @@ class Scene:
 # ---------------------------------------------------------------- rasteriser
 
 
-def position_centre(position: int, resolution: int) -> tuple[float, float]:
-    """Pixel (y, x) of an object's bounding-box centre at `position`."""
+def position_centre(position: int, height: int, width: int | None = None) -> tuple[float, float]:
+    """Pixel (y, x) of an object's bounding-box centre at `position`: a fraction of each side."""
     fy, fx = POSITION_CENTRES[position]
-    return fy * resolution, fx * resolution
+    return fy * height, fx * (height if width is None else width)
 
 
-def object_mask(obj: SceneObject, resolution: int) -> np.ndarray:
+def object_mask(obj: SceneObject, height: int, width: int | None = None) -> np.ndarray:
     """Read-only boolean [H, W] mask: which pixel centres fall inside the object."""
-    return _silhouette(obj.shape, obj.size, obj.position, resolution)
+    return _silhouette(obj.shape, obj.size, obj.position, height, height if width is None else width)
 
 
-@functools.cache  # only |SHAPES| * |SIZES| * |POSITIONS| silhouettes per resolution
-def _silhouette(shape: int, size: int, position: int, resolution: int) -> np.ndarray:
-    half = SIZE_FRACTIONS[size] * resolution / 2
-    cy, cx = position_centre(position, resolution)
-    centres = np.arange(resolution) + 0.5
-    dy = centres[:, None] - cy
-    dx = centres[None, :] - cx
+@functools.cache  # only |SHAPES| * |SIZES| * |POSITIONS| silhouettes per image size
+def _silhouette(shape: int, size: int, position: int, height: int, width: int) -> np.ndarray:
+    half = SIZE_FRACTIONS[size] * min(height, width) / 2  # of the shorter side: circles stay round
+    cy, cx = position_centre(position, height, width)
+    dy = np.arange(height)[:, None] + 0.5 - cy
+    dx = np.arange(width)[None, :] + 0.5 - cx
     name = SHAPES[shape]
     if name == "circle":
         mask = dx**2 + dy**2 < half**2
@@ -103,12 +103,13 @@ def _silhouette(shape: int, size: int, position: int, resolution: int) -> np.nda
     return mask
 
 
-def render(scene: Scene, resolution: int) -> np.ndarray:
-    """uint8 [H, W, 3] image of the scene; no antialiasing."""
-    image = np.empty((resolution, resolution, 3), np.uint8)
+def render(scene: Scene, height: int, width: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] image of the scene (square when `width` is None); no antialiasing."""
+    width = height if width is None else width
+    image = np.empty((height, width, 3), np.uint8)
     image[:] = BACKGROUND_RGB[scene.background]
     for obj in scene.objects:
-        image[object_mask(obj, resolution)] = COLOUR_RGB[obj.colour]
+        image[object_mask(obj, height, width)] = COLOUR_RGB[obj.colour]
     return image
 
 
@@ -214,11 +215,11 @@ def sample_scene(split: str, index: int, seed: int = 0) -> Scene:
             return scene
 
 
-def example(split: str, index: int, resolution: int, seed: int = 0) -> dict:
-    """One dataset example: image, both captions and the attribute arrays."""
+def example(split: str, index: int, height: int, width: int | None = None, seed: int = 0) -> dict:
+    """One dataset example: image (square when `width` is None), both captions and the attribute arrays."""
     scene = sample_scene(split, index, seed)
     return {
-        "image": render(scene, resolution),
+        "image": render(scene, height, width),
         "caption_long": caption_long(scene, phrasing=index),
         "caption_short": caption_short(scene),
         **attributes(scene),

@@ -18,27 +18,39 @@ DEFAULT_NUM_VALIDATION = 512
 
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(tfds.core.BuilderConfig):
-    resolution: int = 32
+    height: int = 32
+    width: int = 32
     num_train: int = DEFAULT_NUM_TRAIN
     num_validation: int = DEFAULT_NUM_VALIDATION
+    stride: int = 1  # holds the examples i (of the first num_*) with i % stride in residues
+    residues: tuple[int, ...] = (0,)
 
 
-def make_config(
-    resolution: int, num_train: int | None = None, num_validation: int | None = None
-) -> ShapesConfig:
-    """Default sizes give the config "<res>"; other sizes get their own name (and directory)."""
+def image_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a side (a square) or of a (height, width) pair."""
+    height, width = (size, size) if np.ndim(size) == 0 else size
+    return int(height), int(width)
+
+
+def make_config(size: int | tuple[int, int], num_train: int | None = None, num_validation: int | None = None,
+                stride: int = 1, residues: tuple[int, ...] = (0,)) -> ShapesConfig:
+    """Default counts of all examples give the config "<res>" for a square, "<h>x<w>" otherwise; other
+    counts, or a share of the examples (stride, residues), get their own name (and directory)."""
+    height, width = image_size(size)
     num_train = DEFAULT_NUM_TRAIN if num_train is None else num_train
     num_validation = DEFAULT_NUM_VALIDATION if num_validation is None else num_validation
-    name = str(resolution)
+    residues = tuple(sorted({r % stride for r in residues}))
+    if len(residues) == stride:  # every residue: every example
+        stride, residues = 1, (0,)
+    name = str(height) if height == width else f"{height}x{width}"
+    description = f"{height}x{width}, {num_train} train / {num_validation} validation"
     if (num_train, num_validation) != (DEFAULT_NUM_TRAIN, DEFAULT_NUM_VALIDATION):
         name += f"_train{num_train}_val{num_validation}"
-    return ShapesConfig(
-        name=name,
-        resolution=resolution,
-        num_train=num_train,
-        num_validation=num_validation,
-        description=f"{resolution}x{resolution}, {num_train} train / {num_validation} validation",
-    )
+    if stride > 1:
+        name += f"_mod{stride}_{'+'.join(map(str, residues))}"
+        description += f", the examples i with i mod {stride} in {residues}"
+    return ShapesConfig(name=name, height=height, width=width, num_train=num_train, num_validation=num_validation,
+                        stride=stride, residues=residues, description=description)
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
@@ -49,13 +61,13 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [make_config(32), make_config(64)]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        res = self.builder_config.resolution
+        config = self.builder_config
         pair = tfds.features.Tensor(shape=(MAX_OBJECTS,), dtype=np.int32)
         scalar = tfds.features.Tensor(shape=(), dtype=np.int32)
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Image(shape=(res, res, 3)),
+                    "image": tfds.features.Image(shape=(config.height, config.width, 3)),
                     "caption_long": tfds.features.Text(),
                     "caption_short": tfds.features.Text(),
                     "num_objects": scalar,
@@ -78,15 +90,16 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, split: str, num: int):
+        config = self.builder_config
         for index in range(num):
-            yield index, example(split, index, self.builder_config.resolution)
+            if index % config.stride in config.residues:
+                yield index, example(split, index, config.height, config.width)
 
 
-def build(
-    data_dir: str, resolution: int = 32, num_train: int | None = None, num_validation: int | None = None
-) -> Shapes:
-    """The builder for this resolution and size, prepared unless it already is."""
-    config = make_config(resolution, num_train, num_validation)
+def build(data_dir: str, size: int | tuple[int, int] = 32, num_train: int | None = None,
+          num_validation: int | None = None, stride: int = 1, residues: tuple[int, ...] = (0,)) -> Shapes:
+    """The builder for this image size and these examples (see `make_config`), prepared unless it already is."""
+    config = make_config(size, num_train, num_validation, stride, residues)
     # TFDS takes registered configs by name only; other sizes are passed as objects.
     builder = Shapes(
         config=config.name if config.name in Shapes.builder_configs else config, data_dir=data_dir
@@ -95,18 +108,15 @@ def build(
     return builder
 
 
-def load_split(
-    data_dir: str,
-    resolution: int,
-    split: str,
-    num_train: int | None = None,
-    num_validation: int | None = None,
-) -> dict[str, np.ndarray]:
-    """All examples of a split as numpy (building the dataset first if needed).
+def load_split(data_dir: str, size: int | tuple[int, int], split: str, num_train: int | None = None,
+               num_validation: int | None = None, stride: int = 1,
+               residues: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
+    """All examples of a split as numpy (building the dataset first if needed); `size` is a side or
+    (height, width), `stride` and `residues` pick a share of the examples (see `make_config`).
 
     Captions come as object arrays of python str; the rest keep their dataset dtypes.
     """
-    builder = build(data_dir, resolution, num_train, num_validation)
+    builder = build(data_dir, size, num_train, num_validation, stride, residues)
     data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
     out = dict(data)
     for key in ("caption_long", "caption_short"):

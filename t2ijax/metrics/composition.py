@@ -14,9 +14,9 @@ import scipy.optimize
 
 from t2ijax.data import shapes
 
-SMOOTHING = 0.7 / 32  # gaussian sigma / side applied before segmenting: tames pixel noise
+SMOOTHING = 0.7 / 32  # gaussian sigma / shorter side applied before segmenting: tames pixel noise
 FAINTEST = 0.25  # least mix of an object colour into the background that can be an object
-MIN_AREA_FRACTION = 0.01  # components smaller than this share of the image are specks
+MIN_AREA_FRACTION = 0.01  # components smaller than this share of the shorter side squared are specks
 # A triangle's centroid sits 1/6 of its height below its box centre (about 0.14 once
 # rasterised); circles and squares are symmetric. Blur erodes the apex, which lowers it.
 TRIANGLE_LOW_ABOVE = 0.06
@@ -26,8 +26,8 @@ CIRCLE_FILL_BELOW = 0.85
 # Share of its bounding box each shape fills; turns an area into an extent, which is
 # steadier than the box itself when blur eats thin corners.
 BOX_FILL = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}
-LARGE_ABOVE = sum(shapes.SIZE_FRACTIONS) / 2  # object extent / image side
-CENTER_RADIUS = 1 / 8  # |box centre - image centre| / side under which an object is centred
+LARGE_ABOVE = sum(shapes.SIZE_FRACTIONS) / 2  # object extent / shorter image side
+CENTER_RADIUS = 1 / 8  # |box centre - image centre| / that side, on both axes, under which an object is centred
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +85,9 @@ def classify_shape(fill: float, low: float) -> int:
     return shapes.SHAPES.index("circle" if fill < CIRCLE_FILL_BELOW else "square")
 
 
-def classify_position(box_centre: tuple[float, float], resolution: int) -> int:
-    dy, dx = (np.asarray(box_centre) - resolution / 2) / resolution
+def classify_position(box_centre: tuple[float, float], height: int, width: int) -> int:
+    """As the renderer places objects: offsets from the centre as fractions of each side."""
+    dy, dx = np.asarray(box_centre) / (height, width) - 0.5
     if max(abs(dy), abs(dx)) < CENTER_RADIUS:
         return shapes.POSITIONS.index("center")
     if abs(dx) >= abs(dy):
@@ -103,33 +104,35 @@ def detect(image: np.ndarray) -> list[Detection]:
     of the median RGB of the component's stronger half. From the component's bounding
     box: shape from how low its centroid sits in the box (triangle) and else from the
     fill ratio (circle < square); size from the extent its area implies for that shape;
-    position from the box centre, since a triangle's centroid sits below it.
+    position from the box centre, since a triangle's centroid sits below it. Positions are judged
+    relative to each side and sizes relative to the shorter side, as `shapes.render` draws them.
     """
-    resolution = image.shape[0]
+    height, width = image.shape[:2]
+    side = min(height, width)
     background = background_colour(image)
-    sigma = SMOOTHING * resolution
+    sigma = SMOOTHING * side
     smooth = scipy.ndimage.gaussian_filter(image.astype(np.float32), (sigma, sigma, 0))
     _, strength = explain(smooth, background)
     labels, _ = scipy.ndimage.label(silhouettes(strength))
     detections = []
     for index, box in enumerate(scipy.ndimage.find_objects(labels), start=1):
         ys, xs = np.nonzero(labels[box] == index)
-        if len(ys) < MIN_AREA_FRACTION * resolution**2:
+        if len(ys) < MIN_AREA_FRACTION * side**2:
             continue
         ys, xs = ys + box[0].start, xs + box[1].start
         stronger = strength[ys, xs] >= np.median(strength[ys, xs])
         colour, _ = explain(np.median(image[ys[stronger], xs[stronger]], axis=0), background)
-        height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        box_height, box_width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
         box_centre = (float(ys.min() + ys.max() + 1) / 2, float(xs.min() + xs.max() + 1) / 2)
         centroid = (float(ys.mean() + 0.5), float(xs.mean() + 0.5))
-        shape = classify_shape(len(ys) / (height * width), (centroid[0] - box_centre[0]) / height)
+        shape = classify_shape(len(ys) / (box_height * box_width), (centroid[0] - box_centre[0]) / box_height)
         extent = np.sqrt(len(ys) / BOX_FILL[shapes.SHAPES[shape]])
         detections.append(
             Detection(
                 shape=shape,
                 colour=int(colour),
-                size=int(extent / resolution > LARGE_ABOVE),
-                position=classify_position(box_centre, resolution),
+                size=int(extent / side > LARGE_ABOVE),
+                position=classify_position(box_centre, height, width),
                 area=len(ys),
                 centroid=centroid,
                 box_centre=box_centre,
@@ -138,10 +141,10 @@ def detect(image: np.ndarray) -> list[Detection]:
     return detections
 
 
-def _match_cost(prompt: dict[str, int], found: Detection, resolution: int) -> float:
-    """Wrong position or colour costs most; distance to the expected place breaks ties."""
-    expected = np.array(shapes.position_centre(prompt["position"], resolution))
-    offset = np.linalg.norm(np.array(found.box_centre) - expected) / resolution
+def _match_cost(prompt: dict[str, int], found: Detection, height: int, width: int) -> float:
+    """Wrong position or colour costs most; distance to the expected place (as fractions of each side) breaks ties."""
+    expected = np.array(shapes.position_centre(prompt["position"], height, width))
+    offset = np.linalg.norm((np.array(found.box_centre) - expected) / (height, width))
     return (
         2.0 * (found.position != prompt["position"])
         + 2.0 * (found.colour != prompt["colour"])
@@ -163,7 +166,7 @@ def score(images: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, fl
     """
     images = np.asarray(images)
     attributes = {key: np.asarray(value) for key, value in attributes.items()}
-    resolution = images.shape[1]
+    height, width = images.shape[1:3]
     per_object = {key: [] for key in ("colour", "shape", "position", "size", "object")}
     per_scene = {"count": [], "scene": []}
     for i, image in enumerate(images):
@@ -174,7 +177,7 @@ def score(images: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, fl
         found = detect(image)
         matched = [None] * len(prompts)
         if found and prompts:
-            cost = [[_match_cost(p, f, resolution) for f in found] for p in prompts]
+            cost = [[_match_cost(p, f, height, width) for f in found] for p in prompts]
             for row, col in zip(*scipy.optimize.linear_sum_assignment(np.array(cost))):
                 matched[row] = found[col]
         objects_right = []
