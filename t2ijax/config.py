@@ -143,6 +143,9 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
     if m.axes_dim and (len(m.axes_dim) != 2 or sum(m.axes_dim) != head_dim or any(d % 2 for d in m.axes_dim)):
         raise ConfigError(f"config.model.axes_dim={tuple(m.axes_dim)} must be two even sizes summing to the head dim "
                           f"{head_dim}, e.g. ({head_dim // 2}, {head_dim // 2}); () splits it in half")
+    if m.pos_grid < 0:
+        raise ConfigError(f"config.model.pos_grid={m.pos_grid} must be >= 0 (0: the token grid side of "
+                          "config.data.resolution)")
     if cfg.data.resolution % m.patch_size:
         raise ConfigError(f"config.data.resolution={cfg.data.resolution} is not divisible by "
                           f"config.model.patch_size={m.patch_size}")

@@ -93,7 +93,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     batch_shapes = {"x0": jax.ShapeDtypeStruct((batch, side, side, channels), jnp.float32, sharding=split),
                     "text": jax.ShapeDtypeStruct((batch, text_len, text_dim), jnp.float16, sharding=split),
                     "text_mask": jax.ShapeDtypeStruct((batch, text_len), jnp.bool_, sharding=split)}
-    shift = time_shift(config.diffusion, num_image_tokens(config.model, side))
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, side, side))
 
     def lower(model_):
         state_ = train_state.abstract(model_, optimizer, example, mesh, rules, ema.enabled(config.ema))

@@ -38,6 +38,15 @@ def _renamed_text_section(saved: dict) -> dict:
     return saved
 
 
+def _renamed_resolution_embeds(saved: dict) -> dict:
+    """Runs saved before config.model.resolution_cond: resolution_embeds=True is resolution_cond='vec'."""
+    if "resolution_embeds" not in saved.get("model", {}):
+        return saved
+    model = dict(saved["model"])
+    model["resolution_cond"] = "vec" if model.pop("resolution_embeds") else "none"
+    return {**saved, "model": model}
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was trained with, in today's field names; fields added to configs/base.py
     since take their defaults."""
@@ -45,7 +54,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
-        saved = _renamed_text_section(json.load(f))
+        saved = _renamed_resolution_embeds(_renamed_text_section(json.load(f)))
     return ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
 
 
@@ -55,22 +64,25 @@ class RestoredRun:
     model: object
     space: object  # LatentSpace
     state: object  # TrainState; `state.sampling_params` are the EMA params when the run kept them
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, int, int]  # model space, at the training resolution
     mesh: object
 
     @property
     def step(self) -> int:
         return int(self.state.step)
 
-    def generator(self, sampler: ml_collections.ConfigDict, negative_text, negative_mask):
-        """A Generator with `sampler` settings (see `sampler_settings`) and the run's time shift."""
+    def generator(self, sampler: ml_collections.ConfigDict, negative_text, negative_mask,
+                  size: tuple[int, int] | None = None):
+        """A Generator of `size` (height, width) pixel images, by default the training resolution's square,
+        with `sampler` settings (see `sampler_settings`) and the time shift of that size's token count."""
         from t2ijax.diffusion.timesteps import time_shift
         from t2ijax.generate import Generator
-        from t2ijax.models.build import num_image_tokens
+        from t2ijax.models.build import latent_size, num_image_tokens
 
-        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, self.image_shape[0]))
-        return Generator(self.model, self.space, self.config.diffusion, sampler, self.image_shape, shift,
-                         negative_text, negative_mask, self.mesh)
+        height, width = latent_size(self.config, *(size or (self.config.data.resolution,) * 2))
+        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, height, width))
+        return Generator(self.model, self.space, self.config.diffusion, sampler, (height, width, self.image_shape[2]),
+                         shift, negative_text, negative_mask, self.mesh)
 
 
 def sampler_settings(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:

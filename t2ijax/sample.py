@@ -1,6 +1,7 @@
 """Generate images from the latest checkpoint of a training run, or from a diffusers PRX pipeline.
 
   python -m t2ijax.sample --workdir=workdirs/shapes_tiny --prompt "a red circle on the left" --out out.png
+  python -m t2ijax.sample --workdir=workdirs/shapes_tiny --height=32 --width=64 --prompt "a red circle" --out wide.png
   python -m t2ijax.sample --prx=/path/to/prx-512-t2i-sft --height=512 --width=768 --prompt "a cat" --out cat.png
 """
 import os
@@ -14,8 +15,8 @@ from t2ijax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).")
 flags.DEFINE_string("prx", None, "Instead of --workdir: a diffusers PRX pipeline directory (or Hub id).")
-flags.DEFINE_integer("height", 512, "--prx only: image height in pixels.")
-flags.DEFINE_integer("width", 512, "--prx only: image width in pixels.")
+flags.DEFINE_integer("height", None, "Image height in pixels (default: the run's config.data.resolution, or 512).")
+flags.DEFINE_integer("width", None, "Image width in pixels (default: the run's config.data.resolution, or 512).")
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
 flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
@@ -32,17 +33,20 @@ FLAGS = flags.FLAGS
 
 
 def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
+    from t2ijax.models.build import latent_size
     from t2ijax.models.text import text_encoder_from_config
     from t2ijax.restore import load_run_config, restore_run, sampler_settings
 
     config = load_run_config(FLAGS.workdir)
+    size = (FLAGS.height or config.data.resolution, FLAGS.width or config.data.resolution)
+    latent_size(config, *size)  # a bad size fails here, before the text encoder and the checkpoint load
     sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
                                negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
     encoder = text_encoder_from_config(config.text_encoder)
     text, text_mask = encoder.encode(prompts)
     negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
     run = restore_run(FLAGS.workdir, config, *text.shape[1:])
-    generator = run.generator(sampler, negative_text[0], negative_mask[0])
+    generator = run.generator(sampler, negative_text[0], negative_mask[0], size)
     return generator(run.state.sampling_params, text, text_mask), f"step {run.step}"
 
 
@@ -52,7 +56,7 @@ def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
     if FLAGS.sampler not in (None, "flow_match_euler"):
         raise ConfigError(f"--sampler={FLAGS.sampler}: a PRX pipeline samples with its scheduler (flow_match_euler)")
     pipe = load_prx_pipeline(FLAGS.prx)
-    images = pipe.generate(prompts, FLAGS.height, FLAGS.width, steps=FLAGS.steps or 28,
+    images = pipe.generate(prompts, FLAGS.height or 512, FLAGS.width or 512, steps=FLAGS.steps or 28,
                            guidance=4.0 if FLAGS.guidance is None else FLAGS.guidance,
                            negative_prompt=FLAGS.negative_prompt or "", seed=FLAGS.seed or 0)
     return images, f"PRX pipeline {FLAGS.prx}"

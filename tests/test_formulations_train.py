@@ -80,7 +80,7 @@ def run(data_dir, tmp_path_factory):
 def test_combination_trains_without_nan(run, diffusion):
     config = _config("data", diffusion)
     optimizer = optax.GradientTransformation(run.optimizer.init, jax.jit(run.optimizer.update))
-    shift = time_shift(config.diffusion, num_image_tokens(config.model, run.image_shape[0]))
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, *run.image_shape[:2]))
     step = make_train_step(_CompiledModel(run.model), optimizer, run.schedule, config,
                            jnp.asarray(run.data.null_text, jnp.float32), jnp.asarray(run.data.null_mask), shift)
     state = run.state

@@ -90,6 +90,10 @@ def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int =
 
     Weights are float32, in shards of at most `max_shard_bytes` with an index when they exceed it.
     """
+    if model.pos_embed != "rope_2d" or model.resolution_tokens:
+        raise ConfigError(f"diffusers' {CLASS_NAME} has integer RoPE positions and no resolution tokens; this model "
+                          f"has pos_embed={model.pos_embed}{' and resolution tokens' if model.resolution_tokens else ''}"
+                          ", so it cannot be exported")
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"_class_name": CLASS_NAME, **{k: getattr(model, k) for k in CONFIG_FIELDS}}

@@ -81,6 +81,10 @@ def resolve_init_from(config: ml_collections.ConfigDict) -> None:
         return
     if config.model.name != "prx":
         raise ConfigError(f"config.init_from holds a PRX checkpoint but config.model.name='{config.model.name}'")
+    if config.model.pos_embed == "learned_absolute" or config.model.resolution_cond == "tokens":
+        raise ConfigError("config.model.pos_embed=learned_absolute and resolution_cond=tokens add parameters a PRX "
+                          "checkpoint does not have; fine-tune with pos_embed rope_2d or rope_2d_normalized, "
+                          "resolution_cond none (it follows the checkpoint's resolution_embeds)")
     root = local_dir(config.init_from, whole_pipeline=bool(_placeholders(config)))
     source = transformer_dir(str(root))
     checkpoint = prx_config(source)

@@ -1,14 +1,16 @@
-"""The denoiser named by config.model."""
+"""The denoiser named by config.model, and the image sizes it takes."""
 import jax.numpy as jnp
 import ml_collections
 
+from t2ijax.errors import ConfigError
+from t2ijax.models.autoencoders import geometry
 from t2ijax.registry import Registry
 
 MODELS = Registry("model.name")
 
 
 @MODELS.register("prx")
-def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, techniques: dict):
+def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, pos_grid: int, techniques: dict):
     from t2ijax.models.prx import PRX
 
     return PRX(
@@ -25,6 +27,9 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, tec
         time_max_period=cfg.time_max_period,
         bottleneck_size=cfg.bottleneck_size or None,
         resolution_embeds=cfg.resolution_cond == "vec",
+        resolution_tokens=cfg.resolution_cond == "tokens",
+        pos_embed=cfg.pos_embed,
+        pos_grid=pos_grid,
         dtype=jnp.dtype(cfg.dtype),
         param_dtype=jnp.dtype(cfg.param_dtype),
         remat_policy=cfg.remat_policy,
@@ -49,9 +54,28 @@ def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim
     techniques = technique_fields(config)
     if "repa_projector" in techniques:
         techniques["repa_dim"] = teacher_dim
-    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, techniques)
+    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques)
 
 
-def num_image_tokens(cfg: ml_collections.ConfigDict, resolution: int) -> int:
-    """Image tokens the denoiser sees for a square input of `resolution` (model space)."""
-    return (resolution // cfg.patch_size) ** 2
+def position_grid(config: ml_collections.ConfigDict) -> int:
+    """config.model.pos_grid, or when 0 the token grid side of a config.data.resolution square."""
+    if config.model.pos_grid:
+        return config.model.pos_grid
+    return config.data.resolution // geometry(config.autoencoder.name)[1] // config.model.patch_size
+
+
+def latent_size(config: ml_collections.ConfigDict, height: int, width: int) -> tuple[int, int]:
+    """The model-space (height, width) of a height x width pixel image; a ConfigError unless it splits into
+    whole patches."""
+    downsample = geometry(config.autoencoder.name)[1]
+    multiple = config.model.patch_size * downsample
+    if min(height, width) < multiple or height % multiple or width % multiple:
+        raise ConfigError(f"image size {height}x{width} (height x width) does not split into whole "
+                          f"{config.model.patch_size}x{config.model.patch_size} patches of the autoencoder's "
+                          f"{downsample}x-downsampled latents; use multiples of {multiple} pixels")
+    return height // downsample, width // downsample
+
+
+def num_image_tokens(cfg: ml_collections.ConfigDict, height: int, width: int) -> int:
+    """Image tokens the denoiser sees for a height x width input (model space)."""
+    return (height // cfg.patch_size) * (width // cfg.patch_size)

@@ -95,21 +95,28 @@ def timestep_embedding(t: jax.Array, dim: int = 256, scale: float = 1.0,
     return emb
 
 
-def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int],
-               theta: float) -> tuple[jax.Array, jax.Array]:
+def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int], theta: float,
+               step: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """cos and sin tables [grid_h * grid_w, sum(axes_dim) // 2] for 2D axial RoPE (fp32).
 
     Tokens are row-major over the grid; the first axes_dim[0] // 2 rotation pairs
-    follow the row index, the next axes_dim[1] // 2 the column index.
+    follow the row position, the next axes_dim[1] // 2 the column position. A token's
+    position is its (row, column) index times `step`.
     """
-    rows, cols = jnp.meshgrid(jnp.arange(grid_h, dtype=jnp.float32),
-                              jnp.arange(grid_w, dtype=jnp.float32), indexing="ij")
+    rows, cols = jnp.meshgrid(jnp.arange(grid_h, dtype=jnp.float32) * step,
+                              jnp.arange(grid_w, dtype=jnp.float32) * step, indexing="ij")
     angles = []
     for pos, dim in zip((rows.reshape(-1), cols.reshape(-1)), axes_dim, strict=True):
         omega = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
         angles.append(pos[:, None] * jnp.asarray(omega, jnp.float32)[None, :])
     angles = jnp.concatenate(angles, axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
+
+
+def normalized_rope_step(grid_h: int, grid_w: int, reference: int) -> float:
+    """The position step that makes a grid_h x grid_w token grid span the area of a reference x
+    reference one: 1 on the reference grid, 1/2 on a grid twice its side (unseen sizes interpolate)."""
+    return reference / math.sqrt(grid_h * grid_w)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
-                                  patchify, timestep_embedding, unpatchify)
+                                  normalized_rope_step, patchify, timestep_embedding, unpatchify)
+from t2ijax.models.vision.resize import resize
 from t2ijax.techniques import repa, routing
 
 REMAT_POLICIES = {
@@ -21,6 +22,7 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 TOKENS = ("batch", "length", "embed")
+POS_EMBEDS = ("rope_2d", "rope_2d_normalized", "learned_absolute")
 
 
 def _modulate(x, shift, scale, dtype):
@@ -44,7 +46,7 @@ class MLPEmbedder(nn.Module):
 class Attention(nn.Module):
     """Image queries over [text K/V ‖ image K/V].
 
-    RMSNorm on image q/k and on text k; RoPE on image q/k only.
+    RMSNorm on image q/k and on text k; RoPE on image q/k only (none when rope_cos is None).
     """
 
     num_heads: int
@@ -61,8 +63,9 @@ class Attention(nn.Module):
 
         qkv = Dense((3, *heads), ("embed", None, "heads", "kv"), use_bias=False,
                      name="img_qkv", **kw)(img)
-        q = apply_rope(norm("norm_q")(qkv[:, :, 0]), rope_cos, rope_sin)
-        k = apply_rope(norm("norm_k")(qkv[:, :, 1]), rope_cos, rope_sin)
+        rope = (lambda x: x) if rope_cos is None else (lambda x: apply_rope(x, rope_cos, rope_sin))
+        q = rope(norm("norm_q")(qkv[:, :, 0]))
+        k = rope(norm("norm_k")(qkv[:, :, 1]))
         txt_kv = Dense((2, *heads), ("embed", None, "heads", "kv"), use_bias=False,
                         name="txt_kv", **kw)(txt)
         k = jnp.concatenate([norm("norm_added_k")(txt_kv[:, :, 0]), k], axis=1)
@@ -141,6 +144,13 @@ class PRX(nn.Module):
     and fuses [tokens entering the range || tokens leaving it] with a linear layer, with or
     without a `route_rng`. Without one, TREAD is the plain model.
 
+    Positions (pos_embed): rope_2d rotates q/k by integer patch indices (diffusers' PRX);
+    rope_2d_normalized scales them so that every image spans the area of a pos_grid x pos_grid grid;
+    learned_absolute adds a learned pos_grid x pos_grid table, resized bilinearly to the token grid,
+    to the image tokens and uses no RoPE. The image's latent height and width condition the model
+    through the timestep vector (resolution_embeds, diffusers' name) and/or as two extra text tokens
+    (resolution_tokens).
+
     capture_layer >= 0 sows the image tokens leaving that block into "intermediates" ("hidden",
     and "hidden_tokens": the token indices they hold, fewer than all inside a routed range), and
     with a repa_projector their projection to repa_dim features ("repa").
@@ -159,6 +169,9 @@ class PRX(nn.Module):
     time_max_period: float = 10000.0
     bottleneck_size: int | None = None
     resolution_embeds: bool = False
+    resolution_tokens: bool = False
+    pos_embed: str = "rope_2d"  # one of POS_EMBEDS
+    pos_grid: int = 0  # reference token grid side of rope_2d_normalized and learned_absolute
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
@@ -193,6 +206,10 @@ class PRX(nn.Module):
         if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy {self.remat_policy!r} not in "
                              f"none, {', '.join(REMAT_POLICIES)}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed {self.pos_embed!r} not in {', '.join(POS_EMBEDS)}")
+        if self.pos_embed != "rope_2d" and self.pos_grid <= 0:
+            raise ValueError(f"pos_embed {self.pos_embed} needs pos_grid > 0, got {self.pos_grid}")
         if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
 
@@ -264,7 +281,8 @@ class PRX(nn.Module):
                 if route_rng is not None:
                     kept = routing.choose_kept(route_rng, b, n, self.route_rate)
                     img = routing.gather_tokens(img, kept)
-                    cos, sin = rope_cos[kept], rope_sin[kept]
+                    if rope_cos is not None:
+                        cos, sin = rope_cos[kept], rope_sin[kept]
             img = self._run_blocks(img, a, z, txt, vec, key_mask(img.shape[1]), cos, sin)
             if z == capture:  # before the routed range hands its tokens back, as PRX's REPA hook sees them
                 self._capture(img, tokens if kept is None else kept, grid)
@@ -277,6 +295,20 @@ class PRX(nn.Module):
                     img = routing.scatter_tokens(dense, kept, img)
                 kept, cos, sin = None, rope_cos, rope_sin
         return img
+
+    def _positions(self, img, grid):
+        """(img, rope_cos, rope_sin): the tokens with the learned table added and no RoPE, or the tokens
+        as they are and the RoPE tables of pos_embed."""
+        if self.pos_embed == "learned_absolute":
+            init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed"))
+            table = self.param("pos_embed", init, (self.pos_grid, self.pos_grid, self.hidden_size), self.param_dtype)
+            table = resize(table, grid, "bilinear").reshape(1, -1, self.hidden_size)
+            return img + table.astype(self.dtype), None, None
+        step = normalized_rope_step(*grid, self.pos_grid) if self.pos_embed == "rope_2d_normalized" else 1.0
+        return img, *axial_rope(*grid, self.rope_axes_dim, self.theta, step)
+
+    def _size_embedding(self, size: int, batch: int):
+        return timestep_embedding(jnp.full((batch,), size, jnp.float32), 128, max_period=self.time_max_period)
 
     @nn.compact
     def __call__(self, x, t, text, text_mask, route_rng=None):
@@ -292,19 +324,22 @@ class PRX(nn.Module):
                          **kw)(img)
             img_in_axis = "mlp"
         img = Dense(self.hidden_size, (img_in_axis, "embed"), name="img_in", **kw)(img)
+        img, rope_cos, rope_sin = self._positions(img, (h // p, w // p))
         txt = Dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(
             text.astype(self.dtype))
+        if self.resolution_tokens:  # one embedder per side: the keys are unordered, so h and w must differ in kind
+            sides = [MLPEmbedder(self.hidden_size, name=f"{side}_token", **kw)(self._size_embedding(size, b))
+                     for side, size in (("height", h), ("width", w))]
+            txt = jnp.concatenate([txt, jnp.stack(sides, axis=1).astype(txt.dtype)], axis=1)
+            text_mask = jnp.concatenate([text_mask.astype(bool), jnp.ones((b, 2), bool)], axis=1)
         txt = nn.with_logical_constraint(txt, TOKENS)
 
         vec = MLPEmbedder(self.hidden_size, name="time_in", **kw)(timestep_embedding(
             t, 256, scale=self.time_factor, max_period=self.time_max_period))
         if self.resolution_embeds:
-            size = lambda s: timestep_embedding(jnp.full((b,), s, jnp.float32), 128,
-                                                max_period=self.time_max_period)
             vec = vec + MLPEmbedder(self.hidden_size, name="resolution_embedder", **kw)(
-                jnp.concatenate([size(h), size(w)], axis=-1))
+                jnp.concatenate([self._size_embedding(h, b), self._size_embedding(w, b)], axis=-1))
 
-        rope_cos, rope_sin = axial_rope(h // p, w // p, self.rope_axes_dim, self.theta)
         img = self._blocks(img, txt, vec, text_mask, rope_cos, rope_sin, route_rng, (h // p, w // p))
 
         out = FinalLayer(self.hidden_size, c * p * p, name="final_layer", **kw)(img, vec)
