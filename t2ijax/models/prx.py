@@ -43,6 +43,20 @@ class MLPEmbedder(nn.Module):
         return Dense(self.hidden_size, ("mlp", "embed"), name="out_layer", **kw)(nn.silu(x))
 
 
+class LearnedPositions(nn.Module):
+    """A learned [grid, grid, hidden] table, resized bilinearly to a token grid: [grid_h * grid_w, hidden]."""
+
+    grid: int
+    hidden_size: int
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, grid_h: int, grid_w: int):
+        init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed"))
+        table = self.param("table", init, (self.grid, self.grid, self.hidden_size), self.param_dtype)
+        return resize(table, (grid_h, grid_w), "bilinear").reshape(grid_h * grid_w, self.hidden_size)
+
+
 class Attention(nn.Module):
     """Image queries over [text K/V ‖ image K/V].
 
@@ -300,10 +314,8 @@ class PRX(nn.Module):
         """(img, rope_cos, rope_sin): the tokens with the learned table added and no RoPE, or the tokens
         as they are and the RoPE tables of pos_embed."""
         if self.pos_embed == "learned_absolute":
-            init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, "embed"))
-            table = self.param("pos_embed", init, (self.pos_grid, self.pos_grid, self.hidden_size), self.param_dtype)
-            table = resize(table, grid, "bilinear").reshape(1, -1, self.hidden_size)
-            return img + table.astype(self.dtype), None, None
+            table = LearnedPositions(self.pos_grid, self.hidden_size, self.param_dtype, name="pos_embed")(*grid)
+            return img + table.astype(self.dtype)[None], None, None
         step = normalized_rope_step(*grid, self.pos_grid) if self.pos_embed == "rope_2d_normalized" else 1.0
         return img, *axial_rope(*grid, self.rope_axes_dim, self.theta, step)
 
