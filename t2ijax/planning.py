@@ -15,7 +15,7 @@ from t2ijax.models.autoencoders import geometry
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import read_model_config, resolve_model_dir
-from t2ijax.optim import make_optimizer
+from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
 from t2ijax.train_step import jit_train_step, make_train_step
@@ -87,7 +87,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     text_dim, text_len, batch = text_width(config.text_encoder), config.text_encoder.max_length, \
         config.data.global_batch_size
     model = build_model(config, channels, text_dim)
-    optimizer, schedule = make_optimizer(config.optim, config.total_steps)
+    optimizer, schedule = run_optimizer(config)
     example = train_state.example_inputs(1, side, channels, text_len, text_dim)
     split = sharding.batch_sharding(mesh)
     batch_shapes = {"x0": jax.ShapeDtypeStruct((batch, side, side, channels), jnp.float32, sharding=split),

@@ -102,7 +102,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     from t2ijax.checkpoint import Checkpointer
     from t2ijax.data.prepare import latent_space
     from t2ijax.models.build import build_model
-    from t2ijax.optim import make_optimizer
+    from t2ijax.optim import run_optimizer
     from t2ijax.techniques import ema
     from t2ijax.techniques.frozen import teacher_dim
 
@@ -115,7 +115,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
                           f"its steps are {', '.join(map(str, steps))}")
     space, _ = latent_space(config)
     model = build_model(config, space.channels, text_dim, teacher_dim(config))
-    optimizer, _ = make_optimizer(config.optim, config.total_steps)
+    optimizer, _ = run_optimizer(config)
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
     rules = sharding.logical_rules(config.sharding_rules)
     resolution = config.data.resolution // space.downsample

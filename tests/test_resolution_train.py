@@ -71,7 +71,7 @@ def test_buckets_compile_once_per_shape_and_runs_evaluate_at_other_sizes(data_di
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"resolution.phases": ((16, 8, 3, 1e-3),)}, "phases add up to 3 steps but config.total_steps=6"),
+    ({"resolution.phases": ((32, 8, 3, 1e-3),)}, "phases add up to 3 steps but config.total_steps=6"),
     ({"resolution.phases": ((16, 8, 6, 1e-3),)}, "last of config.resolution.phases trains at 16 px but "
                                                  "config.data.resolution=32"),
     ({"resolution.phases": ((18, 8, 3, 1e-3), (32, 8, 3, 1e-3))}, "resolution a multiple of 4"),

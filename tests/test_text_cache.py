@@ -94,7 +94,7 @@ def test_cache_text_fills_every_caption_and_prepare_only_reads(data_dir, encoded
     for field in ("caption_long", "caption_short"):
         config.data.caption_field = field
         data = prepare(config)
-        assert data.train["text"].shape[1:] == (16, 384) and data.prompts["text"].shape[0] == 2
+        assert data.train[(32, 32)]["text"].shape[1:] == (16, 384) and data.prompts["text"].shape[0] == 2
     assert encoded == [] and cache_captions(config)["encoded"] == 0
 
 

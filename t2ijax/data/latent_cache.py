@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from t2ijax.data.buckets import grid
 from t2ijax.data.sources import source_fingerprint
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.latent_space import LatentSpace
@@ -32,6 +33,8 @@ def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
     files = source_fingerprint(config.data)
     if files is not None:
         data["files"] = files
+    if config.resolution.buckets:  # a bucket holds other images than the whole dataset at that size
+        data.update(buckets=[list(size) for size in grid(config)], aspect_ratios=list(config.data.aspect_ratios))
     return {"autoencoder": autoencoder.fingerprint, "normalization": config.latents.normalization,
             "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples, "data": data}
 
