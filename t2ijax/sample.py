@@ -32,13 +32,17 @@ flags.register_multi_flags_validator(["workdir", "prx"], lambda f: (f["workdir"]
 FLAGS = flags.FLAGS
 
 
+def _size(default: int) -> tuple[int, int]:
+    return tuple(default if side is None else side for side in (FLAGS.height, FLAGS.width))
+
+
 def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     from t2ijax.models.build import latent_size
     from t2ijax.models.text import text_encoder_from_config
     from t2ijax.restore import load_run_config, restore_run, sampler_settings
 
     config = load_run_config(FLAGS.workdir)
-    size = (FLAGS.height or config.data.resolution, FLAGS.width or config.data.resolution)
+    size = _size(config.data.resolution)
     latent_size(config, *size)  # a bad size fails here, before the text encoder and the checkpoint load
     sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
                                negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
@@ -56,7 +60,7 @@ def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
     if FLAGS.sampler not in (None, "flow_match_euler"):
         raise ConfigError(f"--sampler={FLAGS.sampler}: a PRX pipeline samples with its scheduler (flow_match_euler)")
     pipe = load_prx_pipeline(FLAGS.prx)
-    images = pipe.generate(prompts, FLAGS.height or 512, FLAGS.width or 512, steps=FLAGS.steps or 28,
+    images = pipe.generate(prompts, *_size(512), steps=FLAGS.steps or 28,
                            guidance=4.0 if FLAGS.guidance is None else FLAGS.guidance,
                            negative_prompt=FLAGS.negative_prompt or "", seed=FLAGS.seed or 0)
     return images, f"PRX pipeline {FLAGS.prx}"

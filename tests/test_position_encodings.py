@@ -135,9 +135,11 @@ def test_learned_positions_run_at_any_size_and_only_resolution_conditioning_tell
         assert min(gaps) > 1e-3  # (8, 16) and (16, 8) too: height and width are told apart
 
 
-@pytest.mark.parametrize("pos_embed,cond,new_params", [("rope_2d_normalized", "tokens", ("height_token", "width_token")),
-                                                       ("learned_absolute", "vec", ("pos_embed", "resolution_embedder"))],
-                         ids=["rope_2d_normalized-tokens", "learned_absolute-vec"])
+TRAINED = {"rope_2d_normalized-tokens": ("rope_2d_normalized", "tokens", ("height_token", "width_token")),
+           "learned_absolute-vec": ("learned_absolute", "vec", ("pos_embed", "resolution_embedder"))}
+
+
+@pytest.mark.parametrize("pos_embed,cond,new_params", TRAINED.values(), ids=TRAINED.keys())
 def test_one_train_step_on_a_non_square_batch_without_nan(pos_embed, cond, new_params):
     config = tiny_config("unused")
     config.model.update(pos_embed=pos_embed, resolution_cond=cond, depth=1)

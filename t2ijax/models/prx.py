@@ -339,7 +339,7 @@ class PRX(nn.Module):
         img, rope_cos, rope_sin = self._positions(img, (h // p, w // p))
         txt = Dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(
             text.astype(self.dtype))
-        if self.resolution_tokens:  # one embedder per side: the keys are unordered, so h and w must differ in kind
+        if self.resolution_tokens:  # one embedder per side: text keys have no position, so 32x64 would look like 64x32
             sides = [MLPEmbedder(self.hidden_size, name=f"{side}_token", **kw)(self._size_embedding(size, b))
                      for side, size in (("height", h), ("width", w))]
             txt = jnp.concatenate([txt, jnp.stack(sides, axis=1).astype(txt.dtype)], axis=1)
