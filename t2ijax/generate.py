@@ -101,3 +101,17 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
         r, col = divmod(i, columns)
         grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = image
     return grid
+
+
+def generator_at(model: nn.Module, space, config: ml_collections.ConfigDict, sampler: ml_collections.ConfigDict,
+                 size: tuple[int, int], negative_text: np.ndarray, negative_mask: np.ndarray,
+                 mesh: Mesh | None = None) -> Generator:
+    """A Generator of `size` (height, width) pixel images for the run `config`, with the time shift
+    of that size's token count (what training used for batches of that size)."""
+    from t2ijax.diffusion.timesteps import time_shift
+    from t2ijax.models.build import latent_size, num_image_tokens
+
+    height, width = latent_size(config, *size)
+    shift = time_shift(config.diffusion, num_image_tokens(config.model, height, width))
+    return Generator(model, space, config.diffusion, sampler, (height, width, space.channels), shift,
+                     negative_text, negative_mask, mesh)

@@ -75,14 +75,10 @@ class RestoredRun:
                   size: tuple[int, int] | None = None):
         """A Generator of `size` (height, width) pixel images, by default the training resolution's square,
         with `sampler` settings (see `sampler_settings`) and the time shift of that size's token count."""
-        from t2ijax.diffusion.timesteps import time_shift
-        from t2ijax.generate import Generator
-        from t2ijax.models.build import latent_size, num_image_tokens
+        from t2ijax.generate import generator_at
 
-        height, width = latent_size(self.config, *(size or (self.config.data.resolution,) * 2))
-        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, height, width))
-        return Generator(self.model, self.space, self.config.diffusion, sampler, (height, width, self.image_shape[2]),
-                         shift, negative_text, negative_mask, self.mesh)
+        return generator_at(self.model, self.space, self.config, sampler, size or (self.config.data.resolution,) * 2,
+                            negative_text, negative_mask, self.mesh)
 
 
 def sampler_settings(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@ from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
-from t2ijax.generate import Generator, image_grid
+from t2ijax.generate import Generator, generator_at, image_grid
 from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
@@ -148,11 +148,8 @@ class Run:
         return self
 
     def _generator(self, height: int, width: int) -> Generator:
-        """Samples at height x width pixels, with the time shift of that size."""
-        shape = (height // self.space.downsample, width // self.space.downsample, self.space.channels)
-        shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, *shape[:2]))
-        return Generator(self.model, self.space, self.config.diffusion, self.config.sampler, shape, shift,
-                         self.data.negative_text, self.data.negative_mask, self.mesh)
+        return generator_at(self.model, self.space, self.config, self.config.sampler, (height, width),
+                            self.data.negative_text, self.data.negative_mask, self.mesh)
 
     def _loader(self, data, phase: phases.Phase) -> Loader:
         """Phase 0 keeps the plain seed: a run without phases draws the batches it always has."""
@@ -227,7 +224,7 @@ class Run:
             self.counters["skipped_steps"] = self.monitor.skipped_steps
 
     def log(self, step: int) -> None:
-        config, total = self.config, self.config.total_steps
+        total = self.config.total_steps
         finite = [m for m in self.pending if not m["nonfinite"]]
         summary = {k: float(np.mean([m[k] for m in finite])) for k in ("loss", "grad_norm", "learning_rate")
                    if finite}
