@@ -180,10 +180,6 @@ def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
     _, downsample = geometry(cfg.autoencoder.name)
     multiple = cfg.model.patch_size * downsample
     check_phases(cfg, multiple)
-    for size in cfg.eval.sizes:
-        if len(size) != 2 or min(size) <= 0 or size[0] % multiple or size[1] % multiple:
-            raise ConfigError(f"config.eval.sizes entry {tuple(size)} must be (height, width) in pixels, both "
-                              f"positive multiples of {multiple} (patch_size x the autoencoder's downsample)")
 
 
 def _check_latents(cfg: ml_collections.ConfigDict) -> None:
@@ -221,6 +217,12 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
     for name in ("num_samples", "batch_size"):
         if cfg.eval[name] < 1:
             raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
+    _, downsample = geometry(cfg.autoencoder.name)
+    multiple = cfg.model.patch_size * downsample
+    for size in cfg.eval.sizes:
+        if len(size) != 2 or min(size) <= 0 or size[0] % multiple or size[1] % multiple:
+            raise ConfigError(f"config.eval.sizes entry {tuple(size)} must be (height, width) in pixels, both "
+                              f"positive multiples of {multiple} (patch_size x the autoencoder's downsample)")
 
 
 def _check_text(text: ml_collections.ConfigDict) -> None:

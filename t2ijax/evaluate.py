@@ -2,7 +2,7 @@
 FID / CMMD / DINO-MMD (or offline stand-ins) of its samples against real held-out images.
 
   python -m t2ijax.evaluate --workdir=workdirs/shapes_tiny [--step=1600] [--prompts=prompts.jsonl] \
-      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256] \
+      [--metrics=loss_t,composition,fd_random_inception] [--num_samples=256] [--sizes=64x64,32x64] \
       [--sampler=euler --steps=30 --guidance=4 --guidance_interval=0.1,0.8] \
       [--clip_weights=DIR --dinov2_weights=DIR --inception_weights=FILE]
 
@@ -32,6 +32,8 @@ flags.DEFINE_integer("seed", None, "Seed of the sampling noise and of the loss's
 flags.DEFINE_string("inception_weights", None, "FID Inception-v3 .safetensors file.")
 flags.DEFINE_string("clip_weights", None, "CLIP ViT-L/14-336 Hugging Face directory.")
 flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-L/14-reg Hugging Face directory.")
+flags.DEFINE_list("sizes", None, "More HEIGHTxWIDTH pixel sizes to evaluate at besides the run's own (default: "
+                  "the run's config.eval.sizes); their metrics are prefixed HxW/.")
 flags.DEFINE_string("out", None, "Output JSON (default: WORKDIR/eval/evaluate_step_<step>.json).")
 FLAGS = flags.FLAGS
 
@@ -44,7 +46,13 @@ def flag_overrides() -> tuple[dict, dict]:
     sampler = {field: FLAGS[flag].value for flag, field in SAMPLER_FLAGS.items()}
     if FLAGS.guidance_interval is not None:
         sampler["guidance_interval"] = tuple(float(x) for x in FLAGS.guidance_interval)
-    return sampler, {name: FLAGS[name].value for name in EVAL_FLAGS}
+    overrides = {name: FLAGS[name].value for name in EVAL_FLAGS}
+    if FLAGS.sizes is not None:
+        try:
+            overrides["sizes"] = tuple(tuple(int(side) for side in size.split("x")) for size in FLAGS.sizes)
+        except ValueError:
+            raise ConfigError(f"--sizes={','.join(FLAGS.sizes)}: give HEIGHTxWIDTH pixel sizes, e.g. 64x64,32x64") from None
+    return sampler, overrides
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
@@ -67,7 +75,8 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     from t2ijax.train_step import make_heldout_loss
 
     config = load_run_config(workdir)
-    config.eval.update({k: (tuple(v) if k == "metrics" else v) for k, v in eval_overrides.items() if v is not None})
+    config.eval.update({k: (tuple(v) if k in ("metrics", "sizes") else v) for k, v in eval_overrides.items()
+                        if v is not None})
     config.seed = config.seed if seed is None else seed
     config.sampler = sampler_settings(config, **(sampler or {}), seed=seed)
     validate_eval(config)
@@ -79,9 +88,13 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     if captions is not None:
         text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
-    evaluator = evaluation.Evaluator(config, data.validation, jax.jit(make_heldout_loss(run.model, config.diffusion)),
-                                     run.generator(config.sampler, data.negative_text, data.negative_mask), run.space, run.mesh)
-    metrics = evaluator(run.step, run.state.sampling_params, prompts)
+    loss = jax.jit(make_heldout_loss(run.model, config.diffusion))
+    evaluators = {
+        name: evaluation.Evaluator(config, validation, loss, run.generator(config.sampler, data.negative_text,
+                                                                           data.negative_mask, size), run.space, run.mesh)
+        for name, size, validation in [("", None, data.validation), *((f"{h}x{w}", (h, w), data.validation_at[(h, w)])
+                                                                        for h, w in map(tuple, config.eval.sizes))]}
+    metrics = evaluation.evaluate_at_sizes(evaluators, run.step, run.state.sampling_params, prompts)
     metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
                            min(config.eval.num_samples, len(data.validation["text"])),
                            "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
@@ -97,8 +110,8 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
-    sampler, overrides = flag_overrides()
     try:
+        sampler, overrides = flag_overrides()
         metrics, path = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, FLAGS.prompts, FLAGS.seed, FLAGS.out,
                                             sampler, **overrides)
     except ConfigError as e:

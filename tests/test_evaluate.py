@@ -107,6 +107,24 @@ def test_cli_reports_bad_input_in_one_line(workdir, tmp_path):
         evaluate_checkpoint(workdir, step=5)
 
 
+def test_evaluates_at_other_sizes_under_their_prefix(workdir):
+    at_sizes, _ = evaluate_checkpoint(workdir, metrics=["loss_t", "composition"], sizes=((32, 64),), **FAST)
+    alone, _ = evaluate_checkpoint(workdir, metrics=["loss_t", "composition"], **FAST)
+    assert {k: v for k, v in at_sizes.items() if not k.startswith("32x64/") and k != "settings"} == \
+        {k: v for k, v in alone.items() if k != "settings"}
+    assert {"32x64/loss_t[0.0,0.3)", "32x64/composition/shape"} <= set(at_sizes)
+    assert at_sizes["32x64/loss_t[0.0,0.3)"] != at_sizes["loss_t[0.0,0.3)"]
+    flags.FLAGS(["evaluate", f"--workdir={workdir}", "--sizes=32x6a"])
+    try:
+        with pytest.raises(SystemExit) as exit:
+            evaluate.main(["evaluate"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert str(exit.value) == "error: --sizes=32x6a: give HEIGHTxWIDTH pixel sizes, e.g. 64x64,32x64"
+    with pytest.raises(ConfigError, match=r"config.eval.sizes entry \(32, 30\) must be \(height, width\) in pixels"):
+        evaluate_checkpoint(workdir, sizes=((32, 30),))
+
+
 def test_unknown_metric_is_rejected_before_compute(data_dir):
     config = tiny_config(data_dir)
     config.eval.metrics = ("loss_t", "fdi")
