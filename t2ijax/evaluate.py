@@ -88,12 +88,9 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     if captions is not None:
         text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
-    loss = jax.jit(make_heldout_loss(run.model, config.diffusion))
-    evaluators = {
-        name: evaluation.Evaluator(config, validation, loss, run.generator(config.sampler, data.negative_text,
-                                                                           data.negative_mask, size), run.space, run.mesh)
-        for name, size, validation in [("", None, data.validation), *((f"{h}x{w}", (h, w), data.validation_at[(h, w)])
-                                                                        for h, w in map(tuple, config.eval.sizes))]}
+    evaluators = evaluation.evaluators_by_size(
+        config, data, jax.jit(make_heldout_loss(run.model, config.diffusion)),
+        lambda size: run.generator(config.sampler, data.negative_text, data.negative_mask, size), run.space, run.mesh)
     metrics = evaluation.evaluate_at_sizes(evaluators, run.step, run.state.sampling_params, prompts)
     metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
                            min(config.eval.num_samples, len(data.validation["text"])),

@@ -149,13 +149,28 @@ class Evaluator:
         return metrics
 
 
+def evaluators_by_size(config: ml_collections.ConfigDict, data, loss_fn, generator_for, space,
+                       mesh: Mesh | None = None) -> dict[str, Evaluator]:
+    """An Evaluator at the run's own size under "" and one per config.eval.sizes under "HxW" (the run's
+    square, if listed, is the same one). `data` is the PreparedData; `generator_for((height, width))`
+    makes the Generator of a size."""
+    square = (config.data.resolution,) * 2
+    own = Evaluator(config, data.validation, loss_fn, generator_for(square), space, mesh)
+    sizes = {f"{h}x{w}": (h, w) for h, w in map(tuple, config.eval.sizes)}
+    return {"": own, **{name: own if size == square else Evaluator(config, data.validation_at[size], loss_fn,
+                                                                     generator_for(size), space, mesh)
+                        for name, size in sizes.items()}}
+
+
 def evaluate_at_sizes(evaluators: dict[str, Evaluator], step: int, params, prompts=None) -> dict:
     """The metrics of every evaluator (one per image size): those of the one under "" as they are,
     the others' prefixed "<its key>/" (e.g. "32x64/composition/shape")."""
-    metrics, skipped = {"step": step}, {}
+    metrics, skipped, done = {"step": step}, {}, {}
     for size, evaluator in evaluators.items():
         prefix = f"{size}/" if size else ""
-        at_size = evaluator(step, params, prompts)
+        if id(evaluator) not in done:  # one evaluator under two names (the run's own size in eval.sizes) runs once
+            done[id(evaluator)] = evaluator(step, params, prompts)
+        at_size = dict(done[id(evaluator)])
         skipped.update({prefix + k: v for k, v in at_size.pop("skipped", {}).items()})
         metrics.update({prefix + k: v for k, v in at_size.items() if k != "step"})
     if skipped:

@@ -138,17 +138,14 @@ class Run:
         # Replicated, so every process can read the losses when the params span several hosts.
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion),
                                     out_shardings=sharding.replicated(self.mesh))
-        self.generator = self._generator(config.data.resolution, config.data.resolution)
-        self.evaluators = {"": evaluation.Evaluator(config, self.data.validation, self.heldout_loss, self.generator,
-                                                    self.space, self.mesh)}
-        self.evaluators.update({f"{h}x{w}": evaluation.Evaluator(config, self.data.validation_at[(h, w)],
-                                                                 self.heldout_loss, self._generator(h, w),
-                                                                 self.space, self.mesh)
-                                for h, w in map(tuple, config.eval.sizes)})
+        self.generator = self._generator((config.data.resolution, config.data.resolution))
+        self.evaluators = evaluation.evaluators_by_size(config, self.data, self.heldout_loss,
+                                                        self._generator, self.space, self.mesh)
         return self
 
-    def _generator(self, height: int, width: int) -> Generator:
-        return generator_at(self.model, self.space, self.config, self.config.sampler, (height, width),
+    def _generator(self, size: tuple[int, int]) -> Generator:
+        """Samples at `size` (height, width) pixels."""
+        return generator_at(self.model, self.space, self.config, self.config.sampler, size,
                             self.data.negative_text, self.data.negative_mask, self.mesh)
 
     def _loader(self, data, phase: phases.Phase) -> Loader:
