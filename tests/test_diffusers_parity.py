@@ -91,3 +91,20 @@ def test_flow_match_euler_grid_is_the_schedulers_default_spacing(shift):
     cfg = base.get_config().diffusion
     _, s, _ = sampling_grid("flow_match_euler", make_path(cfg), STEPS, shift)
     np.testing.assert_allclose(s, scheduler.sigmas.numpy(), atol=1e-6)
+
+
+def test_resolution_shift_is_flux_calculate_shift_for_every_bucket():
+    """Flux's shift (diffusers' calculate_shift, mu = log shift) at the token count of each aspect bucket
+    and progressive size a run trains or samples at, square or not."""
+    from t2ijax.data.buckets import bucket_grid
+    from t2ijax.models.build import num_image_tokens
+
+    model, diffusion = base.get_config().model, base.get_config().diffusion
+    diffusion.shift_mode = "resolution"
+    sizes = [size for resolution in (256, 512, 1024) for size in bucket_grid(resolution // 8, model.patch_size)]
+    assert len({h * w for h, w in sizes}) > 6 and any(h != w for h, w in sizes)
+    for height, width in sizes:
+        tokens = num_image_tokens(model, height, width)
+        assert tokens == (height // 2) * (width // 2)
+        mu = calculate_shift(tokens, base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15)
+        assert time_shift(diffusion, tokens) == pytest.approx(np.exp(mu), rel=1e-12)
