@@ -180,7 +180,7 @@ def test_sizes_map_to_latents_and_tokens_and_bad_sizes_name_the_multiple():
 def test_restored_generator_samples_the_requested_size_with_its_time_shift():
     config = shapes_tiny.get_config()
     config.diffusion.shift_mode = "resolution"
-    run = RestoredRun(config, model=None, space=types.SimpleNamespace(params={}), state=None,
+    run = RestoredRun(config, model=None, space=types.SimpleNamespace(params={}, channels=3), state=None,
                       image_shape=(32, 32, 3), mesh=None)
     sampler, negative = config.sampler, (np.zeros((5, 8)), np.ones(5, bool))
     square, wide = run.generator(sampler, *negative), run.generator(sampler, *negative, size=(32, 64))
