@@ -25,7 +25,7 @@ from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
 from t2ijax.optim import OPTIMIZERS, SCHEDULES
-from t2ijax.phases import check_phases
+from t2ijax.phases import check_phases, training_sizes
 from t2ijax.techniques import repa, routing
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
 from t2ijax.techniques.perceptual import check_perceptual, dino_grid
@@ -409,10 +409,12 @@ def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> No
     impl = cfg.model.attention_impl
     if impl == "splash":
         _, downsample = geometry(cfg.autoencoder.name)
-        tokens = (cfg.data.resolution // downsample // cfg.model.patch_size) ** 2
-        if tokens % 128:
-            raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this config "
-                              f"has {tokens}; use xla, or a resolution and patch size giving 128, 256, 1024, ...")
+        for height, width in training_sizes(cfg):
+            tokens = (height // downsample // cfg.model.patch_size) * (width // downsample // cfg.model.patch_size)
+            if tokens % 128:
+                raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
+                                  f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
+                                  "buckets, phases) and a patch size giving 128, 256, 1024, ...")
     if impl in _ATTENTION_PLATFORMS and platform is not None and platform != _ATTENTION_PLATFORMS[impl][0]:
         raise ConfigError(f"config.model.attention_impl='{impl}' runs only on {_ATTENTION_PLATFORMS[impl][1]} and this "
                           f"backend is {platform}; use xla")

@@ -52,6 +52,13 @@ def phase_config(config: ml_collections.ConfigDict, phase: Phase) -> ml_collecti
     return out
 
 
+def training_sizes(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+    """Every (height, width) pixel size the run trains at: each phase's buckets (or square)."""
+    from t2ijax.data.buckets import grid
+
+    return sorted({size for phase in phases(config) for size in grid(phase_config(config, phase))})
+
+
 def learning_rate_scale(config: ml_collections.ConfigDict) -> optax.Schedule | None:
     """Step -> the factor of the phase it is in; None without phases."""
     if not config.resolution.phases:

@@ -65,9 +65,14 @@ def test_splash_split_over_data_fsdp_and_tensor_equals_xla():
 def test_attention_implementations_are_checked_against_the_backend_and_tokens():
     c = shapes_tiny.get_config()  # 32 px, patch 4: 64 image tokens
     c.model.attention_impl = "splash"
-    with pytest.raises(ConfigError, match="'splash' needs a multiple of 128 image tokens, this config has 64"):
+    with pytest.raises(ConfigError, match="'splash' needs a multiple of 128 image tokens, this config trains at "
+                                          "32x32 px with 64"):
         validate(c, num_devices=1)
     c.model.patch_size = 2  # 256 tokens
     validate(c, num_devices=1, platform="tpu")
+    c.resolution.buckets = True  # 24 x 42 px: 12 x 21 = 252 tokens
+    with pytest.raises(ConfigError, match="trains at 24x42 px with 252"):
+        validate(c, num_devices=1, platform="tpu")
+    c.resolution.buckets = False
     with pytest.raises(ConfigError, match="'splash' runs only on TPUs and this backend is gpu; use xla"):
         validate(c, num_devices=1, platform="gpu")
