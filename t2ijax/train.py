@@ -90,6 +90,7 @@ class Run:
                          for p in self.phases}
         self.data = by_resolution[config.data.resolution]  # the last phase's: what the run samples at
         for resolution, data in by_resolution.items():
+            logging.info("training images at %d px: %s", resolution, json.dumps(data.report))
             if not (np.allclose(data.space.offset, self.data.space.offset) and
                     np.allclose(data.space.scale, self.data.space.scale)):
                 logging.warning("the latent normalization estimated on %d px images differs from the one at %d px: "
