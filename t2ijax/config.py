@@ -20,7 +20,7 @@ from t2ijax.evaluation import METRICS
 from t2ijax.data.latent_cache import POSTERIORS
 from t2ijax.models.autoencoders import PIXEL_SPACE, check_autoencoder_name, geometry
 from t2ijax.models.autoencoders.normalization import NEEDS_STATISTICS, NORMALIZATIONS
-from t2ijax.models.build import MODELS
+from t2ijax.models.build import MODELS, num_image_tokens, pixel_multiple
 from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
@@ -177,9 +177,7 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
     check_buckets(cfg)
-    _, downsample = geometry(cfg.autoencoder.name)
-    multiple = cfg.model.patch_size * downsample
-    check_phases(cfg, multiple)
+    check_phases(cfg, pixel_multiple(cfg))
 
 
 def _check_latents(cfg: ml_collections.ConfigDict) -> None:
@@ -217,8 +215,7 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
     for name in ("num_samples", "batch_size"):
         if cfg.eval[name] < 1:
             raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
-    _, downsample = geometry(cfg.autoencoder.name)
-    multiple = cfg.model.patch_size * downsample
+    multiple = pixel_multiple(cfg)
     for size in cfg.eval.sizes:
         if len(size) != 2 or min(size) <= 0 or size[0] % multiple or size[1] % multiple:
             raise ConfigError(f"config.eval.sizes entry {tuple(size)} must be (height, width) in pixels, both "
@@ -410,7 +407,7 @@ def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> No
     if impl == "splash":
         _, downsample = geometry(cfg.autoencoder.name)
         for height, width in training_sizes(cfg):
-            tokens = (height // downsample // cfg.model.patch_size) * (width // downsample // cfg.model.patch_size)
+            tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
             if tokens % 128:
                 raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
                                   f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "

@@ -129,8 +129,6 @@ class Run:
         n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
         logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
                      dict(self.mesh.shape))
-        self.shift = time_shift(config.diffusion, num_image_tokens(config.model, resolution, resolution))
-        logging.info("time shift %.3f (%s) at %d px", self.shift, config.diffusion.shift_mode, config.data.resolution)
 
         # --- Compiled functions: one train step per batch shape, compiled when first met ----------------
         self.batch_sharding = sharding.batch_sharding(self.mesh)

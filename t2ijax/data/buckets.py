@@ -9,7 +9,7 @@ import math
 import ml_collections
 
 from t2ijax.errors import ConfigError
-from t2ijax.models.autoencoders import geometry
+from t2ijax.models.build import pixel_multiple
 
 Size = tuple[int, int]  # (height, width) in pixels
 
@@ -61,10 +61,8 @@ def grid(config: ml_collections.ConfigDict) -> tuple[Size, ...]:
     resolution = config.data.resolution
     if not config.resolution.buckets:
         return ((resolution, resolution),)
-    _, downsample = geometry(config.autoencoder.name)
     r = config.resolution
-    return bucket_grid(resolution, config.model.patch_size * downsample, r.min_aspect, r.max_aspect,
-                       r.token_tolerance)
+    return bucket_grid(resolution, pixel_multiple(config), r.min_aspect, r.max_aspect, r.token_tolerance)
 
 
 def nearest_bucket(buckets: tuple[Size, ...], height: float, width: float) -> Size:

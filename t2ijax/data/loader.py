@@ -56,10 +56,6 @@ class Loader:
         self._block_starts = [np.zeros(len(sizes), np.int64)]  # per block: draws of each group before it
         self._block_cache: dict[int, np.ndarray] = {}
 
-    @property
-    def sizes(self) -> list[int]:
-        return [s.size for s in self._streams]
-
     def _block(self, block: int) -> np.ndarray:
         if block not in self._block_cache:
             rng = np.random.default_rng([*self.seed, 1 << 20, block])

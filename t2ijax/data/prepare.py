@@ -10,6 +10,7 @@ from absl import logging
 
 from t2ijax import sharding
 from t2ijax.data import buckets
+from t2ijax.data.buckets import Size, size_name
 from t2ijax.data.latent_cache import LatentCache
 from t2ijax.data.sources import SPLITS, load_buckets, load_split
 from t2ijax.errors import ConfigError
@@ -19,7 +20,6 @@ from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS
 
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
-Size = tuple[int, int]  # (height, width) in pixels
 
 
 @dataclasses.dataclass
@@ -75,8 +75,8 @@ def _without_small_buckets(groups: dict, global_batch_size: int, report: dict) -
     if small:
         logging.warning("%d training images in %d bucket(s) smaller than the global batch (%d) are left out: %s",
                         sum(small.values()), len(small), global_batch_size,
-                        ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(small.items())))
-        report["left_out_small_buckets"] = {f"{h}x{w}": n for (h, w), n in sorted(small.items())}
+                        ", ".join(f"{size_name(size)}: {n}" for size, n in sorted(small.items())))
+        report["left_out_small_buckets"] = {size_name(size): n for size, n in sorted(small.items())}
     kept = {size: g for size, g in groups.items() if size not in small}
     if not kept:
         raise ConfigError(f"no bucket holds a global batch ({global_batch_size}) of training images; lower "

@@ -64,11 +64,16 @@ def position_grid(config: ml_collections.ConfigDict) -> int:
     return config.data.resolution // geometry(config.autoencoder.name)[1] // config.model.patch_size
 
 
+def pixel_multiple(config: ml_collections.ConfigDict) -> int:
+    """What every image side must be a multiple of, in pixels: the patch size x the autoencoder's downsampling."""
+    return config.model.patch_size * geometry(config.autoencoder.name)[1]
+
+
 def latent_size(config: ml_collections.ConfigDict, height: int, width: int) -> tuple[int, int]:
     """The model-space (height, width) of a height x width pixel image; a ConfigError unless it splits into
     whole patches."""
     downsample = geometry(config.autoencoder.name)[1]
-    multiple = config.model.patch_size * downsample
+    multiple = pixel_multiple(config)
     if min(height, width) < multiple or height % multiple or width % multiple:
         raise ConfigError(f"image size {height}x{width} (height x width) does not split into whole "
                           f"{config.model.patch_size}x{config.model.patch_size} patches of the autoencoder's "
