@@ -83,3 +83,14 @@ def test_bad_resolution_settings_fail_validation(data_dir, overrides, message):
         config[section][name] = value
     with pytest.raises(ConfigError, match=message):
         validate(config, num_devices=1)
+
+
+def test_buckets_smaller_than_a_global_batch_are_left_out_and_counted():
+    from t2ijax.data.prepare import _without_small_buckets
+
+    report = {}
+    groups = {(32, 32): {"image": np.zeros((10, 32, 32, 3))}, (24, 44): {"image": np.zeros((3, 24, 44, 3))}}
+    assert list(_without_small_buckets(groups, 8, report)) == [(32, 32)]
+    assert report["left_out_small_buckets"] == {"24x44": 3}
+    with pytest.raises(ConfigError, match=r"no bucket holds a global batch \(16\)"):
+        _without_small_buckets(groups, 16, {})
