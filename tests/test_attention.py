@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import shapes_tiny
+from conftest import env_with_devices
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 from t2ijax.models.layers import masked_attention
@@ -58,7 +59,7 @@ ON_A_MESH = textwrap.dedent("""
 
 
 def test_splash_split_over_data_fsdp_and_tensor_equals_xla():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = env_with_devices(8)
     subprocess.run([sys.executable, "-c", ON_A_MESH], cwd=REPO, env=env, check=True, timeout=300)
 
 

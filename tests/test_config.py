@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from configs import base, prx_small, shapes_tiny
+from conftest import env_with_devices
 from t2ijax.config import check_overrides, validate
 from t2ijax.errors import ConfigError
 
@@ -200,7 +201,7 @@ def test_cli_errors_are_one_line(tmp_path):
     blocked.write_text("not a directory")
     line = _error_line(_run_main(f"--workdir={blocked}/run"))
     assert f"{blocked}/run/checkpoints cannot be written" in line
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = env_with_devices(4)
     line = _error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
     assert "global_batch_size=6 is not divisible by the data-parallel size 4" in line
     assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import env_with_devices
 from t2ijax.preemption import EXIT_CODE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,7 @@ class Launch:
         self.args = [f"--config={config}", f"--workdir={workdir}"]
         self.workdir = str(workdir)
         self.processes = processes
-        self.env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // processes}")
+        self.env = env_with_devices(DEVICES // processes)
         self.checkpoints = os.path.join(workdir, "checkpoints")
 
     def start(self) -> list[subprocess.Popen]:

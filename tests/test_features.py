@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from conftest import env_with_devices
 from t2ijax import sharding
 from t2ijax.errors import ConfigError
 from t2ijax.metrics.features import clip_extractor, load_extractor
@@ -36,7 +37,7 @@ SHARDED = textwrap.dedent("""
 def test_features_on_8_devices_match_1_device(tiny_clip_dir, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(21, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = env_with_devices(8)
     subprocess.run([sys.executable, "-c", SHARDED, str(tiny_clip_dir), str(tmp_path / "images.npy"),
                     str(tmp_path / "sharded.npz")], cwd=REPO, env=env, check=True, timeout=120)
     sharded = np.load(tmp_path / "sharded.npz")

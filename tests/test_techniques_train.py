@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import tiny_config
+from conftest import env_with_devices, tiny_config
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 
@@ -88,7 +88,7 @@ def teacher(tmp_path_factory) -> str:
 def _losses(devices: int, data_dir: str, teacher: str, workdir) -> dict:
     script = RUN_VARIANTS.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, teacher=teacher,
                                  workdir=str(workdir))
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = env_with_devices(devices)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

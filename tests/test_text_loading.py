@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from configs import base
+from conftest import env_with_devices
 from t2ijax.errors import ConfigError
 from t2ijax.models.text import load_text_encoder, load_text_model, text_encoder_from_config
 from t2ijax.models.text.loading import _abstract_params, read_model_config
@@ -166,7 +167,7 @@ def test_params_initialise_sharded_on_8_devices_and_match_1_device(tiny_dirs):
     # Random initialisation compiles slowly on a CPU: one family stands for all (it is one code path).
     runs = [(family, str(directory), "pretrained") for family, directory in tiny_dirs.items()]
     runs.append(("qwen3", str(tiny_dirs["qwen3"]), "random"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO)
+    env = env_with_devices(8, PYTHONPATH=REPO)
     result = subprocess.run([sys.executable, "-c", SHARDED, json.dumps(runs)], cwd=REPO, env=env, check=True,
                             timeout=170, capture_output=True, text=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import env_with_devices, tiny_config
 from t2ijax.checkpoint import Checkpointer
 from t2ijax.train import Run, train_and_evaluate
 
@@ -128,7 +128,7 @@ SHARDED_STEPS = textwrap.dedent("""
 
 
 def _sharded_runs(data_dir, workdir, devices, meshes):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = env_with_devices(devices)
     subprocess.run([sys.executable, "-c", SHARDED_STEPS, data_dir, str(workdir), *meshes],
                    cwd=REPO, env=env, check=True, timeout=600)
     return {name: (dict(np.load(f"{workdir}/{name}.npz")), dict(np.load(f"{workdir}/{name}.shards.npz")))
