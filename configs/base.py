@@ -31,9 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
         captions=(("caption_long", 1.0),),  # (field, weight) pairs: each example's caption is drawn per epoch
                                      # from these fields with these weights (an empty caption gets weight 0); shapes
                                      # has caption_long and caption_short, a .txt sidecar gives "caption", a .json
-                                     # sidecar, tar member or parquet column its own field names
+                                     # sidecar, tar member or parquet column its own field names; validation and
+                                     # evaluation use the first field
         augmentation="none",         # none | flip (horizontal, "left" and "right" swapped in the caption) | crop
-                                     # (random crops) | flip_crop; cached as views of each image, one drawn per epoch
+                                     # (random crops) | flip_crop (the original, its mirror, the crops, the crops'
+                                     # mirrors); cached as views of each image, one drawn per epoch
         crop_views=4,                # crop, flip_crop: random crops cached per training image
         crop_min_scale=0.8,          # crop, flip_crop: the least side of a crop, as a fraction of the image's
         caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
