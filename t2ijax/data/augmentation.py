@@ -91,22 +91,19 @@ def swap_left_right(caption: str) -> str:
 
 
 def crop_boxes(count: int, size: tuple[int, int], cfg: ml_collections.ConfigDict) -> np.ndarray:
-    """int [count, crop_views, 4] (left, top, right, bottom) boxes of `size` (height, width) images; row i
-    is the same for any count > i."""
+    """float [count, crop_views, 4] (left, top, right, bottom) pixel boxes in `size` (height, width) images,
+    of exactly its aspect (the resize samples between pixels); row i is the same for any count > i."""
     height, width = size
     draws = np.random.default_rng(_CROP_SEED).random((count, cfg.crop_views, 3))
     scale = cfg.crop_min_scale + (1.0 - cfg.crop_min_scale) * draws[..., 0]
-    crop_height = np.clip(np.round(scale * height), 1, height).astype(np.int64)
-    crop_width = np.clip(np.round(scale * width), 1, width).astype(np.int64)
-    top = np.floor(draws[..., 1] * (height - crop_height + 1)).astype(np.int64)
-    left = np.floor(draws[..., 2] * (width - crop_width + 1)).astype(np.int64)
-    return np.stack([left, top, left + crop_width, top + crop_height], axis=-1)
+    top, left = draws[..., 1] * (1.0 - scale) * height, draws[..., 2] * (1.0 - scale) * width
+    return np.stack([left, top, left + scale * width, top + scale * height], axis=-1)
 
 
 def _cropped(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC,
-                                                    box=tuple(float(b) for b in box)))
+                                                    box=tuple(box.tolist())))
 
 
 def view_images(images: np.ndarray, views: tuple[View, ...], cfg: ml_collections.ConfigDict) -> np.ndarray:
