@@ -16,13 +16,28 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""
 
     c.data = dict(
-        name="shapes",               # dataset builder (t2ijax.data registry): shapes | image_folder
+        name="shapes",               # dataset (t2ijax.data registry): shapes | image_folder | webdataset | parquet
         data_dir="data",             # where TFDS datasets and caches live
-        path="",                     # image_folder: a directory of images, each with a same-name .txt caption
+        path="",                     # image_folder: a directory of images with same-name .txt/.json captions;
+                                     # webdataset: a directory of .tar shards (or a glob); parquet: a directory of
+                                     # .parquet files (or a glob)
+        image_column="image",        # parquet: the column of encoded image bytes
+        key_column="",               # parquet: the column of unique example keys ("" = file name and row number)
+        build_chunk=1000,            # user data: source entries per TFDS chunk, the unit a killed build resumes
+                                     # from and that several processes build in parallel
         resolution=32,               # image side in pixels
         num_train=10_000,            # synthetic shapes only: training examples
         num_validation=512,          # held-out examples (image_folder: taken from the folder by file-name hash)
-        caption_field="caption_long",  # caption_long | caption_short
+        captions=(("caption_long", 1.0),),  # (field, weight) pairs: each example's caption is drawn per epoch
+                                     # from these fields with these weights (an empty caption gets weight 0); shapes
+                                     # has caption_long and caption_short, a .txt sidecar gives "caption", a .json
+                                     # sidecar, tar member or parquet column its own field names; validation and
+                                     # evaluation use the first field
+        augmentation="none",         # none | flip (horizontal, "left" and "right" swapped in the caption) | crop
+                                     # (random crops) | flip_crop (the original, its mirror, the crops, the crops'
+                                     # mirrors); cached as views of each image, one drawn per epoch
+        crop_views=4,                # crop, flip_crop: random crops cached per training image
+        crop_min_scale=0.8,          # crop, flip_crop: the least side of a crop, as a fraction of the image's
         caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
         global_batch_size=256,       # over all hosts and devices
         aspect_ratios=(1.0,),        # shapes only: width / height of the training images (example i drawn at

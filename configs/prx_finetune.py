@@ -21,7 +21,7 @@ def get_config():
     c = base.get_config()
     c.init_from = ""  # required: --config.init_from=PATH
     c.total_steps = 2_000
-    c.data.update(name="image_folder", path="", resolution=512, num_validation=32, caption_field="caption_long",
+    c.data.update(name="image_folder", path="", resolution=512, num_validation=32, captions=(("caption_long", 1.0),),
                   global_batch_size=64)
     c.text_encoder.update(name="t5gemma-2b-2b-ul2 (PRX pipeline)", path="{init_from}/text_encoder",
                           tokenizer="{init_from}/tokenizer", max_length=256, clean="deepfloyd", dtype="bfloat16")

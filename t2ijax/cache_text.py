@@ -2,7 +2,8 @@
 
   python -m t2ijax.cache_text --config=configs/shapes_tiny.py [--unpadded]
 
-Covers both caption fields of the train and validation splits, the empty caption (caption
+Covers the caption fields config.data.captions names, of the train and validation splits and of
+every augmentation view of the training images (config.data.augmentation), the empty caption (caption
 dropout), config.sample.prompts and config.sampler.negative_prompt. Captions already cached
 under the same config.text_encoder settings are not encoded again. `--unpadded` (or
 config.text_encoder.cache_unpadded) stores only each caption's real tokens in the parts it
@@ -23,14 +24,16 @@ FLAGS = flags.FLAGS
 
 
 def dataset_captions(config) -> list[str]:
-    """Every text training, sampling and evaluation will look up for this config's dataset."""
-    from t2ijax.data.sources import CAPTION_FIELDS, SPLITS, load_split
+    """Every text training, sampling and evaluation will look up for this config's dataset: the fields
+    config.data.captions names, in every augmentation view (mirrored views swap left and right)."""
+    from t2ijax.data import augmentation, captions
+    from t2ijax.data.sources import SPLITS, load_split
 
     texts = ["", config.sampler.negative_prompt, *config.sample.prompts]
+    views = augmentation.views_of(config.data)
     for split in SPLITS:
-        data = load_split(config.data, split)
-        for field in CAPTION_FIELDS:
-            texts += data[field].tolist()
+        fields = captions.field_captions(config.data, load_split(config.data, split))
+        texts += augmentation.view_captions(fields, views if split == "train" else views[:1]).ravel().tolist()
     return texts
 
 

@@ -8,8 +8,10 @@ import ml_collections
 from configs import base
 from t2ijax import nonfinite
 from t2ijax.data import image_folder
+from t2ijax.data.augmentation import AUGMENTATIONS, check_augmentation
+from t2ijax.data.captions import check_caption_weights
 from t2ijax.data.buckets import check_buckets
-from t2ijax.data.sources import CAPTION_FIELDS, DATASETS
+from t2ijax.data.sources import DATASETS
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
 from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
@@ -35,7 +37,7 @@ from t2ijax.techniques.teachers import TEACHERS, check_teacher
 # Fields whose value must be one of a fixed set of names.
 _CHOICES = {
     "data.name": DATASETS.names,
-    "data.caption_field": lambda: list(CAPTION_FIELDS),
+    "data.augmentation": AUGMENTATIONS.names,
     "text_encoder.init": lambda: list(INITS),
     "text_encoder.dtype": lambda: ["bfloat16", "float32"],
     "text_encoder.clean": CLEANERS.names,
@@ -168,6 +170,8 @@ def _check_optim(optim: ml_collections.ConfigDict) -> None:
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
+    check_caption_weights(data.captions)
+    check_augmentation(data)
     if data.name == "image_folder":
         image_folder.split_files(data.path, data.num_validation)
     elif data.path:

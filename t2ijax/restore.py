@@ -47,6 +47,15 @@ def _renamed_resolution_embeds(saved: dict) -> dict:
     return {**saved, "model": model}
 
 
+def _renamed_caption_field(saved: dict) -> dict:
+    """Runs saved before config.data.captions: caption_field=X is captions=((X, 1.0),)."""
+    if "caption_field" not in saved.get("data", {}):
+        return saved
+    data = dict(saved["data"])
+    data["captions"] = ((data.pop("caption_field"), 1.0),)
+    return {**saved, "data": data}
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was trained with, in today's field names; fields added to configs/base.py
     since take their defaults."""
@@ -54,7 +63,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
-        saved = _renamed_resolution_embeds(_renamed_text_section(json.load(f)))
+        saved = _renamed_caption_field(_renamed_resolution_embeds(_renamed_text_section(json.load(f))))
     return ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
 
 

@@ -97,7 +97,8 @@ class Run:
                                 "phases train on differently scaled latents; prefer latents.normalization="
                                 "config_factors with phases", resolution, config.data.resolution)
         self.space = self.data.space
-        self.loaders = [self._loader(by_resolution[p.resolution], p) for p in self.phases]
+        self.phase_data = [by_resolution[p.resolution] for p in self.phases]
+        self.loaders = [self._loader(data, p) for data, p in zip(self.phase_data, self.phases)]
         text_length, text_dim = self.data.validation["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
@@ -149,8 +150,7 @@ class Run:
 
     def _loader(self, data, phase: phases.Phase) -> Loader:
         """Phase 0 keeps the plain seed: a run without phases draws the batches it always has."""
-        groups = [{k: v for k, v in group.items() if k in ("image", "latent", "text", "text_mask")}
-                  for _, group in sorted(data.train.items())]
+        groups = [group for _, group in sorted(data.train.items())]
         seed = self.config.seed if phase.index == 0 else (self.config.seed, phase.index)
         return Loader(groups, phase.global_batch_size, seed, jax.process_index(), jax.process_count())
 
@@ -182,8 +182,10 @@ class Run:
     def device_batch(self, step: int) -> dict[str, jax.Array]:
         phase = phases.phase_at(self.phases, step)
         local = self.loaders[phase.index].batch(step - phase.start)
+        data = self.phase_data[phase.index]
         images = {"image": local["image"]} if needs_images(self.config) else {}
-        local = {"x0": model_inputs(local, self.space), "text": local["text"], "text_mask": local["text_mask"], **images}
+        local = {"x0": model_inputs(local, self.space), "text": data.train_text[local["caption"]],
+                 "text_mask": data.train_text_mask[local["caption"]], **images}
         return sharding.global_batch(local, self.batch_sharding)
 
     # --- Periodic actions ------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_latent_cache_holds_normalized_latents_and_resumes(trained, data_dir, mo
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
     data = prepare(config)
     (train,) = data.train.values()
-    assert "image" not in train and train["latent"].shape == (256, 16, 16, 2)
+    assert "image" not in train and train["latent"].shape == (256, 1, 16, 16, 2)  # one view: no augmentation
     assert data.validation["latent"].shape == (64, 16, 16, 2)
     directory = latent_cache.latent_cache_dir(config, data.space.autoencoder)
     with open(os.path.join(directory, "meta.json")) as f:
@@ -80,7 +80,7 @@ def test_latent_cache_holds_normalized_latents_and_resumes(trained, data_dir, mo
     assert max(abs(m) for m in meta["before"]["mean"]) > 1e-2 or max(abs(s - 1) for s in meta["before"]["std"]) > 1e-2
     first = data.space.normalize(np.asarray(data.space.autoencoder.encode(
         load_split(config.data, "train")["image"][:4].astype(np.float32) / 127.5 - 1).mode()))
-    np.testing.assert_allclose(train["latent"][:4], first, atol=1e-5)
+    np.testing.assert_allclose(train["latent"][:4, 0], first, atol=1e-5)
 
     shards = sorted(f for f in os.listdir(directory) if f.startswith("train-"))
     assert len(shards) == 3  # 256 examples in shards of 96
@@ -98,7 +98,7 @@ def test_latents_are_cached_per_bucket(trained, data_dir):
     directory = latent_cache.latent_cache_dir(config, data.space.autoencoder)
     assert sorted(data.train) == [(24, 44), (32, 32), (44, 24)]
     for (height, width), group in data.train.items():
-        assert group["latent"].shape[1:] == (height // 2, width // 2, 2) and len(group["text"]) == len(group["latent"])
+        assert group["latent"].shape[1:] == (1, height // 2, width // 2, 2) and len(group["caption"]) == len(group["latent"])
         name = "train" if height == width else f"train-{height}x{width}"
         assert f"{name}-00000.npy" in os.listdir(directory)
     assert sum(len(g["latent"]) for g in data.train.values()) == 256

@@ -1,6 +1,8 @@
 """Batches are a function of (seed, step) alone, and hosts split them without overlap."""
+import ml_collections
 import numpy as np
 
+from t2ijax.data.captions import field_weights
 from t2ijax.data.loader import Loader
 
 
@@ -75,3 +77,50 @@ def test_groups_walk_epochs_and_split_over_processes():
 def test_one_group_is_the_plain_loader():
     arrays = _arrays()
     np.testing.assert_array_equal(Loader([arrays], 8, seed=4).batch(7)["id"], Loader(arrays, 8, seed=4).batch(7)["id"])
+
+
+def _viewed(n=24, views=3, fields=2, weights=(0.8, 0.2)):
+    """A group with `views` views and `fields` caption fields: caption row = 1000 * view + 100 * field + example
+    (id = example < 100), so a batch says which view and field were drawn."""
+    example, view, field = np.meshgrid(np.arange(n), np.arange(views), np.arange(fields), indexing="ij")
+    return {"id": np.arange(n), "image": np.arange(n)[:, None] * 10 + np.arange(views),
+            "caption": 1000 * view + 100 * field + example,
+            "caption_weights": np.tile(np.asarray(weights, np.float32), (n, 1))}
+
+
+def test_views_and_captions_are_a_function_of_seed_and_step():
+    arrays = _viewed()
+    first = Loader(arrays, 8, seed=7)
+    expected = {s: first.batch(s) for s in range(40)}
+    resumed = Loader(arrays, 8, seed=7)  # asked for late steps first, as after a resume at step 25
+    for s in [*range(25, 40), *range(25)]:
+        for key in ("id", "image", "caption"):
+            np.testing.assert_array_equal(resumed.batch(s)[key], expected[s][key])
+    parts = [Loader(arrays, 8, seed=7, process_index=p, process_count=2) for p in range(2)]
+    for s in range(40):
+        np.testing.assert_array_equal(np.concatenate([p.batch(s)["caption"] for p in parts]), expected[s]["caption"])
+    batch = expected[0]
+    np.testing.assert_array_equal(batch["image"] // 10, batch["id"])  # the image and caption of one drawn view
+    np.testing.assert_array_equal(batch["image"] % 10, batch["caption"] // 1000)
+    np.testing.assert_array_equal(batch["caption"] % 100, batch["id"])
+    assert "caption_weights" not in batch
+    # Example 0's view is drawn anew each epoch (3 batches): over 100 epochs it gets every view.
+    views_of_0 = {int(c) // 1000 for s in range(300) for i, c in zip(first.batch(s)["id"], first.batch(s)["caption"])
+                  if i == 0}
+    assert views_of_0 == {0, 1, 2}
+
+
+def test_caption_fields_drawn_with_their_weights():
+    loader = Loader(_viewed(n=40, views=1, weights=(0.8, 0.2)), 8, seed=0)
+    fields = np.concatenate([loader.batch(s)["caption"] // 100 % 10 for s in range(1000)])
+    assert abs(np.mean(fields == 0) - 0.8) < 0.02, np.mean(fields == 0)
+    # Examples 0-9 lack their first field's caption, 10-19 both: never an empty caption while one is there.
+    texts = np.array([["", "short"]] * 10 + [["", ""]] * 10 + [["long", "short"]] * 20, object)
+    arrays = _viewed(n=40, views=1)
+    arrays["caption_weights"] = field_weights(ml_collections.ConfigDict({"captions": (("long", 0.8), ("short", 0.2))}),
+                                              texts)
+    loader = Loader(arrays, 8, seed=0)
+    drawn = [(loader.batch(s)["id"], loader.batch(s)["caption"] // 100 % 10) for s in range(500)]
+    ids, fields = (np.concatenate(x) for x in zip(*drawn))
+    assert (fields[ids < 10] == 1).all() and 0.75 < np.mean(fields[ids >= 20] == 0) < 0.85
+    assert (texts[ids, fields] != "").sum() == (ids < 10).sum() + (ids >= 20).sum()  # all-empty: the empty caption

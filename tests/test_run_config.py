@@ -1,4 +1,4 @@
-"""Run directories written before config.text became config.text_encoder still load."""
+"""Run directories written with older field names (config.text, config.data.caption_field) still load."""
 import json
 
 from configs import shapes_tiny
@@ -31,3 +31,13 @@ def test_old_encoder_directory_becomes_the_path_and_missing_fields_their_default
     assert config.text_encoder.to_dict() == dict(name="my-t5", path=str(encoder), tokenizer="", max_length=8, layer=-1,
                                                  init="pretrained", dtype="float32", clean="none",
                                                  cache_unpadded=False)
+
+
+def test_old_caption_field_maps_to_captions(tmp_path):
+    saved = shapes_tiny.get_config().to_dict()
+    del saved["data"]["captions"]
+    saved["data"]["caption_field"] = "caption_short"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = load_run_config(str(tmp_path))
+    assert "caption_field" not in config.data and [list(p) for p in config.data.captions] == [["caption_short", 1.0]]
+    validate(config, num_devices=1)

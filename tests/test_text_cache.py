@@ -82,6 +82,7 @@ def test_cache_text_fills_every_caption_and_prepare_only_reads(data_dir, encoded
     config = tiny_config(data_dir)
     config.data.data_dir = os.path.join(data_dir, "..", "cache_text_data")
     config.text_encoder.cache_unpadded = True
+    config.data.captions = (("caption_long", 0.5), ("caption_short", 0.5))  # every field named is encoded
     report = cache_captions(config)
     texts = set(dataset_captions(config))
     assert {"", config.sampler.negative_prompt, *config.sample.prompts} <= texts and len(texts) > 300
@@ -92,9 +93,9 @@ def test_cache_text_fills_every_caption_and_prepare_only_reads(data_dir, encoded
 
     encoded.clear()
     for field in ("caption_long", "caption_short"):
-        config.data.caption_field = field
+        config.data.captions = ((field, 1.0),)
         data = prepare(config)
-        assert data.train[(32, 32)]["text"].shape[1:] == (16, 384) and data.prompts["text"].shape[0] == 2
+        assert data.train_text.shape[1:] == (16, 384) and data.prompts["text"].shape[0] == 2
     assert encoded == [] and cache_captions(config)["encoded"] == 0
 
 

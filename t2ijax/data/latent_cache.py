@@ -5,8 +5,14 @@ normalization, the posterior (mode, or one sample per image with a fixed seed) a
 and holds `meta.json` (what it was built with, the normalization's offset and scale, per-channel
 statistics before and after on the statistics sample) and `.npy` shards of normalized latents.
 Shards are written atomically and existing ones are kept, so an interrupted build resumes.
+With augmentation (t2ijax/data/augmentation.py) every view of a training image has its latents, each
+view its own shards, and the augmentation settings are part of the key.
+
+With P processes, process p encodes the missing shards whose number (over all views) is p modulo P,
+then all wait for each other and every process reads every shard.
 """
 import hashlib
+import itertools
 import json
 import os
 
@@ -15,6 +21,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from t2ijax import sharding
+from t2ijax.data import augmentation
 from t2ijax.data.buckets import grid
 from t2ijax.data.sources import source_fingerprint
 from t2ijax.errors import ConfigError
@@ -25,6 +33,7 @@ SHARD_SIZE = 1024
 POSTERIORS = ("mode", "sample")
 _POSTERIOR_SEED = 0
 _DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
+_BUILDS = itertools.count()  # barrier names must be unique; every process builds the same caches in the same order
 
 
 def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
@@ -35,6 +44,7 @@ def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
         data["files"] = files
     if config.resolution.buckets:  # a bucket holds other images than the whole dataset at that size
         data.update(buckets=[list(size) for size in grid(config)], aspect_ratios=list(config.data.aspect_ratios))
+    data.update(augmentation.settings(config.data))  # nothing without augmentation: older caches keep their key
     return {"autoencoder": autoencoder.fingerprint, "normalization": config.latents.normalization,
             "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples, "data": data}
 
@@ -66,10 +76,11 @@ class LatentCache:
         self.space = LatentSpace(autoencoder, np.asarray(meta["offset"], np.float32),
                                  np.asarray(meta["scale"], np.float32))
 
-    def _raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0) -> np.ndarray:
-        """uint8 images -> latents drawn from the posterior (`stream` and `first_index` seed the samples)."""
+    def _raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0, view: int = 0) -> np.ndarray:
+        """uint8 images -> latents drawn from the posterior (`stream`, `view` and `first_index` seed the samples)."""
         key = jax.random.key(_POSTERIOR_SEED)
         key = jax.random.fold_in(key, stream) if stream else key
+        key = jax.random.fold_in(key, view) if view else key
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size].astype(np.float32) / 127.5 - 1.0
@@ -106,24 +117,52 @@ class LatentCache:
         _save_atomic(path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
         return meta
 
-    def latents(self, split: str, images: np.ndarray) -> np.ndarray:
-        """Model-space latents of `images` (the split's, in order, all of one size), encoding only the
-        shards not on disk. Images of another size than data.resolution's square (aspect-ratio buckets,
-        evaluation sizes) are shards of their own, with their own posterior samples."""
+    def _shards(self, split: str, images: np.ndarray) -> list[tuple[str, int, int, int, slice]]:
+        """(path, first index, stream, view, examples) of every shard of `images` [N, V, H, W, 3]."""
         split_offset = {"train": 0, "validation": 1 << 30}[split]  # distinct posterior samples per split
-        height, width = images.shape[1:3]
+        height, width = images.shape[2:4]
         square = height == width == self.config.data.resolution
         name, stream = (split, 0) if square else (f"{split}-{height}x{width}", height * 100_003 + width)
-        shards = []
-        for index, start in enumerate(range(0, len(images), self.shard_size)):
-            path = os.path.join(self.directory, f"{name}-{index:05d}.npy")
-            chunk = images[start:start + self.shard_size]
-            if not os.path.exists(path):
-                latents = self.space.normalize(self._raw_latents(chunk, split_offset + start, stream)).astype(np.float32)
-                _save_atomic(path, lambda f: np.save(f, latents))
+        return [(os.path.join(self.directory, f"{name}{f'-view{view}' if view else ''}-{index:05d}.npy"),
+                 split_offset + start, stream, view, slice(start, start + self.shard_size))
+                for view in range(images.shape[1])
+                for index, start in enumerate(range(0, len(images), self.shard_size))]
+
+    def build(self, split: str, images: np.ndarray, process_index: int = 0, process_count: int = 1) -> int:
+        """Encodes the missing shards of `images` [N, V, H, W, 3] that are process `process_index`'s
+        (shard number modulo `process_count`); returns how many it wrote."""
+        written = 0
+        for number, (path, first_index, stream, view, examples) in enumerate(self._shards(split, images)):
+            if number % process_count != process_index or os.path.exists(path):
+                continue
+            raw = self._raw_latents(images[examples, view], first_index, stream, view)
+            latents = self.space.normalize(raw).astype(np.float32)
+            _save_atomic(path, lambda f: np.save(f, latents))
+            written += 1
+        return written
+
+    def read(self, split: str, images: np.ndarray) -> np.ndarray:
+        """The cached latents [N, V, h, w, C] of `images` [N, V, H, W, 3]; every shard must be there."""
+        views = [[] for _ in range(images.shape[1])]
+        for path, _, _, view, examples in self._shards(split, images):
             shard = np.load(path)
-            if len(shard) != len(chunk):
-                raise ConfigError(f"latent cache shard {path} holds {len(shard)} examples, expected {len(chunk)}; "
+            expected = len(images[examples])
+            if len(shard) != expected:
+                raise ConfigError(f"latent cache shard {path} holds {len(shard)} examples, expected {expected}; "
                                   "remove it to rebuild")
-            shards.append(shard)
-        return np.concatenate(shards)
+            views[view].append(shard)
+        return np.stack([np.concatenate(shards) for shards in views], axis=1)
+
+    def latents(self, split: str, images: np.ndarray) -> np.ndarray:
+        """Model-space latents of `images` (the split's, in order, all of one size: [N, H, W, 3], or
+        [N, V, H, W, 3] views -> [N, V, h, w, C]), encoding only the shards not on disk, shared out over
+        the processes. Images of another size than data.resolution's square (aspect-ratio buckets,
+        evaluation sizes) and views other than the original are shards of their own, with their own
+        posterior samples."""
+        viewed = images if images.ndim == 5 else images[:, None]
+        self.build(split, viewed, jax.process_index(), jax.process_count())
+        if jax.process_count() > 1:
+            sharding.barrier(f"t2ijax: latent cache build {next(_BUILDS)} ({split} {viewed.shape[1:4]})",
+                             timeout_s=6 * 3600)
+        latents = self.read(split, viewed)
+        return latents if images.ndim == 5 else latents[:, 0]

@@ -6,10 +6,18 @@ Each process gathers only its own contiguous share of the global batch.
 The examples may come in groups of one image shape each (aspect-ratio buckets): every global
 batch is drawn from one group, chosen at random in proportion to the groups' sizes, and each
 group is walked through in its own shuffled epochs.
+
+A group may hold several views of each example (augmentations) and several caption fields: its
+`caption_weights` [N, F] then marks it, its `image` / `latent` are [N, V, ...] (V views, view 0 the
+original) and its `caption` [N, V, F] (rows of a text table, per view and field). The batch holds one
+view per example, drawn uniformly, and that view's caption of one field, drawn with the example's
+weights; both draws are a function of (seed, group, epoch, example index) like the order itself.
 """
 import numpy as np
 
 _BLOCK = 1024  # steps whose groups are drawn together
+_DRAWS = 1 << 21  # seeds an epoch's view and caption draws apart from its permutation
+VIEWED = ("image", "latent", "caption")  # a group's arrays with a view axis when it has caption_weights
 
 
 class _Stream:
@@ -18,18 +26,34 @@ class _Stream:
     def __init__(self, size: int, global_batch_size: int, seed: tuple[int, ...], local_slice: slice):
         self.size, self.global_batch_size, self.seed = size, global_batch_size, seed
         self._local_slice = local_slice
-        self._perms: dict[int, np.ndarray] = {}
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
-            self._perms[epoch] = np.random.default_rng([*self.seed, epoch]).permutation(self.size)
-        return self._perms[epoch]
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's order of the examples, and two uniform draws per example ([N, 2]: view, caption)."""
+        if epoch not in self._epochs:
+            self._epochs = {e: p for e, p in self._epochs.items() if e >= epoch - 1}
+            self._epochs[epoch] = (np.random.default_rng([*self.seed, epoch]).permutation(self.size),
+                                   np.random.default_rng([*self.seed, epoch, _DRAWS]).random((self.size, 2)))
+        return self._epochs[epoch]
 
-    def indices(self, n: int) -> np.ndarray:
+    def indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """This process's examples of the n-th batch, and their draws [B, 2]."""
         positions = n * self.global_batch_size + np.arange(self.global_batch_size)[self._local_slice]
         epochs, offsets = np.divmod(positions, self.size)
-        return np.array([self._permutation(e)[o] for e, o in zip(epochs, offsets)])
+        indices = np.array([self._epoch(e)[0][o] for e, o in zip(epochs, offsets)])
+        draws = np.array([self._epoch(e)[1][i] for e, i in zip(epochs, indices)]).reshape(-1, 2)
+        return indices, draws
+
+
+def _choose(arrays: dict[str, np.ndarray], idx: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Examples `idx` of a group with views and caption fields, each with the view and field its draws pick."""
+    num_views = arrays["caption"].shape[1]
+    view = np.minimum((draws[:, 0] * num_views).astype(np.int64), num_views - 1)
+    cumulative = np.cumsum(arrays["caption_weights"][idx], axis=1)
+    field = np.minimum((cumulative <= draws[:, 1:] * cumulative[:, -1:]).sum(axis=1), cumulative.shape[1] - 1)
+    batch = {k: v[idx, view] if k in VIEWED else v[idx] for k, v in arrays.items() if k != "caption_weights"}
+    batch["caption"] = batch["caption"][np.arange(len(idx)), field]
+    return batch
 
 
 class Loader:
@@ -77,8 +101,12 @@ class Loader:
     def indices(self, step: int) -> tuple[int, np.ndarray]:
         """The group of `step` and the indices into it of this process's share of the global batch."""
         group, n = self.position(step)
-        return group, self._streams[group].indices(n)
+        return group, self._streams[group].indices(n)[0]
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        group, idx = self.indices(step)
-        return {k: v[idx] for k, v in self.groups[group].items()}
+        group, n = self.position(step)
+        idx, draws = self._streams[group].indices(n)
+        arrays = self.groups[group]
+        if "caption_weights" in arrays:
+            return _choose(arrays, idx, draws)
+        return {k: v[idx] for k, v in arrays.items()}

@@ -9,7 +9,7 @@ import numpy as np
 from absl import logging
 
 from t2ijax import sharding
-from t2ijax.data import buckets
+from t2ijax.data import augmentation, buckets, captions
 from t2ijax.data.buckets import Size, size_name
 from t2ijax.data.latent_cache import LatentCache
 from t2ijax.data.sources import SPLITS, load_buckets, load_split
@@ -26,7 +26,10 @@ ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "backgro
 class PreparedData:
     space: LatentSpace                    # what the denoiser's inputs are
     train: dict[Size, dict[str, np.ndarray]]  # per image size (one, or one per bucket): image (pixel space) or
-                                              # latent, text, text_mask
+                                              # latent [N, V, ...] per view, caption [N, V, F] rows of
+                                              # train_text per view and field, caption_weights [N, F]
+    train_text: np.ndarray                # [U, L, D] embeddings of the training captions, once per unique caption
+    train_text_mask: np.ndarray           # [U, L]
     validation: dict[str, np.ndarray]     # image, (latent,) text, text_mask, caption, and attributes if any
     validation_at: dict[Size, dict[str, np.ndarray]]  # the same at each of config.eval.sizes
     report: dict                          # training examples per bucket, and those left out and why
@@ -85,9 +88,28 @@ def _without_small_buckets(groups: dict, global_batch_size: int, report: dict) -
 
 
 def _square_images(train: dict, resolution: int) -> np.ndarray:
-    """The images the latent statistics are estimated on: the square bucket's, else the largest bucket's."""
+    """The images the latent statistics are estimated on: the square bucket's, else the largest bucket's
+    (the original views)."""
     size = (resolution, resolution) if (resolution, resolution) in train else max(train, key=lambda s: len(train[s]["image"]))
-    return train[size]["image"]
+    return train[size]["image"][:, 0]
+
+
+def _training_views(groups: dict[Size, dict[str, np.ndarray]], data_cfg: ml_collections.ConfigDict,
+                    cache: TextCache) -> tuple[dict[Size, dict[str, np.ndarray]], np.ndarray, np.ndarray]:
+    """Every view of every training image with its captions per field, and the text table they index:
+    ({size: {image [N, V, ...], caption [N, V, F], caption_weights [N, F]}}, embeddings [U, L, D], mask [U, L])."""
+    views = augmentation.views_of(data_cfg)
+    texts = {size: augmentation.view_captions(captions.field_captions(data_cfg, group), views)
+             for size, group in groups.items()}
+    unique = sorted({str(t) for group_texts in texts.values() for t in group_texts.ravel()})
+    table, table_mask = cache.lookup(unique)  # the same list on every process: encoding may be a collective
+    row = {text: i for i, text in enumerate(unique)}
+    to_row = np.vectorize(lambda t: row[str(t)], otypes=[np.int32])
+    train = {size: {"image": augmentation.view_images(group["image"], views, data_cfg),
+                    "caption": to_row(texts[size]),
+                    "caption_weights": captions.field_weights(data_cfg, texts[size][:, 0])}
+             for size, group in groups.items()}
+    return train, table, table_mask
 
 
 def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
@@ -100,20 +122,19 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     _build_on_one_process(config.data)
     cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
 
-    def with_text(split: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:
-        captions = split[config.data.caption_field]
-        text, mask = cache.lookup(captions)
-        out = {"image": split["image"], "text": text, "text_mask": mask, "caption": captions}
-        out.update({k: split[k] for k in keep if k in split})
+    def with_text(split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        captions.check_fields(config.data, split)
+        texts = split[captions.first_field(config.data)]
+        text, mask = cache.lookup(texts)
+        out = {"image": split["image"], "text": text, "text_mask": mask, "caption": texts}
+        out.update({k: split[k] for k in ATTRIBUTE_KEYS if k in split})
         return out
 
     groups, report = load_buckets(config.data, "train", buckets.grid(config))
     groups = _without_small_buckets(groups, config.data.global_batch_size, report)
-    train = {size: with_text(group, keep=()) for size, group in groups.items()}
-    for group in train.values():
-        del group["caption"]
-    validation = with_text(load_split(config.data, "validation"), keep=ATTRIBUTE_KEYS)
-    validation_at = {tuple(size): with_text(load_split(config.data, "validation", tuple(size)), keep=ATTRIBUTE_KEYS)
+    train, train_text, train_text_mask = _training_views(groups, config.data, cache)
+    validation = with_text(load_split(config.data, "validation"))
+    validation_at = {tuple(size): with_text(load_split(config.data, "validation", tuple(size)))
                      for size in config.eval.sizes}
     space, latent_cache = latent_space(config, _square_images(train, config.data.resolution))
     if latent_cache is not None:
@@ -126,7 +147,8 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> Prepare
     prompts = list(config.sample.prompts)
     prompt_text, prompt_mask = cache.lookup(prompts)
     cache.release_encoder()
-    return PreparedData(space=space, train=train, validation=validation, validation_at=validation_at, report=report,
+    return PreparedData(space=space, train=train, train_text=train_text, train_text_mask=train_text_mask,
+                        validation=validation, validation_at=validation_at, report=report,
                         null_text=null_text[0], null_mask=null_mask[0],
                         negative_text=negative_text[0], negative_mask=negative_mask[0],
                         prompts={"caption": np.asarray(prompts, object), "text": prompt_text,

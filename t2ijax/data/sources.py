@@ -14,7 +14,6 @@ from t2ijax.registry import Registry
 DATASETS = Registry("data.name")  # (config.data, split, (height, width)) -> split
 BUCKETED = Registry("data.name")  # (config.data, split, bucket grid) -> ({bucket: split}, report)
 SPLITS = ("train", "validation")
-CAPTION_FIELDS = ("caption_long", "caption_short")
 
 
 def _split_size(cfg: ml_collections.ConfigDict, split: str) -> int:
