@@ -1,8 +1,8 @@
 """Ablation of the training captions (config.data.captions): the synthetic shapes' long captions, their
 short ones, and PRX's mix of both (each example's caption drawn per epoch, 80% long, 20% short).
 
-Everything else is the CPU demo (configs/shapes_tiny.py); validation and evaluation always use the
-first field named, so "short" is evaluated on short prompts and "mixed" on long ones.
+Everything else is the CPU demo (configs/shapes_tiny.py). Validation and evaluation use the first field
+named, so every variant is evaluated on the same long prompts: the only change is what it trained on.
 One variant:
   python -m t2ijax.main --config=configs/ablations/captions.py:mixed --workdir=workdirs/ablations/captions/mixed
 The whole axis, then its report (docs/ablations/README.md):
@@ -13,7 +13,8 @@ from configs.ablations import variant_config
 
 VARIANTS = {
     "long": {},  # the baseline: (("caption_long", 1.0),)
-    "short": {"data.captions": (("caption_short", 1.0),)},
+    # The long field comes first with weight 0: never trained on, but what every variant is evaluated on.
+    "short": {"data.captions": (("caption_long", 0.0), ("caption_short", 1.0))},
     "mixed": {"data.captions": (("caption_long", 0.8), ("caption_short", 0.2))},
 }
 
