@@ -1,4 +1,5 @@
 """The device mesh, logical-axis rules, and the shardings of state and batches."""
+import itertools
 import math
 
 import flax.linen as nn
@@ -110,10 +111,14 @@ def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
                  jax.local_device_count(), jax.device_count())
 
 
+_BARRIERS = itertools.count()  # every process meets the same barriers in the same order
+
+
 def barrier(name: str, timeout_s: int | None = None) -> None:
     """Waits until every process gets here, through the coordination service (no device collective);
-    orbax's default timeout (300 s) unless `timeout_s`."""
-    ocp.multihost.sync_global_processes(name, timeout=timeout_s, processes=set(range(jax.process_count())))
+    orbax's default timeout (300 s) unless `timeout_s`. A barrier id is used once, so `name` may repeat."""
+    ocp.multihost.sync_global_processes(f"{name} #{next(_BARRIERS)}", timeout=timeout_s,
+                                        processes=set(range(jax.process_count())))
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

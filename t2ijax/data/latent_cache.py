@@ -12,7 +12,6 @@ With P processes, process p encodes the missing shards whose number (over all vi
 then all wait for each other and every process reads every shard.
 """
 import hashlib
-import itertools
 import json
 import os
 
@@ -33,7 +32,6 @@ SHARD_SIZE = 1024
 POSTERIORS = ("mode", "sample")
 _POSTERIOR_SEED = 0
 _DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
-_BUILDS = itertools.count()  # barrier names must be unique; every process builds the same caches in the same order
 
 
 def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
@@ -162,7 +160,7 @@ class LatentCache:
         viewed = images if images.ndim == 5 else images[:, None]
         self.build(split, viewed, jax.process_index(), jax.process_count())
         if jax.process_count() > 1:
-            sharding.barrier(f"t2ijax: latent cache build {next(_BUILDS)} ({split} {viewed.shape[1:4]})",
+            sharding.barrier(f"t2ijax: latent cache built ({split} {viewed.shape[1:4]})",
                              timeout_s=6 * 3600)
         latents = self.read(split, viewed)
         return latents if images.ndim == 5 else latents[:, 0]
