@@ -9,15 +9,12 @@ Suites:
 """
 import datetime
 import json
-import os
-import platform
 import sys
-import tempfile
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from t2ijax import throughput
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
 flags.DEFINE_enum("suite", "data", ["data"], "What to measure.")
@@ -27,49 +24,6 @@ config_flags.DEFINE_config_file("config", "configs/shapes_tiny.py", "Config file
 FLAGS = flags.FLAGS
 
 
-def _machine() -> str:
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu} ({os.cpu_count()} cores), {jax.device_count()} x {jax.devices()[0].device_kind}"
-
-
-def _images_per_second(step_fn, steps: int, batch_size: int) -> float:
-    import jax
-
-    jax.block_until_ready(step_fn(0))
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        out = step_fn(step)
-    jax.block_until_ready(out)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def data_suite(config, steps: int) -> dict:
-    from t2ijax.train import Run
-
-    with tempfile.TemporaryDirectory() as workdir:
-        run = Run(config, workdir).setup()
-        batch_size = config.data.global_batch_size
-        loader = _images_per_second(run.device_batch, steps, batch_size)
-        state, batch = run.state, run.device_batch(0)
-
-        def train_step(_):
-            nonlocal state
-            state, metrics = run.train_step(state, batch)
-            return metrics
-
-        step = _images_per_second(train_step, steps, batch_size)
-        run.checkpointer.close()
-    return {"loader_images_per_s": round(loader, 1), "train_step_images_per_s": round(step, 1),
-            "headroom": round(loader / step, 1), "global_batch_size": batch_size,
-            "train_examples": {"x".join(map(str, size)): len(next(iter(group.values())))
-                               for size, group in run.data.train.items()}}
-
-
 def main(argv):
     quiet_libraries()
     if len(argv) > 1:
@@ -77,9 +31,9 @@ def main(argv):
     import jax
 
     config = loaded_config(FLAGS.config)
-    result = {"suite": FLAGS.suite, "steps": FLAGS.steps, **data_suite(config, FLAGS.steps),
+    result = {"suite": FLAGS.suite, "steps": FLAGS.steps, **throughput.data_suite(config, FLAGS.steps),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-              "machine": _machine(), "jax": jax.__version__}
+              "machine": throughput.machine(), "jax": jax.__version__}
     width = max(map(len, result))
     print("\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
     if FLAGS.json:
