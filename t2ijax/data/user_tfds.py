@@ -141,5 +141,7 @@ def load(source: Source, data_dir: str, sizes: tuple[Size, ...], min_pixels: int
         tmp = build.report_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
         tmp.replace(build.report_path)
-        logging.info("built %s (%s): %s", build.report_path, source.name, json.dumps(summary))
+        logging.log(logging.WARNING if summary["skipped"] else logging.INFO,
+                    "built %s: kept %d of %d entries, skipped %s; report: %s", source.name, summary["kept"],
+                    summary["entries"], summary["skipped"] or "none", build.report_path)
     return examples
