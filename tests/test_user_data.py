@@ -239,28 +239,32 @@ def test_a_two_process_build_equals_a_one_process_build(folder, built, tmp_path)
 
 
 def test_bad_configs_are_one_line_errors(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "data"
+    src.mkdir()
     for name in sources.USER_FORMATS:
         with pytest.raises(ConfigError, match=f"config.data.path is empty; set it to .* for config.data.name='{name}'"):
-            validate(data_config(name, "", tmp_path), 1)
+            validate(data_config(name, "", out), 1)
         with pytest.raises(ConfigError, match="is not a directory \\(nor a glob\\)"):
-            validate(data_config(name, tmp_path / "missing", tmp_path), 1)
+            validate(data_config(name, src / "missing", out), 1)
         with pytest.raises(ConfigError, match="holds no images"):
-            validate(data_config(name, tmp_path, tmp_path), 1)
-    (tmp_path / "captions_only.txt").write_text("a caption without its image")
-    with pytest.raises(ConfigError, match=r"holds no images \(.jpg"):
-        validate(data_config("image_folder", tmp_path, tmp_path), 1)
-    with tarfile.open(tmp_path / "text.tar", "w") as tar:
+            validate(data_config(name, src, out), 1)
+    (src / "captions_only.txt").write_text("a caption without its image")
+    with pytest.raises(ConfigError, match=r"holds no images \(no .jpg"):
+        validate(data_config("image_folder", src, out), 1)
+    with tarfile.open(src / "text.tar", "w") as tar:
         info = tarfile.TarInfo("a.txt")
         tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(ConfigError, match="shards of config.data.path=.* hold no image members"):
-        validate(data_config("webdataset", tmp_path / "*.tar", tmp_path), 1)
-    pq.write_table(pa.table({"png": [b"x"], "caption": ["a"]}), tmp_path / "a.parquet")
+        validate(data_config("webdataset", src / "*.tar", out), 1)
+    pq.write_table(pa.table({"png": [b"x"], "caption": ["a"]}), src / "a.parquet")
     with pytest.raises(ConfigError, match=r"config.data.image_column='image' is not a column of .*a.parquet "
                                           r"\(its columns: png, caption\)"):
-        validate(data_config("parquet", tmp_path, tmp_path), 1)
+        validate(data_config("parquet", src, out), 1)
     with pytest.raises(ConfigError, match="config.data.key_column='id' is not a column"):
-        validate(data_config("parquet", tmp_path, tmp_path, image_column="png", key_column="id"), 1)
+        validate(data_config("parquet", src, out, image_column="png", key_column="id"), 1)
     with pytest.raises(ConfigError, match="num_validation=2 leaves no training image of the 1"):
-        validate(data_config("parquet", tmp_path, tmp_path, image_column="png"), 1)
+        validate(data_config("parquet", src, out, image_column="png"), 1)
+    with pytest.raises(ConfigError, match="data_dir=.*/data' lies inside config.data.path"):
+        validate(data_config("parquet", src, src / "data", image_column="png", num_validation=0), 1)
     with pytest.raises(ConfigError, match="build_chunk=0 must be a positive number"):
-        validate(data_config("parquet", tmp_path, tmp_path, image_column="png", build_chunk=0), 1)
+        validate(data_config("parquet", src, out, image_column="png", build_chunk=0), 1)

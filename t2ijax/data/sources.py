@@ -84,8 +84,7 @@ def _user_buckets(cfg: ml_collections.ConfigDict, split: str,
     kept = [ex for ex in examples if not ex.skipped]
     groups = {size: user_data.arrays([ex for ex in kept if ex.image.shape[:2] == size], fields)
               for size in grid if any(ex.image.shape[:2] == size for ex in kept)}  # in the grid's order
-    report = user_data.report(examples, grid)
-    return groups, {**buckets.report(grid, groups, report.pop("skipped")), **report}
+    return groups, user_data.report(examples, grid)  # buckets.report's fields, and what the build converted
 
 
 def _check_usable(cfg: ml_collections.ConfigDict, split: str, examples: list[user_data.Example]) -> None:

@@ -155,7 +155,8 @@ def files(path: str, name: str, suffixes: tuple[str, ...], what: str) -> tuple[P
         raise ConfigError(f"config.data.path='{path}' is not a directory (nor a glob); set it to {what}")
     found = sorted(p for p in found if p.suffix.lower() in suffixes and p.is_file())
     if not found:
-        raise ConfigError(f"config.data.path='{path}' holds no images ({', '.join(suffixes)} files); set it to {what}")
+        raise ConfigError(f"config.data.path='{path}' holds no images (no {', '.join(suffixes)} files); "
+                          f"set it to {what}")
     return root, found
 
 
@@ -177,6 +178,7 @@ def held_out(keys, num_validation: int) -> set[str]:
 
 
 def check_split(entries: list[Entry], num_validation: int, name: str) -> None:
+    """At least one entry is left for training."""
     unique = sum(not e.duplicate for e in entries)
     if num_validation >= unique:
         raise ConfigError(f"config.data.num_validation={num_validation} leaves no training image of the {unique} "
