@@ -171,6 +171,19 @@ def test_bad_entries_are_converted_or_skipped_and_counted(built):
         assert e.image is None or (e.image.shape == (SIDE, SIDE, 3) and e.image.dtype == np.uint8)
 
 
+def test_photos_are_turned_upright_by_their_exif_orientation():
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[:, :10] = 255  # the left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored image is to be turned 90 degrees clockwise
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", exif=exif)
+    image, converted = user_data.decode(out.getvalue())
+    upright = np.asarray(image)
+    assert upright.shape == (20, 10, 3) and converted == ""
+    assert upright[:9].min() == 255 and upright[11:].max() == 0  # the white half now on top
+
+
 def test_splits_and_buckets_through_sources(folder, built):
     data_dir, examples = built
     c = data_config("image_folder", folder, data_dir)

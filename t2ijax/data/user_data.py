@@ -1,8 +1,8 @@
 """Your own image–caption data (image_folder, webdataset, parquet) as TensorFlow Datasets, built in chunks.
 
 A format's `Source` lists its entries (one per image) in a deterministic order and reads their raw
-bytes; everything else is shared. Each entry becomes one stored example: its image decoded, converted
-to RGB uint8 (`to_rgb`) and fitted to its bucket, or, when it cannot be used, a skip reason:
+bytes; everything else is shared. Each entry becomes one stored example: its image decoded, turned
+upright by its EXIF orientation, converted to RGB uint8 (`to_rgb`) and fitted to its bucket, or, when it cannot be used, a skip reason:
 
   duplicate_key     a key already listed (the first in listing order is kept)
   caption_missing   no caption sidecar, field or column;  caption_empty: only empty captions
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from t2ijax.data.buckets import Size, nearest_bucket, size_name
 from t2ijax.data.image_folder import fit
@@ -90,11 +90,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode(data: bytes) -> tuple[Image.Image, str]:
-    """The RGB image and the mode it was converted from ("" when it was RGB); Skip when it cannot be read."""
+    """The RGB image, upright, and the mode it was converted from ("" when it was RGB); Skip when it cannot be read."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return to_rgb(image), ("" if image.mode == "RGB" else image.mode)
+            upright = ImageOps.exif_transpose(image)  # a photo's EXIF orientation, as viewers show it
+            return to_rgb(upright), ("" if image.mode == "RGB" else image.mode)
     except UnidentifiedImageError:
         raise Skip("unreadable") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
