@@ -97,7 +97,8 @@ def write_shards(root, entries, per_shard=5):
 
 
 def write_parquet(root, entries, rows_per_file=7):
-    """Parquet: a key column, the image bytes, a column per caption field (null where an entry has none)."""
+    """Parquet: a key column, the image bytes (plain binary, or every other file the struct Hugging Face
+    datasets write), a column per caption field (null where an entry has none)."""
     root.mkdir()
     rows = []
     for name, (image, sidecars) in entries.items():
@@ -106,11 +107,13 @@ def write_parquet(root, entries, rows_per_file=7):
         if ".txt" in sidecars:
             fields["caption"] = sidecars[".txt"].decode()
         rows.append({"key": name.rsplit(".", 1)[0], "jpeg": image, **fields})
-    columns = {"key": pa.string(), "jpeg": pa.binary(), "caption": pa.string(), "short": pa.string(),
-               "long": pa.string()}
+    hugging_face = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     for i in range(0, len(rows), rows_per_file):
-        part = rows[i:i + rows_per_file]
-        table = pa.table({c: pa.array([r.get(c) for r in part], t) for c, t in columns.items()})
+        part, struct = rows[i:i + rows_per_file], i // rows_per_file % 2 == 1
+        images = [{"bytes": r["jpeg"], "path": r["key"]} if struct else r["jpeg"] for r in part]
+        table = pa.table({"key": pa.array([r["key"] for r in part]),
+                          "jpeg": pa.array(images, hugging_face if struct else pa.binary()),
+                          **{c: pa.array([r.get(c) for r in part], pa.string()) for c in ("caption", "short", "long")}})
         pq.write_table(table, root / f"part-{i // rows_per_file}.parquet", row_group_size=3)
 
 
@@ -273,6 +276,8 @@ def test_bad_configs_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"config.data.image_column='image' is not a column of .*a.parquet "
                                           r"\(its columns: png, caption\)"):
         validate(data_config("parquet", src, out), 1)
+    with pytest.raises(ConfigError, match="config.data.image_column='caption' of .*a.parquet holds string, not encoded"):
+        validate(data_config("parquet", src, out, image_column="caption"), 1)
     with pytest.raises(ConfigError, match="config.data.key_column='id' is not a column"):
         validate(data_config("parquet", src, out, image_column="png", key_column="id"), 1)
     with pytest.raises(ConfigError, match="num_validation=2 leaves no training image of the 1"):

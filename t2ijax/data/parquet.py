@@ -6,6 +6,7 @@ image lacks a sidecar), except config.data.key_column, which names each row (def
 path and the row number). Files are read in sorted order,
 rows in file order, a row group at a time.
 """
+import itertools
 from pathlib import Path
 from typing import Iterator
 
@@ -42,6 +43,11 @@ class ParquetSource:
             if column and column not in schema.names:
                 raise ConfigError(f"config.data.{field}='{column}' is not a column of {file} (its columns: "
                                   f"{', '.join(schema.names)}); set config.data.{field}")
+        kind = schema.field(self.image_column).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or (pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0)):
+            raise ConfigError(f"config.data.image_column='{self.image_column}' of {file} holds {kind}, not encoded "
+                              "image bytes (binary, or a struct with a \"bytes\" field); set config.data.image_column")
         return [f.name for f in schema if _is_text(f.type) and f.name not in (self.image_column, self.key_column)]
 
     def entries(self) -> list[Entry]:
@@ -58,12 +64,8 @@ class ParquetSource:
         return out
 
     def read(self, entries: list[Entry]) -> Iterator[Raw]:
-        start = 0
-        while start < len(entries):  # one file's run of entries at a time
-            file = entries[start].where[0]
-            end = next((i for i in range(start, len(entries)) if entries[i].where[0] != file), len(entries))
-            yield from self._rows(Path(file), [e.where[1] for e in entries[start:end]])
-            start = end
+        for file, run in itertools.groupby(entries, key=lambda entry: entry.where[0]):
+            yield from self._rows(Path(file), [entry.where[1] for entry in run])
 
     def _rows(self, file: Path, rows: list[int]) -> Iterator[Raw]:
         """The rows of `file` (ascending), reading only the row groups that hold them."""
