@@ -2,8 +2,8 @@
 
 The listing is cut into chunks of config.data.build_chunk entries, each chunk one TFDS builder config
 that holds every entry of the chunk, kept or skipped (so the build report is read back with the data).
-TFDS writes a chunk aside and renames it when done, so a killed build resumes at the first missing
-chunk, and process p of P builds the chunks c with c % P == p, then waits for the others. Reading
+TFDS writes a chunk aside and renames it when done, so a rerun after a kill builds only the missing
+chunks, and process p of P builds the chunks c with c % P == p, then waits for the others. Reading
 concatenates the chunks in listing order.
 """
 import dataclasses
@@ -23,11 +23,6 @@ from absl import logging
 from t2ijax import sharding
 from t2ijax.data.buckets import Size
 from t2ijax.data.user_data import Entry, Example, Skip, Source, check_split, example, listing, report
-
-
-@dataclasses.dataclass(eq=False)
-class ChunkConfig(tfds.core.BuilderConfig):
-    chunk: int = 0
 
 
 class UserData(tfds.core.GeneratorBasedBuilder):
@@ -78,7 +73,7 @@ class Build:
         return [entries[i:i + self.build_chunk] for i in range(0, len(entries), self.build_chunk)]
 
     def builder(self, chunk: int, count: int, examples: Iterator[Example] | None = None) -> UserData:
-        config = ChunkConfig(name=f"{self.name}_chunk{chunk:05d}of{count:05d}", chunk=chunk)
+        config = tfds.core.BuilderConfig(name=f"{self.name}_chunk{chunk:05d}of{count:05d}")
         return UserData(config=config, data_dir=self.data_dir, examples=examples)
 
     @property
