@@ -204,8 +204,8 @@ def test_image_folder_with_nothing_that_fits(tmp_path):
     _write(images, "a.png", 8, 8)
     (images / "b.png").write_bytes(b"not an image")
     (images / "b.txt").write_text("broken")
-    with pytest.raises(ConfigError, match="none of the 2 train entries of config.data.path=.* is usable \(skipped: "
-                                          "\{'too_small': 1, 'unreadable': 1\}\)"):
+    with pytest.raises(ConfigError, match=r"none of the 2 train entries of config.data.path=.* is usable \(skipped: "
+                                          r"\{'too_small': 1, 'unreadable': 1\}\)"):
         sources.load_buckets(_folder_data(images, tmp_path / "data", num_validation=0), "train",
                              buckets.bucket_grid(32, 4))
 

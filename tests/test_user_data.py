@@ -42,7 +42,10 @@ def _half_transparent() -> Image.Image:
 # name -> (image bytes, {sidecar suffix: bytes}); sorted by name, this is the listing order
 def bad_entries() -> dict[str, tuple[bytes, dict[str, bytes]]]:
     jpeg = _encoded(Image.fromarray(_noise(64, 64, 1)), "JPEG")
-    txt = lambda text: {".txt": text.encode()}  # noqa: E731
+
+    def txt(text):
+        return {".txt": text.encode()}
+
     return {
         "alpha.png": (_encoded(_half_transparent(), "PNG"), {".json": json.dumps({"caption": "green", "short": "g"}).encode()}),
         "bad_json.png": (_encoded(Image.fromarray(_noise(20, 20)), "PNG"), {".json": b"{not json"}),

@@ -6,8 +6,8 @@
 An entry's key is its path under the folder without the suffix, so a.jpg and a.png share a.txt and
 the second of them (in sorted order) is a duplicate.
 """
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ml_collections
 

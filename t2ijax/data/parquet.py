@@ -7,8 +7,8 @@ path and the row number). Files are read in sorted order,
 rows in file order, a row group at a time.
 """
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ml_collections
 import pyarrow as pa

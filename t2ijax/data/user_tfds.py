@@ -12,8 +12,8 @@ import hashlib
 import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import numpy as np

@@ -7,8 +7,8 @@ members of one key are one group, and each image member of a group is an entry c
 group's .txt / .json members. Shards are read in sorted order, members in tar order.
 """
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ml_collections
 
