@@ -47,7 +47,8 @@ def bad_entries() -> dict[str, tuple[bytes, dict[str, bytes]]]:
         return {".txt": text.encode()}
 
     return {
-        "alpha.png": (_encoded(_half_transparent(), "PNG"), {".json": json.dumps({"caption": "green", "short": "g"}).encode()}),
+        "alpha.png": (_encoded(_half_transparent(), "PNG"),
+                      {".json": json.dumps({"caption": "green", "short": "g"}).encode()}),
         "bad_json.png": (_encoded(Image.fromarray(_noise(20, 20)), "PNG"), {".json": b"{not json"}),
         "cmyk.jpg": (_encoded(Image.fromarray(_noise(24, 24, 2)).convert("CMYK"), "JPEG"), txt("a cmyk photo")),
         "corrupt.png": (b"not an image at all", txt("corrupt")),
@@ -242,7 +243,8 @@ def test_the_three_formats_give_the_same_examples(folder, built, tmp_path):
     # a parquet string column cannot hold bytes that are not UTF-8 or JSON that does not parse
     expressible = {k: v for k, v in entries.items() if k not in ("latin1.png", "bad_json.png")}
     write_parquet(tmp_path / "parquet", expressible)
-    parquet = ParquetSource(data_config("parquet", tmp_path / "parquet", "", image_column="jpeg", key_column="key").data)
+    parquet_config = data_config("parquet", tmp_path / "parquet", "", image_column="jpeg", key_column="key")
+    parquet = ParquetSource(parquet_config.data)
     assert_same(load(parquet, tmp_path / "p"), [e for e in built[1] if e.key not in ("latin1", "bad_json")])
 
 
@@ -279,7 +281,7 @@ def test_bad_configs_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"config.data.image_column='image' is not a column of .*a.parquet "
                                           r"\(its columns: png, caption\)"):
         validate(data_config("parquet", src, out), 1)
-    with pytest.raises(ConfigError, match="config.data.image_column='caption' of .*a.parquet holds string, not encoded"):
+    with pytest.raises(ConfigError, match="image_column='caption' of .*a.parquet holds string, not encoded"):
         validate(data_config("parquet", src, out, image_column="caption"), 1)
     with pytest.raises(ConfigError, match="config.data.key_column='id' is not a column"):
         validate(data_config("parquet", src, out, image_column="png", key_column="id"), 1)

@@ -1,8 +1,9 @@
-"""Your own image–caption data (image_folder, webdataset, parquet) as TensorFlow Datasets, built in chunks.
+"""Your own image–caption data (image_folder, webdataset, parquet): entries, conversion, skip rules, report.
 
 A format's `Source` lists its entries (one per image) in a deterministic order and reads their raw
 bytes; everything else is shared. Each entry becomes one stored example: its image decoded, turned
-upright by its EXIF orientation, converted to RGB uint8 (`to_rgb`) and fitted to its bucket, or, when it cannot be used, a skip reason:
+upright by its EXIF orientation, converted to RGB uint8 (`to_rgb`) and fitted to its bucket, or, when
+it cannot be used, a skip reason:
 
   duplicate_key     a key already listed (the first in listing order is kept)
   caption_missing   no caption sidecar, field or column;  caption_empty: only empty captions
