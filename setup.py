@@ -20,6 +20,7 @@ RUNTIME = [
     "numpy>=2.0",
     "scipy>=1.14",
     "pillow>=10",
+    "pyarrow>=15",  # config.data.name=parquet
     "matplotlib>=3.8",
 ]
 

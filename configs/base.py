@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
                                      # from and that several processes build in parallel
         resolution=32,               # image side in pixels
         num_train=10_000,            # synthetic shapes only: training examples
-        num_validation=512,          # held-out examples (image_folder: taken from the folder by file-name hash)
+        num_validation=512,          # held-out examples (user data: the entries whose keys hash lowest)
         captions=(("caption_long", 1.0),),  # (field, weight) pairs: each example's caption is drawn per epoch
                                      # from these fields with these weights (an empty caption gets weight 0); shapes
                                      # has caption_long and caption_short, a .txt sidecar gives "caption", a .json

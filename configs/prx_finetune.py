@@ -7,7 +7,7 @@ init_from is the pipeline directory (model_index.json, transformer/, text_encode
 vae/, scheduler/) or its Hub id when online. The transformer's architecture replaces config.model
 and its weights start the run (later launches resume from the workdir's checkpoints); the
 pipeline's T5Gemma encoder, tokenizer and VAE are used as PRX uses them. data.path holds the images,
-each with a same-name .txt caption (t2ijax/data/image_folder.py). Set data.resolution to the
+each with a same-name .txt caption (the field "caption"; other formats: docs/your_data.md). Set data.resolution to the
 checkpoint's (256, 512 or 1024) and the shift to its scheduler's (a warning names both when they
 differ). Afterwards, `python -m t2ijax.interop.export --workdir=workdirs/prx_finetune --out=DIR`
 writes the EMA weights as a transformer/ diffusers loads. README: "Fine-tune a released PRX checkpoint".
@@ -21,7 +21,7 @@ def get_config():
     c = base.get_config()
     c.init_from = ""  # required: --config.init_from=PATH
     c.total_steps = 2_000
-    c.data.update(name="image_folder", path="", resolution=512, num_validation=32, captions=(("caption_long", 1.0),),
+    c.data.update(name="image_folder", path="", resolution=512, num_validation=32, captions=(("caption", 1.0),),
                   global_batch_size=64)
     c.text_encoder.update(name="t5gemma-2b-2b-ul2 (PRX pipeline)", path="{init_from}/text_encoder",
                           tokenizer="{init_from}/tokenizer", max_length=256, clean="deepfloyd", dtype="bfloat16")

@@ -7,11 +7,11 @@ import ml_collections
 
 from configs import base
 from t2ijax import nonfinite
-from t2ijax.data import image_folder
 from t2ijax.data.augmentation import AUGMENTATIONS, check_augmentation
-from t2ijax.data.captions import check_caption_weights
 from t2ijax.data.buckets import check_buckets
-from t2ijax.data.sources import DATASETS
+from t2ijax.data.captions import check_caption_weights
+from t2ijax.data.sources import DATASETS, USER_FORMATS, user_source
+from t2ijax.data.user_data import check_split, listing
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
 from t2ijax.diffusion.parameterization import PREDICTIONS
 from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
@@ -170,13 +170,20 @@ def _check_optim(optim: ml_collections.ConfigDict) -> None:
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
+    """A user dataset's files are listed (not decoded) here: a wrong path or column fails before any compute."""
     check_caption_weights(data.captions)
     check_augmentation(data)
-    if data.name == "image_folder":
-        image_folder.split_files(data.path, data.num_validation)
+    if data.name in USER_FORMATS:
+        if data.build_chunk < 1:
+            raise ConfigError(f"config.data.build_chunk={data.build_chunk} must be a positive number of entries, "
+                              "e.g. 1000")
+        if data.path and Path(data.data_dir).resolve().is_relative_to(Path(data.path).expanduser().resolve()):
+            raise ConfigError(f"config.data.data_dir='{data.data_dir}' lies inside config.data.path='{data.path}': "
+                              "each build would change the files it is keyed on; put data_dir elsewhere")
+        check_split(listing(user_source(data)), data.num_validation, data.name)
     elif data.path:
-        raise ConfigError(f"config.data.path='{data.path}' is read by config.data.name='image_folder' only; "
-                          f"clear it, or set config.data.name=image_folder")
+        raise ConfigError(f"config.data.path='{data.path}' is read by the user data formats only "
+                          f"({', '.join(USER_FORMATS)}); clear it, or set config.data.name to one of them")
 
 
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:

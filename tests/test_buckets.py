@@ -5,7 +5,7 @@ from PIL import Image
 
 from configs import shapes_tiny
 from t2ijax.config import validate
-from t2ijax.data import buckets, image_folder, shapes, sources
+from t2ijax.data import buckets, shapes, sources
 from t2ijax.errors import ConfigError
 
 GRIDS = [  # (resolution, multiple, min_aspect, max_aspect, tolerance)
@@ -102,7 +102,7 @@ def test_shapes_multi_aspect_groups(tmp_path):
         members = {(32, 32): [i for i in range(num) if i % 3 != 1], wide: [i for i in range(num) if i % 3 == 1]}
         assert list(groups) == [s for s in grid if s in members]  # in the grid's order
         assert report["buckets"] == {buckets.size_name(s): len(members.get(s, ())) for s in grid}
-        assert report["skipped"] == {"too_small": 0, "unreadable": 0}
+        assert report["skipped"] == {}  # reasons that occurred only
         for size, data in groups.items():
             assert data.keys() == sources.load_split(c.data, split).keys()
             # The same scenes as the square dataset's indices, drawn at the bucket's size.
@@ -148,53 +148,66 @@ def _write(directory, name, height, width, caption="a photo"):
     (directory / name).with_suffix(".txt").write_text(caption + "\n")
 
 
+def _folder_data(path, data_dir, **data):
+    c = shapes_tiny.get_config()
+    c.data.update(name="image_folder", path=str(path), data_dir=str(data_dir), **data)
+    return c.data
+
+
 def test_image_folder_buckets_by_each_images_aspect(tmp_path, caplog):
+    images = tmp_path / "images"
+    images.mkdir()
     grid = buckets.bucket_grid(32, 4)  # (44, 24) ... (32, 32) ... (24, 44)
     wide = np.zeros((24, 100, 3), np.uint8)  # aspect 4.2: the widest bucket, 24x44
     wide[:, 28:72] = (255, 0, 0)  # the centred 24x44 crop is red, the sides blue
     wide[:, :28] = wide[:, 72:] = (0, 0, 255)
-    Image.fromarray(wide).save(tmp_path / "wide.png")
-    (tmp_path / "wide.txt").write_text("a wide one")
-    _write(tmp_path, "tall.png", 60, 30)
-    _write(tmp_path, "square.png", 32, 32)
-    _write(tmp_path, "big_square.png", 100, 100)
-    _write(tmp_path, "landscape.png", 40, 50)  # aspect 1.25: nearest 28x36
-    _write(tmp_path, "tiny.png", 20, 40)  # 800 px: fewer than the smallest bucket's 960
-    (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    (tmp_path / "broken.txt").write_text("broken")
+    Image.fromarray(wide).save(images / "wide.png")
+    (images / "wide.txt").write_text("a wide one")
+    _write(images, "tall.png", 60, 30)
+    _write(images, "square.png", 32, 32)
+    _write(images, "big_square.png", 100, 100)
+    _write(images, "landscape.png", 40, 50)  # aspect 1.25: nearest 28x36
+    _write(images, "tiny.png", 20, 40)  # 800 px: fewer than the smallest bucket's 960
+    (images / "broken.jpg").write_bytes(b"not an image")
+    (images / "broken.txt").write_text("broken")
     with caplog.at_level("WARNING"):
-        groups, report = image_folder.load_buckets(str(tmp_path), grid, "train", num_validation=0)
+        groups, report = sources.load_buckets(_folder_data(images, tmp_path / "data", num_validation=0), "train", grid)
     assert report["skipped"] == {"too_small": 1, "unreadable": 1}
     counts = {(24, 44): 1, (44, 24): 1, (32, 32): 2, (28, 36): 1}
     assert report["buckets"] == {buckets.size_name(s): counts.get(s, 0) for s in grid}
     assert list(groups) == [(44, 24), (32, 32), (28, 36), (24, 44)]  # the grid's order, not the files
-    assert sum("skipped 2 of 7 train images" in r.getMessage() for r in caplog.records) == 1
+    assert sum("kept 5 of 7 entries, skipped {'too_small': 1, 'unreadable': 1}" in r.getMessage()
+               for r in caplog.records) == 1
     for size, data in groups.items():
         assert data["image"].shape[1:] == (*size, 3) and data["image"].dtype == np.uint8
-        assert len(data["caption_long"]) == len(data["image"])
-    assert list(groups[(24, 44)]["caption_long"]) == ["a wide one"]
+        assert len(data["caption"]) == len(data["image"])
+    assert list(groups[(24, 44)]["caption"]) == ["a wide one"]
     np.testing.assert_array_equal(groups[(24, 44)]["image"][0], np.broadcast_to([255, 0, 0], (24, 44, 3)))
 
 
 def test_image_folder_square_grid_is_load_split(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
     for i, (height, width) in enumerate([(8, 8), (8, 16), (16, 8)]):
-        _write(tmp_path, f"{i}.png", height, width, caption=str(i))
-    c = shapes_tiny.get_config()
-    c.data.update(name="image_folder", path=str(tmp_path), resolution=8, num_validation=1)
-    expected = sources.load_split(c.data, "train")
-    groups, report = sources.load_buckets(c.data, "train", ((8, 8),))
+        _write(images, f"{i}.png", height, width, caption=str(i))
+    data = _folder_data(images, tmp_path / "data", resolution=8, num_validation=1)
+    expected = sources.load_split(data, "train")
+    groups, report = sources.load_buckets(data, "train", ((8, 8),))
     assert list(groups) == [(8, 8)] and report["buckets"] == {"8x8": 2}
     for key in expected:
         np.testing.assert_array_equal(groups[(8, 8)][key], expected[key])
 
 
 def test_image_folder_with_nothing_that_fits(tmp_path):
-    _write(tmp_path, "a.png", 8, 8)
-    (tmp_path / "b.png").write_bytes(b"not an image")
-    (tmp_path / "b.txt").write_text("broken")
-    with pytest.raises(ConfigError, match="none of the 2 train images .* fits a bucket \\(1 smaller than 40x24 px, "
-                                          "1 unreadable\\)"):
-        image_folder.load_buckets(str(tmp_path), buckets.bucket_grid(32, 4), "train", num_validation=0)
+    images = tmp_path / "images"
+    images.mkdir()
+    _write(images, "a.png", 8, 8)
+    (images / "b.png").write_bytes(b"not an image")
+    (images / "b.txt").write_text("broken")
+    with pytest.raises(ConfigError, match=r"none of the 2 train entries of config.data.path=.* is usable \(skipped: "
+                                          r"\{'too_small': 1, 'unreadable': 1\}\)"):
+        sources.load_buckets(_folder_data(images, tmp_path / "data", num_validation=0), "train",
+                             buckets.bucket_grid(32, 4))
 
 
 # ------------------------------------------------------------------------------------ config errors

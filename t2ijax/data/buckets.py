@@ -72,10 +72,10 @@ def nearest_bucket(buckets: tuple[Size, ...], height: float, width: float) -> Si
     return min(buckets, key=lambda size: abs(math.log(size[1] / size[0]) - aspect))
 
 
-def report(buckets: tuple[Size, ...], groups: dict, too_small: int = 0, unreadable: int = 0) -> dict:
+def report(buckets: tuple[Size, ...], groups: dict, skipped: dict[str, int] | None = None) -> dict:
     """What went where: examples per bucket ("HxW", empty ones included) and how many were skipped, by reason."""
     counts = {size_name(size): len(groups[size]["image"]) if size in groups else 0 for size in buckets}
-    return {"buckets": counts, "skipped": {"too_small": too_small, "unreadable": unreadable}}
+    return {"buckets": counts, "skipped": dict(skipped or {})}
 
 
 def _is_positive_number(value) -> bool:

@@ -12,7 +12,7 @@ from t2ijax import sharding
 from t2ijax.data import augmentation, buckets, captions
 from t2ijax.data.buckets import Size, size_name
 from t2ijax.data.latent_cache import LatentCache
-from t2ijax.data.sources import SPLITS, load_buckets, load_split
+from t2ijax.data.sources import SPLITS, USER_FORMATS, load_buckets, load_split
 from t2ijax.errors import ConfigError
 from t2ijax.data.text_cache import TextCache
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
@@ -63,8 +63,9 @@ def model_inputs(batch: dict[str, np.ndarray], space: LatentSpace) -> np.ndarray
 def _build_on_one_process(data_cfg: ml_collections.ConfigDict) -> None:
     """With several processes, process 0 builds a missing dataset while the others wait: two builders
     of one dataset directory race. (Caption embeddings need no such care: every process encodes the
-    same captions, a collective over the mesh, and writes the same file atomically.)"""
-    if jax.process_count() == 1:
+    same captions, a collective over the mesh, and writes the same file atomically.) User datasets build
+    their chunks on every process instead (t2ijax/data/user_tfds.py)."""
+    if jax.process_count() == 1 or data_cfg.name in USER_FORMATS:
         return
     if jax.process_index() == 0:
         for split in SPLITS:

@@ -7,13 +7,15 @@ reads it grouped by aspect-ratio bucket (t2ijax/data/buckets.py), for the datase
 import ml_collections
 import numpy as np
 
-from t2ijax.data import buckets, image_folder
+from t2ijax.data import buckets, user_data
 from t2ijax.data.buckets import Size
+from t2ijax.errors import ConfigError
 from t2ijax.registry import Registry
 
 DATASETS = Registry("data.name")  # (config.data, split, (height, width)) -> split
 BUCKETED = Registry("data.name")  # (config.data, split, bucket grid) -> ({bucket: split}, report)
 SPLITS = ("train", "validation")
+USER_FORMATS = ("image_folder", "webdataset", "parquet")  # t2ijax/data/user_data.py
 
 
 def _split_size(cfg: ml_collections.ConfigDict, split: str) -> int:
@@ -47,20 +49,58 @@ def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
     return groups, buckets.report(grid, groups)
 
 
-@DATASETS.register("image_folder")
-def _image_folder(cfg: ml_collections.ConfigDict, split: str, size: Size) -> dict[str, np.ndarray]:
-    return image_folder.load_split(cfg.path, size, split, cfg.num_validation)
+def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
+    """The reader of a user dataset (config.data.name one of USER_FORMATS)."""
+    from t2ijax.data.folder import FolderSource
+    from t2ijax.data.parquet import ParquetSource
+    from t2ijax.data.webdataset import WebDatasetSource
+
+    return {"image_folder": FolderSource, "webdataset": WebDatasetSource, "parquet": ParquetSource}[cfg.name](cfg)
 
 
-@BUCKETED.register("image_folder")
-def _image_folder_buckets(cfg: ml_collections.ConfigDict, split: str,
-                          grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
-    return image_folder.load_buckets(cfg.path, grid, split, cfg.num_validation)
+def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, ...],
+                min_pixels: int) -> tuple[list[user_data.Example], list[str]]:
+    """`split`'s examples (kept and skipped) and the dataset's caption fields."""
+    from t2ijax.data import user_tfds  # imports TensorFlow Datasets: only when used
+
+    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizes, min_pixels, cfg.build_chunk, cfg.num_validation)
+    return user_data.split(examples, split, cfg.num_validation), user_data.caption_fields(examples)
+
+
+def _user_data(cfg: ml_collections.ConfigDict, split: str, size: Size) -> dict[str, np.ndarray]:
+    """Every image of `split` fitted to `size`; those of fewer pixels than the square of config.data.resolution
+    are skipped, so the held-out images are the same at every evaluation size."""
+    examples, fields = _user_split(cfg, split, (size,), cfg.resolution**2)
+    _check_usable(cfg, split, examples)
+    return user_data.arrays(examples, fields)
+
+
+def _user_buckets(cfg: ml_collections.ConfigDict, split: str,
+                  grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
+    """Every image of `split` at the bucket nearest its aspect; those smaller than the smallest bucket are skipped."""
+    examples, fields = _user_split(cfg, split, grid, min(h * w for h, w in grid))
+    _check_usable(cfg, split, examples)
+    kept = [ex for ex in examples if not ex.skipped]
+    groups = {size: user_data.arrays([ex for ex in kept if ex.image.shape[:2] == size], fields)
+              for size in grid if any(ex.image.shape[:2] == size for ex in kept)}  # in the grid's order
+    return groups, user_data.report(examples, grid)  # buckets.report's fields, and what the build converted
+
+
+def _check_usable(cfg: ml_collections.ConfigDict, split: str, examples: list[user_data.Example]) -> None:
+    if all(ex.skipped for ex in examples):
+        reasons = user_data.report(examples, ())["skipped"]
+        raise ConfigError(f"none of the {len(examples)} {split} entries of config.data.path='{cfg.path}' is usable "
+                          f"(skipped: {reasons}); add images and captions or lower config.data.resolution")
+
+
+for _name in USER_FORMATS:
+    DATASETS.register(_name)(_user_data)
+    BUCKETED.register(_name)(_user_buckets)
 
 
 def source_fingerprint(cfg: ml_collections.ConfigDict) -> str | None:
     """What identifies the dataset's files beyond config.data's fields (None when those suffice)."""
-    return image_folder.fingerprint(cfg.path) if cfg.name == "image_folder" else None
+    return user_source(cfg).fingerprint() if cfg.name in USER_FORMATS else None
 
 
 def load_split(cfg: ml_collections.ConfigDict, split: str, size: Size | None = None) -> dict[str, np.ndarray]:
@@ -78,7 +118,7 @@ def load_buckets(cfg: ml_collections.ConfigDict, split: str,
     A grid of just the square (config.resolution.buckets off) gives `load_split`'s split as its one group.
     """
     square = (cfg.resolution, cfg.resolution)
-    if tuple(grid) == (square,):
+    if tuple(grid) == (square,) and cfg.name not in USER_FORMATS:  # user data reports what it skipped
         groups = {square: load_split(cfg, split)}
         return groups, buckets.report(grid, groups)
     return BUCKETED.get(cfg.name)(cfg, split, grid)
