@@ -6,6 +6,7 @@ import pytest
 
 from conftest import tiny_config
 from t2ijax.config import validate
+from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import prepare
 from t2ijax.errors import ConfigError
 from t2ijax.train import Run
@@ -52,3 +53,30 @@ def test_two_steps_on_mixed_captions_and_flip_crop_views(data_dir, tmp_path):
         state, metrics = run.train_step(state, run.device_batch(step))
         assert np.isfinite(float(metrics["loss"]))
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.params))
+
+
+def test_a_resumed_process_draws_the_batches_of_an_uninterrupted_one(data_dir):
+    """Views and caption fields included: a new process (data prepared again, loader built again) started
+    at step 25 gets what steps 25.. of one long run get, across the epoch boundary at step 32."""
+    config = tiny_config(data_dir)
+    config.data.update(captions=MIXED, augmentation="flip", crop_views=1)
+
+    def batches(steps: range) -> list[dict[str, np.ndarray]]:
+        data = prepare(config)
+        (group,) = data.train.values()
+        loader = Loader([group], 8, config.seed)
+        out = []
+        for step in steps:
+            batch, (_, index) = loader.batch(step), loader.indices(step)
+            # Scenes symmetric about the vertical axis look the same mirrored: count only the others.
+            mirrored = [np.array_equal(image, group["image"][i, 1]) for image, i in zip(batch["image"], index)
+                        if not np.array_equal(group["image"][i, 0], group["image"][i, 1])]
+            out.append({"image": batch["image"], "text": data.train_text[batch["caption"]], "mirrored": mirrored})
+        return out
+
+    uninterrupted, resumed = batches(range(0, 40)), batches(range(25, 40))
+    for step, (expected, found) in enumerate(zip(uninterrupted[25:], resumed), start=25):
+        for key in ("image", "text"):
+            np.testing.assert_array_equal(found[key], expected[key], err_msg=f"step {step} {key}")
+    mirrored = np.concatenate([b["mirrored"] for b in uninterrupted])
+    assert len(mirrored) > 100 and 0.4 < mirrored.mean() < 0.6, (len(mirrored), mirrored.mean())  # each view half the time
