@@ -7,7 +7,8 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/captions.py:mixed --workdir=workdirs/ablations/captions/mixed
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/captions.py --workdir=workdirs/ablations/captions
-Result: not run yet (PRX at 256 px, 100k steps: FID 18.2 with long captions, 36.8 with short ones).
+Result (2026-11-26, 1600 steps, one seed, docs/ablations/captions.md): held-out scene accuracy long 0.61,
+short 0.01, mixed 0.50 (PRX at 256 px, 100k steps: FID 18.2 with long captions, 36.8 with short ones).
 """
 from configs.ablations import variant_config
 
