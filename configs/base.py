@@ -246,6 +246,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.nonfinite = dict(policy="halt")
     c.log = dict(every_steps=100)
 
+    # What `python -m t2ijax.bench` feeds the train, sample and compile suites: random inputs of these
+    # shapes, no dataset (docs/benchmarks.md). PRX-small's by default: 256 image tokens, 64 text tokens.
+    c.bench = dict(
+        batch_size=16,
+        latent_size=32,              # model-space side of the square input
+        latent_channels=16,
+        text_length=64,
+        text_dim=384,
+        compile_depth=2,             # the compile suite compares the train step's compile time with this depth's
+        matmul_size=2048,            # side of the square matmul whose FLOP/s is the peak MFU is measured against
+    )
+
     # How images are generated, for the sample grids, evaluation and t2ijax.sample.
     c.sampler = dict(
         name="euler",                # euler | heun | dpmpp_2m | flow_match_euler (PRXPipeline's spacing) | ddim (VP paths)

@@ -1,41 +1,105 @@
 """Benchmarks, recorded in docs/benchmarks.md with the command, machine and date of every figure.
 
-  python -m t2ijax.bench --config=configs/shapes_tiny.py --suite=data [--steps=200] [--json=FILE]
+  python -m t2ijax.bench --config=configs/bench_prx_small.py --suite=train,sample,compile [--json=FILE]
+  python -m t2ijax.bench --config=configs/shapes_tiny.py --suite=data
 
-Suites:
-  data: images/s the loader hands to the devices (the gather of a global batch from the cached arrays,
-        the latent or pixel mapping and the transfer) against images/s the config's compiled train
-        step consumes, on the config's own prepared data; the ratio is the loader's headroom.
+Suites (comma-separated):
+  train:   the compiled train step on random inputs of config.bench's shapes: images/s, image tokens/s,
+           model FLOPs per step (analytic, and XLA's count), MFU against a matmul peak measured in the
+           same run, memory, compile time; and diffusers' PRXTransformer2DModel at the same configuration
+           (forward, backward, AdamW), eager and under torch.compile, with the ratios.
+  sample:  the sampling loop (config.sampler's steps, guidance) in latent space, against the reference's.
+  compile: the train step's compile time at the config's depth against config.bench.compile_depth.
+  data:    images/s the loader hands to the devices against images/s the train step consumes, on the
+           config's own prepared data.
+--noreference skips the PyTorch reference (which needs torch and diffusers: pip install -e '.[test]').
 """
 import datetime
+import importlib.metadata
 import json
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from t2ijax import throughput
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
-flags.DEFINE_enum("suite", "data", ["data"], "What to measure.")
-flags.DEFINE_integer("steps", 200, "Timed iterations (after one untimed warm-up).")
+SUITES = ("train", "sample", "compile", "data")
+flags.DEFINE_list("suite", ["train"], f"What to measure, any of {','.join(SUITES)}.")
+flags.DEFINE_integer("steps", 10, "Timed train steps or loader batches (after one untimed).")
+flags.DEFINE_integer("loops", 2, "Timed sampling loops (after one untimed).")
+flags.DEFINE_bool("reference", True, "Also time diffusers' PRXTransformer2DModel at the same configuration.")
 flags.DEFINE_string("json", "", "Also write the result to this JSON file.")
-config_flags.DEFINE_config_file("config", "configs/shapes_tiny.py", "Config file (see configs/).", lock_config=True)
+config_flags.DEFINE_config_file("config", "configs/bench_prx_small.py", "Config file (see configs/).",
+                                lock_config=True)
 FLAGS = flags.FLAGS
+VERSIONS = ("jax", "jaxlib", "flax", "optax", "torch", "diffusers")
+
+
+def versions() -> dict:
+    found = {}
+    for package in VERSIONS:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def check_flags(suites: list[str], reference: bool) -> None:
+    from t2ijax.errors import ConfigError
+
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        raise ConfigError(f"unknown --suite {','.join(unknown)}; choose from {','.join(SUITES)}")
+    if reference and {"train", "sample"} & set(suites) and not {"torch", "diffusers"} <= set(versions()):
+        raise ConfigError("the PyTorch reference needs torch and diffusers: pip install -e '.[test]', "
+                          "or pass --noreference")
+    if min(FLAGS.steps, FLAGS.loops) < 1:
+        raise ConfigError(f"--steps={FLAGS.steps} --loops={FLAGS.loops}: time at least one of each")
+
+
+def run_suites(config, suites: list[str], steps: int, loops: int, reference: bool) -> dict:
+    from t2ijax.benchmarks import suites as measured
+
+    return {name: measured.SUITES[name](config, steps, loops, reference) for name in suites}
+
+
+def table(result: dict) -> str:
+    """One `suite.field  value` line per measured number."""
+    rows = [(f"{suite}.{key}", value) for suite, fields in result["suites"].items()
+            for key, value in _flat(fields)]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _flat(fields: dict, prefix: str = ""):
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def main(argv):
     quiet_libraries()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
-    import jax
+    from t2ijax.benchmarks.timing import machine
+    from t2ijax.errors import ConfigError
 
-    config = loaded_config(FLAGS.config)
-    result = {"suite": FLAGS.suite, "steps": FLAGS.steps, **throughput.data_suite(config, FLAGS.steps),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-              "machine": throughput.machine(), "jax": jax.__version__}
-    width = max(map(len, result))
-    print("\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
+    try:
+        check_flags(FLAGS.suite, FLAGS.reference)
+        config = loaded_config(FLAGS.config)
+        result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+                  "machine": machine(), "versions": versions(),
+                  "config": config_flags.get_config_filename(FLAGS["config"]), "steps": FLAGS.steps,
+                  "loops": FLAGS.loops,
+                  "suites": run_suites(config, FLAGS.suite, FLAGS.steps, FLAGS.loops, FLAGS.reference)}
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    print(f"{result['date']}  {result['machine']}  {result['versions']}")
+    print(table(result))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,12 +1,78 @@
-"""The data suite of t2ijax.bench on the tiny config: the fields it reports and how they relate (not speeds)."""
+"""t2ijax.bench: the JSON every suite writes, how its fields relate, and bad input (not speeds)."""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
+from configs import bench_prx_small
 from conftest import tiny_config
-from t2ijax import throughput
+from t2ijax.benchmarks import flops
+from t2ijax.benchmarks.data import data_suite
+from t2ijax.models.build import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = {"model.hidden_size": 32, "model.depth": 2, "model.num_heads": 2, "bench.batch_size": 2,
+        "bench.latent_size": 8, "bench.latent_channels": 4, "bench.text_length": 8, "bench.text_dim": 16,
+        "bench.matmul_size": 128, "bench.compile_depth": 1, "sampler.steps": 2}
+TRAIN = {"matmul_peak_tflops_per_device", "images_per_s", "image_tokens_per_s", "step_ms", "parameters",
+         "model_flops_per_step", "xla_flops_per_step", "model_tflops_per_s", "mfu", "compile_s",
+         "planned_bytes", "temp_bytes", "device_peak_bytes"}
+SAMPLE = {"images_per_s", "loop_s", "sampler", "sampler_steps", "guidance", "network_evaluations", "compile_s"}
+COMPILE = {"depth", "scan_layers", "lower_s", "compile_s", "compile_depth", "compile_depth_lower_s",
+           "compile_depth_compile_s", "ratio"}
+
+
+def bench(*args, overrides=TINY):
+    flags = [f"--config.{key}={value}" for key, value in overrides.items()]
+    return subprocess.run([sys.executable, "-m", "t2ijax.bench", "--config=configs/bench_prx_small.py", *flags,
+                           *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def test_json_of_the_train_sample_and_compile_suites(tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench("--suite=train,sample,compile", "--steps=2", "--loops=1", "--noreference", f"--json={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert {"date", "machine", "versions", "config", "steps", "loops", "suites"} <= set(report)
+    assert {"jax", "flax"} <= set(report["versions"])
+    train, sample, compiled = (report["suites"][name] for name in ("train", "sample", "compile"))
+    assert set(train) == TRAIN and set(sample) == SAMPLE and set(compiled) == COMPILE
+
+    config = bench_prx_small.get_config()
+    config.update_from_flattened_dict(TINY)
+    model = build_model(config, 4, 16)
+    assert train["model_flops_per_step"] == flops.train_step_flops(model, 2, 8, 8, 8)
+    assert train["image_tokens_per_s"] == pytest.approx(16 * train["images_per_s"], rel=0.01)  # 8x8 latent, patch 2
+    assert train["mfu"] == pytest.approx(train["model_tflops_per_s"] / train["matmul_peak_tflops_per_device"],
+                                         rel=0.02, abs=1e-4)
+    assert train["step_ms"] == pytest.approx(2e3 / train["images_per_s"], rel=0.01)
+    assert train["xla_flops_per_step"] > 0 and train["planned_bytes"] >= train["temp_bytes"] > 0
+    assert (sample["sampler"], sample["sampler_steps"], sample["network_evaluations"]) == ("euler", 2, 4)
+    assert sample["images_per_s"] == pytest.approx(2 / sample["loop_s"], rel=0.01)
+    assert (compiled["depth"], compiled["compile_depth"]) == (2, 1)
+    total = compiled["lower_s"] + compiled["compile_s"]
+    assert compiled["ratio"] == pytest.approx(total / (compiled["compile_depth_lower_s"] +
+                                                       compiled["compile_depth_compile_s"]), rel=0.05)
+    assert "train.images_per_s" in result.stdout and "compile.ratio" in result.stdout
+
+
+@pytest.mark.parametrize("args, overrides, message", [
+    (["--suite=speed"], TINY, "unknown --suite speed; choose from train,sample,compile,data"),
+    (["--steps=0"], TINY, "time at least one"),
+    (["--noreference"], {**TINY, "bench.latent_size": 9}, "bench.latent_size=9 is not a multiple of model.patch_size=2"),
+    (["--noreference"], {**TINY, "repa.weight": 0.5}, "the bench times the denoiser alone"),
+])
+def test_bad_input_is_one_line_before_any_compile(args, overrides, message):
+    result = bench(*args, overrides=overrides)
+    assert result.returncode != 0
+    assert message in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_data_suite_reports_loader_and_step_rates(data_dir):
-    result = throughput.data_suite(tiny_config(data_dir), steps=2)
+    result = data_suite(tiny_config(data_dir), steps=2)
     assert set(result) == {"loader_images_per_s", "train_step_images_per_s", "headroom", "global_batch_size",
                            "train_examples"}
     assert result["loader_images_per_s"] > 0 and result["train_step_images_per_s"] > 0

@@ -1,32 +1,12 @@
-"""Throughput measurements behind `python -m t2ijax.bench` (the command line and its flags live there)."""
-import os
-import platform
+"""The data suite: images/s the loader hands to the devices against images/s the train step consumes."""
 import tempfile
-import time
 
-
-def machine() -> str:
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu} ({os.cpu_count()} cores), {jax.device_count()} x {jax.devices()[0].device_kind}"
-
-
-def images_per_second(step_fn, steps: int, batch_size: int) -> float:
-    import jax
-
-    jax.block_until_ready(step_fn(0))
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        out = step_fn(step)
-    jax.block_until_ready(out)
-    return steps * batch_size / (time.perf_counter() - start)
+from t2ijax.benchmarks.timing import images_per_second
 
 
 def data_suite(config, steps: int) -> dict:
+    """On the config's own prepared data: the gather of a global batch from the cached arrays, the
+    latent or pixel mapping and the transfer, against the config's compiled train step."""
     from t2ijax.train import Run
 
     with tempfile.TemporaryDirectory() as workdir:

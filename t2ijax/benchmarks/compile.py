@@ -1,0 +1,24 @@
+"""The compile suite: lowering plus compiling the train step at the config's depth and at
+config.bench.compile_depth. With scanned layers the two should cost about the same."""
+import time
+
+from t2ijax.benchmarks.synthetic import synthetic
+
+
+def compile_seconds(config) -> dict:
+    s = synthetic(config)
+    start = time.perf_counter()
+    lowered = s.lowered_train_step()
+    lowered_at = time.perf_counter()
+    lowered.compile()
+    return {"lower_s": round(lowered_at - start, 2), "compile_s": round(time.perf_counter() - lowered_at, 2)}
+
+
+def compile_suite(config) -> dict:
+    shallow = config.copy_and_resolve_references()
+    shallow.model.depth = config.bench.compile_depth
+    deep, short = compile_seconds(config), compile_seconds(shallow)
+    total = lambda r: r["lower_s"] + r["compile_s"]
+    return {"depth": config.model.depth, "scan_layers": config.model.scan_layers, **deep,
+            "compile_depth": shallow.model.depth, "compile_depth_lower_s": short["lower_s"],
+            "compile_depth_compile_s": short["compile_s"], "ratio": round(total(deep) / total(short), 2)}

@@ -1,0 +1,51 @@
+"""Each suite of `python -m t2ijax.bench` as one call: the JAX measurement, then the PyTorch reference's
+at the same configuration and the ratios (JAX images/s over the reference's)."""
+from t2ijax.benchmarks import reference
+from t2ijax.benchmarks.compile import compile_suite
+from t2ijax.benchmarks.data import data_suite
+from t2ijax.benchmarks.sample import sample_suite
+from t2ijax.benchmarks.timing import matmul_peak_flops
+from t2ijax.benchmarks.train import train_suite
+from t2ijax.models.build import build_model
+
+MODES = {"eager": False, "compiled": True}  # the reference under torch.compile or not
+
+
+def _reference_fields(config) -> dict:
+    return reference.reference_fields(build_model(config, config.bench.latent_channels, config.bench.text_dim))
+
+
+def _shapes(config) -> dict:
+    b = config.bench
+    return {k: b[k] for k in ("batch_size", "latent_size", "latent_channels", "text_length", "text_dim")}
+
+
+def _with_reference(result: dict, measure) -> dict:
+    for mode, compiled in MODES.items():
+        result[f"reference_{mode}"] = ours = measure(compiled)
+        result[f"speedup_vs_{mode}"] = round(result["images_per_s"] / ours["images_per_s"], 2)
+    return result
+
+
+def train(config, steps: int, loops: int, with_reference: bool) -> dict:
+    peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
+    result = {"matmul_peak_tflops_per_device": round(peak / 1e12, 4), **train_suite(config, steps, peak)}
+    if not with_reference:
+        return result
+    fields, shapes = _reference_fields(config), _shapes(config)
+    return _with_reference(result, lambda compiled: reference.reference_train(fields, shapes, steps, compiled))
+
+
+def sample(config, steps: int, loops: int, with_reference: bool) -> dict:
+    result = sample_suite(config, loops)
+    if not with_reference:
+        return result
+    fields, shapes, s = _reference_fields(config), _shapes(config), config.sampler
+    return _with_reference(result, lambda compiled: reference.reference_sample(
+        fields, shapes, s.steps, float(s.guidance), loops, compiled))
+
+
+# name -> (config, steps, loops, with_reference) -> result
+SUITES = {"train": train, "sample": sample,
+          "compile": lambda config, steps, loops, with_reference: compile_suite(config),
+          "data": lambda config, steps, loops, with_reference: data_suite(config, steps)}

@@ -1,0 +1,43 @@
+"""The train suite: the compiled train step on random inputs (t2ijax/benchmarks/synthetic.py)."""
+import time
+
+import jax
+
+from t2ijax.benchmarks import flops
+from t2ijax.benchmarks.memory import memory
+from t2ijax.benchmarks.synthetic import synthetic
+from t2ijax.benchmarks.timing import seconds_per_call
+
+
+def train_suite(config, steps: int, peak_flops_per_device: float) -> dict:
+    """Images/s, image tokens/s, model FLOPs per step (analytic, and XLA's count of the compiled step),
+    MFU against `peak_flops_per_device` times the devices, memory and compile time."""
+    s = synthetic(config)
+    lowered = s.lowered_train_step()
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    parameters = sum(x.size for x in jax.tree.leaves(s.state.params))
+    # XLA's count of the same step, its layers unrolled (it counts a loop body once), remat recomputation included
+    xla_flops = s.lowered_train_step(s.model.clone(scan_layers=False)).cost_analysis()["flops"]
+    state = s.state  # donated to the first step
+
+    def step(_):
+        nonlocal state
+        state, metrics = compiled(state, s.batch, None)
+        return metrics
+
+    seconds = seconds_per_call(step, steps)
+    b = config.bench
+    model_flops = flops.train_step_flops(s.model, s.batch_size, b.latent_size, b.latent_size, b.text_length)
+    achieved = model_flops / seconds
+    return {"images_per_s": round(s.batch_size / seconds, 2),
+            "image_tokens_per_s": round(s.batch_size * s.image_tokens / seconds),
+            "step_ms": round(1e3 * seconds, 2),
+            "parameters": parameters,
+            "model_flops_per_step": model_flops,
+            "xla_flops_per_step": xla_flops,
+            "model_tflops_per_s": round(achieved / 1e12, 4),
+            "mfu": round(achieved / (peak_flops_per_device * jax.device_count()), 4),
+            "compile_s": round(compile_s, 2),
+            **memory(compiled)}
