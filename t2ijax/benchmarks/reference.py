@@ -37,7 +37,8 @@ def parameter_count(fields: dict) -> int:
 def denoise(transformer, scheduler, noise, text, text_mask, uncond_text, uncond_mask, guidance: float, steps: int):
     """PRXPipeline's denoising loop from latents `noise` (NCHW): the scheduler's `steps` timesteps, classifier-free
     guidance with the unconditional and conditional batches in one forward when guidance > 1, the scheduler's
-    Euler step. One timestep per row: PRXPipeline passes two, so that it fails on more than one image."""
+    Euler step. It passes one timestep per row, where PRXPipeline passes two under guidance and so fails on
+    batches of more than one image (diffusers 0.42.1)."""
     import torch
 
     guided = guidance > 1
