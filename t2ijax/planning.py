@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from t2ijax import sharding, train_state
+from t2ijax.benchmarks.flops import train_step_flops
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import geometry
@@ -60,21 +61,6 @@ def text_width(cfg: ml_collections.ConfigDict) -> int:
     return read_model_config(resolve_model_dir(cfg.path or cfg.name))[1].hidden_size
 
 
-def model_flops_per_image(cfg: ml_collections.ConfigDict, image_tokens: int, text_tokens: int, text_dim: int,
-                          patch_features: int) -> float:
-    """Training FLOPs of one image counted from the PRX layer shapes: 2 per multiply-add of every matmul
-    and of attention (image queries over text + image keys), times 3 for the backward pass."""
-    h, depth = cfg.hidden_size, cfg.depth
-    mlp = int(h * cfg.mlp_ratio)
-    per_block = (image_tokens * (3 * h * h + h * h + 3 * h * mlp)  # qkv, out, GeGLU gate/up/down
-                 + text_tokens * 2 * h * h                            # text K/V
-                 + 2 * image_tokens * (text_tokens + image_tokens) * h  # QK^T and AV
-                 + 6 * h * h)                                         # adaLN modulation
-    stem = (image_tokens * (patch_features * h + h * patch_features) + text_tokens * text_dim * h
-            + 256 * h + h * h + 2 * h * h)                            # patch in/out, text in, time MLP, final adaLN
-    return 3 * 2 * (depth * per_block + stem)
-
-
 def plan(config: ml_collections.ConfigDict) -> Plan:
     """Compiles config's train step for the devices present and measures it."""
     if needs_images(config):
@@ -107,7 +93,6 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     memory = lowered.compile().memory_analysis()
     # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
     cost = lower(model.clone(scan_layers=False))[1].cost_analysis()
-    p = config.model.patch_size
     return Plan(mesh=dict(mesh.shape), global_batch=batch,
                 parameters=sum(x.size for x in jax.tree.leaves(state.params)),
                 params_bytes=_bytes_per_device(state.params), optimizer_bytes=_bytes_per_device(state.opt_state),
@@ -115,8 +100,8 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                 argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
                 alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
                 flops_per_step=float(cost["flops"]),
-                model_flops_per_image=model_flops_per_image(config.model, (side // p) ** 2, text_len, text_dim,
-                                                            channels * p * p))
+                # the dense model's count: what token routing saves is not counted as model FLOPs
+                model_flops_per_image=train_step_flops(model.clone(routing="none"), 1, side, side, text_len))
 
 
 def report(plan_: Plan) -> str:

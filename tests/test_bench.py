@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import bench_prx_small
 from conftest import tiny_config
-from t2ijax.benchmarks import flops
+from t2ijax.benchmarks import flops, suites
 from t2ijax.benchmarks.data import data_suite
+from t2ijax.benchmarks.synthetic import synthetic
 from t2ijax.models.build import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,10 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"model.hidden_size": 32, "model.depth": 2, "model.num_heads": 2, "bench.batch_size": 2,
         "bench.latent_size": 8, "bench.latent_channels": 4, "bench.text_length": 8, "bench.text_dim": 16,
         "bench.matmul_size": 128, "bench.compile_depth": 1, "sampler.steps": 2}
-TRAIN = {"matmul_peak_tflops_per_device", "images_per_s", "image_tokens_per_s", "step_ms", "parameters",
-         "model_flops_per_step", "xla_flops_per_step", "model_tflops_per_s", "mfu", "compile_s",
+TRAIN = {"matmul_peak_gflops_per_device", "images_per_s", "image_tokens_per_s", "step_ms", "parameters",
+         "model_flops_per_step", "xla_flops_per_step", "model_gflops_per_s", "mfu", "compile_s",
          "planned_bytes", "temp_bytes", "device_peak_bytes"}
-SAMPLE = {"images_per_s", "loop_s", "sampler", "sampler_steps", "guidance", "network_evaluations", "compile_s"}
+SAMPLE = {"images_per_s", "loop_ms", "sampler", "sampler_steps", "guidance", "network_evaluations", "compile_s"}
 COMPILE = {"depth", "scan_layers", "lower_s", "compile_s", "compile_depth", "compile_depth_lower_s",
            "compile_depth_compile_s", "ratio"}
 
@@ -46,12 +48,12 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
     model = build_model(config, 4, 16)
     assert train["model_flops_per_step"] == flops.train_step_flops(model, 2, 8, 8, 8)
     assert train["image_tokens_per_s"] == pytest.approx(16 * train["images_per_s"], rel=0.01)  # 8x8 latent, patch 2
-    assert train["mfu"] == pytest.approx(train["model_tflops_per_s"] / train["matmul_peak_tflops_per_device"],
+    assert train["mfu"] == pytest.approx(train["model_gflops_per_s"] / train["matmul_peak_gflops_per_device"],
                                          rel=0.02, abs=1e-4)
     assert train["step_ms"] == pytest.approx(2e3 / train["images_per_s"], rel=0.01)
     assert train["xla_flops_per_step"] > 0 and train["planned_bytes"] >= train["temp_bytes"] > 0
     assert (sample["sampler"], sample["sampler_steps"], sample["network_evaluations"]) == ("euler", 2, 4)
-    assert sample["images_per_s"] == pytest.approx(2 / sample["loop_s"], rel=0.01)
+    assert sample["images_per_s"] == pytest.approx(2e3 / sample["loop_ms"], rel=0.01)
     assert (compiled["depth"], compiled["compile_depth"]) == (2, 1)
     total = compiled["lower_s"] + compiled["compile_s"]
     assert compiled["ratio"] == pytest.approx(total / (compiled["compile_depth_lower_s"] +
@@ -69,6 +71,20 @@ def test_bad_input_is_one_line_before_any_compile(args, overrides, message):
     result = bench(*args, overrides=overrides)
     assert result.returncode != 0
     assert message in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_sample_suite_times_the_reference_eager_and_compiled_at_the_same_size():
+    config = bench_prx_small.get_config()
+    config.update_from_flattened_dict({"model.hidden_size": 64, "model.depth": 2, "model.num_heads": 4,
+                                       "bench.batch_size": 2, "bench.latent_size": 8, "bench.latent_channels": 4,
+                                       "bench.text_length": 6, "bench.text_dim": 32, "sampler.steps": 2})
+    result = suites.sample(config, steps=1, loops=1, with_reference=True)
+    parameters = sum(x.size for x in jax.tree.leaves(synthetic(config).state.params))
+    for mode in ("eager", "compiled"):
+        reference = result[f"reference_{mode}"]
+        assert reference["parameters"] == parameters
+        assert result[f"speedup_vs_{mode}"] == pytest.approx(result["images_per_s"] / reference["images_per_s"],
+                                                             rel=0.01)
 
 
 def test_data_suite_reports_loader_and_step_rates(data_dir):

@@ -29,7 +29,7 @@ def _with_reference(result: dict, measure) -> dict:
 
 def train(config, steps: int, loops: int, with_reference: bool) -> dict:
     peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
-    result = {"matmul_peak_tflops_per_device": round(peak / 1e12, 4), **train_suite(config, steps, peak)}
+    result = {"matmul_peak_gflops_per_device": round(peak / 1e9, 3), **train_suite(config, steps, peak)}
     if not with_reference:
         return result
     fields, shapes = _reference_fields(config), _shapes(config)

@@ -41,20 +41,27 @@ class Synthetic:
         return num_image_tokens(self.config.model, *self.batch["x0"].shape[1:3])
 
     def lowered_train_step(self, model: nn.Module | None = None) -> jax.stages.Lowered:
-        """The jitted train step lowered for this state and batch; `model` replaces the denoiser by one
-        with the same params (model.clone(scan_layers=False): XLA's cost analysis counts a loop body once)."""
-        step = make_train_step(model or self.model, *run_optimizer(self.config), self.config, self.null_text,
-                               self.null_mask, self.shift)
+        """The jitted train step lowered for this batch, and this state or, for another `model` (e.g.
+        model.clone(scan_layers=False): XLA's cost analysis counts a loop body once), its abstract state."""
+        optimizer, schedule = run_optimizer(self.config)
+        state, shardings = self.state, self.state_shardings
+        if model is not None:
+            b = self.config.bench
+            example = train_state.example_inputs(1, b.latent_size, b.latent_channels, b.text_length, b.text_dim)
+            state = train_state.abstract(model, optimizer, example, self.mesh, self.rules, ema.enabled(self.config.ema))
+            shardings = jax.tree.map(lambda x: x.sharding, state)
+        step = make_train_step(model or self.model, optimizer, schedule, self.config, self.null_text, self.null_mask,
+                               self.shift)
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return jit_train_step(step, self.state_shardings, self.mesh).lower(self.state, self.batch, None)
+            return jit_train_step(step, shardings, self.mesh).lower(state, self.batch, None)
 
 
 def check(config: ml_collections.ConfigDict) -> None:
     """The problems that would otherwise surface after minutes of compiling, as one line."""
-    validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
     if needs_images(config):
         raise ConfigError("the bench times the denoiser alone, on random latents: turn off repa.weight, "
                           "perceptual.dino_weight and perceptual.lpips_weight")
+    validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
     b = config.bench
     if b.latent_size % config.model.patch_size:
         raise ConfigError(f"bench.latent_size={b.latent_size} is not a multiple of model.patch_size="

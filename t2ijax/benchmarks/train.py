@@ -37,7 +37,7 @@ def train_suite(config, steps: int, peak_flops_per_device: float) -> dict:
             "parameters": parameters,
             "model_flops_per_step": model_flops,
             "xla_flops_per_step": xla_flops,
-            "model_tflops_per_s": round(achieved / 1e12, 4),
+            "model_gflops_per_s": round(achieved / 1e9, 3),
             "mfu": round(achieved / (peak_flops_per_device * jax.device_count()), 4),
             "compile_s": round(compile_s, 2),
             **memory(compiled)}
