@@ -70,7 +70,8 @@ def table(result: dict) -> str:
     rows = [(f"{suite}.{key}", value) for suite, fields in result["suites"].items()
             for key, value in _flat(fields)]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    shown = lambda value: f"{value:.4g}" if isinstance(value, float) else value
+    return "\n".join(f"{name:<{width}}  {shown(value)}" for name, value in rows)
 
 
 def _flat(fields: dict, prefix: str = ""):
