@@ -1,6 +1,6 @@
 """Benchmarks, recorded in docs/benchmarks.md with the command, machine and date of every figure.
 
-  python -m t2ijax.bench --config=configs/bench_prx_small.py --suite=train,sample,compile [--json=FILE]
+  python -m t2ijax.bench --config=configs/bench_cpu.py --suite=train,sample,compile [--json=FILE]
   python -m t2ijax.bench --config=configs/shapes_tiny.py --suite=data
 
 Suites (comma-separated):
@@ -30,7 +30,7 @@ flags.DEFINE_integer("steps", 10, "Timed train steps or loader batches (after on
 flags.DEFINE_integer("loops", 2, "Timed sampling loops (after one untimed).")
 flags.DEFINE_bool("reference", True, "Also time diffusers' PRXTransformer2DModel at the same configuration.")
 flags.DEFINE_string("json", "", "Also write the result to this JSON file.")
-config_flags.DEFINE_config_file("config", "configs/bench_prx_small.py", "Config file (see configs/).",
+config_flags.DEFINE_config_file("config", "configs/bench_cpu.py", "Config file (see configs/).",
                                 lock_config=True)
 FLAGS = flags.FLAGS
 VERSIONS = ("jax", "jaxlib", "flax", "optax", "torch", "diffusers")

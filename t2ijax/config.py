@@ -47,7 +47,7 @@ _CHOICES = {
     "model.dtype": lambda: ["bfloat16", "float32"],
     "model.param_dtype": lambda: ["bfloat16", "float32"],
     "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
-    "model.attention_impl": lambda: ["cudnn", "splash", "xla"],
+    "model.attention_impl": lambda: ["auto", "cudnn", "splash", "xla"],
     "model.pos_embed": lambda: ["learned_absolute", "rope_2d", "rope_2d_normalized"],
     "model.resolution_cond": lambda: ["none", "tokens", "vec"],
     "diffusion.path": PATHS.names,
@@ -412,17 +412,39 @@ def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
 _ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
 
 
+def _splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """(height, width, image tokens) of a training size whose token count splash cannot tile, or None."""
+    _, downsample = geometry(cfg.autoencoder.name)
+    for height, width in training_sizes(cfg):
+        tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
+        if tokens % 128:
+            return height, width, tokens
+    return None
+
+
+def attention_for(cfg: ml_collections.ConfigDict, platform: str) -> str:
+    """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
+    TPUs when every training size tiles, cuDNN's fused kernel on GPUs in bfloat16 or float16 (it takes
+    no float32), XLA's einsums otherwise."""
+    impl = cfg.model.attention_impl
+    if impl != "auto":
+        return impl
+    if platform == "tpu" and _splash_misfit(cfg) is None:
+        return "splash"
+    if platform == "gpu" and cfg.model.dtype in ("bfloat16", "float16"):
+        return "cudnn"
+    return "xla"
+
+
 def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
     """`platform` None: only what holds on any backend."""
     impl = cfg.model.attention_impl
-    if impl == "splash":
-        _, downsample = geometry(cfg.autoencoder.name)
-        for height, width in training_sizes(cfg):
-            tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
-            if tokens % 128:
-                raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
-                                  f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
-                                  "buckets, phases) and a patch size giving 128, 256, 1024, ...")
+    misfit = _splash_misfit(cfg) if impl == "splash" else None
+    if misfit:
+        height, width, tokens = misfit
+        raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
+                          f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
+                          "buckets, phases) and a patch size giving 128, 256, 1024, ...")
     if impl in _ATTENTION_PLATFORMS and platform is not None and platform != _ATTENTION_PLATFORMS[impl][0]:
         raise ConfigError(f"config.model.attention_impl='{impl}' runs only on {_ATTENTION_PLATFORMS[impl][1]} and this "
                           f"backend is {platform}; use xla")

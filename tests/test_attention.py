@@ -12,7 +12,7 @@ import pytest
 
 from configs import shapes_tiny
 from conftest import env_with_devices
-from t2ijax.config import validate
+from t2ijax.config import attention_for, validate
 from t2ijax.errors import ConfigError
 from t2ijax.models.layers import masked_attention
 
@@ -77,3 +77,16 @@ def test_attention_implementations_are_checked_against_the_backend_and_tokens():
     c.resolution.buckets = False
     with pytest.raises(ConfigError, match="'splash' runs only on TPUs and this backend is gpu; use xla"):
         validate(c, num_devices=1, platform="gpu")
+
+
+def test_auto_attention_picks_the_backends_kernel_where_it_applies():
+    c = shapes_tiny.get_config()  # 32 px, patch 4: 64 image tokens; float32
+    assert c.model.attention_impl == "auto"
+    assert [attention_for(c, platform) for platform in ("cpu", "gpu", "tpu")] == ["xla", "xla", "xla"]
+    c.model.update(patch_size=2, dtype="bfloat16")  # 256 tokens
+    assert [attention_for(c, platform) for platform in ("cpu", "gpu", "tpu")] == ["xla", "cudnn", "splash"]
+    c.resolution.buckets = True  # a 24 x 42 px bucket: 252 tokens, which splash cannot tile
+    assert attention_for(c, "tpu") == "xla"
+    c.model.attention_impl = "xla"
+    assert attention_for(c, "gpu") == "xla"
+    validate(c, num_devices=1, platform="gpu")

@@ -7,11 +7,11 @@ import sys
 import jax
 import pytest
 
-from configs import bench_prx_small
+from configs import bench_cpu, bench_gpu
 from conftest import tiny_config
 from t2ijax.benchmarks import flops, suites
 from t2ijax.benchmarks.data import data_suite
-from t2ijax.benchmarks.synthetic import synthetic
+from t2ijax.benchmarks.synthetic import check, synthetic
 from t2ijax.models.build import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,7 @@ COMPILE = {"depth", "scan_layers", "lower_s", "compile_s", "compile_depth", "com
 
 def bench(*args, overrides=TINY):
     flags = [f"--config.{key}={value}" for key, value in overrides.items()]
-    return subprocess.run([sys.executable, "-m", "t2ijax.bench", "--config=configs/bench_prx_small.py", *flags,
+    return subprocess.run([sys.executable, "-m", "t2ijax.bench", "--config=configs/bench_cpu.py", *flags,
                            *args], capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -43,7 +43,7 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
     train, sample, compiled = (report["suites"][name] for name in ("train", "sample", "compile"))
     assert set(train) == TRAIN and set(sample) == SAMPLE and set(compiled) == COMPILE
 
-    config = bench_prx_small.get_config()
+    config = bench_cpu.get_config()
     config.update_from_flattened_dict(TINY)
     model = build_model(config, 4, 16)
     assert train["model_flops_per_step"] == flops.train_step_flops(model, 2, 8, 8, 8)
@@ -74,7 +74,7 @@ def test_bad_input_is_one_line_before_any_compile(args, overrides, message):
 
 
 def test_sample_suite_times_the_reference_eager_and_compiled_at_the_same_size():
-    config = bench_prx_small.get_config()
+    config = bench_cpu.get_config()
     config.update_from_flattened_dict({"model.hidden_size": 64, "model.depth": 2, "model.num_heads": 4,
                                        "bench.batch_size": 2, "bench.latent_size": 8, "bench.latent_channels": 4,
                                        "bench.text_length": 6, "bench.text_dim": 32, "sampler.steps": 2})
@@ -85,6 +85,19 @@ def test_sample_suite_times_the_reference_eager_and_compiled_at_the_same_size():
         assert reference["parameters"] == parameters
         assert result[f"speedup_vs_{mode}"] == pytest.approx(result["images_per_s"] / reference["images_per_s"],
                                                              rel=0.01)
+
+
+def test_the_accelerator_config_is_valid_and_counts_prx_small_flops():
+    config = bench_gpu.get_config()
+    check(config)  # what the bench checks before compiling anything
+    b = config.bench
+    model = build_model(config, b.latent_channels, b.text_dim)
+    per_image = flops.train_step_flops(model, 1, b.latent_size, b.latent_size, b.text_length)
+    # 3 x 2 x 256 tokens x the ~0.89B weights applied per token (the 16 blocks' 0.31B of adaLN modulation act
+    # once per image), plus attention and the text K/V
+    assert 1.3e12 < per_image < 1.45e12
+    assert flops.train_step_flops(model, b.batch_size, b.latent_size, b.latent_size, b.text_length) == \
+        b.batch_size * per_image
 
 
 def test_data_suite_reports_loader_and_step_rates(data_dir):

@@ -10,7 +10,8 @@ MODELS = Registry("model.name")
 
 
 @MODELS.register("prx")
-def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, pos_grid: int, techniques: dict):
+def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, pos_grid: int, techniques: dict,
+         attention_impl: str):
     from t2ijax.models.prx import PRX
 
     return PRX(
@@ -34,7 +35,7 @@ def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, pos
         param_dtype=jnp.dtype(cfg.param_dtype),
         remat_policy=cfg.remat_policy,
         scan_layers=cfg.scan_layers,
-        attention_impl=cfg.attention_impl,
+        attention_impl=attention_impl,
         **techniques,
     )
 
@@ -54,7 +55,12 @@ def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim
     techniques = technique_fields(config)
     if "repa_projector" in techniques:
         techniques["repa_dim"] = teacher_dim
-    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques)
+    import jax
+
+    from t2ijax.config import attention_for
+
+    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques,
+                                         attention_for(config, jax.default_backend()))
 
 
 def position_grid(config: ml_collections.ConfigDict) -> int:
