@@ -27,6 +27,7 @@ class Synthetic:
     rules: tuple
     state: train_state.TrainState
     state_shardings: object
+    example: dict[str, jax.ShapeDtypeStruct]  # the model's inputs for one example (train_state.example_inputs)
     batch: dict[str, jax.Array]  # x0 [B, S, S, C], text [B, L, D], text_mask [B, L]: standard normal, all valid
     null_text: jax.Array
     null_mask: jax.Array
@@ -46,9 +47,8 @@ class Synthetic:
         optimizer, schedule = run_optimizer(self.config)
         state, shardings = self.state, self.state_shardings
         if model is not None:
-            b = self.config.bench
-            example = train_state.example_inputs(1, b.latent_size, b.latent_channels, b.text_length, b.text_dim)
-            state = train_state.abstract(model, optimizer, example, self.mesh, self.rules, ema.enabled(self.config.ema))
+            state = train_state.abstract(model, optimizer, self.example, self.mesh, self.rules,
+                                         ema.enabled(self.config.ema))
             shardings = jax.tree.map(lambda x: x.sharding, state)
         step = make_train_step(model or self.model, optimizer, schedule, self.config, self.null_text, self.null_mask,
                                self.shift)
@@ -88,5 +88,5 @@ def synthetic(config: ml_collections.ConfigDict) -> Synthetic:
              "text_mask": np.ones((rows, b.text_length), bool)}
     batch = sharding.global_batch(local, sharding.batch_sharding(mesh))
     shift = time_shift(config.diffusion, num_image_tokens(config.model, b.latent_size, b.latent_size))
-    return Synthetic(config, model, mesh, rules, state, state_shardings, batch,
+    return Synthetic(config, model, mesh, rules, state, state_shardings, example, batch,
                      jnp.zeros((b.text_length, b.text_dim)), jnp.zeros((b.text_length,), bool), shift)
