@@ -110,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
                                      # "silent degradation")
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
-        attention_impl="auto",       # auto (splash on TPUs when the sizes tile, cudnn on GPUs in bf16/fp16, xla
+        attention_impl="auto",       # auto (splash on TPUs when the sizes tile, cudnn on GPUs in bfloat16, xla
                                      # otherwise) | xla | cudnn (GPU: fused, jax.nn.dot_product_attention) |
                                      # splash (TPU: Pallas)
     )

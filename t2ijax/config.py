@@ -424,14 +424,14 @@ def _splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | Non
 
 def attention_for(cfg: ml_collections.ConfigDict, platform: str) -> str:
     """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
-    TPUs when every training size tiles, cuDNN's fused kernel on GPUs in bfloat16 or float16 (it takes
-    no float32), XLA's einsums otherwise."""
+    TPUs when every training size tiles, cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32),
+    XLA's einsums otherwise."""
     impl = cfg.model.attention_impl
     if impl != "auto":
         return impl
     if platform == "tpu" and _splash_misfit(cfg) is None:
         return "splash"
-    if platform == "gpu" and cfg.model.dtype in ("bfloat16", "float16"):
+    if platform == "gpu" and cfg.model.dtype == "bfloat16":
         return "cudnn"
     return "xla"
 

@@ -4,6 +4,7 @@ from t2ijax.benchmarks import reference
 from t2ijax.benchmarks.compile import compile_suite
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.sample import sample_suite
+from t2ijax.benchmarks.synthetic import check
 from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
 from t2ijax.models.build import build_model
@@ -22,25 +23,28 @@ def _shapes(config) -> dict:
 
 def _with_reference(result: dict, measure) -> dict:
     for mode, compiled in MODES.items():
-        result[f"reference_{mode}"] = ours = measure(compiled)
-        result[f"speedup_vs_{mode}"] = round(result["images_per_s"] / ours["images_per_s"], 2)
+        result[f"reference_{mode}"] = theirs = measure(compiled)
+        result[f"speedup_vs_{mode}"] = round(result["images_per_s"] / theirs["images_per_s"], 2)
     return result
 
 
 def train(config, steps: int, loops: int, with_reference: bool) -> dict:
+    check(config)  # and the reference's fields: bad input fails before anything compiles
+    fields, shapes = (_reference_fields(config), _shapes(config)) if with_reference else (None, None)
     peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
     result = {"matmul_peak_gflops_per_device": round(peak / 1e9, 3), **train_suite(config, steps, peak)}
     if not with_reference:
         return result
-    fields, shapes = _reference_fields(config), _shapes(config)
     return _with_reference(result, lambda compiled: reference.reference_train(fields, shapes, steps, compiled))
 
 
 def sample(config, steps: int, loops: int, with_reference: bool) -> dict:
+    check(config)
+    fields, shapes = (_reference_fields(config), _shapes(config)) if with_reference else (None, None)
     result = sample_suite(config, loops)
     if not with_reference:
         return result
-    fields, shapes, s = _reference_fields(config), _shapes(config), config.sampler
+    s = config.sampler
     return _with_reference(result, lambda compiled: reference.reference_sample(
         fields, shapes, s.steps, float(s.guidance), loops, compiled))
 
