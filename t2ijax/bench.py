@@ -86,12 +86,19 @@ def main(argv):
     quiet_libraries()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
+    import jax
+
     from t2ijax.benchmarks.timing import machine
     from t2ijax.errors import ConfigError
+    from t2ijax.sharding import initialize_distributed
 
     try:
         check_flags(FLAGS.suite, FLAGS.reference)
         config = loaded_config(FLAGS.config)
+        initialize_distributed(config.distributed)
+        if FLAGS.reference and jax.process_count() > 1:
+            raise ConfigError(f"the PyTorch reference runs on one host and this job has {jax.process_count()} "
+                              "processes; pass --noreference")
         result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                   "machine": machine(), "versions": versions(),
                   "config": config_flags.get_config_filename(FLAGS["config"]), "steps": FLAGS.steps,
@@ -99,6 +106,8 @@ def main(argv):
                   "suites": run_suites(config, FLAGS.suite, FLAGS.steps, FLAGS.loops, FLAGS.reference)}
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    if jax.process_index() != 0:  # every process measured its share; one reports
+        return
     print(f"{result['date']}  {result['machine']}  {result['versions']}")
     print(table(result))
     if FLAGS.json:

@@ -422,14 +422,15 @@ def _splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | Non
     return None
 
 
-def attention_for(cfg: ml_collections.ConfigDict, platform: str) -> str:
+def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: list[int] | None = None) -> str:
     """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
-    TPUs when every training size tiles, cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32),
-    XLA's einsums otherwise."""
+    TPUs when every token count tiles by 128 (`image_tokens`, by default those of the training sizes),
+    cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), XLA's einsums otherwise."""
     impl = cfg.model.attention_impl
     if impl != "auto":
         return impl
-    if platform == "tpu" and _splash_misfit(cfg) is None:
+    tiles = _splash_misfit(cfg) is None if image_tokens is None else all(n % 128 == 0 for n in image_tokens)
+    if platform == "tpu" and tiles:
         return "splash"
     if platform == "gpu" and cfg.model.dtype == "bfloat16":
         return "cudnn"

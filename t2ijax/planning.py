@@ -3,7 +3,6 @@ devices present (t2ijax.plan fakes N CPU devices): nothing is allocated and no d
 import dataclasses
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,7 +18,7 @@ from t2ijax.models.text.loading import read_model_config, resolve_model_dir
 from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import jit_train_step, make_train_step
+from t2ijax.train_step import lower_train_step
 
 # Memory per chip: TPU v5e 16 GiB HBM, v5p 95 GiB, H100 80 GB.
 ACCELERATORS = {"v5e": 16 * 2**30, "v5p": 95 * 2**30, "H100": 80 * 10**9}
@@ -73,7 +72,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     text_dim, text_len, batch = text_width(config.text_encoder), config.text_encoder.max_length, \
         config.data.global_batch_size
     model = build_model(config, channels, text_dim)
-    optimizer, schedule = run_optimizer(config)
+    optimizer, _ = run_optimizer(config)
     example = train_state.example_inputs(1, side, channels, text_len, text_dim)
     split = sharding.batch_sharding(mesh)
     batch_shapes = {"x0": jax.ShapeDtypeStruct((batch, side, side, channels), jnp.float32, sharding=split),
@@ -83,11 +82,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
 
     def lower(model_):
         state_ = train_state.abstract(model_, optimizer, example, mesh, rules, ema.enabled(config.ema))
-        step = make_train_step(model_, optimizer, schedule, config, jnp.zeros((text_len, text_dim)),
-                               jnp.ones((text_len,), bool), shift)
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            return state_, jit_train_step(step, jax.tree.map(lambda x: x.sharding, state_), mesh).lower(
-                state_, batch_shapes, {})  # no frozen networks: plan refuses configs that need them
+        return state_, lower_train_step(config, model_, state_, batch_shapes, shift, mesh, rules)
 
     state, lowered = lower(model)
     memory = lowered.compile().memory_analysis()

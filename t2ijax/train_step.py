@@ -8,6 +8,7 @@ import optax
 from t2ijax import nonfinite, sharding
 from t2ijax.diffusion.losses import clip_time, contrastive_error, denoising_loss, noised, velocity_mse, x0_estimate
 from t2ijax.diffusion.timesteps import sample_timesteps
+from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema, perceptual, repa
 from t2ijax.techniques.frozen import Frozen
 from t2ijax.train_state import TrainState
@@ -136,6 +137,19 @@ def jit_train_step(train_step, state_shardings, mesh: jax.sharding.Mesh):
     data x fsdp, teacher params and metrics replicated."""
     return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def lower_train_step(config: ml_collections.ConfigDict, model: nn.Module, state: TrainState, batch: dict,
+                     shift: float, mesh: jax.sharding.Mesh, rules) -> jax.stages.Lowered:
+    """The jitted step of `config` lowered for `state` (arrays, or abstract ones with shardings) and
+    `batch`, captions dropped to zero embeddings, without frozen networks: what t2ijax.plan and the bench
+    compile and measure. `rules`: the logical axis rules."""
+    optimizer, schedule = run_optimizer(config)
+    length, width = batch["text"].shape[1:]
+    step = make_train_step(model, optimizer, schedule, config, jnp.zeros((length, width)), jnp.ones((length,), bool),
+                           shift)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return jit_train_step(step, jax.tree.map(lambda x: x.sharding, state), mesh).lower(state, batch, None)
 
 
 def make_heldout_loss(model: nn.Module, diffusion: ml_collections.ConfigDict):

@@ -12,14 +12,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.prx.pipeline_prx import PRXPipeline
 
 from prx_reference import reference_prx
-from t2ijax.benchmarks.reference import (denoise, parameter_count, reference_fields, reference_sample,
+from t2ijax.benchmarks.reference import (autocast, denoise, parameter_count, reference_fields, reference_sample,
                                          reference_train)
 from t2ijax.errors import ConfigError
 from t2ijax.models.prx import PRX
 
 TINY = dict(in_channels=4, patch_size=2, context_in_dim=32, hidden_size=64, num_heads=4, depth=2)
 SHAPES = dict(batch_size=2, latent_size=8, latent_channels=4, text_length=6, text_dim=32)
-RESULT_TYPES = dict(images_per_s=float, step_ms=float, parameters=int, threads=int, device=str, torch=str)
+RESULT_TYPES = dict(images_per_s=float, parameters=int, threads=int, device=str, torch=str, dtype=str)
 
 
 def _flax_parameter_count(model: PRX) -> int:
@@ -45,21 +45,24 @@ def _check_result(result: dict, compiled: bool, **extra_types):
     assert set(result) == {"compile_s", *RESULT_TYPES, *extra_types}
     for key, kind in {**RESULT_TYPES, **extra_types}.items():
         assert isinstance(result[key], kind), (key, result[key])
-    assert result["images_per_s"] > 0 and result["step_ms"] > 0
+    assert result["images_per_s"] > 0
     assert result["parameters"] == parameter_count(reference_fields(PRX(**TINY)))
     assert result["threads"] == torch.get_num_threads() == os.cpu_count()
     assert (result["compile_s"] > 0) if compiled else (result["compile_s"] is None)
 
 
 def test_reference_train_result():
-    _check_result(reference_train(reference_fields(PRX(**TINY)), SHAPES, steps=2, compiled=False), compiled=False)
+    result = reference_train(reference_fields(PRX(**TINY)), SHAPES, steps=2, compiled=False)
+    _check_result(result, compiled=False, step_ms=float)
+    assert result["step_ms"] == pytest.approx(1e3 * SHAPES["batch_size"] / result["images_per_s"], rel=1e-9)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_reference_sample_result(compiled):
     result = reference_sample(reference_fields(PRX(**TINY)), SHAPES, sample_steps=2, guidance=4.0, repeats=1,
                               compiled=compiled)
-    _check_result(result, compiled, shift=float)
+    _check_result(result, compiled, shift=float, loop_ms=float)
+    assert result["loop_ms"] == pytest.approx(1e3 * SHAPES["batch_size"] / result["images_per_s"], rel=1e-9)
 
 
 @pytest.mark.parametrize("guidance, batch", [(4.0, 1), (1.0, 2)])  # PRXPipeline guides one image at a time
@@ -82,3 +85,13 @@ def test_denoise_is_prx_pipelines_loop(guidance, batch):
     assert not np.allclose(latents, noise, atol=0.1)
     # Unguided, PRXPipeline embeds one timestep for the batch, denoise one per row: rounding apart.
     np.testing.assert_allclose(latents.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_reference_computes_in_bfloat16_when_the_config_does():
+    transformer = reference_prx(dict(**TINY, axes_dim=[8, 8]))
+    inputs = (torch.randn(2, 4, 8, 8), torch.rand(2), torch.randn(2, 6, 32), torch.ones(2, 6, dtype=torch.bool))
+    for dtype, expected in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        with autocast(torch.device("cpu"), dtype):
+            assert transformer(*inputs, return_dict=False)[0].dtype == expected
+    result = reference_train(reference_fields(PRX(**TINY)), SHAPES, steps=1, compiled=False, dtype="bfloat16")
+    assert result["dtype"] == "bfloat16" and math.isfinite(result["images_per_s"])

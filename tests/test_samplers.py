@@ -18,7 +18,7 @@ from configs import base
 from t2ijax.config import check_diffusion, check_sampler
 from t2ijax.diffusion.parameterization import PREDICTIONS
 from t2ijax.diffusion.paths import make_path
-from t2ijax.diffusion.samplers import SAMPLERS, sample, sampling_grid
+from t2ijax.diffusion.samplers import SAMPLERS, network_evaluations, sample, sampling_grid
 from t2ijax.errors import ConfigError
 
 DIM = 3
@@ -122,3 +122,17 @@ def test_shifted_grids_converge_at_the_same_order():
         path = make_path(_diffusion(variant))
         coarse, fine = (_error(path, *sampled_moments(variant, sampler, "velocity", n, shift=3.0)) for n in (64, 128))
         assert fine < 5e-3 and 2.5 < coarse / fine < 4 * 1.3, (sampler, coarse, fine)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
+def test_network_evaluations_count_the_calls_a_sampler_makes(sampler):
+    calls = []
+
+    def counted_output(x, t):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.zeros_like(x)
+
+    variant = "vp_cosine" if SAMPLERS.get(sampler).vp_only else "rectified_flow"
+    jax.block_until_ready(jax.jit(lambda x: sample(counted_output, _diffusion(variant), x, sampler, 5, 1.0))(
+        jnp.ones((1, DIM))))
+    assert len(calls) == network_evaluations(sampler, 5, guidance=1.0) == network_evaluations(sampler, 5, 4.0) // 2

@@ -22,7 +22,7 @@ def data_suite(config, steps: int) -> dict:
 
         step = images_per_second(train_step, steps, batch_size)
         run.checkpointer.close()
-    return {"loader_images_per_s": round(loader, 1), "train_step_images_per_s": round(step, 1),
-            "headroom": round(loader / step, 1), "global_batch_size": batch_size,
+    return {"loader_images_per_s": loader, "train_step_images_per_s": step,
+            "headroom": loader / step, "global_batch_size": batch_size,
             "train_examples": {"x".join(map(str, size)): len(next(iter(group.values())))
                                for size, group in run.data.train.items()}}

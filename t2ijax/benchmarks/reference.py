@@ -57,13 +57,16 @@ def denoise(transformer, scheduler, noise, text, text_mask, uncond_text, uncond_
     return latents
 
 
-def reference_train(fields: dict, shapes: dict, steps: int, compiled: bool, threads: int | None = None) -> dict:
+def reference_train(fields: dict, shapes: dict, steps: int, compiled: bool, threads: int | None = None,
+                    dtype: str = "float32") -> dict:
     """Times `steps` rectified-flow training steps (t ~ U(0, 1), x_t = (1 - t) x0 + t eps, MSE against eps - x0,
     backward, t2ijax's default gradient clipping and AdamW from configs/base.py) on fixed random latents and text.
 
     `shapes`: batch_size, latent_size, latent_channels, text_length, text_dim. Two untimed warm-up steps come
     first; under torch.compile (of the model: forward and backward; the optimizer runs eager) compile_s is the
     first step's seconds less a timed step's. torch runs `threads` CPU threads (None: os.cpu_count()).
+    `dtype` (config.model.dtype) is the compute dtype: bfloat16 runs the model under torch.autocast over
+    float32 weights, as t2ijax computes in model.dtype over float32 parameters.
     """
     import torch
 
@@ -79,7 +82,9 @@ def reference_train(fields: dict, shapes: dict, steps: int, compiled: bool, thre
         t = torch.rand(x0.shape[0], device=device)
         noise = torch.randn_like(x0)
         x_t = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
-        loss = torch.nn.functional.mse_loss(forward(x_t, t, text, mask, return_dict=False)[0], noise - x0)
+        with autocast(device, dtype):
+            velocity = forward(x_t, t, text, mask, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(velocity.float(), noise - x0)
         loss.backward()
         if optim.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip_norm)
@@ -90,13 +95,13 @@ def reference_train(fields: dict, shapes: dict, steps: int, compiled: bool, thre
     _seconds(step, device)
     seconds = _seconds(lambda: [step() for _ in range(steps)], device)
     return dict(images_per_s=shapes["batch_size"] * steps / seconds, step_ms=1000 * seconds / steps,
-                compile_s=first_s - seconds / steps if compiled else None, **_environment(model, device))
+                compile_s=first_s - seconds / steps if compiled else None, dtype=dtype, **_environment(model, device))
 
 
 def reference_sample(fields: dict, shapes: dict, sample_steps: int, guidance: float, repeats: int, compiled: bool,
-                     threads: int | None = None, shift: float = 1.0) -> dict:
+                     threads: int | None = None, shift: float = 1.0, dtype: str = "float32") -> dict:
     """Times `repeats` denoising loops (`denoise`) of `sample_steps` steps on a batch of `shapes` (as in
-    reference_train, as `threads`), after one untimed warm-up loop; no text encoder, no VAE decode.
+    reference_train, as `threads`, in `dtype`), after one untimed warm-up loop; no text encoder, no VAE decode.
 
     The scheduler is FlowMatchEulerDiscreteScheduler(shift=shift), a fixed shift as PRXPipeline needs (it passes
     no mu for a dynamic one); 1.0 is diffusers' default and config.diffusion.shift's. Under torch.compile,
@@ -112,11 +117,19 @@ def reference_sample(fields: dict, shapes: dict, sample_steps: int, guidance: fl
     noise, text, mask = _inputs(shapes, device)
     uncond_text = torch.randn_like(text)
     loop = lambda: denoise(forward, scheduler, noise, text, mask, uncond_text, mask, guidance, sample_steps)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, dtype):
         first_s = _seconds(loop, device)
         seconds = _seconds(lambda: [loop() for _ in range(repeats)], device)
-    return dict(images_per_s=shapes["batch_size"] * repeats / seconds, step_ms=1000 * seconds / (repeats * sample_steps),
-                compile_s=first_s - seconds / repeats if compiled else None, shift=shift, **_environment(model, device))
+    return dict(images_per_s=shapes["batch_size"] * repeats / seconds, loop_ms=1000 * seconds / repeats,
+                compile_s=first_s - seconds / repeats if compiled else None, shift=shift, dtype=dtype,
+                **_environment(model, device))
+
+
+def autocast(device, dtype: str):
+    """torch.autocast to bfloat16 on `device` when `dtype` (config.model.dtype) is bfloat16; off for float32."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 def _setup(threads: int | None):

@@ -7,9 +7,11 @@ from t2ijax.benchmarks.sample import sample_suite
 from t2ijax.benchmarks.synthetic import check
 from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
+from t2ijax.errors import ConfigError
 from t2ijax.models.build import build_model
 
 MODES = {"eager": False, "compiled": True}  # the reference under torch.compile or not
+REFERENCE_SAMPLERS = ("euler", "flow_match_euler")  # the samplers whose work PRXPipeline's loop does
 
 
 def _reference_fields(config) -> dict:
@@ -24,7 +26,7 @@ def _shapes(config) -> dict:
 def _with_reference(result: dict, measure) -> dict:
     for mode, compiled in MODES.items():
         result[f"reference_{mode}"] = theirs = measure(compiled)
-        result[f"speedup_vs_{mode}"] = round(result["images_per_s"] / theirs["images_per_s"], 2)
+        result[f"speedup_vs_{mode}"] = result["images_per_s"] / theirs["images_per_s"]
     return result
 
 
@@ -32,24 +34,32 @@ def train(config, steps: int, loops: int, with_reference: bool) -> dict:
     check(config)  # and the reference's fields: bad input fails before anything compiles
     fields, shapes = (_reference_fields(config), _shapes(config)) if with_reference else (None, None)
     peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
-    result = {"matmul_peak_gflops_per_device": round(peak / 1e9, 3), **train_suite(config, steps, peak)}
+    result = {"matmul_peak_gflops_per_device": peak / 1e9, **train_suite(config, steps, peak)}
     if not with_reference:
         return result
-    return _with_reference(result, lambda compiled: reference.reference_train(fields, shapes, steps, compiled))
+    return _with_reference(result, lambda compiled: reference.reference_train(fields, shapes, steps, compiled,
+                                                                                 dtype=config.model.dtype))
 
 
 def sample(config, steps: int, loops: int, with_reference: bool) -> dict:
     check(config)
+    if with_reference and config.sampler.name not in REFERENCE_SAMPLERS:
+        raise ConfigError(f"the reference's loop is PRXPipeline's Euler, not sampler.name={config.sampler.name}; "
+                          f"bench one of {', '.join(REFERENCE_SAMPLERS)} against it, or pass --noreference")
     fields, shapes = (_reference_fields(config), _shapes(config)) if with_reference else (None, None)
     result = sample_suite(config, loops)
     if not with_reference:
         return result
     s = config.sampler
     return _with_reference(result, lambda compiled: reference.reference_sample(
-        fields, shapes, s.steps, float(s.guidance), loops, compiled))
+        fields, shapes, s.steps, float(s.guidance), loops, compiled, dtype=config.model.dtype))
+
+
+def compile_times(config, steps: int, loops: int, with_reference: bool) -> dict:
+    check(config)
+    return compile_suite(config)
 
 
 # name -> (config, steps, loops, with_reference) -> result
-SUITES = {"train": train, "sample": sample,
-          "compile": lambda config, steps, loops, with_reference: compile_suite(config),
+SUITES = {"train": train, "sample": sample, "compile": compile_times,
           "data": lambda config, steps, loops, with_reference: data_suite(config, steps)}

@@ -9,14 +9,14 @@ import ml_collections
 import numpy as np
 
 from t2ijax import sharding, train_state
-from t2ijax.config import validate
+from t2ijax.config import attention_for, validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import jit_train_step, make_train_step
+from t2ijax.train_step import lower_train_step
 
 
 @dataclasses.dataclass
@@ -25,12 +25,9 @@ class Synthetic:
     model: nn.Module
     mesh: jax.sharding.Mesh
     rules: tuple
-    state: train_state.TrainState
-    state_shardings: object
+    state: train_state.TrainState  # arrays, or abstract ones (synthetic(..., materialize=False))
     example: dict[str, jax.ShapeDtypeStruct]  # the model's inputs for one example (train_state.example_inputs)
     batch: dict[str, jax.Array]  # x0 [B, S, S, C], text [B, L, D], text_mask [B, L]: standard normal, all valid
-    null_text: jax.Array
-    null_mask: jax.Array
     shift: float
 
     @property
@@ -41,23 +38,27 @@ class Synthetic:
     def image_tokens(self) -> int:
         return num_image_tokens(self.config.model, *self.batch["x0"].shape[1:3])
 
+    @property
+    def null_text(self) -> tuple[jax.Array, jax.Array]:
+        """The negative prompt's embeddings and mask: zeros, all valid (as lower_train_step drops captions)."""
+        length, width = self.batch["text"].shape[1:]
+        return jnp.zeros((length, width)), jnp.ones((length,), bool)
+
     def lowered_train_step(self, model: nn.Module | None = None) -> jax.stages.Lowered:
         """The jitted train step lowered for this batch, and this state or, for another `model` (e.g.
         model.clone(scan_layers=False): XLA's cost analysis counts a loop body once), its abstract state."""
-        optimizer, schedule = run_optimizer(self.config)
-        state, shardings = self.state, self.state_shardings
+        state = self.state
         if model is not None:
+            optimizer, _ = run_optimizer(self.config)
             state = train_state.abstract(model, optimizer, self.example, self.mesh, self.rules,
                                          ema.enabled(self.config.ema))
-            shardings = jax.tree.map(lambda x: x.sharding, state)
-        step = make_train_step(model or self.model, optimizer, schedule, self.config, self.null_text, self.null_mask,
-                               self.shift)
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return jit_train_step(step, shardings, self.mesh).lower(state, self.batch, None)
+        return lower_train_step(self.config, model or self.model, state, self.batch, self.shift, self.mesh,
+                                self.rules)
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    """The problems that would otherwise surface after minutes of compiling, as one line."""
+    """The problems that would otherwise surface after minutes of compiling, as one line. The suites call it
+    once, before building anything."""
     if needs_images(config):
         raise ConfigError("the bench times the denoiser alone, on random latents: turn off repa.weight, "
                           "perceptual.dino_weight and perceptual.lpips_weight")
@@ -71,16 +72,30 @@ def check(config: ml_collections.ConfigDict) -> None:
                           "give a multiple of them")
 
 
-def synthetic(config: ml_collections.ConfigDict) -> Synthetic:
-    check(config)
+def bench_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The config's denoiser for config.bench's inputs, its attention picked for the bench's token count
+    (config.attention_for otherwise looks at the training sizes)."""
+    b = config.bench
+    tokens = num_image_tokens(config.model, b.latent_size, b.latent_size)
+    resolved = config.copy_and_resolve_references()
+    resolved.model.attention_impl = attention_for(config, jax.default_backend(), [tokens])
+    return build_model(resolved, b.latent_channels, b.text_dim)
+
+
+def synthetic(config: ml_collections.ConfigDict, materialize: bool = True) -> Synthetic:
+    """The model, state and random batch of an already check()ed config; `materialize` False leaves the
+    state abstract (enough to lower and compile)."""
     b = config.bench
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.sharding_rules)
-    model = build_model(config, b.latent_channels, b.text_dim)
+    model = bench_model(config)
     optimizer, _ = run_optimizer(config)
     example = train_state.example_inputs(1, b.latent_size, b.latent_channels, b.text_length, b.text_dim)
-    state, state_shardings = train_state.create(config.seed, model, optimizer, example, mesh, rules,
-                                                ema.enabled(config.ema))
+    with_ema = ema.enabled(config.ema)
+    if materialize:
+        state, _ = train_state.create(config.seed, model, optimizer, example, mesh, rules, with_ema)
+    else:
+        state = train_state.abstract(model, optimizer, example, mesh, rules, with_ema)
     rows = b.batch_size // jax.process_count()  # this host's share of the global batch
     rng = np.random.default_rng((config.seed, jax.process_index()))
     local = {"x0": rng.standard_normal((rows, b.latent_size, b.latent_size, b.latent_channels), np.float32),
@@ -88,5 +103,4 @@ def synthetic(config: ml_collections.ConfigDict) -> Synthetic:
              "text_mask": np.ones((rows, b.text_length), bool)}
     batch = sharding.global_batch(local, sharding.batch_sharding(mesh))
     shift = time_shift(config.diffusion, num_image_tokens(config.model, b.latent_size, b.latent_size))
-    return Synthetic(config, model, mesh, rules, state, state_shardings, example, batch,
-                     jnp.zeros((b.text_length, b.text_dim)), jnp.zeros((b.text_length,), bool), shift)
+    return Synthetic(config, model, mesh, rules, state, example, batch, shift)

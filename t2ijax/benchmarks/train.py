@@ -31,13 +31,13 @@ def train_suite(config, steps: int, peak_flops_per_device: float) -> dict:
     b = config.bench
     model_flops = flops.train_step_flops(s.model, s.batch_size, b.latent_size, b.latent_size, b.text_length)
     achieved = model_flops / seconds
-    return {"images_per_s": round(s.batch_size / seconds, 2),
-            "image_tokens_per_s": round(s.batch_size * s.image_tokens / seconds),
-            "step_ms": round(1e3 * seconds, 2),
+    return {"images_per_s": s.batch_size / seconds,
+            "image_tokens_per_s": s.batch_size * s.image_tokens / seconds,
+            "step_ms": 1e3 * seconds,
             "parameters": parameters,
             "model_flops_per_step": model_flops,
             "xla_flops_per_step": xla_flops,
-            "model_gflops_per_s": round(achieved / 1e9, 3),
-            "mfu": round(achieved / (peak_flops_per_device * jax.device_count()), 4),
-            "compile_s": round(compile_s, 2),
+            "model_gflops_per_s": achieved / 1e9,
+            "mfu": achieved / (peak_flops_per_device * jax.device_count()),
+            "compile_s": compile_s,
             **memory(compiled)}

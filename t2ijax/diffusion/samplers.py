@@ -135,10 +135,11 @@ class Sampler:
     integrate: Callable[[FlowVelocityFn, jax.Array, np.ndarray], jax.Array]  # (v_hat, x_hat at s[0], s)
     grid: Callable[[Path, int, float], tuple[jax.Array, jax.Array]]
     vp_only: bool = False
+    evaluations: Callable[[int], int] = lambda steps: steps  # network calls for `steps` steps
 
 
 SAMPLERS.register("euler")(Sampler(euler, flow_time_grid))
-SAMPLERS.register("heun")(Sampler(heun, flow_time_grid))
+SAMPLERS.register("heun")(Sampler(heun, flow_time_grid, evaluations=lambda steps: 2 * steps - 1))
 SAMPLERS.register("dpmpp_2m")(Sampler(dpmpp_2m, flow_time_grid))
 SAMPLERS.register("flow_match_euler")(Sampler(euler, flow_match_time_grid))  # PRXPipeline's own schedule
 # DDIM's update (Song et al. 2021) is the Euler step in flow coordinates; what sets it apart is the
@@ -160,6 +161,12 @@ def _grid(spacing, path: Path, steps: int, shift: float) -> tuple[np.ndarray, np
         return t, s, path.at(t)
 
     return jax.tree.map(np.asarray, jax.jit(grid).lower().compile()())
+
+
+def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
+    """Forward passes of the network per image for `steps` steps of the named sampler; guidance runs each
+    on a batch of twice the images, which counts as two."""
+    return SAMPLERS.get(sampler).evaluations(steps) * (1 if guidance == 1.0 else 2)
 
 
 def sample(output_fn: OutputFn, diffusion: ml_collections.ConfigDict, noise: jax.Array, sampler: str,
