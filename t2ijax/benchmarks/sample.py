@@ -17,7 +17,7 @@ def sample_suite(config, repeats: int) -> dict:
     @jax.jit
     def generate(params, noise, text, text_mask):
         apply_fn = lambda x, t, txt, mask: s.model.apply({"params": params}, x, t, txt, mask)
-        output_fn = guided_output(apply_fn, text, text_mask, *s.null_text, guidance, interval)
+        output_fn = guided_output(apply_fn, text, text_mask, *s.negative_prompt, guidance, interval)
         return sample(output_fn, config.diffusion, noise, cfg.name, cfg.steps, s.shift)
 
     args = (s.state.params, s.batch["x0"], s.batch["text"], s.batch["text_mask"])

@@ -39,7 +39,7 @@ class Synthetic:
         return num_image_tokens(self.config.model, *self.batch["x0"].shape[1:3])
 
     @property
-    def null_text(self) -> tuple[jax.Array, jax.Array]:
+    def negative_prompt(self) -> tuple[jax.Array, jax.Array]:
         """The negative prompt's embeddings and mask: zeros, all valid (as lower_train_step drops captions)."""
         length, width = self.batch["text"].shape[1:]
         return jnp.zeros((length, width)), jnp.ones((length,), bool)
