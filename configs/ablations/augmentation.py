@@ -10,7 +10,8 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/augmentation.py:flip --workdir=workdirs/ablations/augmentation/flip
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/augmentation.py --workdir=workdirs/ablations/augmentation
-Result: not run yet.
+Result (2026-11-27, one seed, docs/ablations/grid_toy.md): shape none 0.755 ± 0.046 (3 seeds), flip 0.751,
+crop 0.522 (crops move objects across the positions and sizes the captions name).
 """
 from configs.ablations import variant_config
 

@@ -10,7 +10,9 @@ One variant:
       --workdir=workdirs/ablations/hyperparameters/lr_1e-3
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/hyperparameters.py --workdir=workdirs/ablations/hyperparameters
-Result: not run yet.
+Result (2026-11-27, one seed per variant, the baseline over 3 seeds: shape 0.755 ± 0.046;
+docs/ablations/grid_toy.md): warmup, b2, eps, clipping and lr 2e-3..8e-3 all within noise (shape 0.68-0.82);
+lr 1e-3 0.50, batch 8 0.46, batch 32 0.995 (twice the images).
 """
 from configs.ablations import variant_config
 

@@ -12,7 +12,8 @@ runs the same way at a resolution its downsampling leaves a few latent pixels fo
   python -m t2ijax.main --config=configs/ablations/latent_space.py:shapes_kl --config.autoencoder.name=/path/to/vae \
       --config.data.resolution=128 --config.model.patch_size=2 --config.latents.normalization=config_factors \
       --workdir=workdirs/ablations/latent_space/NAME
-Result: not run yet; docs/ablations/ will hold the held-out loss per t bin and compositional accuracy.
+Result (2026-11-27, one seed, docs/ablations/grid_toy.md): shape pixel 0.755 ± 0.046 (3 seeds), shapes_kl 0.632,
+shapes_kl_patch2 0.677, pixel_bottleneck 0.612 with scene 0.03 (the bottleneck needs x-prediction).
 """
 from configs.ablations import variant_config
 from configs.ablations.latent_normalization import LATENT_DEMO

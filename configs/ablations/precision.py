@@ -9,7 +9,8 @@ One variant:
   python -m t2ijax.main --config=configs/ablations/precision.py:bfloat16 --workdir=workdirs/ablations/precision/bfloat16
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/precision.py --workdir=workdirs/ablations/precision
-Result: not run yet.
+Result (2026-11-27, one seed, docs/ablations/grid_toy.md): shape float32 0.755 ± 0.046 (3 seeds), bfloat16
+0.801, bfloat16_weights 0.746: within noise at the demo's lr 4e-3; bfloat16_text not run.
 """
 from configs.ablations import variant_config
 
