@@ -12,7 +12,7 @@ One variant:
 The whole axis, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/optimizer.py --workdir=workdirs/ablations/optimizer
 Result (2026-11-27, one seed, docs/ablations/grid_toy.md): shape adamw_cosine 0.755 ± 0.046 (3 seeds),
-adamw_constant 0.791, muon_demo_lr 0.980; muon (PRX's lr) and adamw_wd_0.1 not run at 1600 steps.
+adamw_constant 0.791, adamw_wd_0.1 0.761, muon_demo_lr 0.980, muon (PRX's lr 1e-4) 0.333.
 """
 from configs.ablations import variant_config
 from configs.ablations.techniques import MUON
