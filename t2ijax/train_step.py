@@ -139,15 +139,18 @@ def jit_train_step(train_step, state_shardings, mesh: jax.sharding.Mesh):
                    out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
+def zero_caption(length: int, width: int) -> tuple[jax.Array, jax.Array]:
+    """A stand-in for the empty caption's embeddings and mask where no text encoder runs: zeros, all valid."""
+    return jnp.zeros((length, width)), jnp.ones((length,), bool)
+
+
 def lower_train_step(config: ml_collections.ConfigDict, model: nn.Module, state: TrainState, batch: dict,
                      shift: float, mesh: jax.sharding.Mesh, rules) -> jax.stages.Lowered:
     """The jitted step of `config` lowered for `state` (arrays, or abstract ones with shardings) and
     `batch`, captions dropped to zero embeddings, without frozen networks: what t2ijax.plan and the bench
     compile and measure. `rules`: the logical axis rules."""
     optimizer, schedule = run_optimizer(config)
-    length, width = batch["text"].shape[1:]
-    step = make_train_step(model, optimizer, schedule, config, jnp.zeros((length, width)), jnp.ones((length,), bool),
-                           shift)
+    step = make_train_step(model, optimizer, schedule, config, *zero_caption(*batch["text"].shape[1:]), shift)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         return jit_train_step(step, jax.tree.map(lambda x: x.sharding, state), mesh).lower(state, batch, None)
 

@@ -4,7 +4,6 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -16,7 +15,7 @@ from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import lower_train_step
+from t2ijax.train_step import lower_train_step, zero_caption
 
 
 @dataclasses.dataclass
@@ -40,9 +39,8 @@ class Synthetic:
 
     @property
     def negative_prompt(self) -> tuple[jax.Array, jax.Array]:
-        """The negative prompt's embeddings and mask: zeros, all valid (as lower_train_step drops captions)."""
-        length, width = self.batch["text"].shape[1:]
-        return jnp.zeros((length, width)), jnp.ones((length,), bool)
+        """The negative prompt's embeddings and mask: the zero caption the train step drops captions to."""
+        return zero_caption(*self.batch["text"].shape[1:])
 
     def lowered_train_step(self, model: nn.Module | None = None) -> jax.stages.Lowered:
         """The jitted train step lowered for this batch, and this state or, for another `model` (e.g.
