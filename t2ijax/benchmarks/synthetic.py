@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 
 from t2ijax import sharding, train_state
-from t2ijax.config import attention_for, validate
+from t2ijax.config import validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.build import build_model, num_image_tokens
@@ -74,10 +74,8 @@ def bench_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The config's denoiser for config.bench's inputs, its attention picked for the bench's token count
     (config.attention_for otherwise looks at the training sizes)."""
     b = config.bench
-    tokens = num_image_tokens(config.model, b.latent_size, b.latent_size)
-    resolved = config.copy_and_resolve_references()
-    resolved.model.attention_impl = attention_for(config, jax.default_backend(), [tokens])
-    return build_model(resolved, b.latent_channels, b.text_dim)
+    return build_model(config, b.latent_channels, b.text_dim,
+                       image_tokens=[num_image_tokens(config.model, b.latent_size, b.latent_size)])
 
 
 def synthetic(config: ml_collections.ConfigDict, materialize: bool = True) -> Synthetic:

@@ -50,8 +50,10 @@ def technique_fields(config: ml_collections.ConfigDict) -> dict:
     return fields
 
 
-def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim: int, teacher_dim: int = 0):
-    """The denoiser of `config` (the whole run config); `teacher_dim` sizes the REPA projector's output."""
+def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim: int, teacher_dim: int = 0,
+                image_tokens: list[int] | None = None):
+    """The denoiser of `config` (the whole run config); `teacher_dim` sizes the REPA projector's output;
+    `image_tokens`, the token counts it will run at, picks an 'auto' attention (by default the training sizes')."""
     techniques = technique_fields(config)
     if "repa_projector" in techniques:
         techniques["repa_dim"] = teacher_dim
@@ -60,7 +62,7 @@ def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim
     from t2ijax.config import attention_for
 
     return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques,
-                                         attention_for(config, jax.default_backend()))
+                                         attention_for(config, jax.default_backend(), image_tokens))
 
 
 def position_grid(config: ml_collections.ConfigDict) -> int:
