@@ -17,6 +17,7 @@ Suites (comma-separated):
 import datetime
 import importlib.metadata
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -101,6 +102,7 @@ def main(argv):
                               "processes; pass --noreference")
         result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                   "machine": machine(), "versions": versions(),
+                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the host allocator (Makefile: HOST_MALLOC)
                   "config": config_flags.get_config_filename(FLAGS["config"]), "steps": FLAGS.steps,
                   "loops": FLAGS.loops,
                   "suites": run_suites(config, FLAGS.suite, FLAGS.steps, FLAGS.loops, FLAGS.reference)}

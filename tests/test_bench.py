@@ -39,7 +39,7 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
     result = bench("--suite=train,sample,compile", "--steps=2", "--loops=1", "--noreference", f"--json={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert {"date", "machine", "versions", "config", "steps", "loops", "suites"} <= set(report)
+    assert {"date", "machine", "versions", "glibc_tunables", "config", "steps", "loops", "suites"} <= set(report)
     assert {"jax", "flax"} <= set(report["versions"])
     train, sample, compiled = (report["suites"][name] for name in ("train", "sample", "compile"))
     assert set(train) == TRAIN and set(sample) == SAMPLE and set(compiled) == COMPILE
