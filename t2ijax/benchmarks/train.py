@@ -19,7 +19,8 @@ def train_suite(config, steps: int, peak_flops_per_device: float) -> dict:
     compile_s = time.perf_counter() - start
     parameters = sum(x.size for x in jax.tree.leaves(s.state.params))
     # XLA's count of the same step, its layers unrolled (it counts a loop body once), remat recomputation included
-    xla_flops = s.lowered_train_step(s.model.clone(scan_layers=False)).cost_analysis()["flops"]
+    unrolled = s.lowered_train_step(s.model.clone(scan_layers=False)) if s.model.scan_layers else lowered
+    xla_flops = unrolled.cost_analysis()["flops"]
     state = s.state  # donated to the first step
 
     def step(_):
