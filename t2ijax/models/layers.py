@@ -166,7 +166,7 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
         return jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :],
                                             implementation="cudnn")
     # Heads ahead of tokens: XLA's CPU batched matmuls are far faster on [B, heads, L, D] operands (the
-    # 28-step sampling loop's forward at batch 32: 1.79 s -> 1.35 s); other backends relayout either way.
+    # 20M bench model's forward at batch 32: 1.79 s -> 1.35 s). Measured on the CPU only.
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(key_mask[:, None, None, :], logits / math.sqrt(q.shape[-1]), -1e30)
