@@ -4,31 +4,36 @@ newest good one.
 Orbax writes a step under a temporary name and renames it once complete, so a step directory is
 never partial; what a killed save leaves behind is removed at the next start. Old checkpoints are
 deleted (keep-N) only after a newer one is complete. Each checkpoint stores, next to the state, a
-digest of every array and the run's counters; a checkpoint that cannot be read or does not match
-its digest is moved to `<directory>/corrupt-<step>` and the one before it is used.
+digest of every array and the run's counters; a checkpoint that cannot be read, lacks its digests
+or does not match them is moved to `<directory>/corrupt-<step>` and the one before it is used. A
+state holding a NaN or Inf is never written.
 """
 import contextlib
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import serialization
 
 from t2ijax import sharding
-from t2ijax.errors import ConfigError, StorageError
+from t2ijax.errors import ConfigError, NonFiniteError, StorageError
 from t2ijax.train_state import TrainState
 
 COUNTERS = ("skipped_steps", "restores", "fallbacks")
 
 
 class CorruptCheckpoint(Exception):
-    """A checkpoint that cannot be read, or whose arrays differ from the digest saved with them."""
+    """A checkpoint that cannot be read, or whose arrays differ from the digest saved with them.
+    `fits` is False when its arrays' shapes show it was written for another model or optimizer."""
 
-    def __init__(self, step: int, problem: str):
+    def __init__(self, step: int, problem: str, fits: bool = True):
         super().__init__(f"checkpoint {step} {problem}")
         self.step = step
+        self.fits = fits
 
 
 def _digest(x: jax.Array) -> jax.Array:
@@ -43,14 +48,27 @@ def _digest(x: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _digests(leaves: list[jax.Array]) -> list[jax.Array]:
-    return [_digest(x) for x in leaves]  # scalars: replicated, so every process can read them
+def _digests(leaves: list[jax.Array]) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Each leaf's digest and whether it is all finite: scalars, replicated, so every process reads them."""
+    finite = [jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.array(True) for x in leaves]
+    return [_digest(x) for x in leaves], finite
 
 
 def digests(state: TrainState) -> dict[str, int]:
     """One digest per array of `state`, keyed by its path."""
+    return _digests_and_nonfinite(state)[0]
+
+
+def _digests_and_nonfinite(state: TrainState) -> tuple[dict[str, int], list[str]]:
+    """The digests, and the paths of the arrays that hold a NaN or Inf."""
     paths, leaves = zip(*jax.tree_util.tree_leaves_with_path(state))
-    return {jax.tree_util.keystr(p): int(v) for p, v in zip(paths, jax.device_get(_digests(list(leaves))))}
+    values, finite = jax.device_get(_digests(list(leaves)))
+    names = [jax.tree_util.keystr(p) for p in paths]
+    return dict(zip(names, map(int, values))), [name for name, ok in zip(names, finite) if not ok]
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 class Checkpointer:
@@ -64,6 +82,7 @@ class Checkpointer:
                                                    create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(directory, options=options)
         self.directory = directory
+        self._saving: int | None = None  # the step of the save started last, until it is known to be written
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -73,30 +92,48 @@ class Checkpointer:
 
     # --- Saving ---------------------------------------------------------------------------------------
     def save(self, state: TrainState, counters: dict[str, int]) -> None:
-        """Starts saving `state` at its own step (returns before an async write finishes)."""
+        """Starts saving `state` at its own step (returns before an async write finishes). Raises
+        StorageError if the previous save failed, NonFiniteError (writing nothing) if `state` holds a
+        NaN or Inf."""
         step = int(state.step)
+        self.wait()  # orbax waits for the previous save anyway; here its failure names its own step
         if step == self._manager.latest_step():
             return
-        meta = {"digests": digests(state), "counters": {k: int(counters[k]) for k in COUNTERS}}
-        with self._storage_errors(step):
+        found, nonfinite = _digests_and_nonfinite(state)
+        if nonfinite:
+            raise NonFiniteError(f"the state of step {step} holds a NaN or Inf (first: state{nonfinite[0]}, "
+                                 f"{len(nonfinite)} arrays in all); its checkpoint was not written, the last "
+                                 f"one is step {self.latest_step()}")
+        meta = {"digests": found, "counters": {k: int(counters[k]) for k in COUNTERS}}
+        self._saving = step
+        with self._storage_errors():
             self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                              meta=ocp.args.JsonSave(meta)))
 
+    def check_for_errors(self) -> None:
+        """Raises StorageError at once if an asynchronous save has failed (cheap; never blocks)."""
+        with self._storage_errors():
+            self._manager.check_for_errors()
+
     def wait(self) -> None:
         """Blocks until pending saves are on disk."""
-        with self._storage_errors(None):
+        with self._storage_errors():
             self._manager.wait_until_finished()
+        self._saving = None
 
     @contextlib.contextmanager
-    def _storage_errors(self, step: int | None):
+    def _storage_errors(self):
+        """Turns a failed write into one StorageError naming the step being saved, the directory, its
+        free space and the checkpoints that are kept."""
         try:
             yield
         except Exception as error:  # noqa: BLE001 - orbax re-raises its writer threads' errors in many types
             # From the disk, not the manager: a failed save leaves its bookkeeping behind.
             kept = ", ".join(sorted((name for name in os.listdir(self.directory) if name.isdigit()), key=int)) or "none"
-            what = "a checkpoint" if step is None else f"the checkpoint of step {step}"
-            raise StorageError(f"{what} could not be written under {self.directory} "
-                               f"({' '.join(str(error).split())[:300]}); the complete checkpoints (steps {kept}) are "
+            what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"
+            free = shutil.disk_usage(self.directory).free
+            raise StorageError(f"{what} could not be written under {self.directory} ({free / 2**20:.1f} MiB free; "
+                               f"{' '.join(str(error).split())[:300]}); the complete checkpoints (steps {kept}) are "
                                "untouched: free space or make the directory writable, then rerun to resume") from error
 
     # --- Restoring --------------------------------------------------------------------------------------
@@ -131,39 +168,41 @@ class Checkpointer:
             logging.info("resumed from step %d under %s (%s)", step, self.directory,
                          ", ".join(f"{k} {v}" for k, v in counters.items()))
             return state, counters
-        if failed:
+        if any(not error.fits for error in failed):
             raise ConfigError(f"no checkpoint under {self.directory} restores into this config (newest: {failed[0]}); "
                               "run with the config the run was started with, or use a new --workdir")
+        if failed:
+            raise ConfigError(f"all {len(failed)} checkpoints under {self.directory} are unreadable "
+                              f"({'; '.join(map(str, failed))[:400]}); nothing was moved: restore them from a copy, "
+                              "or move them aside to start again from step 0")
         return None
 
     def _read(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict[str, int]]:
-        has_meta = os.path.isdir(os.path.join(self.directory, str(step), "meta"))
+        if not os.path.isdir(os.path.join(self.directory, str(step), "meta")):
+            raise CorruptCheckpoint(step, "has no digests (its meta/ folder is missing), so it cannot be verified")
         try:
-            state, meta = self._read_items(step, abstract_state, has_meta)
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many kinds for unreadable files
-            raise CorruptCheckpoint(step, f"cannot be read ({' '.join(str(error).split())[:200]})") from error
-        if meta is None:  # written before digests existed
-            return state, dict.fromkeys(COUNTERS, 0)
+            raise CorruptCheckpoint(step, f"cannot be read ({' '.join(str(error).split())[:200]})",
+                                    fits=self._fits(step, abstract_state)) from error
+        state, meta = restored.state, restored.meta
         found = digests(state)
         bad = [path for path, value in meta["digests"].items() if found.get(path) != value]
-        if bad:
-            raise CorruptCheckpoint(step, f"does not match its digest (first array: state{bad[0]})")
-        return state, {k: meta["counters"].get(k, 0) for k in COUNTERS}
+        if bad or found.keys() != meta["digests"].keys():
+            first = bad[0] if bad else sorted(found.keys() ^ meta["digests"].keys())[0]
+            raise CorruptCheckpoint(step, f"does not match its digest (first array: state{first})")
+        return state, {k: meta["counters"][k] for k in COUNTERS}
 
-    def _read_items(self, step: int, abstract_state: TrainState, has_meta: bool):
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if has_meta:
-            items["meta"] = ocp.args.JsonRestore()
+    def _fits(self, step: int, abstract_state: TrainState) -> bool:
+        """Whether checkpoint `step` holds arrays of the shapes of `abstract_state` (True when its
+        metadata cannot be read either: then the files, not the config, are at fault)."""
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        except ValueError:
-            if abstract_state.ema_params is not None or has_meta:
-                raise
-            # Checkpoints written before TrainState had `ema_params` do not name the field at all.
-            fields = {name: getattr(abstract_state, name) for name in ("step", "params", "opt_state", "rng")}
-            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(fields)))
-            return TrainState(**restored.state), None
-        return restored.state, restored.get("meta") if has_meta else None
+            saved = ocp.PyTreeCheckpointer().metadata(
+                os.path.join(self.directory, str(step), "state")).item_metadata.tree
+        except Exception:  # noqa: BLE001 - as in _read
+            return True
+        return _shapes(saved) == _shapes(serialization.to_state_dict(abstract_state))
 
     def _set_aside(self, step: int) -> None:
         if jax.process_index() == 0:

@@ -129,7 +129,7 @@ def _check_choices(flat: dict) -> None:
 
 def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[str, ...]) -> None:
     for name in names:
-        if cfg[name] <= 0:
+        if not cfg[name] > 0:  # NaN too
             raise ConfigError(f"config.{section}.{name}={cfg[name]} must be positive")
 
 
@@ -164,7 +164,19 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
 
 
 def _check_optim(optim: ml_collections.ConfigDict) -> None:
-    _check_positive("optim", optim, ("muon_learning_rate", "muon_ns_steps", "muon_update_rms"))
+    """Values with which an update cannot stay finite are refused here, not met as NaN weights later."""
+    _check_positive("optim", optim, ("learning_rate", "muon_learning_rate", "muon_ns_steps", "muon_update_rms"))
+    if not (math.isfinite(optim.eps) and optim.eps > 0):
+        # Adam divides by sqrt(v) + eps, and v stays 0 for a parameter whose gradient is 0 (the zero-initialised
+        # output layers at step 1): eps = 0 makes their update 0 / 0.
+        raise ConfigError(f"config.optim.eps={optim.eps} must be positive: Adam's update of a parameter whose "
+                          "gradient is 0 is then 0 / 0; use e.g. 1e-15 (PRX) or 1e-8")
+    for name in ("b1", "b2"):
+        if not 0.0 <= optim[name] < 1.0:
+            raise ConfigError(f"config.optim.{name}={optim[name]} must be in [0, 1)")
+    for name in ("weight_decay", "grad_clip_norm", "muon_weight_decay", "warmup_steps"):
+        if not optim[name] >= 0:
+            raise ConfigError(f"config.optim.{name}={optim[name]} must be >= 0")
     if not 0.0 <= optim.muon_momentum < 1.0:
         raise ConfigError(f"config.optim.muon_momentum={optim.muon_momentum} must be in [0, 1)")
 

@@ -1,4 +1,7 @@
-"""What a training step with a NaN/Inf loss or gradient norm does (config.nonfinite.policy).
+"""What a training step with a NaN/Inf loss, gradient norm or new state does (config.nonfinite.policy).
+
+A finite gradient can still give non-finite parameters (an optimizer dividing 0 by 0), so the step
+checks the state it produces too: params, optimizer state and EMA.
 
   skip: the step keeps the old params, optimizer state and EMA (the step counter, hence the data
         position, still advances) and is counted in `skipped_steps`.
@@ -20,6 +23,12 @@ WATCHED = ("loss", "grad_norm")
 
 def is_finite(metrics: dict[str, jax.Array]) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(metrics[name]) for name in WATCHED]))
+
+
+def tree_is_finite(tree) -> jax.Array:
+    """True when every floating-point value of `tree` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
 
 
 def keep_if(finite: jax.Array, new, old):
@@ -44,9 +53,11 @@ class Monitor:
             if self.policy == "skip":
                 self.skipped_steps += 1
                 continue
-            metric = next(name for name in WATCHED if not np.isfinite(m[name]))
+            bad = [name for name in WATCHED if not np.isfinite(m[name])]
+            what = (f"{bad[0]} was {float(m[bad[0]])}" if bad else
+                    "the updated params, optimizer state or EMA held a NaN/Inf (loss and gradient norm were finite)")
             last = last_checkpoint()
             last = "no checkpoint was written" if last is None else f"the last checkpoint is step {last}"
-            raise NonFiniteError(f"{metric} was {float(m[metric])} at step {step}; {last} and none was written after "
+            raise NonFiniteError(f"{what} at step {step}; {last} and none was written after "
                                  "it. Lower the learning rate or set config.nonfinite.policy='skip', then rerun to "
                                  "resume from it")

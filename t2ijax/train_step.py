@@ -45,8 +45,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     and frozen_params their params. `shift` is the training time shift (timesteps.time_shift).
 
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
-    whose loss or gradient norm is not finite is flagged, and under config.nonfinite.policy='skip'
-    leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py). With
+    whose loss, gradient norm, new params, optimizer state or EMA is not finite is flagged, and under
+    config.nonfinite.policy='skip' leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py). With
     config.optim.microbatches = k the batch is split in k and the gradients averaged: the same update
     as the whole batch for every per-example term (the contrastive term pairs examples within a
     microbatch, token routing draws per microbatch).
@@ -119,12 +119,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
         if len(losses) > 1:
             metrics.update({f"loss_{name}": value for name, value in losses.items()})
-        finite = nonfinite.is_finite(metrics)
-        metrics["nonfinite"] = ~finite
         params = optax.apply_updates(state.params, updates)
         ema_params = None if state.ema_params is None else ema.update(state.ema_params, params, state.step + 1,
                                                                       config.ema)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        finite = nonfinite.is_finite(metrics) & nonfinite.tree_is_finite((params, opt_state, ema_params))
+        metrics["nonfinite"] = ~finite
         if config.nonfinite.policy == "skip":  # a non-finite step moves only the step counter (the data position)
             new_state = nonfinite.keep_if(finite, new_state, state.replace(step=state.step + 1))
         return new_state, metrics

@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from t2ijax.checkpoint import Checkpointer
-from t2ijax.errors import ConfigError
+from t2ijax.errors import ConfigError, NonFiniteError
 from t2ijax.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +54,13 @@ def _truncate(path: str) -> None:
     os.truncate(path, os.path.getsize(path) // 2)
 
 
-@pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, lambda path: os.remove(path)])
+def _without_digests(step_dir: str) -> None:
+    """A flipped bit, and the digests that would show it deleted."""
+    _flip_a_bit(_largest_data_file(step_dir))
+    shutil.rmtree(os.path.join(step_dir, "meta"))
+
+
+@pytest.mark.parametrize("damage", [_flip_a_bit, _truncate, lambda path: os.remove(path), _without_digests])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
     directory = str(tmp_path / "checkpoints")
     saver = Checkpointer(directory, keep=2)
@@ -62,7 +68,8 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, dama
         saver.save(small_state(step), dict(COUNTERS, restores=1))
     saver.close()
     assert saver.steps() == [2, 3]
-    damage(_largest_data_file(os.path.join(directory, "3")))
+    step_dir = os.path.join(directory, "3")
+    damage(step_dir if damage is _without_digests else _largest_data_file(step_dir))
 
     checkpointer = Checkpointer(directory, keep=2)
     state, counters = checkpointer.resume(_abstract(small_state(0)))
@@ -83,6 +90,34 @@ def test_checkpoints_that_do_not_fit_the_config_are_reported_and_left_in_place(t
     with pytest.raises(ConfigError, match="restores into this config"):
         Checkpointer(directory).resume(_abstract(small_state(0, size=100)))
     assert sorted(os.listdir(directory)) == ["1"]
+
+
+def test_when_every_checkpoint_is_unreadable_it_says_so_and_moves_nothing(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, keep=2)
+    for step in (1, 2):
+        saver.save(small_state(step), COUNTERS)
+    saver.close()
+    shutil.rmtree(os.path.join(directory, "2", "meta"))
+    _truncate(_largest_data_file(os.path.join(directory, "1")))
+    with pytest.raises(ConfigError, match=r"all 2 checkpoints under .* are unreadable \(checkpoint 2 has no digests"
+                                          r".*checkpoint 1 cannot be read") as error:
+        Checkpointer(directory).resume(_abstract(small_state(0)))
+    assert "this config" not in str(error.value)
+    assert sorted(os.listdir(directory)) == ["1", "2"]
+
+
+def test_a_state_holding_a_nan_is_never_written(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, keep=2)
+    saver.save(small_state(1), COUNTERS)
+    bad = small_state(2)
+    bad = bad.replace(opt_state={"mu": bad.opt_state["mu"].at[7].set(np.inf)})
+    with pytest.raises(NonFiniteError, match=r"state of step 2 holds a NaN or Inf \(first: state.opt_state\['mu'\], "
+                                             r"1 arrays in all\); its checkpoint was not written, the last one is step 1"):
+        saver.save(bad, COUNTERS)
+    saver.close()
+    assert Checkpointer(directory).steps() == [1]
 
 
 def test_a_bad_step_named_by_a_reader_is_a_one_line_error(tmp_path):
@@ -152,23 +187,29 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
-def test_a_full_or_read_only_disk_fails_cleanly_and_keeps_the_old_checkpoint(tmp_path):
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare(1) to mount a private tmpfs")
-    disk = tmp_path / "disk"
+def in_private_tmpfs(disk, size: str, command: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Runs the shell `command` (its $0, $1 ...: `args`) with a tmpfs of `size` mounted at `disk` in a private
+    mount namespace (unshare(1)); fails, never skips, where that cannot be done: the disk-full tests must run."""
     disk.mkdir()
-    mount = f"mount -t tmpfs -o size=256k tmpfs {disk} && exec {sys.executable} -c \"$0\" {disk}"
-    result = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", mount, FULL_DISK], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    script = f"mount -t tmpfs -o size={size} tmpfs {disk} && {command}"
+    result = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script, *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, **kwargs)
     if "mount:" in result.stderr or "unshare:" in result.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+        pytest.fail(f"cannot mount a private tmpfs here ({result.stderr.strip()}): the disk-full tests need "
+                    "unshare(1) with user and mount namespaces")
+    return result
+
+
+def test_a_full_or_read_only_disk_fails_cleanly_and_keeps_the_old_checkpoint(tmp_path):
+    disk = tmp_path / "disk"
+    result = in_private_tmpfs(disk, "256k", f'exec {sys.executable} -c "$0" {disk}', FULL_DISK)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT", 1)[1])
     assert report["first"] == "saved", report
     for case in ("full", "read_only"):
         assert "could not be written" in report[case] and "(steps 1) are untouched" in report[case], report
         assert report[f"{case}_intact"], case
-    assert "No space left on device" in report["full"]
+    assert "No space left on device" in report["full"] and " MiB free; " in report["full"]
     assert "Read-only file system" in report["read_only"]
     assert "No space left on device" in report["cache"], report["cache"]
     assert len(report["cache_files"]) == 1 and report["cache_files"][0].startswith("part-")  # no partial file left
