@@ -6,7 +6,8 @@ import ml_collections
 import optax
 
 from t2ijax import nonfinite, sharding
-from t2ijax.diffusion.losses import clip_time, contrastive_error, denoising_loss, noised, velocity_mse, x0_estimate
+from t2ijax.diffusion.losses import (clip_time, contrastive_negatives, denoising_loss, noised, velocity_mse,
+                                     weighted_error, x0_estimate)
 from t2ijax.diffusion.timesteps import sample_timesteps
 from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema, perceptual, repa
@@ -29,7 +30,7 @@ def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
     return text, text_mask
 
 
-def _microbatches(batch: dict, count: int) -> dict:
+def _microbatches(batch, count: int):
     """[B, ...] -> [count, B / count, ...], microbatch i holding examples i, i + count, ...: each device's
     rows of a batch split over devices stay on that device."""
     split = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
@@ -47,30 +48,50 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
     whose loss, gradient norm, new params, optimizer state or EMA is not finite is flagged, and under
     config.nonfinite.policy='skip' leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py). With
-    config.optim.microbatches = k the batch is split in k and the gradients averaged: the same update
-    as the whole batch for every per-example term (the contrastive term pairs examples within a
-    microbatch, token routing draws per microbatch).
+    config.optim.microbatches = k the batch is split in k and the microbatches' gradients summed, each
+    term normalised by the whole batch: the randomness (t, noise, caption drops, the contrastive pairs,
+    the examples below the perceptual t thresholds) is drawn for the whole batch first and split with
+    it, so the update is the whole batch's to float rounding, except that token routing draws its
+    tokens per microbatch (the same distribution, other tokens).
     """
     diffusion = config.diffusion
     routed = config.routing.method != "none"
     repa_on = config.repa.weight > 0
     perceptual_on = config.perceptual.dino_weight > 0 or config.perceptual.lpips_weight > 0
 
-    def loss_fn(params, batch, rng, step, frozen_params):
-        x0 = batch["x0"]
+    def per_example_draws(batch, rng) -> dict:
+        """The step's randomness for every example of the whole batch, drawn before any split into
+        microbatches: t, noise, the captions after dropout, the contrastive negatives (each example's
+        predecessor in the whole batch) and the perceptual losses' weights over the examples below their
+        t thresholds."""
+        x0, p = batch["x0"], config.perceptual
         t_rng, noise_rng, drop_rng = jax.random.split(rng, 3)
         t = clip_time(sample_timesteps(t_rng, x0.shape[0], diffusion, shift))
         eps = jax.random.normal(noise_rng, x0.shape, x0.dtype)
         text, text_mask = drop_captions(drop_rng, batch["text"].astype(jnp.float32), batch["text_mask"],
                                         null_text, null_mask, config.data.caption_dropout)
-        point, x_t = noised(x0, eps, t, diffusion)
-        route_rng = jax.random.fold_in(rng, ROUTE_STREAM) if routed else None
-        output, state = model.apply({"params": params}, x_t, t, text, text_mask, route_rng=route_rng,
-                                    mutable="intermediates")
-        losses = {"denoising": jnp.mean(denoising_loss(output, x_t, point, x0, eps, diffusion))}
+        draws = {"t": t, "eps": eps, "text": text, "text_mask": text_mask}
         if config.contrastive.weight > 0:
-            losses["contrastive"] = -config.contrastive.weight * jnp.mean(
-                contrastive_error(output, x_t, point, x0, eps, diffusion))
+            draws["negatives"] = contrastive_negatives(noised(x0, eps, t, diffusion)[0], x0, eps, diffusion)
+        if p.dino_weight > 0:
+            draws["pdino_weights"] = perceptual.below_t_weights(t, p.dino_t_max)
+        if p.lpips_weight > 0:
+            draws["lpips_weights"] = perceptual.below_t_weights(t, p.lpips_t_max)
+        return draws
+
+    microbatches = config.optim.microbatches
+    batch_mean = lambda per_example: jnp.sum(per_example) / (per_example.shape[0] * microbatches)
+
+    def loss_fn(params, batch, draws, route_rng, step, frozen_params):
+        """The (micro)batch's share of the whole batch's loss: the shares of the k microbatches add up to it."""
+        x0, t, eps = batch["x0"], draws["t"], draws["eps"]
+        point, x_t = noised(x0, eps, t, diffusion)
+        output, state = model.apply({"params": params}, x_t, t, draws["text"], draws["text_mask"],
+                                    route_rng=route_rng, mutable="intermediates")
+        losses = {"denoising": batch_mean(denoising_loss(output, x_t, point, x0, eps, diffusion))}
+        if config.contrastive.weight > 0:
+            losses["contrastive"] = -config.contrastive.weight * batch_mean(
+                weighted_error(output, x_t, point, draws["negatives"], diffusion))
         grid = (x0.shape[1] // config.model.patch_size, x0.shape[2] // config.model.patch_size)
         real = _pixels(batch) if "image" in batch else None
         if repa_on:
@@ -78,39 +99,42 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
             target = frozen.teacher.features(frozen_params["teacher"], real, grid)
             similarity = repa.alignment(captured["repa"][0], captured["hidden_tokens"][0], target,
                                         config.repa.spatial_norm)
-            losses["repa"] = -repa.weight_at(config.repa, step) * jnp.mean(similarity)
+            losses["repa"] = -repa.weight_at(config.repa, step) * batch_mean(similarity)
         if perceptual_on:
             predicted = frozen.space.decode(x0_estimate(output, x_t, point, diffusion), frozen_params["decoder"])
-            losses.update(_perceptual_losses(frozen, frozen_params, predicted, real, t, grid))
+            losses.update(_perceptual_losses(frozen, frozen_params, predicted, real, draws, grid))
         return sum(losses.values()), losses
 
-    def _perceptual_losses(frozen, frozen_params, predicted, real, t, grid):
+    def _perceptual_losses(frozen, frozen_params, predicted, real, draws, grid):
         p, out = config.perceptual, {}
         if p.dino_weight > 0:
             per_example = perceptual.pdino_loss(frozen.teacher, frozen_params["teacher"], predicted, real,
                                                 perceptual.dino_grid(p, grid))
-            out["pdino"] = p.dino_weight * perceptual.below_t_mean(per_example, t, p.dino_t_max)
+            out["pdino"] = p.dino_weight * jnp.sum(per_example * draws["pdino_weights"])
         if p.lpips_weight > 0:
             per_example = perceptual.lpips_loss(frozen.lpips, frozen_params["lpips"], predicted, real)
-            out["lpips"] = p.lpips_weight * perceptual.below_t_mean(per_example, t, p.lpips_t_max)
+            out["lpips"] = p.lpips_weight * jnp.sum(per_example * draws["lpips_weights"])
         return out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    microbatches = config.optim.microbatches
 
     def gradients(params, batch, rng, step, frozen_params):
+        draws = per_example_draws(batch, rng)
+        route_rng = jax.random.fold_in(rng, ROUTE_STREAM) if routed else None
         if microbatches == 1:
-            return grad_fn(params, batch, rng, step, frozen_params)
+            return grad_fn(params, batch, draws, route_rng, step, frozen_params)
 
         def accumulate(total, inputs):
-            index, micro = inputs
-            out = grad_fn(params, micro, jax.random.fold_in(rng, index), step, frozen_params)
+            index, micro, micro_draws = inputs
+            micro_route_rng = None if route_rng is None else jax.random.fold_in(route_rng, index)
+            out = grad_fn(params, micro, micro_draws, micro_route_rng, step, frozen_params)
             return jax.tree.map(jnp.add, total, out), None
 
-        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[::microbatches], batch),
-                                                            rng, step, frozen_params))
-        total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), _microbatches(batch, microbatches)))
-        return jax.tree.map(lambda x: x / microbatches, total)
+        split = _microbatches((batch, draws), microbatches)
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, *jax.tree.map(lambda x: x[0], split),
+                                                            route_rng, step, frozen_params))
+        total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), *split))
+        return total
 
     def train_step(state: TrainState, batch, frozen_params=None):
         rng = jax.random.fold_in(state.rng, state.step)

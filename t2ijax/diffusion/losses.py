@@ -82,19 +82,29 @@ def _per_example_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=tuple(range(1, x.ndim)))
 
 
-def denoising_loss(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
+def weighted_error(output: jax.Array, x_t: jax.Array, point: PathPoint, target: jax.Array,
                    cfg: ml_collections.ConfigDict) -> jax.Array:
-    """Per-example weighted MSE of the network's `output` at x_t in config.diffusion.loss_space."""
-    output, target = _errors(output, x_t, point, x0, eps, cfg, loss_space(cfg))
+    """Per-example weighted MSE of the network's `output` at x_t against `target`, in config.diffusion.loss_space."""
+    output = convert(point, output.astype(jnp.float32), x_t, cfg.prediction, loss_space(cfg), cfg.t_min)
     return _per_example_mean(loss_weight(point, cfg) * jnp.square(output - target))
 
 
-def contrastive_error(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
-                      cfg: ml_collections.ConfigDict) -> jax.Array:
-    """The same weighted error against the next example's target (the batch rolled by one): contrastive
-    flow matching subtracts it, pushing the predictions of different examples apart."""
-    output, target = _errors(output, x_t, point, x0, eps, cfg, loss_space(cfg))
-    return _per_example_mean(loss_weight(point, cfg) * jnp.square(output - jnp.roll(target, 1, axis=0)))
+def loss_target(point: PathPoint, x0: jax.Array, eps: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """What the network's output is compared with, in config.diffusion.loss_space."""
+    return PREDICTIONS.get(loss_space(cfg)).target(point, x0, eps)
+
+
+def denoising_loss(output: jax.Array, x_t: jax.Array, point: PathPoint, x0: jax.Array, eps: jax.Array,
+                   cfg: ml_collections.ConfigDict) -> jax.Array:
+    """Per-example weighted MSE of the network's `output` at x_t in config.diffusion.loss_space."""
+    return weighted_error(output, x_t, point, loss_target(point, x0, eps, cfg), cfg)
+
+
+def contrastive_negatives(point: PathPoint, x0: jax.Array, eps: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """Each example's negative for contrastive flow matching: the previous example's target (the batch's
+    targets rolled by one; the first example pairs with the last). The train step subtracts the weighted
+    error against it (weighted_error), pushing the predictions of different examples apart."""
+    return jnp.roll(loss_target(point, x0, eps, cfg), 1, axis=0)
 
 
 def x0_estimate(output: jax.Array, x_t: jax.Array, point: PathPoint, cfg: ml_collections.ConfigDict) -> jax.Array:

@@ -8,7 +8,7 @@ the train step has
   prediction through Prediction.split, though those from epsilon blow up as t -> 1), and
 - pixels: pixel space (autoencoder 'identity'), or latents decoded inside the step by the
   autoencoder's decoder (differentiable, at the decoder's cost).
-PRX weights each loss over the examples with t below a threshold only (`below_t_mean`): near
+PRX weights each loss over the examples with t below a threshold only (`below_t_weights`): near
 t = 1 the estimate is a blur whatever the network does.
 
 P-DINO (PixelGen, as in PRX): the mean over patches of 1 - cos(f(x0_pred), f(x0)), f the teacher's
@@ -45,10 +45,12 @@ def lpips_loss(module: Lpips, params, predicted: jax.Array, real: jax.Array) -> 
     return module.apply({"params": jax.lax.stop_gradient(params)}, pair)
 
 
-def below_t_mean(per_example: jax.Array, t: jax.Array, t_max: float) -> jax.Array:
-    """Mean over the examples with t < t_max (0 when there are none); t_max 1 keeps all but t = 1."""
-    keep = (t.reshape(per_example.shape) < t_max).astype(per_example.dtype)
-    return jnp.sum(per_example * keep) / jnp.maximum(jnp.sum(keep), 1.0)
+def below_t_weights(t: jax.Array, t_max: float) -> jax.Array:
+    """[B] weights that make sum(weights * per-example loss) the mean over the examples with t < t_max
+    (0 when there are none; t_max 1 keeps all but t = 1). Drawn for the whole batch, they give each
+    microbatch its share of that mean."""
+    keep = (t < t_max).astype(jnp.float32)
+    return keep / jnp.maximum(jnp.sum(keep), 1.0)
 
 
 def dino_grid(perceptual, token_grid: tuple[int, int]) -> tuple[int, int] | None:
