@@ -71,7 +71,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     from t2ijax.data.prepare import prepare, text_cache_dir
     from t2ijax.data.text_cache import TextCache
     from t2ijax.prompts import read_prompts
-    from t2ijax.restore import load_run_config, restore_run, sampler_settings
+    from t2ijax.restore import load_run, load_run_config, sampler_settings
     from t2ijax.train_step import make_heldout_loss
 
     config = load_run_config(workdir)
@@ -82,8 +82,8 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     validate_eval(config)
     captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
 
-    data = prepare(config)
-    run = restore_run(workdir, config, *data.validation["text"].shape[1:], step=step)
+    data = prepare(config, build=False)
+    run = load_run(workdir, step, config)
     prompts = None
     if captions is not None:
         text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)

@@ -1,6 +1,7 @@
 """A training run brought back for inference: its config, model and checkpointed parameters.
 
-Shared by the CLIs that read a run directory (`t2ijax.sample`, `t2ijax.evaluate`).
+`load_run` is the public entry (`t2ijax.load_run`); the CLIs that read a run directory
+(`t2ijax.sample`, `t2ijax.evaluate`, `t2ijax.interop.export`) go through it.
 """
 import dataclasses
 import json
@@ -10,6 +11,27 @@ import ml_collections
 
 from configs import base
 from t2ijax.errors import ConfigError
+
+
+# Fields that hold local files or directories: stored absolute, so a run means the same files from any directory.
+LOCAL_PATHS = ("data.data_dir", "data.path", "text_encoder.path", "text_encoder.tokenizer", "perceptual.lpips_weights",
+               "eval.inception_weights", "eval.clip_weights", "eval.dinov2_weights")
+# Fields that hold a registered name or a Hub id as well: a path only when it exists here.
+NAMES_OR_PATHS = ("init_from", "text_encoder.name", "autoencoder.name", "teacher.path")
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Makes every local path of `config` absolute, in place (after `finetune.resolve_init_from`): relative
+    ones are taken from the working directory. URLs ("gs://...") and names that are no local path stay."""
+    for field in (*LOCAL_PATHS, *NAMES_OR_PATHS):
+        section, _, name = field.rpartition(".")
+        holder = config[section] if section else config
+        value = holder[name]
+        if not value or "://" in value:
+            continue
+        path = os.path.expanduser(value)
+        if field in LOCAL_PATHS or os.path.exists(path):
+            holder[name] = os.path.abspath(path)
 
 
 def _with_defaults(values: dict, defaults: dict) -> dict:
@@ -58,13 +80,16 @@ def _renamed_caption_field(saved: dict) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was trained with, in today's field names; fields added to configs/base.py
-    since take their defaults."""
+    since take their defaults. Runs saved before paths were stored absolute have theirs resolved
+    against the working directory, as they were read then."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
         saved = _renamed_caption_field(_renamed_resolution_embeds(_renamed_text_section(json.load(f))))
-    return ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
+    config = ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
+    resolve_paths(config)
+    return config
 
 
 @dataclasses.dataclass
@@ -79,6 +104,11 @@ class RestoredRun:
     @property
     def step(self) -> int:
         return int(self.state.step)
+
+    @property
+    def params(self):
+        """What samples and evaluations use: the EMA params when the run kept them, else the params."""
+        return self.state.sampling_params
 
     def generator(self, sampler: ml_collections.ConfigDict, negative_text, negative_mask,
                   size: tuple[int, int] | None = None):
@@ -129,3 +159,17 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     state = checkpointer.restore(abstract, step)
     checkpointer.close()
     return RestoredRun(config, model, space, state, (resolution, resolution, space.channels), mesh)
+
+
+def load_run(workdir: str, step: int | None = None,
+             config: ml_collections.ConfigDict | None = None) -> RestoredRun:
+    """The run in `workdir` at checkpoint `step` (default: the latest) on all local devices: `.config`,
+    `.model` (a Flax module), `.params` (its EMA params when it kept them), `.state` and `.generator(...)`.
+
+    `config` is the run's (`load_run_config(workdir)`) with fields that change no parameter shape
+    overridden, as the CLIs override config.eval and config.sampler. Reads no dataset; only a latent-space
+    run reads its latent normalization under config.data.data_dir."""
+    from t2ijax.planning import text_width
+
+    config = load_run_config(workdir) if config is None else config
+    return restore_run(workdir, config, config.text_encoder.max_length, text_width(config.text_encoder), step)

@@ -39,7 +39,7 @@ def _size(default: int) -> tuple[int, int]:
 def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     from t2ijax.models.build import latent_size
     from t2ijax.models.text import text_encoder_from_config
-    from t2ijax.restore import load_run_config, restore_run, sampler_settings
+    from t2ijax.restore import load_run, load_run_config, sampler_settings
 
     config = load_run_config(FLAGS.workdir)
     size = _size(config.data.resolution)
@@ -49,9 +49,9 @@ def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     encoder = text_encoder_from_config(config.text_encoder)
     text, text_mask = encoder.encode(prompts)
     negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
-    run = restore_run(FLAGS.workdir, config, *text.shape[1:])
+    run = load_run(FLAGS.workdir, config=config)
     generator = run.generator(sampler, negative_text[0], negative_mask[0], size)
-    return generator(run.state.sampling_params, text, text_mask), f"step {run.step}"
+    return generator(run.params, text, text_mask), f"step {run.step}"
 
 
 def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:

@@ -13,7 +13,7 @@ from clu import metric_writers
 from PIL import Image
 
 from t2ijax import checkpoint, evaluation, nonfinite, phases, preemption, sharding, train_state
-from t2ijax.config import validate
+from t2ijax.config import flatten, validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
 from t2ijax.diffusion.timesteps import time_shift
@@ -22,7 +22,7 @@ from t2ijax.generate import Generator, generator_at, image_grid
 from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
-from t2ijax.restore import load_run_config
+from t2ijax.restore import load_run_config, resolve_paths
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
 from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
@@ -40,17 +40,27 @@ def check_writable(directory: str) -> None:
                           "--workdir") from None
 
 
-def check_same_latent_space(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """A run resumed with another autoencoder or latent normalization would train on other inputs."""
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")) or not os.listdir(os.path.join(workdir, "checkpoints")):
+# Fields a resumed run may change: they change neither what is restored nor what is trained on.
+CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval.", "sampler.", "nonfinite.",
+                        "distributed.", "mesh.", "sharding_rules", "bench.", "autoencoder_training.",
+                        "model.remat_policy", "model.attention_impl", "latents.encode_batch_size",
+                        "text_encoder.cache_unpadded")
+
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Before anything in `workdir` is written: a run whose checkpoints would be resumed with another model,
+    optimizer, data, latent space or text encoder is refused, naming every field that differs."""
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
         return
-    trained = load_run_config(workdir)
-    for section, field in (("autoencoder", "name"), ("latents", "normalization"), ("latents", "posterior"),
-                           ("latents", "stats_examples")):
-        if trained[section][field] != config[section][field]:
-            raise ConfigError(f"{workdir} holds checkpoints trained with config.{section}.{field}="
-                              f"{trained[section][field]!r}, this config asks {config[section][field]!r}; "
-                              "use another --workdir")
+    run, new = (flatten(json.loads(c.to_json_best_effort())) for c in (load_run_config(workdir), config))
+    differing = [k for k in sorted(run.keys() | new.keys())
+                 if run.get(k) != new.get(k) and not k.startswith(CHANGEABLE_ON_RESUME)]
+    if differing:
+        fields = "; ".join(f"{k}: run has {run.get(k)!r}, you passed {new.get(k)!r}" for k in differing)
+        raise ConfigError(f"{workdir} holds checkpoints of another config ({fields}); resume with the run's values "
+                          f"(only {', '.join(f.rstrip('.') for f in CHANGEABLE_ON_RESUME)} may change) or pass "
+                          "another --workdir")
 
 
 def _format_eta(seconds: float) -> str:
@@ -73,9 +83,10 @@ class Run:
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
         finetune.resolve_init_from(config)
+        resolve_paths(config)  # config.json then means the same files from any working directory
         validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
         check_writable(os.path.join(workdir, "checkpoints"))
-        check_same_latent_space(workdir, config)
+        check_resumable(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)
         self.rules = sharding.logical_rules(config.sharding_rules)
         self.writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),

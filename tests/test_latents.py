@@ -18,7 +18,7 @@ from t2ijax.data.sources import load_split
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.autoencoders.inputs import check_images
-from t2ijax.train import Run, check_same_latent_space
+from t2ijax.train import Run, check_resumable
 from t2ijax.models.autoencoders.training import train_autoencoder
 
 
@@ -142,10 +142,11 @@ def test_resuming_a_run_with_another_latent_space_is_refused(trained, data_dir, 
     pixel = tiny_config(data_dir)
     (tmp_path / "checkpoints" / "3").mkdir(parents=True)
     (tmp_path / "config.json").write_text(pixel.to_json())
-    check_same_latent_space(str(tmp_path), pixel)
+    check_resumable(str(tmp_path), pixel)
     latent = _latent_config(data_dir, trained[0]["autoencoder"])
-    with pytest.raises(ConfigError, match="holds checkpoints trained with config.autoencoder.name='identity', this config asks '.*'; use another"):
-        check_same_latent_space(str(tmp_path), latent)
+    with pytest.raises(ConfigError, match="holds checkpoints of another config .*autoencoder.name: run has 'identity', "
+                                          "you passed '.*'; .*or pass another --workdir"):
+        check_resumable(str(tmp_path), latent)
 
 
 def test_bad_images_and_latent_shapes_fail_in_one_line(trained, data_dir):

@@ -17,7 +17,7 @@ from absl import logging
 from t2ijax.config import apply_overrides, flatten, validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop.finetune import resolve_init_from
-from t2ijax.restore import load_run_config
+from t2ijax.restore import load_run_config, resolve_paths
 
 # The side-by-side sample grid compares variants on the same prompts and noise.
 SAMPLE_FIELDS = ("sample.prompts", "sampler.seed")
@@ -79,6 +79,7 @@ def config_of(axis: Axis, variant: str, overrides: dict) -> ml_collections.Confi
         raise ConfigError(f"{axis.path}: {e}") from None
     apply_overrides(config, overrides, "the command line's --config overrides")
     resolve_init_from(config)
+    resolve_paths(config)  # as training stores them: compared with the config.json of runs on disk
     return config
 
 

@@ -113,13 +113,25 @@ def _training_views(groups: dict[Size, dict[str, np.ndarray]], data_cfg: ml_coll
     return train, table, table_mask
 
 
-def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None) -> PreparedData:
+def check_prepared(config: ml_collections.ConfigDict) -> None:
+    """One line saying where it looked, when the data a run prepared (its caption cache first) is not where
+    config.data.data_dir says: a command that reads a run never builds them anew somewhere else."""
+    store = TextCache(text_cache_dir(config.data), config.text_encoder).directory
+    if not os.path.isdir(store):
+        raise ConfigError(f"the run's data is not where its config.json says: no caption cache at {store}; run "
+                          "where it was trained, or set data.data_dir in its config.json to where its data is")
+
+
+def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None, build: bool = True) -> PreparedData:
     """Builds what is missing (dataset, caption embeddings, latents) and loads everything into memory.
 
     Runs the text encoder (its parameters sharded over `mesh` when given) only for captions not
     cached yet: dataset captions, the empty caption, the sample prompts and the negative prompt;
     and the autoencoder only for latent shards not cached yet; training itself never does either.
+    `build=False` (commands that read a run) first checks that the run's data is there (`check_prepared`).
     """
+    if not build:
+        check_prepared(config)
     _build_on_one_process(config.data)
     cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
 

@@ -115,16 +115,32 @@ def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int =
     return directory
 
 
+def _model_card(config, step: int, what: str) -> str:
+    """README.md of an exported run: the inputs its transformer was trained on, which a pipeline must feed it."""
+    text, layer = config.text_encoder, config.text_encoder.layer
+    hidden = {-1: "last layer's hidden states", 0: "embedding layer's output"}.get(
+        layer, f"hidden states after layer {layer}")
+    expects = {"text_encoder": {k: text[k] for k in ("name", "path", "tokenizer", "layer", "max_length", "clean")},
+               "autoencoder": config.autoencoder.name, "latent_normalization": config.latents.normalization,
+               "resolution": config.data.resolution}
+    return (f"# {CLASS_NAME} exported by t2ijax\n\nStep {step} ({what}) of a t2ijax training run.\n\n"
+            f"It reads the {hidden} (layer {layer}) of the text encoder `{text.path or text.name}`, at most "
+            f"{text.max_length} tokens per caption, and latents of the autoencoder `{config.autoencoder.name}` "
+            f"({config.latents.normalization} normalization). A pipeline that feeds it another text encoder, another "
+            f"layer or another latent space gets noise.\n\n```json\n{json.dumps(expects, indent=1)}\n```\n")
+
+
 def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True) -> tuple[int, str]:
-    """Writes checkpoint `step` of the run in `workdir` to `out`; returns (step, what was exported)."""
-    from t2ijax.models.text import text_encoder_from_config
-    from t2ijax.restore import load_run_config, restore_run
+    """Writes checkpoint `step` of the run in `workdir` to `out`, with a README.md naming the text encoder, layer
+    and latent space its transformer expects; returns (step, what was exported)."""
+    from t2ijax.restore import load_run, load_run_config
 
     config = load_run_config(workdir)
     if config.model.name != "prx":
         raise ConfigError(f"{workdir} trained config.model.name='{config.model.name}'; only prx exports to diffusers")
-    text, _ = text_encoder_from_config(config.text_encoder).encode([""])
-    run = restore_run(workdir, config, *text.shape[1:], step=step)
+    run = load_run(workdir, step, config)
     use_ema = ema and run.state.ema_params is not None
-    prx_to_diffusers(run.model, run.state.ema_params if use_ema else run.state.params, out)
-    return run.step, "EMA params" if use_ema else "params"
+    what = "EMA params" if use_ema else "params"
+    directory = prx_to_diffusers(run.model, run.state.ema_params if use_ema else run.state.params, out)
+    (directory / "README.md").write_text(_model_card(config, run.step, what))
+    return run.step, what

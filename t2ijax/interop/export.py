@@ -2,7 +2,8 @@
 
   python -m t2ijax.interop.export --workdir=workdirs/shapes_tiny --out=exported/transformer [--step=1600] [--noema]
 
-Then, in PyTorch: PRXTransformer2DModel.from_pretrained("exported/transformer").
+Then, in PyTorch: PRXTransformer2DModel.from_pretrained("exported/transformer"). The directory's README.md
+names the text encoder, its layer and the latent space the transformer was trained on.
 """
 import sys
 
@@ -27,7 +28,8 @@ def main(argv):
         step, what = export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.ema)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    print(f"step {step}: wrote the {what} to {FLAGS.out} (PRXTransformer2DModel.from_pretrained loads it)")
+    print(f"step {step}: wrote the {what} to {FLAGS.out} (PRXTransformer2DModel.from_pretrained loads it; "
+          "README.md names the text encoder and layer it expects)")
 
 
 if __name__ == "__main__":
