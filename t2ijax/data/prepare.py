@@ -18,6 +18,7 @@ from t2ijax.data.text_cache import TextCache
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
 from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS
+from t2ijax.techniques.frozen import needs_images
 
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
 
@@ -26,8 +27,10 @@ ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "backgro
 class PreparedData:
     space: LatentSpace                    # what the denoiser's inputs are
     train: dict[Size, dict[str, np.ndarray]]  # per image size (one, or one per bucket): image (pixel space) or
-                                              # latent [N, V, ...] per view, caption [N, V, F] rows of
-                                              # train_text per view and field, caption_weights [N, F]
+                                              # latent [N, V, ...] per view (and image beside it when a
+                                              # technique needs pixels: frozen.needs_images), caption
+                                              # [N, V, F] rows of train_text per view and field,
+                                              # caption_weights [N, F]
     train_text: np.ndarray                # [U, L, D] embeddings of the training captions, once per unique caption
     train_text_mask: np.ndarray           # [U, L]
     validation: dict[str, np.ndarray]     # image, (latent,) text, text_mask, caption, and attributes if any
@@ -151,8 +154,9 @@ def prepare(config: ml_collections.ConfigDict, mesh=None, rules=None, build: boo
                      for size in config.eval.sizes}
     space, latent_cache = latent_space(config, _square_images(train, config.data.resolution))
     if latent_cache is not None:
+        keep_images = needs_images(config)  # REPA and the perceptual losses compare with each view's real image
         for group in train.values():
-            group["latent"] = latent_cache.latents("train", group.pop("image"))
+            group["latent"] = latent_cache.latents("train", group["image"] if keep_images else group.pop("image"))
         for split in (validation, *validation_at.values()):
             split["latent"] = latent_cache.latents("validation", split["image"])
     null_text, null_mask = cache.lookup([""])

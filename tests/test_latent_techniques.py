@@ -1,0 +1,80 @@
+"""REPA, P-DINO and LPIPS in latent space (PRX's recipe: REPA on autoencoder latents): the training images
+stay next to the latents when a technique compares with real pixels, and only then; each image is the one
+its latents were encoded from (view, bucket, phase); each technique trains to a checkpoint."""
+import os
+
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from t2ijax import phases
+from t2ijax.data.loader import Loader
+from t2ijax.data.prepare import prepare
+from t2ijax.models.vision.lpips import VGG16_SLICES
+from t2ijax.train import Run
+from test_latents import _latent_config, trained  # noqa: F401  (trained: this module's autoencoder fixture)
+from test_techniques_train import apply, teacher  # noqa: F401  (teacher: a tiny random DINOv2)
+
+
+@pytest.fixture(scope="module")
+def lpips_weights(tmp_path_factory) -> str:
+    """Random LPIPS weights named as the `lpips` package names them: the mechanics need LPIPS, not a good one."""
+    rng, tensors, channels = np.random.default_rng(0), {}, 3
+    for tap, (slice_index, convs, width) in enumerate(VGG16_SLICES):
+        for index in convs:
+            fan_in = channels * 9
+            tensors[f"net.slice{slice_index}.{index}.weight"] = (
+                rng.standard_normal((width, channels, 3, 3)) * np.sqrt(2 / fan_in)).astype(np.float32)
+            tensors[f"net.slice{slice_index}.{index}.bias"] = np.zeros(width, np.float32)
+            channels = width
+        tensors[f"lin{tap}.model.1.weight"] = rng.uniform(0, 1, (1, width, 1, 1)).astype(np.float32)  # heads >= 0
+    path = str(tmp_path_factory.mktemp("lpips") / "lpips_vgg.safetensors")
+    safetensors.numpy.save_file(tensors, path)
+    return path
+
+
+def technique(name: str, teacher_dir: str, lpips_path: str) -> dict:
+    dino = {"teacher.name": "dinov2", "teacher.path": teacher_dir}
+    return {"repa": {"repa.weight": 0.5, "repa.layer": 0, **dino},
+            "pdino": {"perceptual.dino_weight": 0.1, **dino},
+            "lpips": {"perceptual.lpips_weight": 0.1, "perceptual.lpips_weights": lpips_path}}[name]
+
+
+def _check_images_match_latents(data, batch_size: int) -> None:
+    """Every stored view's image and a loader batch's images encode to the latents beside them."""
+    encode = data.space.images_to_latents
+    for group in data.train.values():
+        assert group["image"].shape[:2] == group["latent"].shape[:2]
+        for view in range(group["image"].shape[1]):
+            np.testing.assert_allclose(encode(group["image"][:4, view]), group["latent"][:4, view], atol=1e-4)
+    batch = Loader([g for _, g in sorted(data.train.items())], batch_size, seed=0).batch(0)
+    np.testing.assert_allclose(encode(batch["image"]), batch["latent"], atol=1e-4)
+
+
+def test_images_stay_beside_the_latents_of_their_view_bucket_and_phase_only_when_needed(trained, data_dir, teacher):
+    config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
+    config.resolution.buckets, config.data.aspect_ratios = True, (0.5, 1.0)
+    config.data.augmentation = "flip"
+    config.resolution.phases = ((16, 8, 1, config.optim.learning_rate), (32, 8, 5, config.optim.learning_rate))
+    assert all("image" not in group for group in prepare(config).train.values())  # no technique: latents only
+
+    apply(config, technique("repa", teacher, ""))
+    for phase in phases.phases(config):
+        data = prepare(phases.phase_config(config, phase))
+        assert len(data.train) == 2 and {g["latent"].shape[1] for g in data.train.values()} == {2}  # buckets, views
+        _check_images_match_latents(data, phase.global_batch_size)
+
+
+@pytest.mark.parametrize("name", ["repa", "pdino", "lpips"])
+def test_each_technique_trains_to_a_checkpoint_in_latent_space(trained, data_dir, teacher, lpips_weights, name,
+                                                               tmp_path):
+    config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
+    apply(config, technique(name, teacher, lpips_weights))
+    config.total_steps = config.checkpoint.every_steps = config.log.every_steps = 2
+    run = Run(config, str(tmp_path)).setup()
+    with jax.set_mesh(run.mesh):
+        run.state, metrics = run.train_step(run.state, run.device_batch(0))
+    assert np.isfinite(float(metrics[f"loss_{name}"])) and float(metrics[f"loss_{name}"]) != 0
+    outputs = run.train()  # the second step, the checkpoint, the final samples and evaluation
+    assert os.listdir(outputs["checkpoints"]) == ["2"]
