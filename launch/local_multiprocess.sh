@@ -48,6 +48,7 @@ start() {
   done
 }
 
+check_install "$python" "$@"
 stopping=0
 stop_all() {
   stopping=1

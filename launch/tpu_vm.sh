@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cloud TPU VMs: create (directly or as a queued resource, several slices for multislice), install
-# t2ijax on every worker, run training on every worker, delete.
+# t2ijax on every worker (launch/lib.sh install_command, with jax[tpu]), run training on every worker, delete.
 #
 #   launch/tpu_vm.sh [--dry-run] ACTION --name=NAME --zone=ZONE [options] [-- training flags]
 #
@@ -84,7 +84,7 @@ case "$action" in
   install)
     [[ -n "$repo" ]] || die "--repo is required (this checkout has no origin remote)"
     on_all_workers "$(quote git clone "$repo" t2ijax) || true; cd ~/t2ijax && $(quote git fetch origin "$ref") && \
-$(quote git checkout FETCH_HEAD) && $(quote pip install -e . 'jax[tpu]')" ;;
+$(quote git checkout FETCH_HEAD) && $(install_command 'jax[tpu]')" ;;
   run)
     on_all_workers "$(remote_train "$@")" ;;
   delete)

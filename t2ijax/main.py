@@ -27,11 +27,13 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax.errors import ConfigError, NonFiniteError, StorageError
     from t2ijax.preemption import EXIT_CODE, Preempted
+    from t2ijax.requirements import check as check_installed
     from t2ijax.sharding import initialize_distributed
     from t2ijax.train import train_and_evaluate
 
     config = loaded_config(FLAGS.config)
     try:
+        check_installed(config)  # before any work: a missing package is one line naming the pip command
         initialize_distributed(config.distributed)
         outputs = train_and_evaluate(config, FLAGS.workdir)
     except (ConfigError, NonFiniteError, StorageError) as e:

@@ -57,9 +57,11 @@ def main(argv):
     from t2ijax.config import validate
     from t2ijax.errors import ConfigError
     from t2ijax.planning import plan, report
+    from t2ijax.requirements import check as check_installed, describe
 
     config = loaded_config(FLAGS.config)
     try:
+        check_installed(config)
         if FLAGS.mesh:
             config.mesh.update(parse_mesh(FLAGS.mesh))
         if FLAGS.batch is not None:
@@ -73,6 +75,7 @@ def main(argv):
     except ConfigError as e:
         sys.exit(f"error: {e}")
     print(report(result))
+    print(f"install: the config {describe(config)}")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(dict(dataclasses.asdict(result), peak_bytes=result.peak_bytes,

