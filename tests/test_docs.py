@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -103,3 +104,78 @@ def test_every_shown_command_exists(command):
     # absl prints its flags and exits 1 after --help; argparse exits 0 after its usage.
     printed_help = "Try --helpfull" in result.stdout or (result.returncode == 0 and "usage" in result.stdout.lower())
     assert printed_help and result.returncode in (0, 1), f"python {command} --help failed:\n{result.stderr[-2000:]}"
+
+
+# A figure: a number not inside a name (t2ijax, bf16, x0, v5e), thousands separators dropped.
+FIGURE = re.compile(r"(?<![A-Za-z_\d.])\d+(?:\.\d+)?")
+LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def _figures(text: str) -> set[Decimal]:
+    return {Decimal(x) for x in FIGURE.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text))}
+
+
+def _quoted(figure: Decimal, source: set[Decimal]) -> bool:
+    """`figure` is one of `source`'s numbers, given to its own number of decimals (0.47 quotes 0.473)."""
+    return any(x.quantize(figure, rounding=ROUND_HALF_UP) == figure for x in source)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation but - and _ dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _section(page: str, anchor: str) -> str:
+    """The text under the heading whose anchor is `anchor` (to the next heading of its level or above);
+    the whole page without an anchor."""
+    with open(page) as f:
+        text = f.read()
+    if not anchor:
+        return text
+    lines = text.splitlines()
+    headings = [(i, len(m.group(1))) for i, line in enumerate(lines) if (m := re.match(r"(#+) ", line))]
+    for k, (i, level) in enumerate(headings):
+        if _anchor(lines[i].lstrip("#")) == anchor:
+            end = next((j for j, lvl in headings[k + 1:] if lvl <= level), len(lines))
+            return "\n".join(lines[i:end])
+    raise AssertionError(f"{os.path.relpath(page, REPO)} has no section #{anchor}")
+
+
+def _dated_headings(page: str) -> set[str]:
+    with open(page) as f:
+        return set(re.findall(r"^#+ .*?(\d{4}-\d\d-\d\d)", f.read(), re.M))
+
+
+def _results_claims() -> list[str]:
+    """docs/results.md's table rows and paragraphs, each a claim with its own links."""
+    with open(os.path.join(REPO, "docs", "results.md")) as f:
+        blocks = f.read().split("\n\n")
+    return [line for block in blocks for line in
+            (block.splitlines() if block.lstrip().startswith("|") else [" ".join(block.split())])
+            if not re.fullmatch(r"[|\-\s]*", line)]
+
+
+def test_every_figure_in_results_is_on_the_page_it_links():
+    """Each figure of docs/results.md (a table row or paragraph with numbers) is found, to its own decimals, in
+    the page or section that the same row or paragraph links to; a page that keeps runs of several dates
+    (benchmarks.md) is linked at the section. A source page rewritten with new numbers cannot leave an old
+    figure here."""
+    docs, problems = os.path.join(REPO, "docs"), []
+    for claim in _results_claims():
+        prose = re.sub(r"`[^`]*`", "", LINK.sub("", claim))  # page names and code are not figures
+        figures = _figures(prose)
+        sources = [target for _, target in LINK.findall(claim) if not target.startswith("http")]
+        if figures and not sources:
+            problems.append(f"figures without a link to their source page: {claim[:120]}")
+        elif figures:
+            found = set()
+            for target in sources:
+                page, _, anchor = target.partition("#")
+                if not anchor and len(_dated_headings(os.path.join(docs, page))) > 1:
+                    problems.append(f"{page} keeps runs of several dates: link the section the figures come from, "
+                                    f"not the page: {claim[:120]}")
+                found |= _figures(_section(os.path.join(docs, page), anchor))
+            stale = sorted(str(figure) for figure in figures if not _quoted(figure, found))
+            if stale:
+                problems.append(f"{stale} are not in {sources}: {claim[:160]}")
+    assert not problems, "docs/results.md:\n" + "\n".join(problems)
