@@ -405,9 +405,9 @@ def _check_batch_split(cfg: ml_collections.ConfigDict) -> None:
                           f"{cfg.data.global_batch_size}")
     if cfg.contrastive.weight < 0:
         raise ConfigError("config.contrastive.weight must be >= 0")
-    if cfg.contrastive.weight > 0 and cfg.data.global_batch_size // micro < 2:
-        raise ConfigError("config.contrastive needs at least 2 examples per microbatch to pair them; raise "
-                          "data.global_batch_size or lower optim.microbatches")
+    if cfg.contrastive.weight > 0 and cfg.data.global_batch_size < 2:  # pairs span microbatches (train_step)
+        raise ConfigError("config.contrastive needs at least 2 examples in data.global_batch_size to pair them; "
+                          "raise data.global_batch_size or set contrastive.weight=0")
 
 
 def _check_techniques(cfg: ml_collections.ConfigDict) -> None:

@@ -129,7 +129,7 @@ def test_each_technique_trains_and_the_combinations_match_on_1_and_8_devices(dat
     ({"routing.method": "sprint", "routing.start": 0, "routing.end": 0, "routing.rate": 1.0}, "must be inside (0, 1)"),
     ({"routing.method": "route_all"}, "config.routing.method"),
     ({"optim.microbatches": 3}, "must be >= 1 and divide data.global_batch_size=8"),
-    ({"optim.microbatches": 8, "contrastive.weight": 0.1}, "at least 2 examples per microbatch"),
+    ({"data.global_batch_size": 1, "contrastive.weight": 0.1}, "at least 2 examples in data.global_batch_size"),
     ({"perceptual.lpips_weight": 0.1}, "LPIPS requested with no weights"),
     ({"sampler.weak_branch": "routed"}, "needs routing.method='tread'"),
 ])
