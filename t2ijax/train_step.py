@@ -23,7 +23,8 @@ ROUTE_STREAM = 1  # fold_in(step rng, ROUTE_STREAM) draws the routed tokens; the
 
 
 def drop_captions(rng, text, text_mask, null_text, null_mask, rate: float):
-    """Replaces each example's caption by the empty caption with probability `rate`."""
+    """Replaces each example's caption, embeddings and mask together, by the empty caption's with
+    probability `rate` (one draw per example)."""
     drop = jax.random.uniform(rng, (text.shape[0],)) < rate
     text = jnp.where(drop[:, None, None], null_text[None], text)
     text_mask = jnp.where(drop[:, None], null_mask[None], text_mask)
