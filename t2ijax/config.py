@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import ml_collections
+from absl import logging
 
 from configs import base
 from t2ijax import nonfinite
@@ -189,6 +190,9 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
         if data.build_chunk < 1:
             raise ConfigError(f"config.data.build_chunk={data.build_chunk} must be a positive number of entries, "
                               "e.g. 1000")
+        if data.max_pixels < data.resolution**2:
+            raise ConfigError(f"config.data.max_pixels={data.max_pixels} is below data.resolution**2="
+                              f"{data.resolution**2}: every image would be skipped as too_large; raise it")
         if data.path and Path(data.data_dir).resolve().is_relative_to(Path(data.path).expanduser().resolve()):
             raise ConfigError(f"config.data.data_dir='{data.data_dir}' lies inside config.data.path='{data.path}': "
                               "each build would change the files it is keyed on; put data_dir elsewhere")
@@ -350,6 +354,31 @@ def check_overrides(argv: list[str]) -> None:
             name = arg[len("--config."):].split("=", 1)[0]
             if not name.startswith("sharding_rules."):
                 _check_known(name, schema)
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def override_type_message(name: str, value: str) -> str | None:
+    """The one-line error for an override --config.<name>=<value> whose value does not parse as the field's
+    type ('config.total_steps takes an integer, e.g. 10000', the example its default); None for a field
+    configs/base.py lacks."""
+    schema = flatten(base.get_config())
+    if name not in schema:
+        return None
+    default = schema[name]
+    kind = _KINDS.get(type(default), f"a {type(default).__name__}")
+    example = str(default).lower() if isinstance(default, bool) else repr(default)
+    return f"--config.{name}={value}: config.{name} takes {kind}, e.g. {example}"
+
+
+def warn_unreached_warmup(cfg: ml_collections.ConfigDict) -> None:
+    """Warns when the run ends before its learning-rate warmup does (a short run of a long-run config)."""
+    total, warmup = cfg.total_steps, cfg.optim.warmup_steps
+    if total <= warmup:
+        logging.warning("config.total_steps=%d <= config.optim.warmup_steps=%d: the run never leaves warmup, its "
+                        "learning rate never reaches config.optim.learning_rate; lower the warmup too, e.g. "
+                        "--config.optim.warmup_steps=%d", total, warmup, total // 10)
 
 
 def validate_eval(cfg: ml_collections.ConfigDict) -> None:

@@ -15,6 +15,7 @@ import sys
 
 from absl import app, flags
 
+from t2ijax.cli import quiet_libraries
 from t2ijax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
@@ -64,7 +65,6 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     fields of its config.sampler (name, steps, guidance, ...); `seed` sets both seeds.
     """
     import jax
-    from clu import metric_writers
 
     from t2ijax import evaluation
     from t2ijax.config import validate_eval
@@ -97,14 +97,14 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
                            "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
     path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
     evaluation.write_json(metrics, path)
-    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                                  just_logging=jax.process_index() != 0)
+    writer = evaluation.tensorboard_writer(os.path.join(workdir, "tensorboard"))
     writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in evaluation.scalars(metrics).items()})
     writer.flush()
     return metrics, path
 
 
 def main(argv):
+    quiet_libraries()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     try:

@@ -72,6 +72,7 @@ class Evaluator:
         self.mesh = mesh
         data, (height, width) = config.data, validation["image"].shape[1:3]
         size = f"{height}px" if height == width else f"{height}x{width}px"
+        self.size = size
         self.references = ReferenceFeatures(validation["image"][:self.cfg.reference_examples],
                                             os.path.join(data.data_dir, "eval_reference"),
                                             f"{data.name}-{size}-validation")
@@ -124,11 +125,15 @@ class Evaluator:
         """
         metrics, skipped = {}, {}
         requested = list(self.cfg.metrics)
+        generates = any(name != "loss_t" for name in requested)
+        if generates:
+            prompts = heldout_prompts(self.validation, self.cfg.num_samples) if prompts is None else prompts
+        logging.info("evaluating step %d at %s: %s%s", step, self.size, ", ".join(requested),
+                     f" on {len(prompts['text'])} prompts" if generates else "")
         if "loss_t" in requested:
             metrics.update(heldout_loss_by_t_bin(self.loss_fn, params, self.validation, self.space, self.cfg,
                                                  self.seed))
-        if any(name != "loss_t" for name in requested):
-            prompts = heldout_prompts(self.validation, self.cfg.num_samples) if prompts is None else prompts
+        if generates:
             images = self.generator(params, prompts["text"], prompts["text_mask"], batch_size=self.cfg.batch_size)
         if "composition" in requested:
             if all(k in prompts for k in SCENE_KEYS):
@@ -181,6 +186,15 @@ def evaluate_at_sizes(evaluators: dict[str, Evaluator], step: int, params, promp
 def scalars(metrics: dict) -> dict[str, float]:
     """The numeric metrics, for TensorBoard."""
     return {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
+
+
+def tensorboard_writer(directory: str):
+    """A clu writer of TensorBoard scalars and images under `directory`, on process 0 (the others write nothing).
+    No logging writer: the commands print their own metric lines, and clu's would print every scalar again."""
+    from clu import metric_writers
+
+    return metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(directory)] if jax.process_index() == 0
+                                           else [])
 
 
 def write_json(metrics: dict, path: str) -> None:

@@ -91,16 +91,57 @@ class Generator:
         return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
 
-def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tiles [N, H, W, C] images into one [rows*H, columns*W, C] image with 2-pixel gaps."""
+VIEW_PIXELS = 128  # tiles of sample grids are enlarged to at least this side, to be seen in TensorBoard too
+CAPTION_FONT_PIXELS = 11
+CAPTION_LINES = 3  # a longer caption is cut, ending in '...'
+
+
+def view_scale(height: int, width: int) -> int:
+    """The whole-number factor that enlarges a `height` x `width` image to at least VIEW_PIXELS on its short side."""
+    return max(1, -(-VIEW_PIXELS // min(height, width)))
+
+
+def _wrapped(text: str, font, width: int) -> list[str]:
+    """`text` in lines of at most `width` pixels, at most CAPTION_LINES of them."""
+    lines = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > CAPTION_LINES:
+        lines = lines[:CAPTION_LINES]
+        lines[-1] += " ..."
+    return lines
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, captions=None, scale: int = 1) -> np.ndarray:
+    """Tiles [N, H, W, C] uint8 images, each enlarged `scale` times (nearest neighbour), into one image with
+    2-pixel gaps. With `captions` (one per image), each tile's caption is written under it, wrapped to the
+    tile's width and cut after CAPTION_LINES lines."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)
     n, h, w, c = images.shape
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
-    grid = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, np.uint8)
+    font = ImageFont.load_default(CAPTION_FONT_PIXELS)
+    lines = [_wrapped(str(caption), font, w - 2) for caption in captions] if captions is not None else [[]] * n
+    line_height = CAPTION_FONT_PIXELS + 2
+    cell_h = h + max(len(tile) for tile in lines) * line_height + (2 if captions is not None else 0)
+    grid = np.full((rows * (cell_h + 2) + 2, columns * (w + 2) + 2, c), 255, np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, columns)
-        grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = image
-    return grid
+        grid[2 + r * (cell_h + 2):2 + r * (cell_h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = image
+    if captions is None:
+        return grid
+    canvas = Image.fromarray(grid.squeeze(-1) if c == 1 else grid)
+    draw = ImageDraw.Draw(canvas)
+    for i, tile in enumerate(lines):
+        r, col = divmod(i, columns)
+        for k, line in enumerate(tile):
+            draw.text((3 + col * (w + 2), 3 + r * (cell_h + 2) + h + k * line_height), line, fill="black", font=font)
+    return np.asarray(canvas).reshape(grid.shape)
 
 
 def generator_at(model: nn.Module, space, config: ml_collections.ConfigDict, sampler: ml_collections.ConfigDict,

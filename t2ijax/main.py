@@ -16,8 +16,11 @@ from ml_collections import config_flags
 
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and eval JSON.", required=True)
+flags.DEFINE_string("workdir", None, "the run's directory, where its checkpoints, TensorBoard logs, sample grids and "
+                    "eval JSON go (made if missing; a run already there resumes), e.g. --workdir=workdirs/shapes_tiny",
+                    required=True)
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
+# Other libraries' log lines and progress bars are left out; absl's --verbosity=1 brings them back (t2ijax.cli).
 FLAGS = flags.FLAGS
 
 

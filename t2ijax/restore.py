@@ -20,9 +20,10 @@ LOCAL_PATHS = ("data.data_dir", "data.path", "text_encoder.path", "text_encoder.
 NAMES_OR_PATHS = ("init_from", "text_encoder.name", "autoencoder.name", "teacher.path")
 
 
-def resolve_paths(config: ml_collections.ConfigDict) -> None:
-    """Makes every local path of `config` absolute, in place (after `finetune.resolve_init_from`): relative
-    ones are taken from the working directory. URLs ("gs://...") and names that are no local path stay."""
+def with_resolved_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` whose local paths are absolute, relative ones taken from the working directory (after
+    `finetune.resolve_init_from`). URLs ("gs://...") and names that are no local path stay as they are."""
+    config = ml_collections.ConfigDict(config.to_dict())
     for field in (*LOCAL_PATHS, *NAMES_OR_PATHS):
         section, _, name = field.rpartition(".")
         holder = config[section] if section else config
@@ -32,6 +33,7 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
         path = os.path.expanduser(value)
         if field in LOCAL_PATHS or os.path.exists(path):
             holder[name] = os.path.abspath(path)
+    return config
 
 
 def _with_defaults(values: dict, defaults: dict) -> dict:
@@ -87,9 +89,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
         saved = _renamed_caption_field(_renamed_resolution_embeds(_renamed_text_section(json.load(f))))
-    config = ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict()))
-    resolve_paths(config)
-    return config
+    return with_resolved_paths(ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict())))
 
 
 @dataclasses.dataclass

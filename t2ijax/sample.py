@@ -11,6 +11,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from t2ijax.cli import parse_flags, quiet_libraries
 from t2ijax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).")
@@ -20,6 +21,7 @@ flags.DEFINE_integer("width", None, "Image width in pixels (default: the run's c
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
 flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
+flags.register_validator("num_per_prompt", lambda n: n >= 1, "images per prompt: give at least 1 (the default)")
 flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
 flags.DEFINE_integer("steps", None, "Sampler steps (default: the run's config.sampler.steps).")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (default: the run's).")
@@ -27,6 +29,7 @@ flags.DEFINE_string("negative_prompt", None, "Caption of the unconditional branc
 flags.DEFINE_integer("seed", None, "Noise seed (default: the run's config.sampler.seed).")
 flags.DEFINE_integer("upscale", None, "Nearest-neighbour upscaling of the saved PNG (default: 4 for a run's "
                      "small images, 1 with --prx).")
+flags.register_validator("upscale", lambda n: n is None or n >= 1, "a whole-number enlargement: give at least 1")
 flags.register_multi_flags_validator(["workdir", "prx"], lambda f: (f["workdir"] is None) != (f["prx"] is None),
                                      "give exactly one of --workdir (a training run) and --prx (a diffusers pipeline)")
 FLAGS = flags.FLAGS
@@ -39,6 +42,7 @@ def _size(default: int) -> tuple[int, int]:
 def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     from t2ijax.models.build import latent_size
     from t2ijax.models.text import text_encoder_from_config
+    from t2ijax.models.text.encoder import warn_truncated
     from t2ijax.restore import load_run, load_run_config, sampler_settings
 
     config = load_run_config(FLAGS.workdir)
@@ -47,6 +51,7 @@ def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     sampler = sampler_settings(config, name=FLAGS.sampler, steps=FLAGS.steps, guidance=FLAGS.guidance,
                                negative_prompt=FLAGS.negative_prompt, seed=FLAGS.seed)
     encoder = text_encoder_from_config(config.text_encoder)
+    warn_truncated(encoder, FLAGS.prompt, "prompts")
     text, text_mask = encoder.encode(prompts)
     negative_text, negative_mask = encoder.encode([sampler.negative_prompt])
     run = load_run(FLAGS.workdir, config=config)
@@ -68,6 +73,7 @@ def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
 
 def main(argv):
     del argv
+    quiet_libraries()
     from t2ijax.generate import image_grid
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
@@ -75,15 +81,16 @@ def main(argv):
         images, source = from_prx(prompts) if FLAGS.prx else from_run(prompts)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    image = images[0] if len(images) == 1 else image_grid(images)
-    out = Image.fromarray(image)
     upscale = FLAGS.upscale or (1 if FLAGS.prx else 4)
-    out = out.resize((out.width * upscale, out.height * upscale), Image.NEAREST)
+    if len(images) == 1:
+        out = Image.fromarray(images[0]).resize((images.shape[2] * upscale, images.shape[1] * upscale), Image.NEAREST)
+    else:  # each prompt written under its images
+        out = Image.fromarray(image_grid(images, captions=prompts, scale=upscale))
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     out.save(FLAGS.out)
     print(f"wrote {FLAGS.out} ({len(images)} image(s), {source})")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 

@@ -22,7 +22,7 @@ from t2ijax.generate import Generator, generator_at, image_grid
 from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
-from t2ijax.restore import load_run_config, resolve_paths
+from t2ijax.restore import load_run_config, with_resolved_paths
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
 from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
@@ -83,7 +83,7 @@ class Run:
     def setup(self) -> "Run":
         config, workdir = self.config, self.workdir
         finetune.resolve_init_from(config)
-        resolve_paths(config)  # config.json then means the same files from any working directory
+        self.config = config = with_resolved_paths(config)  # config.json means the same files from any directory
         validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
         check_writable(os.path.join(workdir, "checkpoints"))
         check_resumable(workdir, config)

@@ -17,7 +17,7 @@ from absl import logging
 from t2ijax.config import apply_overrides, flatten, validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop.finetune import resolve_init_from
-from t2ijax.restore import load_run_config, resolve_paths
+from t2ijax.restore import load_run_config, with_resolved_paths
 
 # The side-by-side sample grid compares variants on the same prompts and noise.
 SAMPLE_FIELDS = ("sample.prompts", "sampler.seed")
@@ -79,7 +79,6 @@ def config_of(axis: Axis, variant: str, overrides: dict) -> ml_collections.Confi
         raise ConfigError(f"{axis.path}: {e}") from None
     apply_overrides(config, overrides, "the command line's --config overrides")
     resolve_init_from(config)
-    resolve_paths(config)  # as training stores them: compared with the config.json of runs on disk
     return config
 
 
@@ -159,7 +158,7 @@ def _check_stored(run: GridRun) -> None:
     stored = _stored_config(run.workdir)
     if stored is None:
         return
-    wanted = _as_json(run.config)
+    wanted = _as_json(with_resolved_paths(run.config))  # paths as training stores them
     differing = sorted(differences(stored, wanted))
     if differing:
         name, others = differing[0], ", ".join(f"config.{k}" for k in differing[1:])

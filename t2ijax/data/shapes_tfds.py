@@ -5,10 +5,13 @@ Examples come from `t2ijax.data.shapes`; nothing is downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from t2ijax.data.shapes import MAX_OBJECTS, example
 
@@ -96,6 +99,16 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
                 yield index, example(split, index, config.height, config.width)
 
 
+def download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
+    """Builds `builder`'s dataset unless it is built. TFDS prints banners on stdout as it builds; they go to the
+    log at DEBUG level (absl's --verbosity=1 shows them)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    for line in printed.getvalue().splitlines():
+        logging.debug("%s", line)
+
+
 def build(data_dir: str, size: int | tuple[int, int] = 32, num_train: int | None = None,
           num_validation: int | None = None, stride: int = 1, residues: tuple[int, ...] = (0,)) -> Shapes:
     """The builder for this image size and these examples (see `make_config`), prepared unless it already is."""
@@ -104,7 +117,7 @@ def build(data_dir: str, size: int | tuple[int, int] = 32, num_train: int | None
     builder = Shapes(
         config=config.name if config.name in Shapes.builder_configs else config, data_dir=data_dir
     )
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    download_and_prepare(builder)
     return builder
 
 

@@ -17,8 +17,10 @@ import os
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from t2ijax.errors import StorageError
+from t2ijax.models.text.encoder import warn_truncated
 
 STORAGE_ONLY = ("cache_unpadded",)
 # Fields added after caches existed: at these values they stay out of the key, so old caches keep their keys.
@@ -72,12 +74,15 @@ class TextCache:
         self._where: dict[str, tuple[str, int]] = {}                # text -> file name, row
         self.stored_bytes = self.padded_bytes = 0                   # arrays of the parts read
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _encoder_loaded(self):
         if self._encoder is None:
             from t2ijax.models.text import text_encoder_from_config
 
             self._encoder = text_encoder_from_config(self.text_cfg, self.mesh, self.rules)
-        return self._encoder.encode(texts)
+        return self._encoder
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self._encoder_loaded().encode(texts)
 
     def _read_new_parts(self) -> None:
         names = sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else []
@@ -107,6 +112,10 @@ class TextCache:
         """Encodes and stores the texts not cached yet; returns how many that was."""
         self._read_new_parts()
         missing = sorted({str(t) for t in texts} - self._where.keys())
+        if missing:
+            logging.info("encoding %d captions with text encoder %s (%d cached under %s)", len(missing),
+                         self.text_cfg.name, len(self._where), self.directory)
+            warn_truncated(self._encoder_loaded(), missing)
         for start in range(0, len(missing), PART_CAPTIONS):
             chunk = missing[start:start + PART_CAPTIONS]
             embeddings, mask = self._encode(chunk)

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from t2ijax import sharding
+from t2ijax.data.shapes_tfds import download_and_prepare
 from t2ijax.data.buckets import Size
 from t2ijax.data.user_data import Entry, Example, Skip, Source, check_split, example, listing, report
 
@@ -103,7 +104,7 @@ def build_chunks(build: Build, entries: list[Entry], process_index: int = 0, pro
             continue
         for stale in Path(builder.data_path).parent.glob("incomplete.*"):  # a killed build's leftovers
             shutil.rmtree(stale, ignore_errors=True)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        download_and_prepare(builder)
 
 
 def read(build: Build, entries: list[Entry]) -> list[Example]:

@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t2ijax.errors import ConfigError
@@ -45,6 +46,13 @@ class TextEncoder:
                                 max_length=self.max_length, return_tensors="np")
         return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(bool)
 
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """[B] tokens of each text before truncation to max_length (special tokens included)."""
+        if not texts:
+            return np.zeros(0, np.int64)
+        ids = self.tokenizer([self.clean(text) for text in texts], truncation=False, verbose=False)["input_ids"]
+        return np.array([len(row) for row in ids], np.int64)
+
     def encode_tokens(self, input_ids: jax.Array | np.ndarray,
                       attention_mask: jax.Array | np.ndarray) -> jax.Array:
         """Output hidden state [B, L, D] float32; compiled once per input shape."""
@@ -80,6 +88,16 @@ class TextEncoder:
         return embeddings, mask
 
 
+def warn_truncated(encoder, texts: Sequence[str], what: str = "captions") -> None:
+    """Warns with the count of `texts` longer than the encoder's max_length: their last tokens are cut off."""
+    counts = encoder.token_counts(texts)
+    over = counts > encoder.max_length
+    if over.any():
+        logging.warning("%d of %d %s have more than config.text_encoder.max_length=%d tokens (the longest %d): they "
+                        "are truncated, only their first %d tokens reach the model", over.sum(), len(texts), what,
+                        encoder.max_length, counts.max(), encoder.max_length)
+
+
 class NoText:
     """The 'no text' control: every caption becomes the same single zero token.
 
@@ -92,6 +110,10 @@ class NoText:
 
     def __init__(self, max_length: int):
         self.max_length = max_length
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """One token per text: nothing is truncated."""
+        return np.ones(len(texts), np.int64)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         del batch_size
