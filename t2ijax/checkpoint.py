@@ -165,7 +165,7 @@ class Checkpointer:
                 self._set_aside(bad.step)
             counters = dict(counters, restores=counters["restores"] + 1,
                             fallbacks=counters["fallbacks"] + len(failed))
-            logging.info("resumed from step %d under %s (%s)", step, self.directory,
+            logging.info("resuming from step %d (checkpoint %s; %s)", step, os.path.join(self.directory, str(step)),
                          ", ".join(f"{k} {v}" for k, v in counters.items()))
             return state, counters
         if any(not error.fits for error in failed):

@@ -6,8 +6,10 @@
 Several processes (one per host): every process runs the same command; on Cloud TPU, SLURM and
 Open MPI they find each other, elsewhere add --config.distributed.coordinator_address=HOST:PORT
 --config.distributed.num_processes=N --config.distributed.process_id=I (docs/launch.md).
-Resumes automatically from the newest good checkpoint in the workdir. Exit codes: 0 done, 1 an
-error to fix (one line), 75 stopped by SIGTERM after writing a checkpoint (rerun to resume).
+Resumes automatically from the newest good checkpoint in the workdir; one trainer per workdir (a
+second is refused). Exit codes: 0 done, 1 an error to fix (one line), 75 stopped by SIGTERM or
+SIGINT (Ctrl-C): after writing a checkpoint at the current step, or during setup with nothing to
+save (rerun the same command to resume).
 """
 import sys
 
@@ -29,15 +31,17 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax.errors import ConfigError, NonFiniteError, StorageError
-    from t2ijax.preemption import EXIT_CODE, Preempted
+    from t2ijax.preemption import EXIT_CODE, Preempted, exit_during_setup, forward_sigint_if_distributed
     from t2ijax.requirements import check as check_installed
     from t2ijax.sharding import initialize_distributed
     from t2ijax.train import train_and_evaluate
 
+    exit_during_setup()
     config = loaded_config(FLAGS.config)
     try:
         check_installed(config)  # before any work: a missing package is one line naming the pip command
         initialize_distributed(config.distributed)
+        forward_sigint_if_distributed()
         outputs = train_and_evaluate(config, FLAGS.workdir)
     except (ConfigError, NonFiniteError, StorageError) as e:
         sys.exit(f"error: {e}")

@@ -9,16 +9,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from PIL import Image
 
 from t2ijax import checkpoint, evaluation, nonfinite, phases, preemption, sharding, train_state
-from t2ijax.config import flatten, validate
+from t2ijax.config import flatten, validate, warn_unreached_warmup
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
-from t2ijax.generate import Generator, generator_at, image_grid
+from t2ijax.generate import Generator, generator_at, image_grid, view_scale
 from t2ijax.interop import finetune
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.optim import run_optimizer
@@ -26,6 +25,7 @@ from t2ijax.restore import load_run_config, with_resolved_paths
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
 from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
+from t2ijax.workdir_lock import WorkdirLock
 
 
 def check_writable(directory: str) -> None:
@@ -78,6 +78,7 @@ class Run:
         self.workdir = workdir
         self.on_log = on_log
         self.is_main = jax.process_index() == 0
+        self.created = time.time()
 
     # --- Setup: validation before any compute, mesh, writers -------------------------------------
     def setup(self) -> "Run":
@@ -85,18 +86,21 @@ class Run:
         finetune.resolve_init_from(config)
         self.config = config = with_resolved_paths(config)  # config.json means the same files from any directory
         validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
+        warn_unreached_warmup(config)
+        self.lock = WorkdirLock(workdir).acquire()  # before anything in the workdir is written
         check_writable(os.path.join(workdir, "checkpoints"))
         check_resumable(workdir, config)
         self.mesh = sharding.make_mesh(config.mesh)
         self.rules = sharding.logical_rules(config.sharding_rules)
-        self.writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                                           just_logging=not self.is_main)
+        self.writer = evaluation.tensorboard_writer(os.path.join(workdir, "tensorboard"))
         if self.is_main:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
         # --- Data: dataset, caption embeddings and latents (built once, then cached), per phase -----
         self.phases = phases.phases(config)
+        logging.info("data: %s at %s px under %s (what is not there yet is built, then read from there)",
+                     config.data.name, ", ".join(str(p.resolution) for p in self.phases), config.data.data_dir)
         by_resolution = {p.resolution: prepare(phases.phase_config(config, p), self.mesh, self.rules)
                          for p in self.phases}
         self.data = by_resolution[config.data.resolution]  # the last phase's: what the run samples at
@@ -129,6 +133,7 @@ class Run:
         self.state_shardings = jax.tree.map(lambda x: x.sharding, abstract)
         resumed = self.checkpointer.resume(abstract)
         if resumed is None:
+            logging.info("no checkpoint under %s: starting at step 0", self.checkpointer.directory)
             self.state, _ = train_state.create(config.seed, self.model, self.optimizer, example, self.mesh,
                                                self.rules, ema.enabled(config.ema))
             self.counters = dict.fromkeys(checkpoint.COUNTERS, 0)
@@ -172,10 +177,12 @@ class Run:
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, self.config,
                                   jnp.asarray(self.data.null_text, jnp.float32), jnp.asarray(self.data.null_mask),
                                   shift, self.frozen)
+        logging.info("compiling the train step for batches of %s (time shift %.3f)", batch["x0"].shape, shift)
+        started = time.time()
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             compiled = jit_train_step(step_fn, self.state_shardings, self.mesh).lower(
                 self.state, batch, self.frozen_params).compile()
-        logging.info("train step compiled for batches of %s (time shift %.3f)", batch["x0"].shape, shift)
+        logging.info("train step compiled in %.1f s", time.time() - started)
         # Hosts take the step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
         sharding.barrier(f"t2ijax: train step compiled for {batch['x0'].shape}")
         return compiled
@@ -201,13 +208,18 @@ class Run:
 
     # --- Periodic actions ------------------------------------------------------------------------------
     def write_samples(self, step: int) -> str:
+        """samples/step_<step>.png: an image per config.sample.prompts, its prompt written under it, enlarged to
+        be seen (the same grid goes to TensorBoard); samples/prompts.txt lists the prompts in tile order."""
         images = self.generator(self.state.sampling_params, self.data.prompts["text"], self.data.prompts["text_mask"])
+        captions = [str(c) for c in self.data.prompts["caption"]]
+        grid = image_grid(images, captions=captions, scale=view_scale(*images.shape[1:3]))
         path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
         if self.is_main:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            grid = image_grid(images)
-            Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
-        self.writer.write_images(step, {"samples": image_grid(images)[None]})
+            Image.fromarray(grid).save(path)
+            with open(os.path.join(os.path.dirname(path), "prompts.txt"), "w") as f:
+                f.writelines(f"{caption}\n" for caption in captions)
+        self.writer.write_images(step, {"samples": grid[None]})
         return path
 
     def evaluate(self, step: int) -> str:
@@ -251,21 +263,29 @@ class Run:
         if self.on_log is not None:
             self.on_log(step, summary)
 
+    def log_first_step(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        logging.info("step %d done (loss %.4f), %.0f s after setup began; then a line every %d steps", step,
+                     float(metrics["loss"]), time.time() - self.created, self.config.log.every_steps)
+
     # --- The loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, str]:
-        """Trains to config.total_steps. Raises preemption.Preempted after SIGTERM (a checkpoint at
-        that step is on disk), NonFiniteError under the 'halt' policy, StorageError on a failed save."""
+        """Trains to config.total_steps. Raises preemption.Preempted after SIGTERM or SIGINT (a checkpoint
+        at that step is on disk), NonFiniteError under the 'halt' policy, StorageError as soon as a save fails."""
         config = self.config
         total = config.total_steps
         step = int(self.state.step)
         self.pending, self.checked, self.last_log_time = [], step, time.time()
         outputs = {}
         every = lambda n: bool(n) and step % n == 0
+        first = step + 1
         with preemption.PreemptionWatch() as preempt, jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             while step < total:
                 self.state, metrics = self.train_step(self.state, self.device_batch(step))
                 self.pending.append(metrics)
                 step += 1
+                if step == first:
+                    self.log_first_step(step, metrics)
+                self.checkpointer.check_for_errors()  # an asynchronous save that failed stops the run now
                 end, stop = step == total, preempt.reached(step)
                 due = dict(log=end or every(config.log.every_steps),
                            checkpoint=end or every(config.checkpoint.every_steps) or stop,
@@ -277,9 +297,8 @@ class Run:
                 if due["checkpoint"]:
                     self.checkpointer.save(self.state, self.counters)
                 if stop:
-                    self.checkpointer.close()
-                    self.writer.flush()
-                    raise preemption.Preempted(step)
+                    self.close()
+                    raise preemption.Preempted(step, preempt.cause)
                 if due["samples"]:
                     outputs["samples"] = self.write_samples(step)
                 if due["eval"]:
@@ -291,11 +310,17 @@ class Run:
         if self.is_main:
             with open(outputs["eval"]) as src, open(final_eval, "w") as dst:
                 dst.write(src.read())
-        self.checkpointer.close()
-        self.writer.flush()
+        self.close()
         outputs.update(eval=final_eval, checkpoints=self.checkpointer.directory,
                        tensorboard=os.path.join(self.workdir, "tensorboard"))
         return outputs
+
+
+    def close(self) -> None:
+        """Waits for the pending checkpoint, flushes the writers and frees the workdir for the next trainer."""
+        self.checkpointer.close()
+        self.writer.flush()
+        self.lock.release()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:

@@ -70,7 +70,7 @@ def run_workdir(data_dir, tmp_path_factory) -> str:
     directory = str(tmp_path_factory.mktemp("run"))
     run = Run(tiny_config(data_dir), directory).setup()
     run.checkpointer.save(run.state, run.counters)
-    run.checkpointer.close()
+    run.close()
     return directory
 
 

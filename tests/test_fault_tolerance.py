@@ -1,7 +1,8 @@
-"""Killed runs resume exactly: SIGKILL and SIGTERM at several steps, then the same command again,
-end bit for bit where an uninterrupted run ends; on 1 process x 4 devices and on 2 processes x 2
-devices, the parameters sharded over all 4 devices (fsdp) so that every host writes and reads only
-its own shards."""
+"""Killed runs resume exactly: SIGKILL, SIGTERM and SIGINT (Ctrl-C) at several steps, then the same
+command again, end bit for bit where an uninterrupted run ends; on 1 process x 4 devices and on 2
+processes x 2 devices (SIGTERM sent to one host only), the parameters sharded over all 4 devices
+(fsdp) so that every host writes and reads only its own shards. A signal during setup exits with
+the preemption code."""
 import os
 import random
 import re
@@ -71,17 +72,19 @@ class Launch:
         return [subprocess.Popen(c, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True) for c in commands]
 
-    def run(self, at_step=None, signals=(), delay=0.0) -> list[int]:
-        """Runs to the end, or sends `signals` (gap `delay` before each) once process 0 logs `at_step`."""
+    def run(self, at_step=None, signals=(), delay=0.0, to=None, at_line=None) -> list[int]:
+        """Runs to the end, or sends `signals` (gap `delay` before each) to the processes `to` (default: all)
+        once process 0 logs `at_step` (or a line matching `at_line`)."""
         procs = self.start()
         log = []
-        if at_step is not None:
+        at_line = at_line or (at_step is not None and rf"\bstep {at_step}/{TOTAL_STEPS}\b")
+        if at_line:
             for line in procs[0].stdout:
                 log.append(line)
-                if re.search(rf"\bstep {at_step}/{TOTAL_STEPS}\b", line):
+                if re.search(at_line, line):
                     for sig in signals:
                         time.sleep(delay)
-                        for p in procs:
+                        for p in (procs if to is None else [procs[i] for i in to]):
                             p.send_signal(sig)
                     break
         codes = []
@@ -104,22 +107,32 @@ def final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(arrays)}
 
 
-def _assert_resumes_exactly(straight: Launch, killed: Launch, kill_steps):
+def _assert_resumes_exactly(straight: Launch, killed: Launch, kill_steps, stops):
+    """`kill_steps`: (step, delay) of each SIGKILL; `stops`: (step, signal names, processes signalled) of
+    each stop that must write a checkpoint at the step it names and exit with the preemption code."""
     processes = killed.processes
     resumes = 0
     # Checkpoints every 2 steps, asynchronously: a kill lands before one, or while one is written.
     for step, delay in kill_steps:
         codes = killed.run(at_step=step, signals=[signal.SIGKILL], delay=delay)
         assert codes == [-signal.SIGKILL] * processes, killed.log[-3000:]
-        resumes += "resumed from step" in killed.log
-    # SIGTERM twice in a row (the second lands while the checkpoint is written): a checkpoint, exit 75.
-    codes = killed.run(at_step=6, signals=[signal.SIGTERM, signal.SIGTERM], delay=0.01)
-    assert codes == [EXIT_CODE] * processes, killed.log[-3000:]
-    resumes += "resumed from step" in killed.log
-    stopped_at = int(re.search(r"checkpoint written at step (\d+)", killed.log).group(1))
-    assert 6 <= stopped_at <= TOTAL_STEPS and str(stopped_at) in os.listdir(killed.checkpoints)
+        if resumes == 0:
+            assert f"no checkpoint under {killed.checkpoints}: starting at step 0" in killed.log, killed.log[-3000:]
+        resumes += "resuming from step" in killed.log
+    stopped_at = 0
+    for step, signals, to in stops:
+        # Twice in a row, the second lands while the checkpoint is written: it changes nothing.
+        codes = killed.run(at_step=step, signals=[getattr(signal, name) for name in signals], delay=0.01, to=to)
+        assert codes == [EXIT_CODE] * processes, killed.log[-3000:]
+        assert "Traceback" not in killed.log, killed.log[-3000:]
+        resumes += "resuming from step" in killed.log
+        stopped_at = int(re.search(r"checkpoint written at step (\d+)", killed.log).group(1))
+        assert step <= stopped_at <= TOTAL_STEPS and str(stopped_at) in os.listdir(killed.checkpoints)
+        if processes == 1:  # on several, the signalled host may not be process 0, whose output is read
+            assert f"{signals[0]} at step {stopped_at}: checkpoint written" in killed.log, killed.log[-3000:]
     assert killed.run() == [0] * processes, killed.log[-3000:]
-    assert f"resumed from step {stopped_at} " in killed.log and f"restores {resumes + 1}," in killed.log
+    assert (f"resuming from step {stopped_at} (checkpoint {killed.checkpoints}/{stopped_at}; " in killed.log
+            and f"restores {resumes + 1}," in killed.log), killed.log[-3000:]
 
     expected, found = final_arrays(straight.checkpoints), final_arrays(killed.checkpoints)
     assert expected.keys() == found.keys() and any("ema_params" in k for k in found)
@@ -131,11 +144,22 @@ def _assert_resumes_exactly(straight: Launch, killed: Launch, kill_steps):
 def test_sigkill_and_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, data_dir):
     rng = random.Random(0)
     kills = [(rng.choice([1, 2, 3]), rng.uniform(0, 0.05)), (rng.choice([4, 5]), rng.uniform(0, 0.05))]
-    _assert_resumes_exactly(uninterrupted(1), Launch(tmp_path, data_dir, tmp_path / "killed", 1), kills)
+    stops = [(6, ["SIGTERM", "SIGTERM"], None), (9, ["SIGINT", "SIGINT"], None)]
+    _assert_resumes_exactly(uninterrupted(1), Launch(tmp_path, data_dir, tmp_path / "killed", 1), kills, stops)
 
 
 @pytest.mark.xdist_group("launches")
 def test_kill_and_resume_on_2_processes_x_2_devices(uninterrupted, tmp_path, data_dir):
     rng = random.Random(1)
+    # The documented case: SIGTERM reaches one host only (here not the coordinator); both stop at one step.
     _assert_resumes_exactly(uninterrupted(2), Launch(tmp_path, data_dir, tmp_path / "killed", 2),
-                            [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))])
+                            [(rng.choice([3, 4, 5]), rng.uniform(0, 0.05))], [(6, ["SIGTERM", "SIGTERM"], [1])])
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_setup_exits_with_the_preemption_code(tmp_path, data_dir, signal_name):
+    launch = Launch(tmp_path, data_dir, tmp_path / "workdir", 1)
+    codes = launch.run(at_line=r"starting at step 0", signals=[getattr(signal, signal_name)])
+    assert codes == [EXIT_CODE], launch.log[-3000:]
+    assert f"{signal_name} during setup, before the first step: stopped with exit code {EXIT_CODE}" in launch.log
+    assert "Traceback" not in launch.log

@@ -5,6 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import tiny_config
@@ -84,3 +85,50 @@ def test_halt_names_step_metric_and_last_checkpoint_and_writes_nothing_after(run
     for step in checkpoints.steps():
         assert all(np.isfinite(x).all() for x in _leaves(checkpoints.restore(abstract, step)))
     assert not os.path.exists(os.path.join(run.workdir, "eval.json"))
+
+
+def _nan_update_at(count: int) -> optax.GradientTransformation:
+    """Fault injection: a finite loss and gradient whose update is NaN, at the optimizer's `count`-th update
+    (the count is part of the optimizer state, so a skipped update comes back on the next step)."""
+    return optax.GradientTransformation(
+        lambda params: jnp.zeros((), jnp.int32),
+        lambda updates, n, params=None: (jax.tree.map(lambda u: u + jnp.where(n == count, jnp.nan, 0.0), updates),
+                                         n + 1))
+
+
+@pytest.mark.parametrize("policy", ["skip", "halt"])
+def test_a_finite_gradient_with_a_non_finite_update_is_never_checkpointed(data_dir, tmp_path, monkeypatch, policy):
+    import t2ijax.train
+
+    real = t2ijax.train.run_optimizer
+    monkeypatch.setattr(t2ijax.train, "run_optimizer",
+                        lambda config: (optax.chain(real(config)[0], _nan_update_at(BAD_STEP)), real(config)[1]))
+    config = tiny_config(data_dir)
+    config.update_from_flattened_dict({"nonfinite.policy": policy, "total_steps": 5, "checkpoint.every_steps": 1,
+                                       "checkpoint.keep": 10, "ema.decay": 0.5, "eval.metrics": ()})
+    run = Run(config, str(tmp_path)).setup()
+    if policy == "halt":
+        with pytest.raises(NonFiniteError, match=rf"the updated params, optimizer state or EMA held a NaN/Inf \(loss "
+                                                 rf"and gradient norm were finite\) at step {BAD_STEP + 1}; the last "
+                                                 rf"checkpoint is step {BAD_STEP}"):
+            run.train()
+    else:
+        run.train()
+        assert run.counters["skipped_steps"] == config.total_steps - BAD_STEP  # the same update every time
+    checkpoints = Checkpointer(run.checkpointer.directory, read_only=True)
+    assert checkpoints.steps() == list(range(1, (BAD_STEP if policy == "halt" else config.total_steps) + 1))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state)
+    for step in checkpoints.steps():
+        assert all(np.isfinite(x).all() for x in _leaves(checkpoints.restore(abstract, step))), step
+
+
+def test_an_optimizer_that_cannot_stay_finite_is_refused():
+    from configs import base
+    from t2ijax.config import validate
+    from t2ijax.errors import ConfigError
+
+    config = base.get_config()
+    config.optim.eps = 0.0
+    with pytest.raises(ConfigError, match=r"config.optim.eps=0.0 must be positive: Adam's update of a parameter whose "
+                                          r"gradient is 0 is then 0 / 0"):
+        validate(config, 1, 1, "cpu")
