@@ -72,6 +72,7 @@ def test_each_technique_trains_to_a_checkpoint_in_latent_space(trained, data_dir
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
     apply(config, technique(name, teacher, lpips_weights))
     config.total_steps = config.checkpoint.every_steps = config.log.every_steps = 2
+    config.data.global_batch_size = 4  # LPIPS's VGG16 is most of the step
     run = Run(config, str(tmp_path)).setup()
     with jax.set_mesh(run.mesh):
         run.state, metrics = run.train_step(run.state, run.device_batch(0))
