@@ -12,7 +12,10 @@ from absl import flags, logging
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CONFIGS = os.path.join(os.path.dirname(_PACKAGE), "configs")
 # Libraries whose warnings are routine here: orbax warns on every read-only restore, TFDS on every dataset config.
-_ERRORS_ONLY = (f"{os.sep}orbax{os.sep}", f"{os.sep}tensorflow_datasets{os.sep}")
+_ERRORS_ONLY = (f"{os.sep}tensorflow_datasets{os.sep}",)
+# Orbax's errors reach t2ijax as exceptions, reported in one line (t2ijax/checkpoint.py); its own log of a
+# failed save is a traceback from each writer thread.
+_SILENT = (f"{os.sep}orbax{os.sep}",)
 _FLAG_ERROR = re.compile(r"flag --([\w.]+)=(.*?): (.*)")  # absl's wording of a bad or missing flag value
 
 
@@ -62,10 +65,10 @@ def shipped_configs() -> list[str]:
 def _config_file_message(filename: str | None) -> str:
     """Why --config names no loadable file: missing, or not there (with the nearest shipped config)."""
     configs = shipped_configs()
-    top = [c for c in configs if os.path.dirname(c) == os.path.dirname(configs[0])]
-    axes = os.path.join(os.path.dirname(configs[0]), "ablations")
-    listing = (f"the configs: {', '.join(top)}; one per ablation axis in {axes}/: "
-               + ", ".join(os.path.basename(c) for c in configs if c not in top))
+    top = [c for c in configs if os.path.dirname(c) == _shown(_CONFIGS)]
+    axes = ", ".join(os.path.basename(c) for c in configs if c not in top)
+    listing = (f"the configs: {', '.join(top)}; one per ablation axis in {_shown(_CONFIGS)}/ablations/: {axes}"
+               if configs else "configs/ of the t2ijax repository holds the shipped ones")
     if not filename:
         example = _shown(os.path.join(_CONFIGS, "shapes_tiny.py"))
         return f"--config is missing: give a config file, e.g. --config={example}; {listing}"
@@ -98,9 +101,11 @@ def verbose() -> bool:
 
 
 def _worth_showing(record: std_logging.LogRecord) -> bool:
-    """t2ijax's own lines; other libraries' warnings (orbax's and TFDS's errors only)."""
+    """t2ijax's own lines; other libraries' warnings (TFDS's errors only, orbax's none)."""
     if record.pathname.startswith(_PACKAGE):
         return True
+    if any(part in record.pathname for part in _SILENT):
+        return False
     least = std_logging.ERROR if any(part in record.pathname for part in _ERRORS_ONLY) else std_logging.WARNING
     return record.levelno >= least
 

@@ -75,7 +75,8 @@ def test_training_says_each_setup_phase_and_the_first_step(training):
     phases = [r"data: shapes at 32 px under ", r"encoding \d+ captions with text encoder all-MiniLM-L6-v2",
               r"compiling the train step for batches of \(8, 32, 32, 3\)", r"train step compiled in [\d.]+ s",
               r"step 1 done \(loss [\d.]+\), \d+ s after setup began; then a line every 3 steps",
-              r"step 3/6  loss", rf"evaluating step 6 at 32px: loss_t, composition on {config.eval.num_samples} prompts"]
+              r"step 3/6  loss",
+              rf"evaluating step 6 at 32px: loss_t, composition on {config.eval.num_samples} prompts"]
     at = [next((i for i, m in enumerate(messages) if re.match(phase, m)), None) for phase in phases]
     assert None not in at and at == sorted(at), (phases, at, messages)
 
