@@ -11,6 +11,7 @@ second is refused). Exit codes: 0 done, 1 an error to fix (one line), 75 stopped
 SIGINT (Ctrl-C): after writing a checkpoint at the current step, or during setup with nothing to
 save (rerun the same command to resume).
 """
+import os
 import sys
 
 from absl import app, flags, logging
@@ -43,7 +44,12 @@ def main(argv):
         initialize_distributed(config.distributed)
         forward_sigint_if_distributed()
         outputs = train_and_evaluate(config, FLAGS.workdir)
-    except (ConfigError, NonFiniteError, StorageError) as e:
+    except StorageError as e:
+        # The failed save's writer threads would each print a traceback at interpreter exit; what was
+        # complete is on disk, so leave without that teardown.
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
+    except (ConfigError, NonFiniteError) as e:
         sys.exit(f"error: {e}")
     except Preempted as e:
         logging.warning("%s", e)

@@ -2,6 +2,7 @@
 full or read-only disk fails a save or a cache write cleanly, leaving what was written intact."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -213,3 +214,49 @@ def test_a_full_or_read_only_disk_fails_cleanly_and_keeps_the_old_checkpoint(tmp
     assert "Read-only file system" in report["read_only"]
     assert "No space left on device" in report["cache"], report["cache"]
     assert len(report["cache_files"]) == 1 and report["cache_files"][0].startswith("part-")  # no partial file left
+
+
+# In a private tmpfs: train, fill the disk once checkpoint 2 is complete, free it, train again.
+FULL_DURING_TRAINING = textwrap.dedent("""
+    disk=$1; log=$2; shift 2
+    "$@" > "$log.1" 2>&1 &
+    trainer=$!
+    while [ ! -d "$disk/workdir/checkpoints/2" ] && kill -0 $trainer 2>/dev/null; do sleep 0.02; done
+    head -c 1G /dev/zero > "$disk/filler" 2>/dev/null
+    wait $trainer; echo "exit $?" >> "$log.1"
+    rm "$disk/filler"
+    "$@" > "$log.2" 2>&1; echo "exit $?" >> "$log.2"
+    cp -r "$disk/workdir/checkpoints" "$log.checkpoints"
+""")
+
+
+@pytest.mark.xdist_group("launches")  # shares the uninterrupted run with tests/test_fault_tolerance.py
+def test_a_disk_full_during_training_stops_at_the_failing_save_and_the_relaunch_resumes_exactly(
+        tmp_path, data_dir, uninterrupted):
+    from test_fault_tolerance import TOTAL_STEPS, Launch, final_arrays
+
+    disk, log = tmp_path / "disk", str(tmp_path / "log")
+    launch = Launch(tmp_path, data_dir, disk / "workdir", 1)
+    result = in_private_tmpfs(disk, "24m", FULL_DURING_TRAINING, "sh", str(disk), log, sys.executable, "-m",
+                              "t2ijax.main", *launch.args, env=launch.env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(log + ".1") as f:
+        first = f.read()
+    assert first.endswith("exit 1\n"), first[-3000:]
+    error = first.strip().splitlines()[-2]
+    failed = re.fullmatch(rf"error: the checkpoint of step (\d+) could not be written under {disk}/workdir/checkpoints "
+                          r"\(0\.0 MiB free; .*No space left on device.*\); the complete checkpoints \(steps ([\d, ]+)\) "
+                          r"are untouched: free space .*", error)
+    assert failed, error
+    step, kept = int(failed.group(1)), [int(s) for s in failed.group(2).split(", ")]
+    assert max(kept) < step and "Traceback" not in first
+    logged = [int(s) for s in re.findall(rf"\bstep (\d+)/{TOTAL_STEPS}\b", first)]
+    # Stopped once the write failed (a step checks for it), at the latest where the next save (every 2 steps) waits.
+    assert max(logged) <= step + 2, (step, logged)
+    with open(log + ".2") as f:
+        second = f.read()
+    assert second.endswith("exit 0\n") and f"resuming from step {max(kept)} " in second, second[-3000:]
+    expected, found = final_arrays(uninterrupted(1).checkpoints), final_arrays(log + ".checkpoints")
+    assert expected.keys() == found.keys()
+    for name in expected:
+        np.testing.assert_array_equal(found[name], expected[name], err_msg=name)
