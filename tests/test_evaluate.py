@@ -1,11 +1,7 @@
 """The evaluation CLI: same seed same metrics, prompt files, and metrics that cannot run."""
 import json
-import os
-import shutil
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
@@ -15,7 +11,6 @@ from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 from t2ijax.evaluate import evaluate_checkpoint
 from t2ijax.prompts import read_prompts
-from t2ijax.restore import load_run_config, restore_run
 
 FAST = dict(num_samples=6, sampler={"steps": 2})
 PROMPT = "A large red circle on the left, on a black background."
@@ -130,17 +125,3 @@ def test_unknown_metric_is_rejected_before_compute(data_dir):
     config.eval.metrics = ("loss_t", "fdi")
     with pytest.raises(ConfigError, match=r"config\.eval\.metrics names 'fdi'; metrics are: loss_t, composition, fid"):
         validate(config, 1)
-
-
-def test_checkpoint_written_before_the_ema_field_restores(workdir, tmp_path):
-    config = load_run_config(workdir)
-    state = restore_run(workdir, config, config.text_encoder.max_length, 384).state
-    shutil.copy(os.path.join(workdir, "config.json"), tmp_path / "config.json")
-    manager = ocp.CheckpointManager(tmp_path / "checkpoints")
-    old_fields = {name: getattr(state, name) for name in ("step", "params", "opt_state", "rng")}
-    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(old_fields)))
-    manager.wait_until_finished()
-    restored = restore_run(str(tmp_path), config, config.text_encoder.max_length, 384).state
-    assert restored.ema_params is None
-    for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(state.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
