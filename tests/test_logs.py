@@ -131,3 +131,12 @@ def test_sample_prints_at_most_five_lines_for_one_prompt(run_workdir, tmp_path):
     grid = np.asarray(Image.open(out))
     assert grid.shape[1] == 2 + 2 * (128 + 2) and grid.shape[0] > 2 + 128 + 2 + 2 * 11
     assert (_caption_rows(grid, 128) < 100).all(axis=-1).sum() > 100  # the prompt is written under the images
+
+
+def test_verbosity_1_brings_the_library_lines_back(run_workdir, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "t2ijax.sample", f"--workdir={run_workdir}", "--prompt=a red circle",
+                           f"--out={tmp_path / 'one.png'}", "--steps=2", "--verbosity=1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = {m.group(1) for m in map(ABSL_PREFIX.match, proc.stderr.splitlines()) if m}
+    assert "checkpoint_manager.py" in files, files  # orbax's own log of the restore
