@@ -93,7 +93,7 @@ class Generator:
 
 VIEW_PIXELS = 128  # tiles of sample grids are enlarged to at least this side, to be seen in TensorBoard too
 CAPTION_FONT_PIXELS = 11
-CAPTION_LINES = 3  # a longer caption is cut, ending in '...'
+CAPTION_LINES = 5  # a longer caption is cut, ending in '...' (samples/prompts.txt has it whole)
 
 
 def view_scale(height: int, width: int) -> int:
