@@ -25,6 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
         key_column="",               # parquet: the column of unique example keys ("" = file name and row number)
         build_chunk=1000,            # user data: source entries per TFDS chunk, the unit a killed build resumes
                                      # from and that several processes build in parallel
+        max_pixels=8192 * 8192,      # user data: an image whose header claims more pixels is skipped (too_large)
+                                     # before it is decoded (decoding takes ~8 bytes a pixel: 0.5 GiB here)
         resolution=32,               # image side in pixels
         num_train=10_000,            # synthetic shapes only: training examples
         num_validation=512,          # held-out examples (user data: the entries whose keys hash lowest)

@@ -1,4 +1,6 @@
 """config.data.name='image_folder': your own captioned images, squared, split by name and keyed by content."""
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,7 +56,7 @@ def test_held_out_split_depends_on_names_only(tmp_path):
     for i in range(10):
         write(tmp_path / "a", f"{i}.png", np.full((8, 8, 3), i, np.uint8))
         write(tmp_path / "b", f"{i}.png", np.full((8, 8, 3), 9 - i, np.uint8), caption="other")
-    first, second = ({e.key for e in listing(FolderSource(folder_config(tmp_path / d).data))} for d in "ab")
+    first, second = ({e.key for e in listing(FolderSource(folder_config(tmp_path / d).data)).entries} for d in "ab")
     assert first == second == {str(i) for i in range(10)}
     assert held_out(first, 3) == held_out(second, 3) and len(held_out(first, 3)) == 3
     assert held_out(first | {"10", "11"}, 3) <= held_out(first, 3) | {"10", "11"}  # it stays put as files are added
@@ -93,3 +95,15 @@ def test_bad_folders_are_named_before_anything_runs(tmp_path):
     shapes_with_path.data.path = str(tmp_path)
     with pytest.raises(ConfigError, match="is read by the user data formats only"):
         validate(shapes_with_path, 1)
+
+
+def test_a_caption_edit_that_keeps_its_size_and_time_changes_the_fingerprint(tmp_path):
+    images = tmp_path / "images"
+    write(images, "a.png", np.zeros((8, 8, 3), np.uint8), "a red cat")
+    caption = images / "a.txt"
+    for path, colour in ((images, "tan"), (images / "*.png", "red")):  # a glob's sidecars count too
+        source = FolderSource(folder_config(path).data)
+        before, stat = source.fingerprint(), caption.stat()
+        caption.write_text(f"a {colour} dog\n")  # same size, old time: as cp -p, rsync -t or tar leave it
+        os.utime(caption, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert caption.stat().st_size == stat.st_size and source.fingerprint() != before

@@ -59,26 +59,28 @@ def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
 
 
 def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, ...],
-                min_pixels: int) -> tuple[list[user_data.Example], list[str]]:
-    """`split`'s examples (kept and skipped) and the dataset's caption fields."""
+                fill: tuple[Size, ...]) -> tuple[list[user_data.Example], list[str]]:
+    """`split`'s examples (kept and skipped) and the dataset's caption fields: images stored at the nearest of
+    `sizes`, skipped when their crop for the nearest of `fill` would be upscaled."""
     from t2ijax.data import user_tfds  # imports TensorFlow Datasets: only when used
 
-    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizes, min_pixels, cfg.build_chunk, cfg.num_validation)
+    sizing = user_data.Sizing(tuple(sizes), tuple(fill), cfg.max_pixels)
+    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizing, cfg.build_chunk, cfg.num_validation)
     return user_data.split(examples, split, cfg.num_validation), user_data.caption_fields(examples)
 
 
 def _user_data(cfg: ml_collections.ConfigDict, split: str, size: Size) -> dict[str, np.ndarray]:
-    """Every image of `split` fitted to `size`; those of fewer pixels than the square of config.data.resolution
-    are skipped, so the held-out images are the same at every evaluation size."""
-    examples, fields = _user_split(cfg, split, (size,), cfg.resolution**2)
+    """Every image of `split` fitted to `size`; those whose short side is below config.data.resolution are
+    skipped, so the held-out images are the same at every evaluation size."""
+    examples, fields = _user_split(cfg, split, (size,), ((cfg.resolution, cfg.resolution),))
     _check_usable(cfg, split, examples)
     return user_data.arrays(examples, fields)
 
 
 def _user_buckets(cfg: ml_collections.ConfigDict, split: str,
                   grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
-    """Every image of `split` at the bucket nearest its aspect; those smaller than the smallest bucket are skipped."""
-    examples, fields = _user_split(cfg, split, grid, min(h * w for h, w in grid))
+    """Every image of `split` at the bucket nearest its aspect; those that would be upscaled to it are skipped."""
+    examples, fields = _user_split(cfg, split, grid, grid)
     _check_usable(cfg, split, examples)
     kept = [ex for ex in examples if not ex.skipped]
     groups = {size: user_data.arrays([ex for ex in kept if ex.image.shape[:2] == size], fields)

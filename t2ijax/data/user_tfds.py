@@ -22,8 +22,7 @@ from absl import logging
 
 from t2ijax import sharding
 from t2ijax.data.shapes_tfds import download_and_prepare
-from t2ijax.data.buckets import Size
-from t2ijax.data.user_data import Entry, Example, Skip, Source, check_split, example, listing, report
+from t2ijax.data.user_data import Entry, Example, Sizing, Skip, Source, check_split, example, listing, report
 
 
 class UserData(tfds.core.GeneratorBasedBuilder):
@@ -58,16 +57,15 @@ class UserData(tfds.core.GeneratorBasedBuilder):
 
 @dataclasses.dataclass(frozen=True)
 class Build:
-    """Where a dataset's chunks live: its name depends on the source's files, the sizes and the chunking."""
+    """Where a dataset's chunks live: its name depends on the source's files, the sizing and the chunking."""
     source: Source
     data_dir: str
-    sizes: tuple[Size, ...]
-    min_pixels: int
+    sizing: Sizing
     build_chunk: int
 
     @functools.cached_property
     def name(self) -> str:
-        identity = repr((self.source.fingerprint(), self.sizes, self.min_pixels, self.build_chunk))
+        identity = repr((self.source.fingerprint(), self.sizing, self.build_chunk))
         return f"{self.source.name}_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
     def chunks(self, entries: list[Entry]) -> list[list[Entry]]:
@@ -90,7 +88,7 @@ def _chunk_examples(build: Build, entries: list[Entry]) -> Iterator[Example]:
             continue
         raw = next(raws)
         try:
-            yield example(entry.key, raw, build.sizes, build.min_pixels)
+            yield example(entry.key, raw, build.sizing)
         except Skip as skip:
             yield Example(entry.key, None, {}, skipped=skip.reason)
 
@@ -121,23 +119,24 @@ def read(build: Build, entries: list[Entry]) -> list[Example]:
 _barriers = itertools.count()  # every process builds the same datasets in the same order
 
 
-def load(source: Source, data_dir: str, sizes: tuple[Size, ...], min_pixels: int, build_chunk: int,
-         num_validation: int) -> list[Example]:
+def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int) -> list[Example]:
     """Builds this process's share of the missing chunks, waits for the others, reads every example and
     writes the build report (process 0) when it is new."""
-    entries = listing(source)
-    check_split(entries, num_validation, source.name)
-    build = Build(source, data_dir, tuple(sizes), min_pixels, build_chunk)
-    build_chunks(build, entries, jax.process_index(), jax.process_count())
+    found = listing(source)
+    check_split(found, num_validation, source.name)
+    build = Build(source, data_dir, sizing, build_chunk)
+    build_chunks(build, found.entries, jax.process_index(), jax.process_count())
     if jax.process_count() > 1:
         sharding.barrier(f"t2ijax: {build.name} built #{next(_barriers)}", timeout_s=6 * 3600)
-    examples = read(build, entries)
+    examples = read(build, found.entries)
     if jax.process_index() == 0 and not build.report_path.exists():
-        summary = report(examples, build.sizes)
+        summary = report(examples, sizing.sizes, found.ignored)
         tmp = build.report_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
         tmp.replace(build.report_path)
-        logging.log(logging.WARNING if summary["skipped"] else logging.INFO,
-                    "built %s: kept %d of %d entries, skipped %s; report: %s", source.name, summary["kept"],
-                    summary["entries"], summary["skipped"] or "none", build.report_path)
+        whole = ", ".join(f"{name} ({why})" for name, why in summary["files_skipped"].items())
+        logging.log(logging.WARNING if summary["skipped"] or summary["ignored"] else logging.INFO,
+                    "built %s: kept %d of %d entries, skipped %s; ignored %s%s; report: %s", source.name,
+                    summary["kept"], summary["entries"], summary["skipped"] or "none", summary["ignored"] or "none",
+                    f"; files skipped whole: {whole}" if whole else "", build.report_path)
     return examples
