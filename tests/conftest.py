@@ -28,6 +28,15 @@ def env_with_devices(devices: int, **extra: str) -> dict[str, str]:
                 **extra)
 
 
+def error_line(proc) -> str:
+    """The one 'error: ' line of a command that failed (`proc`: a finished subprocess.run), with no traceback."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def tiny_config(data_dir: str):
     """The default config shrunk to compile and run in seconds on one CPU core."""
     c = shapes_tiny.get_config()

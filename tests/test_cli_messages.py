@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_config
+from conftest import error_line, tiny_config
 from t2ijax.config import warn_unreached_warmup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,13 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _error_line(module: str, *args: str) -> str:
     """The one 'error: ' line of a command that failed before any work, with no traceback."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    return error_line(subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                                     timeout=120))
 
 
 def test_missing_config_file_lists_the_configs_and_suggests_the_nearest(tmp_path):

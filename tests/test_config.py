@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import base, prx_small, shapes_tiny
-from conftest import env_with_devices
+from conftest import env_with_devices, error_line
 from t2ijax.config import check_overrides, validate
 from t2ijax.errors import ConfigError
 
@@ -182,27 +182,19 @@ def _run_main(*args, env=None):
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
 
-def _error_line(proc) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 def test_cli_errors_are_one_line(tmp_path):
-    assert "did you mean config.model.depth" in _error_line(
+    assert "did you mean config.model.depth" in error_line(
         _run_main(f"--workdir={tmp_path}", "--config.model.deptj=3"))
-    assert "is not one of" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.diffusion.timesteps=x"))
-    assert "needs a variance-preserving" in _error_line(_run_main(f"--workdir={tmp_path}", "--config.sampler.name=ddim"))
-    assert "unknown variant 'nope'; the variants are: rectified_flow" in _error_line(
+    assert "is not one of" in error_line(_run_main(f"--workdir={tmp_path}", "--config.diffusion.timesteps=x"))
+    assert "needs a variance-preserving" in error_line(_run_main(f"--workdir={tmp_path}", "--config.sampler.name=ddim"))
+    assert "unknown variant 'nope'; the variants are: rectified_flow" in error_line(
         _run_main(f"--workdir={tmp_path}", "--config=configs/ablations/path.py:nope"))
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    line = _error_line(_run_main(f"--workdir={blocked}/run"))
-    assert f"{blocked}/run/checkpoints cannot be written" in line
+    line = error_line(_run_main(f"--workdir={blocked}/run"))
+    assert f"{blocked}/run cannot be written" in line  # the workdir, locked before anything is written in it
     env = env_with_devices(4)
-    line = _error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
+    line = error_line(_run_main(f"--workdir={tmp_path}/run", "--config.data.global_batch_size=6", env=env))
     assert "global_batch_size=6 is not divisible by the data-parallel size 4" in line
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
