@@ -378,7 +378,8 @@ def test_a_hostile_folder_builds_and_its_report_counts_everything_it_ignored(tmp
     kept = {e.key: e.captions for e in examples if not e.skipped}
     assert kept == {"ok": {"caption": "fine"}, "linked": {"caption": "a link inside the folder"},
                     "x.jpg/inner": {"caption": "inside a directory named like an image"},
-                    "bom": {"caption": "a caption after a byte-order mark"}, "bom_json": {"caption": "json after a mark"}}
+                    "bom": {"caption": "a caption after a byte-order mark"},
+                    "bom_json": {"caption": "json after a mark"}}
     assert summary["entries"] == len(examples) == 10
     assert not any(SECRET in json.dumps(e.captions) for e in examples)
 
@@ -480,7 +481,8 @@ def test_tar_members_that_are_no_images_are_counted(tmp_path):
     (tmp_path / "s" / "a.tar").write_bytes(_tar([
         ("d", (tarfile.DIRTYPE, "")), ("d/a.png", image), ("d/a.txt", b"an image"), ("d/a.cls", b"3"),
         ("b.png", (tarfile.SYMTYPE, "d/a.png")), ("c.png", (tarfile.LNKTYPE, "d/a.png")),
-        ("orphan.txt", b"no image"), (os.fsdecode(b"\xff.png"), image), (os.fsdecode(b"\xff.txt"), b"named in latin-1")]))
+        ("orphan.txt", b"no image"), (os.fsdecode(b"\xff.png"), image),
+        (os.fsdecode(b"\xff.txt"), b"named in latin-1")]))
     (tmp_path / "s" / "notes.md").write_text("other files beside the shards count too")
     found = user_data.listing(WebDatasetSource(data_config("webdataset", tmp_path / "s", "").data))
     assert [e.key for e in found.entries] == ["d/a"]

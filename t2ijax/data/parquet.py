@@ -109,4 +109,5 @@ class ParquetSource:
 
     def fingerprint(self) -> str:
         found = self._files()
-        return f"{image_folder.fingerprint(found.root, found.files, found.ignored)}:{self.image_column}:{self.key_column}"
+        files = image_folder.fingerprint(found.root, found.files, found.ignored)
+        return f"{files}:{self.image_column}:{self.key_column}"

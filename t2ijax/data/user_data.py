@@ -45,6 +45,7 @@ import io
 import itertools
 import json
 import os
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -220,14 +221,13 @@ def printable(name: str) -> str:
 def kind(path: Path, real_root: Path) -> str:
     """"file" (a regular file, or a link to one inside `real_root`), "dir" (to be walked), or why it is passed over."""
     try:
-        if path.is_symlink():
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
             target = path.resolve(strict=True)
             if not target.is_relative_to(real_root):
                 return "link_outside_root"
             return "file" if target.is_file() else "not_a_file"  # a linked directory is never walked: it could loop
-        if path.is_dir():
-            return "dir"
-        return "file" if path.is_file() else "not_a_file"
+        return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "not_a_file"
     except (OSError, RuntimeError):  # a link to nothing, or a loop
         return "broken_link"
 
@@ -298,6 +298,9 @@ def files(path: str, name: str, suffixes: tuple[str, ...], what: str) -> Found:
         if not glob.has_magic(str(root)):
             raise ConfigError(f"config.data.path='{path}' is not a directory (nor a glob); set it to {what}")
         base = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), root.parts))
+        if not base.is_dir():
+            raise ConfigError(f"config.data.path='{path}': the glob's directory {base} is not a directory; set it to "
+                              f"{what}")
         root, pattern = base, root.relative_to(base).parts
     found = Found(root, root.resolve())
     for file, reason in _walk(root, found.real_root, pattern):
