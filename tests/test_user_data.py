@@ -440,13 +440,15 @@ def test_bombs_and_images_over_max_pixels_are_too_large_from_their_header():
         validate(data_config("image_folder", "", "", max_pixels=100), 1)
 
 
-def test_a_byte_order_mark_and_a_lone_surrogate_in_captions():
+def test_captions_with_a_byte_order_mark_a_lone_surrogate_or_deep_json():
     bom = "\ufeff"
     raw = Raw(b"", {".txt": (bom + "text").encode(), ".json": (bom + '{"short": "json"}').encode()},
               fields={"column": bom + " a column"})
     assert user_data.captions(raw) == {"caption": "text", "short": "json", "column": "a column"}
     with pytest.raises(user_data.Skip, match="caption_not_utf8"):  # JSON may escape what UTF-8 cannot hold
         user_data.captions(Raw(b"", {".json": b'{"caption": "\\udc80 half a pair"}'}))
+    with pytest.raises(user_data.Skip, match="caption_not_json"):  # deeper than Python's stack
+        user_data.captions(Raw(b"", {".json": b"[" * 100_000}))
 
 
 def test_parquet_number_columns_are_captions_and_other_columns_are_counted(tmp_path):
@@ -513,6 +515,10 @@ def test_a_broken_shard_or_parquet_file_is_skipped_counted_and_named(tmp_path):
     report = json.loads(next((tmp_path / "data" / "user_data").glob("*.report.json")).read_text())
     assert report["files_skipped"] == user_data.listing(shards).ignored
     assert report["ignored"] == {"file_truncated": 2, "file_unreadable": 2}
-    parquet = user_data.listing(ParquetSource(data_config("parquet", tmp_path / "p", "").data))
+    source = ParquetSource(data_config("parquet", tmp_path / "p", "").data)
+    parquet = user_data.listing(source)
     assert [e.key for e in parquet.entries] == ["good.parquet/0", "good.parquet/1", "good.parquet/2"]
     assert parquet.ignored == {"cut.parquet": "file_unreadable", "null.parquet": "image_column_null"}
+    good = (tmp_path / "p" / "good.parquet").read_bytes()
+    (tmp_path / "p" / "good.parquet").write_bytes(good[:4] + b"\xff" * 16 + good[20:])  # a page header, not the footer
+    assert [r.error for r in source.read(parquet.entries)] == ["unreadable"] * 3

@@ -101,7 +101,11 @@ class ParquetSource:
         sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
         firsts = [sum(sizes[:g]) for g in range(len(sizes))]
         groups = [g for g in range(len(sizes)) if firsts[g] <= rows[-1] and rows[0] < firsts[g] + sizes[g]]
-        table = parquet.read_row_groups(groups, columns=[self.image_column, *captions]).to_pydict()
+        try:
+            table = parquet.read_row_groups(groups, columns=[self.image_column, *captions]).to_pydict()
+        except (pa.ArrowException, OSError):  # a broken page: its footer was fine when listed
+            yield from (Raw(b"", error="unreadable") for _ in rows)
+            return
         for row in rows:
             at = row - firsts[groups[0]]
             yield Raw(_image_bytes(table[self.image_column][at]),

@@ -183,7 +183,7 @@ def captions(raw: Raw) -> dict[str, str]:
             continue
         try:
             values = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
             raise Skip("caption_not_json") from None
         if not isinstance(values, dict):
             raise Skip("caption_not_json")
