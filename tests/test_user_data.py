@@ -344,7 +344,7 @@ def write_hostile_folder(tmp_path):
         "ok.png": (good, {".txt": b"fine"}),
         "leak.png": (good, {}),
         "x.jpg/inner.png": (good, {".txt": b"inside a directory named like an image"}),
-        "strip.png": (_encoded(Image.fromarray(_noise(1, 300)), "PNG"), {".txt": b"a 1x300 strip"}),
+        "strip.png": (_encoded(Image.fromarray(_noise(1, 5000)), "PNG"), {".txt": b"a 1x5000 strip"}),
         "bomb.png": (png_header(30000, 30000), {".txt": b"a decompression bomb"}),
         "big.png": (png_header(2000, 2000), {".txt": b"more pixels than max_pixels"}),
         "bom.png": (good, {".txt": b"\xef\xbb\xbfa caption after a byte-order mark\n"}),
@@ -410,7 +410,7 @@ def test_link_loops_end_and_are_counted(tmp_path):
 
 
 def test_a_strip_is_too_small_rather_than_upscaled():
-    strip = Raw(_encoded(Image.fromarray(_noise(1, 300)), "PNG"), {".txt": b"a strip"})  # 300 px > 16 x 16
+    strip = Raw(_encoded(Image.fromarray(_noise(1, 5000)), "PNG"), {".txt": b"a strip"})  # 5000 px > 16 x 16
     with pytest.raises(user_data.Skip, match="too_small"):
         user_data.example("strip", strip, SIZING)
     grid = ((12, 20), (16, 16), (20, 12))
