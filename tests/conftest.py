@@ -72,6 +72,20 @@ def data_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def trained(data_dir, tmp_path_factory):
+    """A two-level (2x) autoencoder with 2 latent channels trained for a few steps: (result, config, workdir).
+    One per session: latent caches are keyed by the autoencoder's weights, which two trainings would share."""
+    from t2ijax.models.autoencoders.training import train_autoencoder
+
+    c = tiny_config(data_dir)
+    c.latents.stats_examples = 128
+    c.autoencoder_training.update(block_out_channels=(4, 8), norm_num_groups=4, latent_channels=2, steps=3,
+                                  batch_size=4)
+    workdir = str(tmp_path_factory.mktemp("autoencoder"))
+    return train_autoencoder(c, workdir), c, workdir
+
+
+@pytest.fixture(scope="session")
 def run_workdir(data_dir, tmp_path_factory) -> str:
     """A run directory of tiny_config with an (untrained) checkpoint at step 0."""
     from t2ijax.train import Run

@@ -1,6 +1,7 @@
 """A locally trained autoencoder, the latent cache and its normalizations, and the checks around them."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -30,17 +31,6 @@ def _latent_config(data_dir: str, autoencoder: str, **latents):
     return c
 
 
-@pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-    """A two-level (2x) autoencoder with 2 latent channels trained for a few steps: (result, config)."""
-    c = tiny_config(data_dir)
-    c.latents.stats_examples = 128
-    c.autoencoder_training.update(block_out_channels=(4, 8), norm_num_groups=4, latent_channels=2, steps=3,
-                                  batch_size=4)
-    workdir = str(tmp_path_factory.mktemp("autoencoder"))
-    return train_autoencoder(c, workdir), c, workdir
-
-
 def test_trained_autoencoder_is_a_diffusers_autoencoder_kl(trained, data_dir):
     result, c, workdir = trained
     assert np.isfinite(result["psnr"]) and result["steps"] == 3
@@ -65,8 +55,10 @@ def test_trained_autoencoder_is_a_diffusers_autoencoder_kl(trained, data_dir):
 
 
 def test_latent_cache_holds_normalized_latents_and_resumes(trained, data_dir, monkeypatch):
-    monkeypatch.setattr(latent_cache, "SHARD_SIZE", 96)
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
+    # Built from nothing in shards of 96, whatever other tests of this session's autoencoder cached before.
+    shutil.rmtree(latent_cache.latent_cache_dir(config, prepare(config).space.autoencoder))
+    monkeypatch.setattr(latent_cache, "SHARD_SIZE", 96)
     data = prepare(config)
     (train,) = data.train.values()
     assert "image" not in train and train["latent"].shape == (256, 1, 16, 16, 2)  # one view: no augmentation
