@@ -51,12 +51,12 @@ def variant_config(overrides: dict):
 
 
 def train_variant(name: str, overrides: dict, workdir: str) -> dict:
-    """Trains one variant with t2ijax.train.Run's compiled step and evaluator, without its loop:
+    """Trains one variant with t2ijax.training.loop.Run's compiled step and evaluator, without its loop:
     evaluations at config.eval.every_steps and no checkpoints."""
     import flax.linen as nn
     import jax
 
-    from t2ijax.train import Run
+    from t2ijax.training.loop import Run
 
     config = variant_config(overrides)
     run = Run(config, workdir).setup()

@@ -13,7 +13,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CONFIGS = os.path.join(os.path.dirname(_PACKAGE), "configs")
 # Libraries whose warnings are routine here: orbax warns on every read-only restore, TFDS on every dataset config.
 _ERRORS_ONLY = (f"{os.sep}tensorflow_datasets{os.sep}",)
-# Orbax's errors reach t2ijax as exceptions, reported in one line (t2ijax/checkpoint.py); its own log of a
+# Orbax's errors reach t2ijax as exceptions, reported in one line (t2ijax/training/checkpoint.py); its own log of a
 # failed save is a traceback from each writer thread.
 _SILENT = (f"{os.sep}orbax{os.sep}",)
 _FLAG_ERROR = re.compile(r"flag --([\w.]+)=(.*?): (.*)")  # absl's wording of a bad or missing flag value

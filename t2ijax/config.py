@@ -7,10 +7,10 @@ import ml_collections
 from absl import logging
 
 from configs import base
-from t2ijax import nonfinite
 from t2ijax.data.augmentation import AUGMENTATIONS, check_augmentation
 from t2ijax.data.buckets import check_buckets
 from t2ijax.data.captions import check_caption_weights
+from t2ijax.data.latent_cache import POSTERIORS
 from t2ijax.data.sources import DATASETS, USER_FORMATS, user_source
 from t2ijax.data.user_data import check_split, listing
 from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
@@ -19,20 +19,20 @@ from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
 from t2ijax.diffusion.samplers import SAMPLERS
 from t2ijax.diffusion.timesteps import SHIFT_MODES, TIMESTEPS
 from t2ijax.errors import ConfigError
-from t2ijax.evaluation import METRICS
-from t2ijax.data.latent_cache import POSTERIORS
+from t2ijax.metrics.evaluation import METRICS
 from t2ijax.models.autoencoders import PIXEL_SPACE, check_autoencoder_name, geometry
 from t2ijax.models.autoencoders.normalization import NEEDS_STATISTICS, NORMALIZATIONS
 from t2ijax.models.build import MODELS, num_image_tokens, pixel_multiple
 from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
-from t2ijax.optim import OPTIMIZERS, SCHEDULES
-from t2ijax.phases import check_phases, training_sizes
-from t2ijax.techniques import repa, routing
 from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+from t2ijax.techniques import repa, routing
 from t2ijax.techniques.perceptual import check_perceptual, dino_grid
 from t2ijax.techniques.teachers import TEACHERS, check_teacher
+from t2ijax.training import nonfinite
+from t2ijax.training.optim import OPTIMIZERS, SCHEDULES
+from t2ijax.training.phases import check_phases, training_sizes
 
 
 # Fields whose value must be one of a fixed set of names.

@@ -111,7 +111,7 @@ def _cell(text: str) -> str:
 
 def render() -> str:
     from t2ijax.config import allowed_names
-    from t2ijax.evaluation import METRICS
+    from t2ijax.metrics.evaluation import METRICS
 
     sections, comments = documented_fields()
     defaults = flat_defaults(base.get_config())

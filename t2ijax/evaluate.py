@@ -66,13 +66,13 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     """
     import jax
 
-    from t2ijax import evaluation
     from t2ijax.config import validate_eval
     from t2ijax.data.prepare import prepare, text_cache_dir
     from t2ijax.data.text_cache import TextCache
-    from t2ijax.prompts import read_prompts
-    from t2ijax.restore import load_run, load_run_config, sampler_settings
-    from t2ijax.train_step import make_heldout_loss
+    from t2ijax.metrics import evaluation
+    from t2ijax.metrics.prompts import read_prompts
+    from t2ijax.training.restore import load_run, load_run_config, sampler_settings
+    from t2ijax.training.step import make_heldout_loss
 
     config = load_run_config(workdir)
     config.eval.update({k: (tuple(v) if k in ("metrics", "sizes") else v) for k, v in eval_overrides.items()

@@ -54,9 +54,9 @@ def main(argv):
     # Before anything touches a device: N CPU devices stand in for the accelerators.
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", FLAGS.devices)
+    from t2ijax.benchmarks.planning import plan, report
     from t2ijax.config import validate
     from t2ijax.errors import ConfigError
-    from t2ijax.planning import plan, report
     from t2ijax.requirements import check as check_installed, describe
 
     config = loaded_config(FLAGS.config)

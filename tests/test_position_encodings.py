@@ -18,7 +18,6 @@ import torch
 
 from configs import shapes_tiny
 from conftest import tiny_config
-from t2ijax import train_state
 from t2ijax.config import validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
@@ -27,8 +26,9 @@ from t2ijax.interop.finetune import resolve_init_from
 from t2ijax.models.build import build_model, latent_size, num_image_tokens, position_grid
 from t2ijax.models.layers import axial_rope, normalized_rope_step
 from t2ijax.models.prx import PRX, LearnedPositions
-from t2ijax.restore import RestoredRun, load_run_config
-from t2ijax.train_step import make_train_step
+from t2ijax.training import state as train_state
+from t2ijax.training.restore import RestoredRun, load_run_config
+from t2ijax.training.step import make_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONDS = ("none", "tokens", "vec")

@@ -5,7 +5,7 @@ import os
 
 from configs import shapes_tiny
 from t2ijax.config import validate
-from t2ijax.restore import load_run_config, with_resolved_paths
+from t2ijax.training.restore import load_run_config, with_resolved_paths
 
 
 def _old_run(directory, text: dict):

@@ -14,8 +14,8 @@ import pytest
 from conftest import tiny_config
 from t2ijax.errors import ConfigError
 from t2ijax.evaluate import evaluate_checkpoint
-from t2ijax.restore import load_run_config
-from t2ijax.train import Run, check_resumable
+from t2ijax.training.loop import Run, check_resumable
+from t2ijax.training.restore import load_run_config
 
 PROMPT = "A large red circle on the left, on a black background."
 

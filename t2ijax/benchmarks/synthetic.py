@@ -7,15 +7,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from t2ijax import sharding, train_state
+from t2ijax import sharding
 from t2ijax.config import validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.build import build_model, num_image_tokens
-from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import lower_train_step, zero_caption
+from t2ijax.training import state as train_state
+from t2ijax.training.optim import run_optimizer
+from t2ijax.training.step import lower_train_step, zero_caption
 
 
 @dataclasses.dataclass

@@ -114,7 +114,7 @@ class RestoredRun:
                   size: tuple[int, int] | None = None):
         """A Generator of `size` (height, width) pixel images, by default the training resolution's square,
         with `sampler` settings (see `sampler_settings`) and the time shift of that size's token count."""
-        from t2ijax.generate import generator_at
+        from t2ijax.diffusion.generate import generator_at
 
         return generator_at(self.model, self.space, self.config, sampler, size or (self.config.data.resolution,) * 2,
                             negative_text, negative_mask, self.mesh)
@@ -133,13 +133,14 @@ def sampler_settings(config: ml_collections.ConfigDict, **overrides) -> ml_colle
 def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: int, text_dim: int,
                 step: int | None = None) -> RestoredRun:
     """Restores checkpoint `step` (default: the latest) of the run in `workdir` onto all local devices."""
-    from t2ijax import sharding, train_state
-    from t2ijax.checkpoint import Checkpointer
+    from t2ijax import sharding
     from t2ijax.data.prepare import latent_space
     from t2ijax.models.build import build_model
-    from t2ijax.optim import run_optimizer
     from t2ijax.techniques import ema
     from t2ijax.techniques.frozen import teacher_dim
+    from t2ijax.training import state as train_state
+    from t2ijax.training.checkpoint import Checkpointer
+    from t2ijax.training.optim import run_optimizer
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     steps = checkpointer.steps()
@@ -169,7 +170,7 @@ def load_run(workdir: str, step: int | None = None,
     `config` is the run's (`load_run_config(workdir)`) with fields that change no parameter shape
     overridden, as the CLIs override config.eval and config.sampler. Reads no dataset; only a latent-space
     run reads its latent normalization under config.data.data_dir."""
-    from t2ijax.planning import text_width
+    from t2ijax.benchmarks.planning import text_width
 
     config = load_run_config(workdir) if config is None else config
     return restore_run(workdir, config, config.text_encoder.max_length, text_width(config.text_encoder), step)
