@@ -20,15 +20,24 @@ _FLAG_ERROR = re.compile(r"flag --([\w.]+)=(.*?): (.*)")  # absl's wording of a 
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
-    from t2ijax.config import check_overrides
+    """absl flag parsing, with config mistakes reported in one line instead of a traceback. A
+    --config file under a configs/ directory may import its siblings from any working directory."""
+    from t2ijax.config import check_overrides, configs_importable
     from t2ijax.errors import ConfigError
 
+    for path in _config_paths(argv):
+        configs_importable(path)
     try:
         check_overrides(argv)
         return flags.FLAGS(argv)
     except (ConfigError, flags.Error) as e:
         sys.exit("error: " + _one_line(str(e)))
+
+
+def _config_paths(argv: list[str]) -> list[str]:
+    """The values of --config=PATH and --config PATH in `argv`."""
+    paths = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    return paths + [value for flag, value in zip(argv, argv[1:]) if flag == "--config"]
 
 
 def _one_line(message: str) -> str:

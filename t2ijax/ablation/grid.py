@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import logging
 
-from t2ijax.config import apply_overrides, flatten, validate
+from t2ijax.config import apply_overrides, configs_importable, flatten, validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop.finetune import resolve_init_from
 from t2ijax.training.restore import load_run_config, with_resolved_paths
@@ -52,6 +52,7 @@ def load_axis(path: str) -> Axis:
     if not os.path.isfile(path):
         raise ConfigError(f"ablation config {path} not found; pass --config=configs/ablations/<axis>.py")
     name = os.path.splitext(os.path.basename(path))[0]
+    configs_importable(path)
     spec = importlib.util.spec_from_file_location(f"t2ijax_axis_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -73,7 +73,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def bench_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The config's denoiser for config.bench's inputs, its attention picked for the bench's token count
-    (config.attention_for otherwise looks at the training sizes)."""
+    (models.build.attention_for otherwise looks at the training sizes)."""
     b = config.bench
     return build_model(config, b.latent_channels, b.text_dim,
                        image_tokens=[num_image_tokens(config.model, b.latent_size, b.latent_size)])

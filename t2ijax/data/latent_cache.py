@@ -27,9 +27,10 @@ from t2ijax.data.sources import source_fingerprint
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS, channel_report
+from t2ijax.registry import names
 
 SHARD_SIZE = 1024
-POSTERIORS = ("mode", "sample")
+POSTERIORS = names("latents.posterior")
 _POSTERIOR_SEED = 0
 _DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
 

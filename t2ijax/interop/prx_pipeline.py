@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import base
+from t2ijax import defaults as base
 from t2ijax.diffusion.generate import to_uint8
 from t2ijax.diffusion.samplers import guided_output, sample
 from t2ijax.errors import ConfigError

@@ -20,6 +20,7 @@ from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_pa
 from t2ijax.metrics.frechet import Moments, frechet_distance_of
 from t2ijax.metrics.mmd import l2_normalize, mmd
 from t2ijax.metrics.reference import ReferenceFeatures
+from t2ijax.registry import names
 from t2ijax.sharding import batch_ways
 
 T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
@@ -32,7 +33,8 @@ FEATURE_METRICS = {
     "cmmd": ("mmd", "clip"),
     "dino_mmd": ("mmd", "dinov2"),
 }
-METRICS = ("loss_t", "composition", *FEATURE_METRICS)
+METRICS = names("eval.metrics")
+assert METRICS == ("loss_t", "composition", *FEATURE_METRICS), "eval.metrics: NAMES differs"
 
 
 def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], space,

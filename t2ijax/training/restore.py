@@ -9,7 +9,7 @@ import os
 
 import ml_collections
 
-from configs import base
+from t2ijax import defaults as base
 from t2ijax.errors import ConfigError
 
 
