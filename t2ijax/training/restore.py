@@ -47,48 +47,15 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
     return merged
 
 
-def _renamed_text_section(saved: dict) -> dict:
-    """Runs saved before config.text became config.text_encoder: `encoder` was the name or the
-    directory (now `path`, labelled by its folder name), `output_layer` is now `layer`."""
-    if "text" not in saved:
-        return saved
-    saved = dict(saved)
-    old = dict(saved.pop("text"))
-    encoder = old.pop("encoder")
-    is_dir = os.path.isdir(os.path.expanduser(encoder))
-    old.update(name=os.path.basename(os.path.normpath(encoder)) if is_dir else encoder, path=encoder if is_dir else "",
-               layer=old.pop("output_layer", -1))
-    saved["text_encoder"] = old
-    return saved
-
-
-def _renamed_resolution_embeds(saved: dict) -> dict:
-    """Runs saved before config.model.resolution_cond: resolution_embeds=True is resolution_cond='vec'."""
-    if "resolution_embeds" not in saved.get("model", {}):
-        return saved
-    model = dict(saved["model"])
-    model["resolution_cond"] = "vec" if model.pop("resolution_embeds") else "none"
-    return {**saved, "model": model}
-
-
-def _renamed_caption_field(saved: dict) -> dict:
-    """Runs saved before config.data.captions: caption_field=X is captions=((X, 1.0),)."""
-    if "caption_field" not in saved.get("data", {}):
-        return saved
-    data = dict(saved["data"])
-    data["captions"] = ((data.pop("caption_field"), 1.0),)
-    return {**saved, "data": data}
-
-
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with, in today's field names; fields added to configs/base.py
-    since take their defaults. Runs saved before paths were stored absolute have theirs resolved
-    against the working directory, as they were read then."""
+    """The config a run was trained with (its config.json); fields added to t2ijax/defaults.py since
+    take their defaults, and local paths are absolute (a relative one taken from the working
+    directory)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
-        saved = _renamed_caption_field(_renamed_resolution_embeds(_renamed_text_section(json.load(f))))
+        saved = json.load(f)
     return with_resolved_paths(ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict())))
 
 
