@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_config
 from t2ijax.errors import ConfigError
-from t2ijax.evaluate import evaluate_checkpoint
+from t2ijax.metrics.evaluation import evaluate_checkpoint
 from t2ijax.training.loop import Run, check_resumable
 from t2ijax.training.restore import load_run_config
 
