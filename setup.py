@@ -42,7 +42,7 @@ setup(
     name="t2ijax",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["t2ijax", "t2ijax.*", "configs", "configs.*"]),
+    packages=find_packages(include=["t2ijax", "t2ijax.*"]),  # configs/ is data, loaded by path
     python_requires=">=3.11",
     install_requires=RUNTIME,
     extras_require={"test": TEST},

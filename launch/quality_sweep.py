@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import shapes_tiny  # noqa: E402
 from t2ijax.data import shapes  # noqa: E402
 from t2ijax.data.sources import DATASETS  # noqa: E402
+from t2ijax.registry import declare  # noqa: E402
 
 flags.DEFINE_string("variants", None, "JSON file: name -> {dotted config key: value}.", required=True)
 flags.DEFINE_string("out", None, "Directory for per-variant JSON results.", required=True)
@@ -32,6 +33,9 @@ flags.DEFINE_string("data_dir", "/tmp/quality_sweep_data", "Where the text cache
 flags.DEFINE_integer("parallel", 4, "Variants trained at once.")
 flags.DEFINE_string("worker", None, "Internal: train this one variant.")
 FLAGS = flags.FLAGS
+
+
+declare("data.name", "shapes_in_memory")
 
 
 @DATASETS.register("shapes_in_memory")
@@ -51,12 +55,12 @@ def variant_config(overrides: dict):
 
 
 def train_variant(name: str, overrides: dict, workdir: str) -> dict:
-    """Trains one variant with t2ijax.train.Run's compiled step and evaluator, without its loop:
+    """Trains one variant with t2ijax.training.loop.Run's compiled step and evaluator, without its loop:
     evaluations at config.eval.every_steps and no checkpoints."""
     import flax.linen as nn
     import jax
 
-    from t2ijax.train import Run
+    from t2ijax.training.loop import Run
 
     config = variant_config(overrides)
     run = Run(config, workdir).setup()

@@ -10,6 +10,7 @@ from absl import app, flags
 
 from t2ijax import evaluate
 from t2ijax.errors import ConfigError
+from t2ijax.metrics.evaluation import evaluate_checkpoint
 
 flags.DEFINE_integer("early", None, "The early checkpoint's step.", required=True)
 flags.DEFINE_integer("late", None, "The late checkpoint's step.", required=True)
@@ -21,8 +22,8 @@ def main(argv):
     del argv
     sampler, overrides = evaluate.flag_overrides()
     try:
-        early, late = (evaluate.evaluate_checkpoint(FLAGS.workdir, step, FLAGS.prompts, FLAGS.seed, None, sampler,
-                                                    **overrides)[0]
+        early, late = (evaluate_checkpoint(FLAGS.workdir, step, FLAGS.prompts, FLAGS.seed, None, sampler,
+                                           **overrides)[0]
                        for step in (FLAGS.early, FLAGS.late))
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -10,43 +10,17 @@ config.text_encoder.cache_unpadded) stores only each caption's real tokens in th
 writes; parts already written keep their layout (both read the same).
 """
 import sys
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from t2ijax.cli import loaded_config, parse_flags
+from t2ijax.data.prepare import cache_captions
 
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
 flags.DEFINE_bool("unpadded", None, "Store each caption's real tokens only (default: "
                   "config.text_encoder.cache_unpadded).")
 FLAGS = flags.FLAGS
-
-
-def dataset_captions(config) -> list[str]:
-    """Every text training, sampling and evaluation will look up for this config's dataset: the fields
-    config.data.captions names, in every augmentation view (mirrored views swap left and right)."""
-    from t2ijax.data import augmentation, captions
-    from t2ijax.data.sources import SPLITS, load_split
-
-    texts = ["", config.sampler.negative_prompt, *config.sample.prompts]
-    views = augmentation.views_of(config.data)
-    for split in SPLITS:
-        fields = captions.field_captions(config.data, load_split(config.data, split))
-        texts += augmentation.view_captions(fields, views if split == "train" else views[:1]).ravel().tolist()
-    return texts
-
-
-def cache_captions(config, mesh=None, rules=None) -> dict:
-    """Fills the text cache for `config`; what it holds afterwards, and what this run added."""
-    from t2ijax.data.prepare import text_cache_dir
-    from t2ijax.data.text_cache import TextCache
-
-    start = time.time()
-    cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
-    encoded = cache.fill(dataset_captions(config))
-    return dict(directory=cache.directory, shape=cache.shape(), encoded=encoded, stored_bytes=cache.stored_bytes,
-                padded_bytes=cache.padded_bytes, seconds=time.time() - start)
 
 
 def summary(report: dict) -> str:

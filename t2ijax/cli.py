@@ -13,22 +13,31 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CONFIGS = os.path.join(os.path.dirname(_PACKAGE), "configs")
 # Libraries whose warnings are routine here: orbax warns on every read-only restore, TFDS on every dataset config.
 _ERRORS_ONLY = (f"{os.sep}tensorflow_datasets{os.sep}",)
-# Orbax's errors reach t2ijax as exceptions, reported in one line (t2ijax/checkpoint.py); its own log of a
+# Orbax's errors reach t2ijax as exceptions, reported in one line (t2ijax/training/checkpoint.py); its own log of a
 # failed save is a traceback from each writer thread.
 _SILENT = (f"{os.sep}orbax{os.sep}",)
 _FLAG_ERROR = re.compile(r"flag --([\w.]+)=(.*?): (.*)")  # absl's wording of a bad or missing flag value
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config mistakes reported in one line instead of a traceback."""
-    from t2ijax.config import check_overrides
+    """absl flag parsing, with config mistakes reported in one line instead of a traceback. A
+    --config file under a configs/ directory may import its siblings from any working directory."""
+    from t2ijax.config import check_overrides, configs_importable
     from t2ijax.errors import ConfigError
 
+    for path in _config_paths(argv):
+        configs_importable(path)
     try:
         check_overrides(argv)
         return flags.FLAGS(argv)
     except (ConfigError, flags.Error) as e:
         sys.exit("error: " + _one_line(str(e)))
+
+
+def _config_paths(argv: list[str]) -> list[str]:
+    """The values of --config=PATH and --config PATH in `argv`."""
+    paths = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    return paths + [value for flag, value in zip(argv, argv[1:]) if flag == "--config"]
 
 
 def _one_line(message: str) -> str:

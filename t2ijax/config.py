@@ -1,74 +1,68 @@
-"""Config validation: every check that can fail before compute, each a one-line error."""
+"""Config validation: every check that can fail before compute, each a one-line error; and config
+files loaded by path.
+
+Importing this module imports only the schema (t2ijax/defaults.py), the declared names of every
+axis (t2ijax/registry.py) and the errors: checks that need an implementation's code (a dataset
+listing, an autoencoder's geometry, a path's coefficients) import it inside the check, when
+`validate` runs (tests/test_config_imports.py holds that boundary).
+"""
 import difflib
+import importlib.util
 import math
+import os
+import sys
 from pathlib import Path
 
 import ml_collections
 from absl import logging
 
-from configs import base
-from t2ijax import nonfinite
-from t2ijax.data.augmentation import AUGMENTATIONS, check_augmentation
-from t2ijax.data.buckets import check_buckets
-from t2ijax.data.captions import check_caption_weights
-from t2ijax.data.sources import DATASETS, USER_FORMATS, user_source
-from t2ijax.data.user_data import check_split, listing
-from t2ijax.diffusion.losses import LOSS_WEIGHTINGS
-from t2ijax.diffusion.parameterization import PREDICTIONS
-from t2ijax.diffusion.paths import BETA_SCHEDULES, PATHS, make_path
-from t2ijax.diffusion.samplers import SAMPLERS
-from t2ijax.diffusion.timesteps import SHIFT_MODES, TIMESTEPS
+from t2ijax import defaults as base
 from t2ijax.errors import ConfigError
-from t2ijax.evaluation import METRICS
-from t2ijax.data.latent_cache import POSTERIORS
-from t2ijax.models.autoencoders import PIXEL_SPACE, check_autoencoder_name, geometry
-from t2ijax.models.autoencoders.normalization import NEEDS_STATISTICS, NORMALIZATIONS
-from t2ijax.models.build import MODELS, num_image_tokens, pixel_multiple
-from t2ijax.models.text.cleaning import CLEANERS
-from t2ijax.models.text.encoder import NO_TEXT
-from t2ijax.models.text.loading import INITS, check_model_dir, local_model_dir
-from t2ijax.optim import OPTIMIZERS, SCHEDULES
-from t2ijax.phases import check_phases, training_sizes
-from t2ijax.techniques import repa, routing
-from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
-from t2ijax.techniques.perceptual import check_perceptual, dino_grid
-from t2ijax.techniques.teachers import TEACHERS, check_teacher
+from t2ijax.registry import NAMES, OPEN_FIELDS
 
 
-# Fields whose value must be one of a fixed set of names.
-_CHOICES = {
-    "data.name": DATASETS.names,
-    "data.augmentation": AUGMENTATIONS.names,
-    "text_encoder.init": lambda: list(INITS),
-    "text_encoder.dtype": lambda: ["bfloat16", "float32"],
-    "text_encoder.clean": CLEANERS.names,
-    "latents.normalization": NORMALIZATIONS.names,
-    "latents.posterior": lambda: list(POSTERIORS),
-    "model.name": MODELS.names,
-    "model.dtype": lambda: ["bfloat16", "float32"],
-    "model.param_dtype": lambda: ["bfloat16", "float32"],
-    "model.remat_policy": lambda: ["dots", "dots_with_no_batch_dims", "full", "none"],
-    "model.attention_impl": lambda: ["auto", "cudnn", "splash", "xla"],
-    "model.pos_embed": lambda: ["learned_absolute", "rope_2d", "rope_2d_normalized"],
-    "model.resolution_cond": lambda: ["none", "tokens", "vec"],
-    "diffusion.path": PATHS.names,
-    "diffusion.beta_schedule": BETA_SCHEDULES.names,
-    "diffusion.prediction": PREDICTIONS.names,
-    "diffusion.loss_space": lambda: ["prediction"] + PREDICTIONS.names(),
-    "diffusion.loss_weighting": LOSS_WEIGHTINGS.names,
-    "diffusion.timesteps": TIMESTEPS.names,
-    "diffusion.shift_mode": SHIFT_MODES.names,
-    "optim.name": OPTIMIZERS.names,
-    "routing.method": lambda: list(routing.METHODS),
-    "sampler.weak_branch": lambda: ["routed", "unconditional"],
-    "repa.projector": lambda: list(repa.PROJECTORS),
-    "optim.schedule": SCHEDULES.names,
-    "sampler.name": SAMPLERS.names,
-    "nonfinite.policy": lambda: list(nonfinite.POLICIES),
-    "teacher.name": lambda: list(TEACHERS),
-}
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Fields whose value must be one of a fixed set of names (t2ijax/registry.py declares them)."""
+    return {field: allowed for field, allowed in NAMES.items() if field not in OPEN_FIELDS}
+
+
 # SD3's mode sampling maps [0, 1] onto itself monotonically only for scales in this range.
 _MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
+
+
+def configs_importable(config_path: str) -> None:
+    """Makes the `configs/` directory that holds `config_path` ("path[:variant]", as --config takes
+    it) importable as the package `configs`, so that config files import their siblings
+    (`from configs import shapes_tiny`) from any working directory; configs/ is data kept next to
+    the code, not an installed package. No-op for a file outside a `configs/` directory, or once a
+    `configs` package is imported."""
+    directory = os.path.dirname(os.path.abspath(config_path.split(":", 1)[0]))
+    while os.path.basename(directory) != "configs":
+        if directory == os.path.dirname(directory):
+            return
+        directory = os.path.dirname(directory)
+    if "configs" in sys.modules or not os.path.isfile(os.path.join(directory, "__init__.py")):
+        return
+    spec = importlib.util.spec_from_file_location("configs", os.path.join(directory, "__init__.py"),
+                                                  submodule_search_locations=[directory])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["configs"] = module
+    spec.loader.exec_module(module)
+
+
+def load_config(config_path: str) -> ml_collections.ConfigDict:
+    """The config of file `config_path` ("path[:argument]"): its `get_config()`, or
+    `get_config(argument)` after a colon (an ablation variant), as --config=path[:argument] reads
+    it. Loads from any working directory (see `configs_importable`); validates nothing."""
+    path, _, argument = config_path.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} not found")
+    configs_importable(path)
+    name = "t2ijax_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(argument) if argument else module.get_config()
 
 
 def flatten(cfg, prefix: str = "") -> dict:
@@ -113,18 +107,19 @@ def _check_keys_and_types(flat: dict, schema: dict) -> None:
 
 
 def allowed_names() -> dict[str, list[str]]:
-    """Field -> the names it accepts, read from the registries (docs/configuration.md lists them)."""
-    return {name: list(names()) for name, names in _CHOICES.items()}
+    """Field -> the names it accepts, as t2ijax/registry.py declares them (docs/configuration.md
+    lists them)."""
+    return {name: list(allowed) for name, allowed in _choices().items()}
 
 
 def _check_choice(name: str, value) -> None:
-    allowed = _CHOICES[name]()
+    allowed = _choices()[name]
     if value not in allowed:
         raise ConfigError(f"config.{name}='{value}' is not one of: {', '.join(allowed)}")
 
 
 def _check_choices(flat: dict) -> None:
-    for name in _CHOICES.keys() & flat.keys():
+    for name in _choices().keys() & flat.keys():
         _check_choice(name, flat[name])
 
 
@@ -184,6 +179,11 @@ def _check_optim(optim: ml_collections.ConfigDict) -> None:
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
     """A user dataset's files are listed (not decoded) here: a wrong path or column fails before any compute."""
+    from t2ijax.data.augmentation import check_augmentation
+    from t2ijax.data.captions import check_caption_weights
+    from t2ijax.data.sources import USER_FORMATS, user_source
+    from t2ijax.data.user_data import check_split, listing
+
     check_caption_weights(data.captions)
     check_augmentation(data)
     if data.name in USER_FORMATS:
@@ -203,12 +203,19 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
 
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
+    from t2ijax.data.buckets import check_buckets
+    from t2ijax.models.build import pixel_multiple
+    from t2ijax.training.phases import check_phases
+
     check_buckets(cfg)
     check_phases(cfg, pixel_multiple(cfg))
 
 
 def _check_latents(cfg: ml_collections.ConfigDict) -> None:
     """The autoencoder exists and its latent grid fits the denoiser's patches; statistics need latents."""
+    from t2ijax.models.autoencoders import PIXEL_SPACE, check_autoencoder_name, geometry
+    from t2ijax.models.autoencoders.normalization import NEEDS_STATISTICS
+
     check_autoencoder_name(cfg.autoencoder.name)
     _check_positive("latents", cfg.latents, ("stats_examples", "encode_batch_size"))
     if cfg.autoencoder.name == PIXEL_SPACE and cfg.latents.normalization in NEEDS_STATISTICS:
@@ -233,12 +240,15 @@ def _check_autoencoder_training(t: ml_collections.ConfigDict) -> None:
 
 
 def _check_eval(cfg: ml_collections.ConfigDict) -> None:
-    metrics = cfg.eval.metrics
+    from t2ijax.models.build import pixel_multiple
+
+    metrics, known = cfg.eval.metrics, NAMES["eval.metrics"]
     if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
         raise ConfigError(f"config.eval.metrics={metrics!r} must be a tuple of metric names, e.g. ('loss_t', 'fid')")
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise ConfigError(f"config.eval.metrics names '{unknown[0]}'; metrics are: {', '.join(METRICS)}")
+        raise ConfigError(f"config.eval.metrics names '{unknown[0]}'; metrics are: "
+                          f"{', '.join(known)}")
     for name in ("num_samples", "batch_size"):
         if cfg.eval[name] < 1:
             raise ConfigError(f"config.eval.{name}={cfg.eval[name]} must be at least 1")
@@ -250,6 +260,10 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
 
 
 def _check_text(text: ml_collections.ConfigDict) -> None:
+    """The encoder's own directory (config.json, weights, tokenizer) is read here, not loaded."""
+    from t2ijax.models.text.encoder import NO_TEXT
+    from t2ijax.models.text.loading import check_model_dir, local_model_dir
+
     if not text.name:
         raise ConfigError("config.text_encoder.name is empty; name the encoder (it labels config.text_encoder.path "
                           "when that is set), or 'none' for no text")
@@ -274,6 +288,9 @@ def _check_text(text: ml_collections.ConfigDict) -> None:
 
 def check_diffusion(d: ml_collections.ConfigDict) -> None:
     """Ranges of the formulation's numbers, and combinations that cannot work."""
+    from t2ijax.diffusion.parameterization import PREDICTIONS
+    from t2ijax.diffusion.paths import make_path
+
     _check_positive("diffusion", d, ("logit_std", "shift", "discrete_steps", "min_snr_gamma", "edm_sigma_data"))
     if not 0.0 <= d.uniform_fraction <= 1.0:
         raise ConfigError(f"config.diffusion.uniform_fraction={d.uniform_fraction} must be in [0, 1]")
@@ -295,6 +312,9 @@ def check_diffusion(d: ml_collections.ConfigDict) -> None:
 
 def check_sampler(sampler: ml_collections.ConfigDict, diffusion: ml_collections.ConfigDict) -> None:
     """config.sampler against the run's formulation (also used by t2ijax.sample for its overrides)."""
+    from t2ijax.diffusion.paths import make_path
+    from t2ijax.diffusion.samplers import SAMPLERS
+
     _check_choice("sampler.name", sampler.name)
     _check_positive("sampler", sampler, ("steps",))
     interval = sampler.guidance_interval
@@ -309,6 +329,8 @@ def check_sampler(sampler: ml_collections.ConfigDict, diffusion: ml_collections.
 
 
 def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
+    from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+
     unknown_axes = sorted({a for axes in cfg.sharding_rules.values() for a in axes} - set(MESH_AXES))
     if unknown_axes:
         raise ConfigError(f"config.sharding_rules name mesh axes {unknown_axes}; mesh axes are {MESH_AXES}")
@@ -391,6 +413,8 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
 
 def token_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
     """The denoiser's image token grid (rows, columns)."""
+    from t2ijax.models.autoencoders import geometry
+
     _, downsample = geometry(cfg.autoencoder.name)
     side = cfg.data.resolution // downsample // cfg.model.patch_size
     return side, side
@@ -440,6 +464,9 @@ def _check_batch_split(cfg: ml_collections.ConfigDict) -> None:
 
 
 def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
+    from t2ijax.techniques.perceptual import check_perceptual, dino_grid
+    from t2ijax.techniques.teachers import check_teacher
+
     _check_routing(cfg)
     _check_repa(cfg)
     _check_batch_split(cfg)
@@ -450,46 +477,20 @@ def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
     check_teacher(cfg.teacher, cfg.data.resolution, {field: grid for field, grid in uses.items() if grid})
 
 
-_ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
-
-
-def _splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
-    """(height, width, image tokens) of a training size whose token count splash cannot tile, or None."""
-    _, downsample = geometry(cfg.autoencoder.name)
-    for height, width in training_sizes(cfg):
-        tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
-        if tokens % 128:
-            return height, width, tokens
-    return None
-
-
-def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: list[int] | None = None) -> str:
-    """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
-    TPUs when every token count tiles by 128 (`image_tokens`, by default those of the training sizes),
-    cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), XLA's einsums otherwise."""
-    impl = cfg.model.attention_impl
-    if impl != "auto":
-        return impl
-    tiles = _splash_misfit(cfg) is None if image_tokens is None else all(n % 128 == 0 for n in image_tokens)
-    if platform == "tpu" and tiles:
-        return "splash"
-    if platform == "gpu" and cfg.model.dtype == "bfloat16":
-        return "cudnn"
-    return "xla"
-
-
 def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
     """`platform` None: only what holds on any backend."""
+    from t2ijax.models.build import ATTENTION_PLATFORMS, splash_misfit
+
     impl = cfg.model.attention_impl
-    misfit = _splash_misfit(cfg) if impl == "splash" else None
+    misfit = splash_misfit(cfg) if impl == "splash" else None
     if misfit:
         height, width, tokens = misfit
         raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
                           f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
                           "buckets, phases) and a patch size giving 128, 256, 1024, ...")
-    if impl in _ATTENTION_PLATFORMS and platform is not None and platform != _ATTENTION_PLATFORMS[impl][0]:
-        raise ConfigError(f"config.model.attention_impl='{impl}' runs only on {_ATTENTION_PLATFORMS[impl][1]} and this "
-                          f"backend is {platform}; use xla")
+    if impl in ATTENTION_PLATFORMS and platform not in (None, ATTENTION_PLATFORMS[impl][0]):
+        raise ConfigError(f"config.model.attention_impl='{impl}' runs only on "
+                          f"{ATTENTION_PLATFORMS[impl][1]} and this backend is {platform}; use xla")
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,

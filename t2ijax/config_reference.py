@@ -1,10 +1,11 @@
-"""Writes docs/configuration.md: every field of configs/base.py with its default, the values it
-accepts and its comment in base.py.
+"""Writes docs/configuration.md: every field of t2ijax/defaults.py (which configs/base.py
+re-exports) with its default, the values it accepts and its comment there.
 
   python -m t2ijax.config_reference > docs/configuration.md
 
-Defaults come from `base.get_config()`, allowed names from the registries (t2ijax.config), comments
-and the order of fields from base.py's source. tests/test_docs.py checks the committed file is current.
+Defaults come from `defaults.get_config()`, allowed names from t2ijax/registry.py (through
+t2ijax.config), comments and the order of fields from defaults.py's source. tests/test_docs.py
+checks the committed file is current.
 """
 import ast
 import inspect
@@ -13,16 +14,17 @@ import tokenize
 
 from absl import app
 
-from configs import base
+from t2ijax import defaults as base
 
 HEADER = """# Configuration reference
 
-Generated from `configs/base.py` by `python -m t2ijax.config_reference > docs/configuration.md`; do
-not edit by hand. Every config starts from `configs/base.py` and overrides some of these fields (in
-its `get_config()`, or on the command line as `--config.<section>.<field>=value`). A field that is
-not listed here, a value of the wrong type and a name that is not allowed are rejected before any
-compute (`t2ijax/config.py`). Allowed names come from the registries, so they are the ones the code
-accepts today.
+Generated from `t2ijax/defaults.py` by `python -m t2ijax.config_reference > docs/configuration.md`;
+do not edit by hand. Every config starts from `configs/base.py` (which re-exports those defaults)
+and overrides some of these fields (in its `get_config()`, or on the command line as
+`--config.<section>.<field>=value`). A field that is not listed here, a value of the wrong type and
+a name that is not allowed are rejected before any compute (`t2ijax/config.py`). Allowed names come
+from `t2ijax/registry.py`, where each is declared once and the implementing modules register
+against it, so they are the ones the code accepts today.
 """
 
 
@@ -111,7 +113,7 @@ def _cell(text: str) -> str:
 
 def render() -> str:
     from t2ijax.config import allowed_names
-    from t2ijax.evaluation import METRICS
+    from t2ijax.metrics.evaluation import METRICS
 
     sections, comments = documented_fields()
     defaults = flat_defaults(base.get_config())

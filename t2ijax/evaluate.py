@@ -10,13 +10,13 @@ Writes DIR/eval/evaluate_step_<step>.json (or --out) and TensorBoard scalars und
 DIR/tensorboard (prefix evaluate/). The same flags give the same numbers. Metrics and
 weights: docs/evaluation.md.
 """
-import os
 import sys
 
 from absl import app, flags
 
 from t2ijax.cli import quiet_libraries
 from t2ijax.errors import ConfigError
+from t2ijax.metrics.evaluation import evaluate_checkpoint
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
                     required=True)
@@ -54,53 +54,6 @@ def flag_overrides() -> tuple[dict, dict]:
         except ValueError:
             raise ConfigError(f"--sizes={','.join(FLAGS.sizes)}: give HEIGHTxWIDTH pixel sizes, e.g. 64x64,32x64") from None
     return sampler, overrides
-
-
-def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
-                        seed: int | None = None, out: str | None = None, sampler: dict | None = None,
-                        **eval_overrides) -> tuple[dict, str]:
-    """Scores checkpoint `step` of the run in `workdir`; returns (metrics, path of the JSON written).
-
-    `eval_overrides` replace fields of the run's config.eval (metrics, num_samples, ...), `sampler`
-    fields of its config.sampler (name, steps, guidance, ...); `seed` sets both seeds.
-    """
-    import jax
-
-    from t2ijax import evaluation
-    from t2ijax.config import validate_eval
-    from t2ijax.data.prepare import prepare, text_cache_dir
-    from t2ijax.data.text_cache import TextCache
-    from t2ijax.prompts import read_prompts
-    from t2ijax.restore import load_run, load_run_config, sampler_settings
-    from t2ijax.train_step import make_heldout_loss
-
-    config = load_run_config(workdir)
-    config.eval.update({k: (tuple(v) if k in ("metrics", "sizes") else v) for k, v in eval_overrides.items()
-                        if v is not None})
-    config.seed = config.seed if seed is None else seed
-    config.sampler = sampler_settings(config, **(sampler or {}), seed=seed)
-    validate_eval(config)
-    captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
-
-    data = prepare(config, build=False)
-    run = load_run(workdir, step, config)
-    prompts = None
-    if captions is not None:
-        text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
-        prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
-    evaluators = evaluation.evaluators_by_size(
-        config, data, jax.jit(make_heldout_loss(run.model, config.diffusion)),
-        lambda size: run.generator(config.sampler, data.negative_text, data.negative_mask, size), run.space, run.mesh)
-    metrics = evaluation.evaluate_at_sizes(evaluators, run.step, run.state.sampling_params, prompts)
-    metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
-                           min(config.eval.num_samples, len(data.validation["text"])),
-                           "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
-    path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
-    evaluation.write_json(metrics, path)
-    writer = evaluation.tensorboard_writer(os.path.join(workdir, "tensorboard"))
-    writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in evaluation.scalars(metrics).items()})
-    writer.flush()
-    return metrics, path
 
 
 def main(argv):

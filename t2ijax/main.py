@@ -32,10 +32,11 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax.errors import ConfigError, NonFiniteError, StorageError
-    from t2ijax.preemption import EXIT_CODE, Preempted, exit_during_setup, forward_sigint_if_distributed
-    from t2ijax.requirements import check as check_installed
+    from t2ijax.models.text.packaged import check as check_installed
     from t2ijax.sharding import initialize_distributed
-    from t2ijax.train import train_and_evaluate
+    from t2ijax.training.loop import train_and_evaluate
+    from t2ijax.training.preemption import (EXIT_CODE, Preempted, exit_during_setup,
+                                            forward_sigint_if_distributed)
 
     exit_during_setup()
     config = loaded_config(FLAGS.config)

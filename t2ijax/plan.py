@@ -18,12 +18,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
+from t2ijax.registry import names
 
 flags.DEFINE_integer("devices", None, "Number of devices to plan for.", required=True)
 flags.DEFINE_string("mesh", "", "Mesh axis sizes, e.g. fsdp:64 or data:2,fsdp:16,tensor:2; default config.mesh.")
 flags.DEFINE_integer("hosts", 1, "Processes the devices will be spread over (checks each host's batch share).")
 flags.DEFINE_integer("batch", None, "Global batch size (default config.data.global_batch_size).")
-flags.DEFINE_enum("remat", None, ["none", "full", "dots", "dots_with_no_batch_dims"],
+flags.DEFINE_enum("remat", None, list(names("model.remat_policy")),
                   "Remat policy of the transformer blocks (default config.model.remat_policy).")
 flags.DEFINE_string("json", "", "Also write the numbers to this JSON file.")
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
@@ -54,10 +55,10 @@ def main(argv):
     # Before anything touches a device: N CPU devices stand in for the accelerators.
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", FLAGS.devices)
+    from t2ijax.benchmarks.planning import plan, report
     from t2ijax.config import validate
     from t2ijax.errors import ConfigError
-    from t2ijax.planning import plan, report
-    from t2ijax.requirements import check as check_installed, describe
+    from t2ijax.models.text.packaged import check as check_installed, describe
 
     config = loaded_config(FLAGS.config)
     try:

@@ -43,7 +43,7 @@ def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
     from t2ijax.models.build import latent_size
     from t2ijax.models.text import text_encoder_from_config
     from t2ijax.models.text.encoder import warn_truncated
-    from t2ijax.restore import load_run, load_run_config, sampler_settings
+    from t2ijax.training.restore import load_run, load_run_config, sampler_settings
 
     config = load_run_config(FLAGS.workdir)
     size = _size(config.data.resolution)
@@ -74,7 +74,7 @@ def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
 def main(argv):
     del argv
     quiet_libraries()
-    from t2ijax.generate import image_grid
+    from t2ijax.diffusion.generate import image_grid
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
     try:

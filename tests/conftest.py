@@ -88,7 +88,7 @@ def trained(data_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_workdir(data_dir, tmp_path_factory) -> str:
     """A run directory of tiny_config with an (untrained) checkpoint at step 0."""
-    from t2ijax.train import Run
+    from t2ijax.training.loop import Run
 
     directory = str(tmp_path_factory.mktemp("run"))
     run = Run(tiny_config(data_dir), directory).setup()

@@ -16,9 +16,9 @@ from PIL import Image
 from t2ijax.ablation import grid, summary
 from t2ijax.ablation.report import write_combined_report
 from t2ijax.ablation.results import read_csv, write_csv
-from t2ijax.checkpoint import Checkpointer
 from t2ijax.config import flatten
 from t2ijax.errors import ConfigError
+from t2ijax.training.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_AXIS = os.path.join(REPO, "tests", "tiny_axis.py")

@@ -12,8 +12,9 @@ import pytest
 
 from configs import shapes_tiny
 from conftest import env_with_devices
-from t2ijax.config import attention_for, validate
+from t2ijax.config import validate
 from t2ijax.errors import ConfigError
+from t2ijax.models.build import attention_for
 from t2ijax.models.layers import masked_attention
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

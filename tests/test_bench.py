@@ -12,7 +12,7 @@ from conftest import tiny_config
 from t2ijax.benchmarks import flops, suites
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.synthetic import bench_model, check, synthetic
-from t2ijax.config import attention_for
+from t2ijax.models.build import attention_for
 from t2ijax.models.build import build_model, num_image_tokens
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

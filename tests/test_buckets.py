@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from configs import shapes_tiny
+from t2ijax import registry
 from t2ijax.config import validate
 from t2ijax.data import buckets, shapes, sources
 from t2ijax.errors import ConfigError
@@ -255,6 +256,7 @@ def test_aspect_ratios_are_for_shapes_only(tmp_path):
 
 
 def test_datasets_without_a_bucketed_loader(monkeypatch):
+    monkeypatch.setitem(registry.NAMES, "data.name", (*registry.NAMES["data.name"], "plain"))
     monkeypatch.setitem(sources.DATASETS._entries, "plain", lambda cfg, split, size: {})
     c = shapes_tiny.get_config()
     c.data.name = "plain"

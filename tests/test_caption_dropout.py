@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from t2ijax.train_step import drop_captions
+from t2ijax.training.step import drop_captions
 
 LENGTH, WIDTH = 4, 3
 

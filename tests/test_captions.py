@@ -9,7 +9,7 @@ from t2ijax.config import validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import prepare
 from t2ijax.errors import ConfigError
-from t2ijax.train import Run
+from t2ijax.training.loop import Run
 
 MIXED = (("caption_long", 0.8), ("caption_short", 0.2))
 

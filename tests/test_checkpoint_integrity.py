@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from t2ijax.checkpoint import Checkpointer
 from t2ijax.errors import ConfigError, NonFiniteError
-from t2ijax.train_state import TrainState
+from t2ijax.training.checkpoint import Checkpointer
+from t2ijax.training.state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTERS = {"skipped_steps": 0, "restores": 0, "fallbacks": 0}
@@ -138,9 +138,9 @@ FULL_DISK = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from configs import base
     from test_checkpoint_integrity import COUNTERS, _abstract, _equal, small_state
-    from t2ijax.checkpoint import Checkpointer
     from t2ijax.data.text_cache import TextCache
     from t2ijax.errors import StorageError
+    from t2ijax.training.checkpoint import Checkpointer
 
     disk = sys.argv[1]
     report = {}

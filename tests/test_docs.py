@@ -64,8 +64,10 @@ def module_map() -> set[str]:
 def test_module_map_lists_every_module():
     modules = {os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "t2ijax", "**", "*.py"), recursive=True)
                if not p.endswith("__init__.py")}
-    missing = sorted(modules - module_map())
+    listed = {path for path in module_map() if path.startswith("t2ijax/")}
+    missing, stale = sorted(modules - listed), sorted(listed - modules)
     assert not missing, f"add these to the Module map of docs/architecture.md: {missing}"
+    assert not stale, f"the Module map of docs/architecture.md lists modules that are gone: {stale}"
 
 
 def test_configuration_reference_is_current():

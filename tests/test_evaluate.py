@@ -9,8 +9,8 @@ from conftest import tiny_config
 from t2ijax import evaluate
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
-from t2ijax.evaluate import evaluate_checkpoint
-from t2ijax.prompts import read_prompts
+from t2ijax.metrics.evaluation import evaluate_checkpoint
+from t2ijax.metrics.prompts import read_prompts
 
 FAST = dict(num_samples=6, sampler={"steps": 2})
 PROMPT = "A large red circle on the left, on a black background."

@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import env_with_devices
-from t2ijax.preemption import EXIT_CODE
+from t2ijax.training.preemption import EXIT_CODE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 14  # on several processes the hosts agree on the step to stop at a few steps after SIGTERM

@@ -15,7 +15,7 @@ from t2ijax.errors import ConfigError
 from t2ijax.interop import prx_from_diffusers
 from t2ijax.interop.diffusers_prx import export_run
 from t2ijax.interop.finetune import resolve_init_from
-from t2ijax.train import Run
+from t2ijax.training.loop import Run
 
 
 @pytest.fixture(scope="module")

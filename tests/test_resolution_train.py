@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
-from t2ijax.train import Run
+from t2ijax.training.loop import Run
 
 PHASES = ((16, 8, 3, 3e-3), (32, 4, 4, 1e-3))
 

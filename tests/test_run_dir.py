@@ -13,9 +13,9 @@ import pytest
 
 from conftest import tiny_config
 from t2ijax.errors import ConfigError
-from t2ijax.evaluate import evaluate_checkpoint
-from t2ijax.restore import load_run_config
-from t2ijax.train import Run, check_resumable
+from t2ijax.metrics.evaluation import evaluate_checkpoint
+from t2ijax.training.loop import Run, check_resumable
+from t2ijax.training.restore import load_run_config
 
 PROMPT = "A large red circle on the left, on a black background."
 
@@ -97,7 +97,7 @@ def test_readers_from_another_directory_read_the_runs_data_and_build_nothing(rel
 
 
 def test_reader_that_cannot_find_the_runs_data_says_where_it_looked(relative_run, data_dir, tmp_path, monkeypatch):
-    """A run saved before paths were stored resolved, read from a directory where its relative data_dir is not."""
+    """A run whose config.json names a relative data_dir, read from a directory where it is not."""
     workdir = tmp_path / "old_run"
     shutil.copytree(relative_run[0], workdir)
     saved = json.loads((workdir / "config.json").read_text())

@@ -51,7 +51,7 @@ sys.path.insert(0, {tests!r})
 import jax
 from conftest import tiny_config
 from test_techniques_train import ON_THE_MESH, STEPS, apply, variants
-from t2ijax.train import Run
+from t2ijax.training.loop import Run
 
 out = {{}}
 for name, fields in variants({teacher!r}).items():

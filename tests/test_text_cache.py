@@ -10,7 +10,8 @@ import pytest
 
 from configs import base
 from conftest import tiny_config
-from t2ijax.cache_text import cache_captions, dataset_captions, summary
+from t2ijax.cache_text import summary
+from t2ijax.data.prepare import cache_captions, dataset_captions
 from t2ijax.data.prepare import prepare
 from t2ijax.data.text_cache import TextCache, settings_key
 from t2ijax.models.text import text_encoder_from_config

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import env_with_devices, tiny_config
-from t2ijax.checkpoint import Checkpointer
-from t2ijax.train import Run, train_and_evaluate
+from t2ijax.training.checkpoint import Checkpointer
+from t2ijax.training.loop import Run, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,7 +101,7 @@ SHARDED_STEPS = textwrap.dedent("""
     import sys, jax, numpy as np
     sys.path.insert(0, "tests")
     from conftest import tiny_config
-    from t2ijax.train import Run
+    from t2ijax.training.loop import Run
     data_dir, workdir, *meshes = sys.argv[1:]
     for name in meshes:  # "fsdp=4,tensor=2": the axes not named have size 1
         config = tiny_config(data_dir)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 import ml_collections
 from absl import logging
 
-from t2ijax.config import apply_overrides, flatten, validate
+from t2ijax.config import apply_overrides, configs_importable, flatten, validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop.finetune import resolve_init_from
-from t2ijax.restore import load_run_config, with_resolved_paths
+from t2ijax.training.restore import load_run_config, with_resolved_paths
 
 # The side-by-side sample grid compares variants on the same prompts and noise.
 SAMPLE_FIELDS = ("sample.prompts", "sampler.seed")
@@ -52,6 +52,7 @@ def load_axis(path: str) -> Axis:
     if not os.path.isfile(path):
         raise ConfigError(f"ablation config {path} not found; pass --config=configs/ablations/<axis>.py")
     name = os.path.splitext(os.path.basename(path))[0]
+    configs_importable(path)
     spec = importlib.util.spec_from_file_location(f"t2ijax_axis_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -178,7 +179,7 @@ def is_finished(run: GridRun) -> bool:
 
 def run_missing(runs: list[GridRun]) -> None:
     """Trains every unfinished run in order; an interrupted one resumes from its latest checkpoint."""
-    from t2ijax.train import train_and_evaluate
+    from t2ijax.training.loop import train_and_evaluate
 
     for i, run in enumerate(runs, start=1):
         if is_finished(run):

@@ -7,7 +7,7 @@ from t2ijax.benchmarks.timing import images_per_second
 def data_suite(config, steps: int) -> dict:
     """On the config's own prepared data: the gather of a global batch from the cached arrays, the
     latent or pixel mapping and the transfer, against the config's compiled train step."""
-    from t2ijax.train import Run
+    from t2ijax.training.loop import Run
 
     with tempfile.TemporaryDirectory() as workdir:
         run = Run(config, workdir).setup()

@@ -7,7 +7,7 @@ torch and diffusers are test-only dependencies of t2ijax: they are imported insi
 import os
 import time
 
-from configs import base
+from t2ijax import defaults as base
 from t2ijax.errors import ConfigError
 from t2ijax.interop.diffusers_prx import CLASS_NAME, CONFIG_FIELDS
 from t2ijax.models.prx import PRX

@@ -7,15 +7,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from t2ijax import sharding, train_state
+from t2ijax import sharding
 from t2ijax.config import validate
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.models.build import build_model, num_image_tokens
-from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import lower_train_step, zero_caption
+from t2ijax.training import state as train_state
+from t2ijax.training.optim import run_optimizer
+from t2ijax.training.step import lower_train_step, zero_caption
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def bench_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The config's denoiser for config.bench's inputs, its attention picked for the bench's token count
-    (config.attention_for otherwise looks at the training sizes)."""
+    (models.build.attention_for otherwise looks at the training sizes)."""
     b = config.bench
     return build_model(config, b.latent_channels, b.text_dim,
                        image_tokens=[num_image_tokens(config.model, b.latent_size, b.latent_size)])

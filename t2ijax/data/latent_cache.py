@@ -27,9 +27,10 @@ from t2ijax.data.sources import source_fingerprint
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.latent_space import LatentSpace
 from t2ijax.models.autoencoders.normalization import NORMALIZATIONS, channel_report
+from t2ijax.registry import names
 
 SHARD_SIZE = 1024
-POSTERIORS = ("mode", "sample")
+POSTERIORS = names("latents.posterior")
 _POSTERIOR_SEED = 0
 _DATA_FIELDS = ("name", "resolution", "num_train", "num_validation")
 
@@ -42,7 +43,7 @@ def _asked(config: ml_collections.ConfigDict, autoencoder) -> dict:
         data["files"] = files
     if config.resolution.buckets:  # a bucket holds other images than the whole dataset at that size
         data.update(buckets=[list(size) for size in grid(config)], aspect_ratios=list(config.data.aspect_ratios))
-    data.update(augmentation.settings(config.data))  # nothing without augmentation: older caches keep their key
+    data.update(augmentation.settings(config.data))  # nothing without augmentation
     return {"autoencoder": autoencoder.fingerprint, "normalization": config.latents.normalization,
             "posterior": config.latents.posterior, "stats_examples": config.latents.stats_examples, "data": data}
 

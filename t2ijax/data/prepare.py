@@ -1,6 +1,7 @@
 """The cache step: dataset splits plus cached caption embeddings, ready for the loader."""
 import dataclasses
 import os
+import time
 
 import jax
 import ml_collections
@@ -45,6 +46,26 @@ class PreparedData:
 
 def text_cache_dir(data_cfg: ml_collections.ConfigDict) -> str:
     return os.path.join(data_cfg.data_dir, "text_cache")
+
+
+def dataset_captions(config) -> list[str]:
+    """Every text training, sampling and evaluation will look up for this config's dataset: the fields
+    config.data.captions names, in every augmentation view (mirrored views swap left and right)."""
+    texts = ["", config.sampler.negative_prompt, *config.sample.prompts]
+    views = augmentation.views_of(config.data)
+    for split in SPLITS:
+        fields = captions.field_captions(config.data, load_split(config.data, split))
+        texts += augmentation.view_captions(fields, views if split == "train" else views[:1]).ravel().tolist()
+    return texts
+
+
+def cache_captions(config, mesh=None, rules=None) -> dict:
+    """Fills the text cache for `config`; what it holds afterwards, and what this run added."""
+    start = time.time()
+    cache = TextCache(text_cache_dir(config.data), config.text_encoder, mesh, rules)
+    encoded = cache.fill(dataset_captions(config))
+    return dict(directory=cache.directory, shape=cache.shape(), encoded=encoded, stored_bytes=cache.stored_bytes,
+                padded_bytes=cache.padded_bytes, seconds=time.time() - start)
 
 
 def latent_space(config: ml_collections.ConfigDict,

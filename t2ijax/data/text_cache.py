@@ -23,14 +23,12 @@ from t2ijax.errors import StorageError
 from t2ijax.models.text.encoder import warn_truncated
 
 STORAGE_ONLY = ("cache_unpadded",)
-# Fields added after caches existed: at these values they stay out of the key, so old caches keep their keys.
-KEY_IF_SET = {"tokenizer": ""}
 PART_CAPTIONS = 8192  # captions encoded and written at a time: an interrupted fill keeps its finished parts
 
 
 def settings_key(text_cfg: ml_collections.ConfigDict) -> str:
-    settings = sorted((k, v) for k, v in text_cfg.items()
-                      if k not in STORAGE_ONLY and not (k in KEY_IF_SET and v == KEY_IF_SET[k]))
+    """The text cache's key: a digest of every text_encoder field but the storage-only ones."""
+    settings = sorted((k, v) for k, v in text_cfg.items() if k not in STORAGE_ONLY)
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:20]
 
 

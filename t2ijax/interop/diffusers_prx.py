@@ -133,7 +133,7 @@ def _model_card(config, step: int, what: str) -> str:
 def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True) -> tuple[int, str]:
     """Writes checkpoint `step` of the run in `workdir` to `out`, with a README.md naming the text encoder, layer
     and latent space its transformer expects; returns (step, what was exported)."""
-    from t2ijax.restore import load_run, load_run_config
+    from t2ijax.training.restore import load_run, load_run_config
 
     config = load_run_config(workdir)
     if config.model.name != "prx":

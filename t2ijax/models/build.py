@@ -59,8 +59,6 @@ def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim
         techniques["repa_dim"] = teacher_dim
     import jax
 
-    from t2ijax.config import attention_for
-
     return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques,
                                          attention_for(config, jax.default_backend(), image_tokens))
 
@@ -92,3 +90,36 @@ def latent_size(config: ml_collections.ConfigDict, height: int, width: int) -> t
 def num_image_tokens(cfg: ml_collections.ConfigDict, height: int, width: int) -> int:
     """Image tokens the denoiser sees for a height x width input (model space)."""
     return (height // cfg.patch_size) * (width // cfg.patch_size)
+
+
+ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
+
+
+def splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """(height, width, image tokens) of a training size whose token count splash cannot tile, or None."""
+    from t2ijax.training.phases import training_sizes
+
+    _, downsample = geometry(cfg.autoencoder.name)
+    for height, width in training_sizes(cfg):
+        tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
+        if tokens % 128:
+            return height, width, tokens
+    return None
+
+
+def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: list[int] | None = None) -> str:
+    """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
+    TPUs when every token count tiles by 128 (`image_tokens`, by default those of the training sizes),
+    cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), XLA's einsums otherwise."""
+    impl = cfg.model.attention_impl
+    if impl != "auto":
+        return impl
+    if image_tokens is None:
+        tiles = splash_misfit(cfg) is None
+    else:
+        tiles = all(n % 128 == 0 for n in image_tokens)
+    if platform == "tpu" and tiles:
+        return "splash"
+    if platform == "gpu" and cfg.model.dtype == "bfloat16":
+        return "cudnn"
+    return "xla"

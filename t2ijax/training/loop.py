@@ -11,21 +11,23 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from t2ijax import checkpoint, evaluation, nonfinite, phases, preemption, sharding, train_state
+from t2ijax import sharding
 from t2ijax.config import flatten, validate, warn_unreached_warmup
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
+from t2ijax.diffusion.generate import Generator, generator_at, image_grid, view_scale
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
-from t2ijax.generate import Generator, generator_at, image_grid, view_scale
 from t2ijax.interop import finetune
+from t2ijax.metrics import evaluation
 from t2ijax.models.build import build_model, num_image_tokens
-from t2ijax.optim import run_optimizer
-from t2ijax.restore import load_run_config, with_resolved_paths
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
-from t2ijax.train_step import jit_train_step, make_heldout_loss, make_train_step
-from t2ijax.workdir_lock import WorkdirLock
+from t2ijax.training import checkpoint, nonfinite, phases, preemption, state as train_state
+from t2ijax.training.optim import run_optimizer
+from t2ijax.training.restore import load_run_config, with_resolved_paths
+from t2ijax.training.step import jit_train_step, make_heldout_loss, make_train_step
+from t2ijax.training.workdir_lock import WorkdirLock
 
 
 def check_writable(directory: str) -> None:

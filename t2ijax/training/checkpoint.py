@@ -21,7 +21,7 @@ from flax import serialization
 
 from t2ijax import sharding
 from t2ijax.errors import ConfigError, NonFiniteError, StorageError
-from t2ijax.train_state import TrainState
+from t2ijax.training.state import TrainState
 
 COUNTERS = ("skipped_steps", "restores", "fallbacks")
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from t2ijax import sharding, train_state
+from t2ijax import sharding
 from t2ijax.benchmarks.flops import train_step_flops
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
@@ -15,10 +15,11 @@ from t2ijax.models.autoencoders import geometry
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.models.text.encoder import NO_TEXT
 from t2ijax.models.text.loading import read_model_config, resolve_model_dir
-from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import needs_images
-from t2ijax.train_step import lower_train_step
+from t2ijax.training import state as train_state
+from t2ijax.training.optim import run_optimizer
+from t2ijax.training.step import lower_train_step
 
 # Memory per chip: TPU v5e 16 GiB HBM, v5p 95 GiB, H100 80 GB.
 ACCELERATORS = {"v5e": 16 * 2**30, "v5p": 95 * 2**30, "H100": 80 * 10**9}

@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from t2ijax import nonfinite, sharding
+from t2ijax import sharding
+from t2ijax.training import nonfinite
 from t2ijax.diffusion.losses import (clip_time, contrastive_negatives, denoising_loss, noised, velocity_mse,
                                      weighted_error, x0_estimate)
 from t2ijax.diffusion.timesteps import sample_timesteps
-from t2ijax.optim import run_optimizer
 from t2ijax.techniques import ema, perceptual, repa
 from t2ijax.techniques.frozen import Frozen
-from t2ijax.train_state import TrainState
+from t2ijax.training.optim import run_optimizer
+from t2ijax.training.state import TrainState
 
 
 def _pixels(batch) -> jax.Array:
@@ -48,7 +49,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
 
     Randomness is fold_in(state.rng, state.step): a function of the seed and step alone. A step
     whose loss, gradient norm, new params, optimizer state or EMA is not finite is flagged, and under
-    config.nonfinite.policy='skip' leaves params, optimizer state and EMA as they were (t2ijax/nonfinite.py). With
+    config.nonfinite.policy='skip' leaves params, optimizer state and EMA as they were (t2ijax/training/nonfinite.py). With
     config.optim.microbatches = k the batch is split in k and the microbatches' gradients summed, each
     term normalised by the whole batch: the randomness (t, noise, caption drops, the contrastive pairs,
     the examples below the perceptual t thresholds) is drawn for the whole batch first and split with

@@ -100,7 +100,7 @@ def _muon(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTra
 
 def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, scale: optax.Schedule | None = None):
     """Returns (optimizer, schedule): clipping by global norm, then the configured optimizer, then its
-    update times `scale(step)` when given (t2ijax.phases); `schedule` is the resulting learning rate of
+    update times `scale(step)` when given (t2ijax.training.phases); `schedule` is the resulting learning rate of
     cfg.learning_rate's params (under muon, those Adam updates)."""
     schedule = SCHEDULES.get(cfg.schedule)(cfg, cfg.learning_rate, total_steps)
     chain = [OPTIMIZERS.get(cfg.name)(cfg, total_steps)]
@@ -114,6 +114,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, scale: opta
 
 def run_optimizer(config: ml_collections.ConfigDict):
     """make_optimizer for a whole run config: config.optim, scaled by its phases' learning rates."""
-    from t2ijax.phases import learning_rate_scale
+    from t2ijax.training.phases import learning_rate_scale
 
     return make_optimizer(config.optim, config.total_steps, learning_rate_scale(config))
