@@ -131,4 +131,5 @@ def quiet_libraries() -> None:
     # before TensorFlow's logging is set up, twice) do no arithmetic t2ijax's results depend on.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "PyTorch was not found" notice: t2ijax needs none
     logging.get_absl_handler().addFilter(_worth_showing)

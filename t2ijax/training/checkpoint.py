@@ -9,6 +9,7 @@ or does not match them is moved to `<directory>/corrupt-<step>` and the one befo
 state holding a NaN or Inf is never written.
 """
 import contextlib
+import errno
 import os
 import shutil
 
@@ -65,6 +66,16 @@ def _digests_and_nonfinite(state: TrainState) -> tuple[dict[str, int], list[str]
     values, finite = jax.device_get(_digests(list(leaves)))
     names = [jax.tree_util.keystr(p) for p in paths]
     return dict(zip(names, map(int, values))), [name for name, ok in zip(names, finite) if not ok]
+
+
+# What the disk said, as the OS words it: orbax and tensorstore bury it at varying depths in long messages.
+_DISK_REASONS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES))
+
+
+def _disk_reason(error: Exception) -> str:
+    """The disk's own reason for `error` when one is named in it, else the error's text cut to one line."""
+    text = " ".join(str(error).split())
+    return next((reason for reason in _DISK_REASONS if reason in text), text[:300])
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
@@ -135,7 +146,7 @@ class Checkpointer:
             what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"
             free = shutil.disk_usage(self.directory).free
             raise StorageError(f"{what} could not be written under {self.directory} ({free / 2**20:.1f} MiB free; "
-                               f"{' '.join(str(error).split())[:300]}); the complete checkpoints (steps {kept}) are "
+                               f"{_disk_reason(error)}); the complete checkpoints (steps {kept}) are "
                                "untouched: free space or make the directory writable, then rerun to resume") from error
 
     # --- Restoring --------------------------------------------------------------------------------------
