@@ -139,3 +139,14 @@ def test_export_names_the_text_encoder_and_layer_it_expects(relative_run, tmp_pa
     expects = json.loads(card.split("```json\n")[1].split("```")[0])
     assert expects["text_encoder"]["name"] == "all-MiniLM-L6-v2" and expects["text_encoder"]["layer"] == 4
     assert expects["text_encoder"]["max_length"] == 16 and expects["autoencoder"] == "identity"
+
+
+def test_a_run_without_complete_checkpoints_is_not_a_resume(data_dir, tmp_path):
+    """What another process may see while process 0 sets up: its write probe or a save in progress in
+    checkpoints/, and no config.json yet."""
+    (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp").mkdir(parents=True)
+    (tmp_path / "checkpoints" / ".write-test-1234").write_text("ok")
+    check_resumable(str(tmp_path), tiny_config(data_dir))  # nothing to compare with: no error
+    (tmp_path / "checkpoints" / "2").mkdir()
+    with pytest.raises(ConfigError, match="config.json not found"):
+        check_resumable(str(tmp_path), tiny_config(data_dir))

@@ -139,8 +139,6 @@ class Checkpointer:
         try:
             yield
         except Exception as error:  # noqa: BLE001 - orbax re-raises its writer threads' errors in many types
-            with contextlib.suppress(Exception):  # the failed save's other writer threads end before the exit
-                self._manager.close()
             # From the disk, not the manager: a failed save leaves its bookkeeping behind.
             kept = ", ".join(sorted((name for name in os.listdir(self.directory) if name.isdigit()), key=int)) or "none"
             what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"

@@ -53,7 +53,9 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Before anything in `workdir` is written: a run whose checkpoints would be resumed with another model,
     optimizer, data, latent space or text encoder is refused, naming every field that differs."""
     checkpoints = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+    # Complete checkpoints only: on several processes, process 0's write probe or a save in progress may
+    # already be there while another process checks, before config.json is written.
+    if not os.path.isdir(checkpoints) or not any(name.isdigit() for name in os.listdir(checkpoints)):
         return
     run, new = (flatten(json.loads(c.to_json_best_effort())) for c in (load_run_config(workdir), config))
     differing = [k for k in sorted(run.keys() | new.keys())
