@@ -119,6 +119,18 @@ def _worth_showing(record: std_logging.LogRecord) -> bool:
     return record.levelno >= least
 
 
+def _without_closed_loop_tracebacks(previous):
+    """sys.unraisablehook, less what orbax's writer threads print when a save has failed: their callbacks,
+    run from native threads, find the event loop closed. t2ijax reports the failed save in one line."""
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    return hook
+
+
 def quiet_libraries() -> None:
     """Keeps the console to t2ijax's own progress lines, unless --verbosity=1: other libraries' INFO logs
     (orbax logs every save and restore, TFDS every dataset read), TensorFlow's C++ INFO lines and
@@ -133,3 +145,4 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its "PyTorch was not found" notice: t2ijax needs none
     logging.get_absl_handler().addFilter(_worth_showing)
+    sys.unraisablehook = _without_closed_loop_tracebacks(sys.unraisablehook)
