@@ -479,7 +479,7 @@ def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
 
 def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
     """`platform` None: only what holds on any backend."""
-    from t2ijax.models.build import ATTENTION_PLATFORMS, splash_misfit
+    from t2ijax.models.build import attention_mismatch, splash_misfit
 
     impl = cfg.model.attention_impl
     misfit = splash_misfit(cfg) if impl == "splash" else None
@@ -488,9 +488,9 @@ def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> No
         raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
                           f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
                           "buckets, phases) and a patch size giving 128, 256, 1024, ...")
-    if impl in ATTENTION_PLATFORMS and platform not in (None, ATTENTION_PLATFORMS[impl][0]):
-        raise ConfigError(f"config.model.attention_impl='{impl}' runs only on "
-                          f"{ATTENTION_PLATFORMS[impl][1]} and this backend is {platform}; use xla")
+    wrong = platform and attention_mismatch(impl, platform)
+    if wrong:
+        raise ConfigError(f"{wrong}; use xla")
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,

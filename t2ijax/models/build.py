@@ -95,6 +95,14 @@ def num_image_tokens(cfg: ml_collections.ConfigDict, height: int, width: int) ->
 ATTENTION_PLATFORMS = {"cudnn": ("gpu", "NVIDIA GPUs"), "splash": ("tpu", "TPUs")}
 
 
+def attention_mismatch(impl: str, platform: str) -> str | None:
+    """Why attention `impl` cannot run on `platform` (jax.default_backend()), in one line, or None."""
+    if impl in ATTENTION_PLATFORMS and platform != ATTENTION_PLATFORMS[impl][0]:
+        return f"config.model.attention_impl='{impl}' runs only on {ATTENTION_PLATFORMS[impl][1]} and this " \
+               f"backend is {platform}"
+    return None
+
+
 def splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
     """(height, width, image tokens) of a training size whose token count splash cannot tile, or None."""
     from t2ijax.training.phases import training_sizes
