@@ -1,0 +1,240 @@
+"""The collectives of a compiled (SPMD-partitioned) step, read from its optimized HLO text
+(`compiled.as_text()`), and the time they take at a chip's interconnect bandwidth.
+
+Each operand of a collective is one `Collective` (XLA's combiner merges many into one tuple-shaped
+op; counting operands keeps the count independent of how it combined them). A collective inside a
+while loop (the scanned blocks) counts once per trip: `count` is the loop's known trip count.
+"""
+import dataclasses
+import math
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+               "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+    kind: str                        # one of KINDS
+    bytes: int                       # per device: the whole buffer (an all-gather's result, a reduce-scatter's
+                                     # input, the operand of the others)
+    replica_groups: list[list[int]]  # device ids that take part together (source, target pairs for a permute)
+    op_name: str                     # jax's op_name metadata: the parameter or activation it moves
+    dtype: str
+    shape: tuple[int, ...]
+    count: int = 1                   # times per step (trip count of the loops around it)
+
+    @property
+    def group_size(self) -> int:
+        return len(self.replica_groups[0]) if self.replica_groups else 1
+
+    @property
+    def backward(self) -> bool:
+        return "transpose(" in self.op_name
+
+    @property
+    def moves(self) -> str:
+        """The op_name without jit's and the scan's wrappers: 'forward PRXBlock_0/attention/img_qkv/dot_general'."""
+        name = self.op_name.removeprefix("jit(train_step)/")
+        name = re.sub(r"(transpose\()?jvp\(\w+\)\)?/", "", name)
+        name = re.sub(r"[\w.]+/while/body/(closed_call/|checkpoint/|remat/)*", "", name)
+        return ("backward " if self.backward else "forward " if "jvp(" in self.op_name else "") + name
+
+
+# `%name = TYPE kind(operands), attributes` where TYPE may be a tuple.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][a-z0-9-]*)\((.*?)\)(, .*)?$")
+_ARRAY = re.compile(r"\b(pred|[sufc]\d+|bf16|f8\w+)\[([\d,]*)\]")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{$")
+
+
+def _arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
+    return [(dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _ARRAY.findall(type_text)]
+
+
+def _attribute(attributes: str, name: str) -> str | None:
+    """The value of `name=...` up to its balanced end (braces, brackets, parentheses)."""
+    start = attributes.find(f" {name}=")
+    if start < 0:
+        return None
+    i = start + len(name) + 2
+    depth, begin = 0, i
+    while i < len(attributes):
+        c = attributes[i]
+        if c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+        elif c == "," and depth == 0:
+            break
+        i += 1
+    return attributes[begin:i]
+
+
+def _iota(text: str) -> np.ndarray:
+    """'[4,2]<=[2,2,2]T(2,1,0)' (or '[4,2]T(1,0)', a reshape and transpose of iota) -> the device array."""
+    m = re.fullmatch(r"\[([\d,]+)\](?:<=\[([\d,]+)\])?(?:T\(([\d,]+)\))?", text.strip())
+    if not m:
+        raise ValueError(f"unrecognised device list {text!r}")
+    dims = [int(d) for d in m.group(1).split(",")]
+    reshape = [int(d) for d in (m.group(2) or m.group(1)).split(",")]
+    ids = np.arange(math.prod(reshape)).reshape(reshape)
+    if m.group(3):
+        ids = ids.transpose([int(d) for d in m.group(3).split(",")])
+    return ids.reshape(dims)
+
+
+def _mesh_groups(text: str) -> list[list[int]]:
+    """"mesh['a'=4,'b'=2], device_ids=([4,2]T(1,0)) {'a'}" -> the groups along the named (sub-)axes."""
+    m = re.fullmatch(r"mesh\[(.*?)\](?:, device_ids=\((.*?)\))? \{(.*)\}", text.strip())
+    if not m:
+        raise ValueError(f"unrecognised replica groups {text!r}")
+    axes = re.findall(r"'([^']+)'=(\d+)", m.group(1))
+    names, sizes = [a for a, _ in axes], [int(s) for _, s in axes]
+    devices = _iota(m.group(2)) if m.group(2) else np.arange(math.prod(sizes))
+    # Each grouped axis ref is a whole axis 'a' or a sub-axis 'a':(pre)size: split every mesh axis into
+    # factors so that each ref is one factor, then gather the grouped factors last.
+    refs = [(name, int(pre) if pre else None, int(size) if size else None)
+            for name, pre, size in re.findall(r"'([^']+)'(?::\((\d+)\)(\d+))?", m.group(3))]
+    factors, grouped = [], {}
+    for name, size in zip(names, sizes):
+        cuts = sorted((pre, sub) for ref, pre, sub in refs if ref == name and pre)
+        if any(ref == name and not pre for ref, pre, _ in refs):
+            grouped[(name, None)] = len(factors)
+            factors.append(size)
+            continue
+        done = 1
+        for pre, sub in cuts:
+            if pre > done:
+                factors.append(pre // done)
+            grouped[(name, pre)] = len(factors)
+            factors.append(sub)
+            done = pre * sub
+        if done < size:
+            factors.append(size // done)
+    order = [grouped[(name, pre)] for name, pre, _ in refs]
+    rest = [i for i in range(len(factors)) if i not in order]
+    group_size = math.prod(factors[i] for i in order)
+    return devices.reshape(factors).transpose(rest + order).reshape(-1, group_size).tolist()
+
+
+def replica_groups(text: str) -> list[list[int]]:
+    """Any of XLA's three spellings: '{{0,1},{2,3}}', iota '[2,2]<=[4]', mesh axes "mesh['x'=2] {'x'}"."""
+    text = text.strip()
+    if text.startswith("mesh["):
+        return _mesh_groups(text)
+    if text.startswith("["):
+        return _iota(text).tolist()
+    return [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([\d,]*)\}", text)]
+
+
+def _trip_counts(text: str) -> dict[str, int]:
+    """How many times each computation runs per step: while bodies multiply by their known trip count."""
+    calls: dict[str, list[tuple[str, int]]] = {}
+    entry, current = None, None
+    for line in text.splitlines():
+        if (m := _COMPUTATION.match(line)) and not line.startswith(" "):
+            current = m.group(1)
+            entry = current if line.startswith("ENTRY") else entry
+            continue
+        if current is None or "=%" not in line:
+            continue
+        trips = 1
+        if " while(" in line:
+            n = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', line)
+            if not n:
+                raise ValueError(f"a while loop without a known trip count in computation {current}")
+            trips = int(n.group(1))
+        branches = re.search(r"branch_computations=\{([^}]*)\}", line)
+        callees = re.findall(r"(?:body|to_apply|calls|true_computation|false_computation)=%([\w.-]+)", line)
+        for callee in callees + (re.findall(r"%([\w.-]+)", branches.group(1)) if branches else []):
+            calls.setdefault(current, []).append((callee, trips))
+    counts = {entry: 1}
+    pending = [entry]
+    while pending:
+        caller = pending.pop()
+        for callee, trips in calls.get(caller, ()):
+            if callee not in counts:
+                counts[callee] = counts[caller] * trips
+                pending.append(callee)
+    return counts
+
+
+def parse(text: str) -> list[Collective]:
+    """Every collective of an optimized HLO module, one per operand, with its count per step."""
+    counts = _trip_counts(text)
+    instructions, users, owner = {}, {}, {}
+    current = None
+    for line in text.splitlines():
+        if (m := _COMPUTATION.match(line)) and not line.startswith(" "):
+            current = m.group(1)
+        elif m := _INSTRUCTION.match(line):
+            instructions[m.group(1)] = m
+            owner[m.group(1)] = current
+            if m.group(3) == "get-tuple-element":
+                users.setdefault(m.group(4).lstrip("%"), {})[int(_attribute(m.group(5), "index"))] = m
+    found = []
+    for name, m in instructions.items():
+        kind = m.group(3).removesuffix("-done")
+        if kind not in KINDS or m.group(3).endswith("-start"):
+            continue
+        start = instructions[m.group(4).lstrip("%")] if m.group(3).endswith("-done") else m
+        attributes = start.group(5) or ""
+        op_name = re.search(r'op_name="([^"]*)"', attributes)
+        mesh = re.search(r" replica_groups=(mesh\[.*?\](?:, device_ids=\(.*?\))? \{.*?\})", attributes)
+        groups = (mesh.group(1) if mesh else _attribute(attributes, "replica_groups")
+                  or _attribute(attributes, "source_target_pairs") or "{}")
+        operands = _arrays(m.group(2))
+        if kind == "reduce-scatter":  # the result is one shard; the buffer is the input
+            operands = _arrays(" ".join(instructions[o.strip().lstrip("%")].group(2)
+                                        for o in start.group(4).split(",")))
+        parts = users.get(name, {})
+        for i, (dtype, shape) in enumerate(operands):
+            part = parts.get(i)
+            name_here = re.search(r'op_name="([^"]*)"', part.group(5) or "") if part else None
+            found.append(Collective(
+                kind=kind, bytes=math.prod(shape) * DTYPE_BYTES[dtype], replica_groups=replica_groups(groups),
+                op_name=(name_here or op_name).group(1) if (name_here or op_name) else "", dtype=dtype,
+                shape=shape, count=counts.get(owner[name], 1)))
+    return found
+
+
+def summary(collectives: Iterable[Collective]) -> dict[str, dict[str, int]]:
+    """{kind: {"count": per step, "bytes": per device per step}} for every kind, zeros included."""
+    table = {kind: {"count": 0, "bytes": 0} for kind in KINDS}
+    for c in collectives:
+        table[c.kind]["count"] += c.count
+        table[c.kind]["bytes"] += c.count * c.bytes
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    bandwidth: float  # bytes/s one chip sends and receives in a ring collective along one mesh axis
+    flops: float      # peak dense bf16 FLOPs/s
+
+
+# TPU: ICI bandwidth per link, both directions (a ring along one torus axis uses both), from "How to Scale
+# Your Model" part 2 (https://jax-ml.github.io/scaling-book/tpus/, the per-chip spec table: v5e 9e10 B/s,
+# v5p and v6e 1.8e11 B/s); peak bf16 FLOPs/s from Google Cloud's pages (cloud.google.com/tpu/docs/v5e:
+# 197 TFLOPs, /v5p: 459 TFLOPs, /v6e: 918 TFLOPs). H100 SXM: NVLink 4 is 900 GB/s per GPU in both
+# directions together, 450 GB/s each way (https://www.nvidia.com/en-us/data-center/h100/), and 989 dense
+# bf16 TFLOPs/s (the same page's 1,979 is with 2:4 sparsity).
+CHIPS = {"v5e": Chip(9e10, 197e12), "v5p": Chip(1.8e11, 459e12), "v6e": Chip(1.8e11, 918e12),
+         "H100": Chip(4.5e11, 989e12)}
+
+# Bytes a device sends per byte of the whole buffer in a ring of n: an all-gather or reduce-scatter passes
+# (n - 1)/n of it, an all-reduce (a reduce-scatter then an all-gather) twice that, a permute all of it.
+_RING = {"all-gather": lambda n: (n - 1) / n, "reduce-scatter": lambda n: (n - 1) / n,
+         "all-reduce": lambda n: 2 * (n - 1) / n, "all-to-all": lambda n: (n - 1) / n,
+         "collective-permute": lambda n: 1.0}
+
+
+def estimate_seconds(collectives: Iterable[Collective], chip: str) -> float:
+    """Time per step the collectives take at `chip`'s bandwidth, one after another, none overlapped with
+    compute: bandwidth-bound ring algorithms, no latency term (a lower bound for small messages)."""
+    bandwidth = CHIPS[chip].bandwidth
+    return sum(c.count * c.bytes * _RING[c.kind](c.group_size) / bandwidth for c in collectives)
