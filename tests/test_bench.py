@@ -63,7 +63,7 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
 
 
 @pytest.mark.parametrize("args, overrides, message", [
-    (["--suite=speed"], TINY, "unknown --suite speed; choose from train,sample,compile,data"),
+    (["--suite=speed"], TINY, "unknown --suite speed; choose from train,sample,compile,data,smoke"),
     (["--steps=0"], TINY, "time at least one"),
     (["--noreference"], {**TINY, "bench.latent_size": 9}, "bench.latent_size=9 is not a multiple of model.patch_size=2"),
     (["--noreference"], {**TINY, "repa.weight": 0.5}, "the bench times the denoiser alone"),

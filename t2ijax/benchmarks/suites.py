@@ -4,6 +4,7 @@ from t2ijax.benchmarks import reference
 from t2ijax.benchmarks.compile import compile_suite
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.sample import sample_suite
+from t2ijax.benchmarks.smoke import smoke_suite
 from t2ijax.benchmarks.synthetic import check
 from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
@@ -62,4 +63,5 @@ def compile_times(config, steps: int, loops: int, with_reference: bool) -> dict:
 
 # name -> (config, steps, loops, with_reference) -> result
 SUITES = {"train": train, "sample": sample, "compile": compile_times,
-          "data": lambda config, steps, loops, with_reference: data_suite(config, steps)}
+          "data": lambda config, steps, loops, with_reference: data_suite(config, steps),
+          "smoke": lambda config, steps, loops, with_reference: smoke_suite(config, steps)}

@@ -1,0 +1,86 @@
+"""The smoke suite, the first thing to run on a new accelerator (docs/benchmarks.md): the config's train
+step on random inputs at every size the run trains at (data.resolution, buckets and phases, in the
+autoencoder's space, with config.bench's batch and caption shapes), each compiled, then timed steps at
+data.resolution's square: step time, MFU, memory and the step's collectives."""
+import dataclasses
+import time
+
+import jax
+import ml_collections
+from absl import logging
+
+from t2ijax.benchmarks.synthetic import Synthetic, check, synthetic
+from t2ijax.benchmarks.timing import matmul_peak_flops
+from t2ijax.benchmarks.train import train_suite
+from t2ijax.models.autoencoders import geometry
+from t2ijax.models.build import attention_for, attention_mismatch, num_image_tokens
+from t2ijax.sharding import make_mesh
+from t2ijax.training.phases import training_sizes
+
+
+def smoke_config(config: ml_collections.ConfigDict, platform: str) -> tuple[ml_collections.ConfigDict, str | None]:
+    """A copy of `config` whose bench inputs are data.resolution's square and whose attention is resolved for
+    `platform` and every training size; a kernel the platform lacks (splash off TPUs, cuDNN off GPUs) becomes
+    xla, with the reason (one line) returned and logged."""
+    config = config.copy_and_resolve_references()
+    fallback = attention_mismatch(config.model.attention_impl, platform)
+    if fallback:
+        fallback = f"{fallback}: the smoke suite runs xla attention instead"
+        logging.warning("%s", fallback)
+        config.model.attention_impl = "xla"
+    config.model.attention_impl = attention_for(config, platform)
+    channels, downsample = geometry(config.autoencoder.name)
+    config.bench.update(latent_size=config.data.resolution // downsample, latent_channels=channels)
+    return config, fallback
+
+
+def _at_size(s: Synthetic, height: int, width: int) -> Synthetic:
+    """`s` with an abstract batch of model-space height x width inputs (enough to lower the step)."""
+    x0 = s.batch["x0"]
+    resized = jax.ShapeDtypeStruct((x0.shape[0], height, width, x0.shape[3]), x0.dtype, sharding=x0.sharding)
+    return dataclasses.replace(s, batch={**s.batch, "x0": resized})
+
+
+def compile_per_shape(config: ml_collections.ConfigDict) -> tuple[list[dict], jax.stages.Compiled]:
+    """Lower and compile seconds of the train step at each training size, and the compiled step at
+    config.bench's square (whose collectives the suite measures)."""
+    s = synthetic(config, materialize=False)
+    _, downsample = geometry(config.autoencoder.name)
+    resolution = config.data.resolution
+    square, rows = None, []
+    for height, width in sorted({*training_sizes(config), (resolution, resolution)}):
+        side = (height // downsample, width // downsample)
+        start = time.perf_counter()
+        lowered = _at_size(s, *side).lowered_train_step()
+        lowered_at = time.perf_counter()
+        compiled = lowered.compile()
+        rows.append({"shape": [s.batch_size, *side, config.bench.latent_channels],
+                     "image_tokens": num_image_tokens(config.model, *side),
+                     "lower_s": lowered_at - start, "compile_s": time.perf_counter() - lowered_at})
+        if side == (config.bench.latent_size,) * 2:
+            square = compiled
+    return rows, square
+
+
+def _memory(train: dict, platform: str) -> dict:
+    peak = train["device_peak_bytes"]
+    return {"device_peak_bytes": peak,
+            "device_peak": "memory_stats()['peak_bytes_in_use'] of device 0 after the timed steps" if peak is not None
+            else f"not available: the {platform} backend's memory_stats() gives no peak",
+            "planned_bytes": train["planned_bytes"], "temp_bytes": train["temp_bytes"]}
+
+
+def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
+    platform = jax.default_backend()
+    config, fallback = smoke_config(config, platform)
+    check(config)
+    compiled_shapes, square = compile_per_shape(config)
+    peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
+    train = train_suite(config, steps, peak)
+    return {"backend": platform, "device_kind": jax.devices()[0].device_kind, "devices": jax.device_count(),
+            "mesh": dict(make_mesh(config.mesh).shape), "attention": config.model.attention_impl,
+            "attention_fallback": fallback, "batch_size": config.bench.batch_size,
+            "image_tokens": num_image_tokens(config.model, config.bench.latent_size, config.bench.latent_size),
+            "step_ms": train["step_ms"], "images_per_s": train["images_per_s"],
+            "model_flops_per_step": train["model_flops_per_step"], "matmul_peak_gflops_per_device": peak / 1e9,
+            "mfu": train["mfu"], "compile": compiled_shapes, "memory": _memory(train, platform)}
