@@ -328,13 +328,17 @@ def check_sampler(sampler: ml_collections.ConfigDict, diffusion: ml_collections.
                           "use euler")
 
 
-def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
-    from t2ijax.sharding import BATCH_AXES, MESH_AXES, mesh_shape
+def _check_mesh(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int, num_slices: int) -> None:
+    from t2ijax.sharding import BATCH_AXES, MESH_AXES, hybrid_shape
 
     unknown_axes = sorted({a for axes in cfg.sharding_rules.values() for a in axes} - set(MESH_AXES))
     if unknown_axes:
         raise ConfigError(f"config.sharding_rules name mesh axes {unknown_axes}; mesh axes are {MESH_AXES}")
-    shape = dict(zip(MESH_AXES, mesh_shape(cfg.mesh, num_devices)))
+    if num_processes > 1 and num_processes % num_slices:
+        raise ConfigError(f"{num_processes} processes cannot be shared out over {num_slices} slices (each host "
+                          "belongs to one slice); use a process count that is a multiple of the slice count")
+    ici, dcn = hybrid_shape(cfg.mesh, cfg.dcn_mesh, num_devices, num_slices)
+    shape = {axis: within * across for axis, within, across in zip(MESH_AXES, ici, dcn)}
     _check_model_split(cfg, shape)
     data_parallel = shape["data"] * shape["fsdp"]
     if data_parallel % num_processes:
@@ -494,9 +498,10 @@ def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> No
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
-             platform: str | None = None) -> None:
+             platform: str | None = None, num_slices: int = 1) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
-    (jax.default_backend()) also checks the choices that need a particular backend."""
+    (jax.default_backend()) also checks the choices that need a particular backend; `num_slices` is the
+    devices' slice count (multislice TPU: sharding.device_slices)."""
     flat = flatten(cfg)
     _check_keys_and_types(flat, flatten(base.get_config()))
     missing = sorted(set(flatten(base.get_config())) - set(flat))
@@ -514,5 +519,5 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_techniques(cfg)
-    _check_mesh(cfg, num_devices, num_processes)
+    _check_mesh(cfg, num_devices, num_processes, num_slices)
     _check_attention(cfg, platform)

@@ -232,8 +232,13 @@ def get_config() -> ml_collections.ConfigDict:
         process_id=-1,               # -1 = detected from the cluster
     )
 
-    # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp.
+    # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp. On several
+    # slices (multislice TPU) this is one slice's mesh, over its fast interconnect (ICI).
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    # Axis sizes across slices, over the slower data-center network (DCN); -1 takes the remaining slices.
+    # Each mesh axis is dcn_mesh x mesh, slices outermost. Default: data parallelism across slices, FSDP
+    # within one; fsdp may cross slices (its weight all-gathers then go over DCN), tensor may not.
+    c.dcn_mesh = dict(data=-1, fsdp=1, tensor=1)
     # Logical axis -> mesh axes. Parameters and activations name logical axes only.
     c.sharding_rules = dict(
         batch=("data", "fsdp"),

@@ -2,12 +2,14 @@
 for N (fake CPU) devices, with per-device memory and FLOPs.
 
   python -m t2ijax.plan --config=configs/prx_small.py --devices=64 --mesh=fsdp:64
-      [--hosts=16] [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]
+      [--hosts=16] [--slices=2] [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]
 
 --mesh names axis sizes (data, fsdp, tensor; "fsdp:4,tensor:2"), the others are 1; without it
-config.mesh is used. Parameter, optimizer-state and batch bytes follow from the shardings exactly;
-temporaries come from the CPU compiler, which fuses and lays out differently from TPU and GPU
-compilers, so treat them as an estimate (docs/scaling.md).
+config.mesh is used. With --slices=N the devices form N equal slices (multislice TPU): --mesh (or
+config.mesh) lays out one slice and config.dcn_mesh the slices (default: data across them).
+Parameter, optimizer-state and batch bytes follow from the shardings exactly; temporaries come
+from the CPU compiler, which fuses and lays out differently from TPU and GPU compilers, so treat
+them as an estimate (docs/scaling.md).
 """
 import dataclasses
 import json
@@ -23,6 +25,7 @@ from t2ijax.registry import names
 flags.DEFINE_integer("devices", None, "Number of devices to plan for.", required=True)
 flags.DEFINE_string("mesh", "", "Mesh axis sizes, e.g. fsdp:64 or data:2,fsdp:16,tensor:2; default config.mesh.")
 flags.DEFINE_integer("hosts", 1, "Processes the devices will be spread over (checks each host's batch share).")
+flags.DEFINE_integer("slices", 1, "Slices the devices form (multislice TPU); config.mesh is one slice's mesh.")
 flags.DEFINE_integer("batch", None, "Global batch size (default config.data.global_batch_size).")
 flags.DEFINE_enum("remat", None, list(names("model.remat_policy")),
                   "Remat policy of the transformer blocks (default config.model.remat_policy).")
@@ -71,8 +74,8 @@ def main(argv):
             config.model.remat_policy = FLAGS.remat
         if FLAGS.hosts < 1 or FLAGS.devices % FLAGS.hosts:
             raise ConfigError(f"--hosts={FLAGS.hosts} must divide --devices={FLAGS.devices} (each host has as many)")
-        validate(config, FLAGS.devices, FLAGS.hosts, platform="cpu")
-        result = plan(config)
+        validate(config, FLAGS.devices, FLAGS.hosts, platform="cpu", num_slices=FLAGS.slices)
+        result = plan(config, FLAGS.slices)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     print(report(result))

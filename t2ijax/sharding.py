@@ -1,4 +1,5 @@
 """The device mesh, logical-axis rules, and the shardings of state and batches."""
+import collections
 import itertools
 import math
 
@@ -16,29 +17,85 @@ MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 
-def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
-    """Axis sizes for `num_devices`, the one -1 axis taking what the others leave."""
+def mesh_shape(mesh_cfg: ml_collections.ConfigDict, count: int, field: str = "config.mesh",
+               unit: str = "devices") -> tuple[int, ...]:
+    """Axis sizes for `count` devices (or slices, `unit`), the one -1 axis taking what the others leave."""
     sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
     spec = ", ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ConfigError(f"config.mesh ({spec}) must hold positive sizes and at most one -1")
+        raise ConfigError(f"{field} ({spec}) must hold positive sizes and at most one -1")
     fixed = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
-        if num_devices % fixed:
-            raise ConfigError(f"config.mesh ({spec}) cannot fill {num_devices} devices: "
-                             f"{num_devices} is not divisible by {fixed}; change config.mesh")
-        sizes[sizes.index(-1)] = num_devices // fixed
-    elif fixed != num_devices:
-        raise ConfigError(f"config.mesh ({spec}) uses {fixed} devices but {num_devices} are present; "
-                         "set the sizes to multiply to the device count or make one axis -1")
+        if count % fixed:
+            raise ConfigError(f"{field} ({spec}) cannot fill {count} {unit}: "
+                             f"{count} is not divisible by {fixed}; change {field}")
+        sizes[sizes.index(-1)] = count // fixed
+    elif fixed != count:
+        raise ConfigError(f"{field} ({spec}) uses {fixed} {unit} but {count} are present; "
+                         f"set the sizes to multiply to {count} or make one axis -1")
     return tuple(sizes)
 
 
-def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes)."""
+def devices_per_slice(num_devices: int, num_slices: int) -> int:
+    if num_slices < 1 or num_devices % num_slices:
+        raise ConfigError(f"{num_devices} devices cannot form {num_slices} equal slices; "
+                          "use a slice count that divides the device count")
+    return num_devices // num_slices
+
+
+def hybrid_shape(mesh_cfg: ml_collections.ConfigDict, dcn_mesh_cfg: ml_collections.ConfigDict | None,
+                 num_devices: int, num_slices: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Axis sizes within one slice (config.mesh, over ICI) and across slices (config.dcn_mesh, over the
+    data-center network); the full mesh's axis is their product. `dcn_mesh_cfg` None: data across slices."""
+    if dcn_mesh_cfg is None:
+        dcn_mesh_cfg = {"data": -1, "fsdp": 1, "tensor": 1}
+    dcn = mesh_shape(dcn_mesh_cfg, num_slices, "config.dcn_mesh", "slices")
+    if dcn[MESH_AXES.index("tensor")] > 1:
+        # fsdp may cross (one all-gather and one reduce-scatter of each layer's weights per step, which the
+        # plan shows); tensor parallelism waits on a collective inside every matmul.
+        raise ConfigError(f"config.dcn_mesh.tensor={dcn[MESH_AXES.index('tensor')]} would split every matmul "
+                          "across slices, putting its collectives on the slow data-center network; keep tensor "
+                          "within a slice (config.mesh.tensor) and use data or fsdp across slices")
+    unit = "devices" if num_slices == 1 else "devices per slice"
+    ici = mesh_shape(mesh_cfg, devices_per_slice(num_devices, num_slices), unit=unit)
+    return ici, dcn
+
+
+def device_slices(devices, num_slices: int | None = None) -> list[list]:
+    """`devices` grouped by slice, in slice order: by slice_index where devices carry it (TPU), otherwise
+    `num_slices` (default 1) equal contiguous groups, as t2ijax.plan lays out its fake CPU devices."""
+    if hasattr(devices[0], "slice_index"):
+        groups = collections.defaultdict(list)
+        for device in devices:
+            groups[device.slice_index].append(device)
+        slices = [groups[index] for index in sorted(groups)]
+        if num_slices not in (None, len(slices)):
+            raise ConfigError(f"the devices form {len(slices)} slices, not {num_slices}")
+        if len({len(s) for s in slices}) > 1:
+            raise ConfigError(f"the slices hold {sorted(len(s) for s in slices)} devices; use equal slices")
+        return slices
+    num_slices = num_slices or 1
+    per_slice = devices_per_slice(len(devices), num_slices)
+    return [list(devices[i * per_slice:(i + 1) * per_slice]) for i in range(num_slices)]
+
+
+def hybrid_devices(ici: tuple[int, ...], dcn: tuple[int, ...], slices: list[list]) -> np.ndarray:
+    """The mesh's device array: each slice laid out by jax.make_mesh (ICI topology), slices tiled over
+    the dcn shape, each axis slice-major (jax.experimental.mesh_utils.create_hybrid_device_mesh's order)."""
+    per_slice = [jax.make_mesh(ici, MESH_AXES, devices=s).devices for s in slices]
+    tiles = np.vectorize(per_slice.__getitem__, otypes=[object])(np.arange(len(slices)).reshape(dcn))
+    return np.block(tiles.tolist())
+
+
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None,
+              dcn_mesh_cfg: ml_collections.ConfigDict | None = None, num_slices: int | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes). `mesh_cfg` lays
+    out one slice, `dcn_mesh_cfg` (default: data across slices) the slices; one slice is the usual mesh.
+    `num_slices` splits devices without slice_index (device_slices)."""
     devices = jax.devices() if devices is None else devices
-    shape = mesh_shape(mesh_cfg, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+    slices = device_slices(devices, num_slices)
+    ici, dcn = hybrid_shape(mesh_cfg, dcn_mesh_cfg, len(devices), len(slices))
+    return Mesh(hybrid_devices(ici, dcn, slices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def logical_rules(rules_cfg: ml_collections.ConfigDict):

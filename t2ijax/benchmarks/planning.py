@@ -28,6 +28,7 @@ ACCELERATORS = {"v5e": 16 * 2**30, "v5p": 95 * 2**30, "H100": 80 * 10**9}
 @dataclasses.dataclass
 class Plan:
     mesh: dict[str, int]
+    dcn_mesh: dict[str, int]        # the part of each mesh axis across slices (all 1 on one slice)
     global_batch: int
     parameters: int                 # scalars in the model
     params_bytes: int               # per device, from the state's shardings
@@ -61,12 +62,13 @@ def text_width(cfg: ml_collections.ConfigDict) -> int:
     return read_model_config(resolve_model_dir(cfg.path or cfg.name))[1].hidden_size
 
 
-def plan(config: ml_collections.ConfigDict) -> Plan:
-    """Compiles config's train step for the devices present and measures it."""
+def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
+    """Compiles config's train step for the devices present, split into `num_slices` slices, and measures it."""
     if needs_images(config):
         raise ConfigError("t2ijax.plan measures the denoiser's step without the frozen networks REPA and the perceptual "
                           "losses add; plan with repa.weight, perceptual.dino_weight and perceptual.lpips_weight at 0")
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh, dcn_mesh_cfg=config.dcn_mesh, num_slices=num_slices)
+    _, dcn = sharding.hybrid_shape(config.mesh, config.dcn_mesh, mesh.size, num_slices)
     rules = sharding.logical_rules(config.sharding_rules)
     channels, downsample = geometry(config.autoencoder.name)
     side = config.data.resolution // downsample
@@ -89,7 +91,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
     memory = lowered.compile().memory_analysis()
     # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
     cost = lower(model.clone(scan_layers=False))[1].cost_analysis()
-    return Plan(mesh=dict(mesh.shape), global_batch=batch,
+    return Plan(mesh=dict(mesh.shape), dcn_mesh=dict(zip(sharding.MESH_AXES, dcn)), global_batch=batch,
                 parameters=sum(x.size for x in jax.tree.leaves(state.params)),
                 params_bytes=_bytes_per_device(state.params), optimizer_bytes=_bytes_per_device(state.opt_state),
                 ema_bytes=_bytes_per_device(state.ema_params), batch_bytes=_bytes_per_device(batch_shapes),
@@ -103,9 +105,10 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
 def report(plan_: Plan) -> str:
     gib = lambda n: f"{n / 2**30:8.3f} GiB" if n >= 2**30 else f"{n / 2**20:8.3f} MiB"
     state = plan_.params_bytes + plan_.optimizer_bytes + plan_.ema_bytes + 4 + 8  # + step (int32) and rng (2 x uint32)
-    devices = math.prod(plan_.mesh.values())
+    devices, slices = math.prod(plan_.mesh.values()), math.prod(plan_.dcn_mesh.values())
+    across = f" in {slices} slices, across them {plan_.dcn_mesh}" if slices > 1 else ""
     lines = [
-        f"mesh {plan_.mesh} ({devices} devices), global batch {plan_.global_batch}, "
+        f"mesh {plan_.mesh} ({devices} devices{across}), global batch {plan_.global_batch}, "
         f"{plan_.parameters / 1e6:.1f}M parameters",
         "per device:",
         f"  parameters        {gib(plan_.params_bytes)}",
