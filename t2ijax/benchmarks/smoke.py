@@ -9,6 +9,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from t2ijax.benchmarks import collectives, replay
 from t2ijax.benchmarks.synthetic import Synthetic, check, synthetic
 from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
@@ -62,6 +63,27 @@ def compile_per_shape(config: ml_collections.ConfigDict) -> tuple[list[dict], ja
     return rows, square
 
 
+# Substrings of jax's device_kind -> collectives.CHIPS's names, first match wins ('TPU v5 lite' is a v5e).
+CHIP_KINDS = (("v5 lite", "v5e"), ("v5e", "v5e"), ("v6 lite", "v6e"), ("v6e", "v6e"), ("v5p", "v5p"),
+              ("tpu v5", "v5p"), ("h100", "H100"))
+
+
+def chip(device_kind: str) -> str | None:
+    return next((name for pattern, name in CHIP_KINDS if pattern in device_kind.lower()), None)
+
+
+def _collectives(compiled: jax.stages.Compiled, mesh: jax.sharding.Mesh, step_s: float, device_kind: str) -> dict:
+    """The step's collectives per kind, their time replayed alone on `mesh`, and the chip's estimate."""
+    found = collectives.parse(compiled.as_text())
+    measured = replay.measure(mesh, found)
+    name = chip(device_kind)
+    return {"per_kind": collectives.summary(found), **measured,
+            "measured_fraction_of_step": measured["measured_s_per_step"] / step_s,
+            "estimated_s_per_step": collectives.estimate_seconds(found, name) if name else None,
+            "estimate": f"{name}'s bandwidth, ring algorithms, nothing overlapped" if name
+            else f"none: collectives.CHIPS has no bandwidth for {device_kind!r}"}
+
+
 def _memory(train: dict, platform: str) -> dict:
     peak = train["device_peak_bytes"]
     return {"device_peak_bytes": peak,
@@ -71,16 +93,21 @@ def _memory(train: dict, platform: str) -> dict:
 
 
 def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
-    platform = jax.default_backend()
+    platform, device_kind = jax.default_backend(), jax.devices()[0].device_kind
     config, fallback = smoke_config(config, platform)
     check(config)
     compiled_shapes, square = compile_per_shape(config)
     peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
     train = train_suite(config, steps, peak)
-    return {"backend": platform, "device_kind": jax.devices()[0].device_kind, "devices": jax.device_count(),
+    name = chip(device_kind)
+    return {"backend": platform, "device_kind": device_kind, "chip": name, "devices": jax.device_count(),
             "mesh": dict(make_mesh(config.mesh).shape), "attention": config.model.attention_impl,
             "attention_fallback": fallback, "batch_size": config.bench.batch_size,
             "image_tokens": num_image_tokens(config.model, config.bench.latent_size, config.bench.latent_size),
             "step_ms": train["step_ms"], "images_per_s": train["images_per_s"],
             "model_flops_per_step": train["model_flops_per_step"], "matmul_peak_gflops_per_device": peak / 1e9,
-            "mfu": train["mfu"], "compile": compiled_shapes, "memory": _memory(train, platform)}
+            "mfu": train["mfu"],
+            "mfu_vs_chip_peak": train["model_gflops_per_s"] * 1e9 / (collectives.CHIPS[name].flops * jax.device_count())
+            if name else None,
+            "compile": compiled_shapes, "memory": _memory(train, platform),
+            "collectives": _collectives(square, make_mesh(config.mesh), train["step_ms"] / 1e3, device_kind)}
