@@ -48,6 +48,7 @@ start() {
   done
 }
 
+require_training_flags "$@"
 check_install "$python" "$@"
 stopping=0
 stop_all() {

