@@ -98,6 +98,13 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None,
     return Mesh(hybrid_devices(ici, dcn, slices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def slice_of_devices(mesh: Mesh, slices: list[list]) -> np.ndarray:
+    """The slice of each of the mesh's devices in mesh.devices.flat order: by the logical device ids that a
+    compiled program's replica groups hold."""
+    index = {device: i for i, devices in enumerate(slices) for device in devices}
+    return np.array([index[device] for device in mesh.devices.flat])
+
+
 def logical_rules(rules_cfg: ml_collections.ConfigDict):
     """Flax's (logical name, mesh axes or None) pairs from config.sharding_rules."""
     return tuple((name, tuple(axes) or None) for name, axes in rules_cfg.items())

@@ -1,6 +1,7 @@
 """Multislice meshes: config.mesh lays out one slice and config.dcn_mesh the slices, in the order
 jax's create_hybrid_device_mesh gives; one slice is the mesh it always was; bad slice layouts are
-one-line errors before anything compiles."""
+one-line errors before anything compiles; a compiled step's collectives whose groups span slices
+are found (by the mesh's device order) and their data-center-network part measured."""
 import dataclasses
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from jax.experimental import mesh_utils
 from configs import shapes_tiny
 from conftest import env_with_devices
 from t2ijax import sharding
+from t2ijax.benchmarks.collectives import Collective, cross_slice, dcn_seconds
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 
@@ -91,20 +93,63 @@ def test_bad_slice_layouts_are_one_line_errors(mesh, dcn, devices, slices, proce
         validate(_config(mesh, dcn), num_devices=devices, num_processes=processes, num_slices=slices)
 
 
+def _collective(kind: str, groups: list[list[int]], nbytes: int = 1024) -> Collective:
+    return Collective(kind=kind, bytes=nbytes, replica_groups=groups, op_name="", dtype="f32", shape=(nbytes // 4,),
+                      count=3)
+
+
+TWO_SLICES = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # logical device -> slice
+
+
+def test_a_group_within_one_slice_stays_off_dcn():
+    assert cross_slice(_collective("all-reduce", [[0, 1, 2, 3], [4, 5, 6, 7]]), TWO_SLICES) is None
+    assert cross_slice(_collective("collective-permute", [[0, 1], [5, 4]]), TWO_SLICES) is None
+
+
+def test_a_group_across_slices_sends_its_reduced_share_over_dcn():
+    # Data parallelism across slices: one member in each; the whole buffer goes over DCN.
+    across = cross_slice(_collective("all-reduce", [[0, 4], [1, 5], [2, 6], [3, 7]]), TWO_SLICES)
+    assert across.bytes == 1024 and across.group_size == 2 and across.count == 3
+    # A reduce-scatter over all 8: each slice's 4 reduce over ICI first, then pairs across slices on a quarter.
+    across = cross_slice(_collective("reduce-scatter", [list(range(8))]), TWO_SLICES)
+    assert across.bytes == 256 and across.replica_groups == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert dcn_seconds([across], "v5p") == pytest.approx(3 * 256 * 0.5 / (50e9 / 8))
+    # An all-to-all cannot reduce first: it sends the other slice's half of the whole buffer.
+    across = cross_slice(_collective("all-to-all", [list(range(8))]), TWO_SLICES)
+    assert across.bytes == 1024 and dcn_seconds([across], "v5e") == pytest.approx(3 * 1024 * 0.5 / (25e9 / 8))
+    across = cross_slice(_collective("collective-permute", [[0, 1], [3, 4]]), TWO_SLICES)
+    assert across.replica_groups == [[3, 4]]
+
+
 MESHES = """
-import jax, ml_collections
-from jax.sharding import AxisType
+import jax, jax.numpy as jnp, ml_collections
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from t2ijax import sharding
+from t2ijax.benchmarks import collectives
 cfg = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2))
 one = sharding.make_mesh(cfg)
 assert one == jax.make_mesh((2, 2, 2), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3), one
 two = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)), num_slices=2)
 print(dict(two.shape), [[d.id for d in row] for row in two.devices[:, :, 0]])
+# fsdp across slices, data within: the mesh's device order is not the device ids' order.
+dcn = ml_collections.ConfigDict(dict(data=1, fsdp=2, tensor=1))
+mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=1)), dcn_mesh_cfg=dcn, num_slices=2)
+slice_of = sharding.slice_of_devices(mesh, sharding.device_slices(jax.devices(), 2))
+print([d.id for d in mesh.devices.flat], slice_of.tolist())
+x = jax.ShapeDtypeStruct((8, 16), jnp.float32, sharding=NamedSharding(mesh, P("data", None)))
+w = jax.ShapeDtypeStruct((16, 16), jnp.float32, sharding=NamedSharding(mesh, P("fsdp", None)))
+step = lambda x, w: jax.lax.with_sharding_constraint(jnp.tanh(x @ w), NamedSharding(mesh, P("data", "fsdp"))).sum(0)
+found = collectives.parse(jax.jit(step, out_shardings=NamedSharding(mesh, P())).lower(x, w).compile().as_text())
+print(sorted({(c.kind, collectives.cross_slice(c, slice_of) is not None) for c in found}))
 """
 
 
-def test_make_mesh_on_one_slice_is_unchanged_and_slices_are_outermost():
+def test_one_slice_is_unchanged_slices_are_outermost_and_collectives_over_a_dcn_axis_cross():
     done = subprocess.run([sys.executable, "-c", MESHES], env=env_with_devices(8), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "{'data': 2, 'fsdp': 4, 'tensor': 1} [[0, 1, 2, 3], [4, 5, 6, 7]]"
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "{'data': 2, 'fsdp': 4, 'tensor': 1} [[0, 1, 2, 3], [4, 5, 6, 7]]"
+    assert lines[1] == "[0, 1, 4, 5, 2, 3, 6, 7] [0, 0, 1, 1, 0, 0, 1, 1]"
+    # The sum over data stays in a slice; the collectives over fsdp cross.
+    assert ("all-reduce", False) in eval(lines[2]) and ("all-gather", True) in eval(lines[2]), lines[2]

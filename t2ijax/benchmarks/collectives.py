@@ -238,3 +238,40 @@ def estimate_seconds(collectives: Iterable[Collective], chip: str) -> float:
     compute: bandwidth-bound ring algorithms, no latency term (a lower bound for small messages)."""
     bandwidth = CHIPS[chip].bandwidth
     return sum(c.count * c.bytes * _RING[c.kind](c.group_size) / bandwidth for c in collectives)
+
+
+# Data-center network (DCN) bandwidth per chip between the slices of a multislice TPU job, bytes/s each
+# way, from Google Cloud's TPU pages: a v5e host has 2 x 100 Gbps NICs for its 8 chips, 25 Gbps a chip
+# (6.4 Tbps per 256-chip pod; https://cloud.google.com/tpu/docs/v5e); v5p, 50 Gbps a chip
+# (https://cloud.google.com/tpu/docs/v5p). Tens of times below the ICI figures in CHIPS.
+DCN_BANDWIDTH = {"v5e": 25e9 / 8, "v5p": 50e9 / 8}
+
+
+def cross_slice(c: Collective, slice_of: np.ndarray) -> Collective | None:
+    """The part of `c` that goes over DCN, or None where each of its groups stays in one slice.
+
+    `slice_of[i]` is the slice of logical device i (the i-th of the mesh's flattened devices, which is
+    what replica groups count). Each group's members within a slice reduce or gather over ICI first, so
+    the cross-slice part is the same kind of collective among one member per slice, on 1/(members per
+    slice) of the buffer; an all-to-all or a permute sends its cross-slice share whole.
+    """
+    if c.kind == "collective-permute":
+        pairs = [pair for pair in c.replica_groups if len(set(slice_of[pair])) > 1]
+        return dataclasses.replace(c, replica_groups=pairs) if pairs else None
+    groups, per_slice = [], 1
+    for group in c.replica_groups:
+        members = {}
+        for device in group:
+            members.setdefault(int(slice_of[device]), []).append(device)
+        if len(members) > 1:
+            per_slice = len(group) // len(members)
+            groups += [list(column) for column in zip(*members.values())]  # one member of each slice
+    if not groups:
+        return None
+    whole = c.kind == "all-to-all"
+    return dataclasses.replace(c, replica_groups=groups, bytes=c.bytes if whole else c.bytes // per_slice)
+
+
+def dcn_seconds(crossing: Iterable[Collective], chip: str) -> float:
+    """Time per step the cross-slice parts (cross_slice) take at `chip`'s DCN bandwidth, as estimate_seconds."""
+    return sum(c.count * c.bytes * _RING[c.kind](c.group_size) for c in crossing) / DCN_BANDWIDTH[chip]
