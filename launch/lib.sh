@@ -62,8 +62,7 @@ tpu_worker_loop() {
   local pid_file=$1 copy=$2 child="" stop=0 code=0
   shift 2
   echo "$$" >"$pid_file"
-  if [[ -n "$copy" ]] && tpu_process_0; then
-    mkdir -p "$(dirname "$copy")"
+  if [[ -n "$copy" ]] && tpu_process_0 && mkdir -p "$(dirname "$copy")"; then
     exec > >(tee -a "$copy") 2>&1
   fi
   echo "== $(date -u +%FT%TZ) $(hostname): $(quote "$@")"
