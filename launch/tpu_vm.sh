@@ -48,7 +48,7 @@ while [[ $# -gt 0 ]]; do
     --ref=*) ref=$(value "$1") ;;
     --worker=*) worker=$(value "$1") ;;
     --node=*) node=$(value "$1") ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     --) shift; break ;;
     *) die "unknown option $1 (training flags go after --)" ;;
   esac
