@@ -10,7 +10,7 @@ import pytest
 from configs import prx_small
 from conftest import env_with_devices, error_line
 from t2ijax.benchmarks.collectives import KINDS
-from t2ijax.benchmarks.smoke import chip, compile_per_shape, smoke_config
+from t2ijax.benchmarks.smoke import chip, compile_per_shape, cpu_plan_bytes, smoke_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/prx_small.py shrunk: 16 px pixels at patch 4 (16 image tokens), 8 caption tokens of 16 dims
@@ -56,6 +56,15 @@ def test_every_field_is_present_and_sane(run):
     assert memory["device_peak_bytes"] is None
     assert memory["device_peak"] == "not available: the cpu backend's memory_stats() gives no peak"
     assert memory["planned_bytes"] >= memory["temp_bytes"] > 0
+    assert memory["plan_bytes"] == memory["planned_bytes"]  # on a CPU the compiled step is t2ijax.plan's
+
+
+def test_the_plan_an_accelerator_is_compared_with_is_the_cpu_compilers(run):
+    """Off a CPU the suite compiles the step again on fake CPU devices, in a subprocess: here it must give
+    the planned bytes of the CPU run."""
+    config = prx_small.get_config()
+    config.update_from_flattened_dict(TINY)
+    assert cpu_plan_bytes(smoke_config(config, "tpu")[0], 4) == run[0]["suites"]["smoke"]["memory"]["planned_bytes"]
 
 
 def test_collectives_are_measured_and_the_cpu_has_no_estimate(run):

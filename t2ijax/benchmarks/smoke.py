@@ -3,6 +3,9 @@ step on random inputs at every size the run trains at (data.resolution, buckets 
 autoencoder's space, with config.bench's batch and caption shapes), each compiled, then timed steps at
 data.resolution's square: step time, MFU, memory and the step's collectives."""
 import dataclasses
+import json
+import subprocess
+import sys
 import time
 
 import jax
@@ -10,6 +13,7 @@ import ml_collections
 from absl import logging
 
 from t2ijax.benchmarks import collectives, replay
+from t2ijax.benchmarks.memory import memory
 from t2ijax.benchmarks.synthetic import Synthetic, check, synthetic
 from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
@@ -84,12 +88,32 @@ def _collectives(compiled: jax.stages.Compiled, mesh: jax.sharding.Mesh, step_s:
             else f"none: collectives.CHIPS has no bandwidth for {device_kind!r}"}
 
 
-def _memory(train: dict, platform: str) -> dict:
+def cpu_plan_bytes(config: ml_collections.ConfigDict, devices: int) -> int:
+    """t2ijax.plan's estimate of the step's memory per device: XLA's plan from the CPU compiler for `devices`
+    fake CPU devices, with xla attention. In a subprocess: jax's backends are fixed once it starts."""
+    result = subprocess.run([sys.executable, "-m", "t2ijax.benchmarks.smoke", str(devices)], input=config.to_json(),
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"planning the step on {devices} CPU devices failed: {result.stderr[-2000:]}")
+    return int(result.stdout)
+
+
+def _planned_on_cpu(config_json: str, devices: int) -> int:
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", devices)
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    config.model.attention_impl = "xla"
+    return memory(synthetic(config, materialize=False).lowered_train_step().compile())["planned_bytes"]
+
+
+def _memory(config: ml_collections.ConfigDict, train: dict, platform: str) -> dict:
     peak = train["device_peak_bytes"]
     return {"device_peak_bytes": peak,
             "device_peak": "memory_stats()['peak_bytes_in_use'] of device 0 after the timed steps" if peak is not None
             else f"not available: the {platform} backend's memory_stats() gives no peak",
-            "planned_bytes": train["planned_bytes"], "temp_bytes": train["temp_bytes"]}
+            "planned_bytes": train["planned_bytes"], "temp_bytes": train["temp_bytes"],
+            # on a CPU the compiled step is the plan's own
+            "plan_bytes": train["planned_bytes"] if platform == "cpu" else cpu_plan_bytes(config, jax.device_count())}
 
 
 def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
@@ -109,5 +133,9 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
             "mfu": train["mfu"],
             "mfu_vs_chip_peak": train["model_gflops_per_s"] * 1e9 / (collectives.CHIPS[name].flops * jax.device_count())
             if name else None,
-            "compile": compiled_shapes, "memory": _memory(train, platform),
+            "compile": compiled_shapes, "memory": _memory(config, train, platform),
             "collectives": _collectives(square, make_mesh(config.mesh), train["step_ms"] / 1e3, device_kind)}
+
+
+if __name__ == "__main__":  # cpu_plan_bytes's subprocess: the config as JSON on stdin, the device count
+    print(_planned_on_cpu(sys.stdin.read(), int(sys.argv[1])))
