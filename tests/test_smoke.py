@@ -56,7 +56,7 @@ def test_every_field_is_present_and_sane(run):
     assert memory["device_peak_bytes"] is None
     assert memory["device_peak"] == "not available: the cpu backend's memory_stats() gives no peak"
     assert memory["planned_bytes"] >= memory["temp_bytes"] > 0
-    assert memory["plan_bytes"] == memory["planned_bytes"]  # on a CPU the compiled step is t2ijax.plan's
+    assert (memory["plan_bytes"], memory["plan"]) == (memory["planned_bytes"], "this run's compiled step")
 
 
 def test_the_plan_an_accelerator_is_compared_with_is_the_cpu_compilers(run):
@@ -64,7 +64,12 @@ def test_the_plan_an_accelerator_is_compared_with_is_the_cpu_compilers(run):
     the planned bytes of the CPU run."""
     config = prx_small.get_config()
     config.update_from_flattened_dict(TINY)
-    assert cpu_plan_bytes(smoke_config(config, "tpu")[0], 4) == run[0]["suites"]["smoke"]["memory"]["planned_bytes"]
+    plan, how = cpu_plan_bytes(smoke_config(config, "tpu")[0], 4)
+    assert plan == run[0]["suites"]["smoke"]["memory"]["planned_bytes"]
+    assert how == "the CPU compiler's plan on 4 fake devices, xla attention"
+    config.mesh.tensor = 3  # 4 devices do not split 1 x -1 x 3
+    plan, how = cpu_plan_bytes(smoke_config(config, "tpu")[0], 4)
+    assert plan is None and how.startswith("planning on 4 CPU devices failed: ")
 
 
 def test_collectives_are_measured_and_the_cpu_has_no_estimate(run):

@@ -88,14 +88,15 @@ def _collectives(compiled: jax.stages.Compiled, mesh: jax.sharding.Mesh, step_s:
             else f"none: collectives.CHIPS has no bandwidth for {device_kind!r}"}
 
 
-def cpu_plan_bytes(config: ml_collections.ConfigDict, devices: int) -> int:
+def cpu_plan_bytes(config: ml_collections.ConfigDict, devices: int) -> tuple[int | None, str]:
     """t2ijax.plan's estimate of the step's memory per device: XLA's plan from the CPU compiler for `devices`
-    fake CPU devices, with xla attention. In a subprocess: jax's backends are fixed once it starts."""
+    fake CPU devices, with xla attention (in a subprocess: jax's backends are fixed once it starts); or None
+    and the subprocess's last line."""
     result = subprocess.run([sys.executable, "-m", "t2ijax.benchmarks.smoke", str(devices)], input=config.to_json(),
                             capture_output=True, text=True)
     if result.returncode:
-        raise RuntimeError(f"planning the step on {devices} CPU devices failed: {result.stderr[-2000:]}")
-    return int(result.stdout)
+        return None, f"planning on {devices} CPU devices failed: {(result.stderr.strip().splitlines() or [''])[-1]}"
+    return int(result.stdout), f"the CPU compiler's plan on {devices} fake devices, xla attention"
 
 
 def _planned_on_cpu(config_json: str, devices: int) -> int:
@@ -108,12 +109,13 @@ def _planned_on_cpu(config_json: str, devices: int) -> int:
 
 def _memory(config: ml_collections.ConfigDict, train: dict, platform: str) -> dict:
     peak = train["device_peak_bytes"]
+    plan, how = (train["planned_bytes"], "this run's compiled step") if platform == "cpu" \
+        else cpu_plan_bytes(config, jax.device_count())
     return {"device_peak_bytes": peak,
             "device_peak": "memory_stats()['peak_bytes_in_use'] of device 0 after the timed steps" if peak is not None
             else f"not available: the {platform} backend's memory_stats() gives no peak",
-            "planned_bytes": train["planned_bytes"], "temp_bytes": train["temp_bytes"],
-            # on a CPU the compiled step is the plan's own
-            "plan_bytes": train["planned_bytes"] if platform == "cpu" else cpu_plan_bytes(config, jax.device_count())}
+            "planned_bytes": train["planned_bytes"], "temp_bytes": train["temp_bytes"], "plan_bytes": plan,
+            "plan": how}
 
 
 def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
