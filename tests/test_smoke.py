@@ -16,9 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/prx_small.py shrunk: 16 px pixels at patch 4 (16 image tokens), 8 caption tokens of 16 dims
 TINY = {"model.hidden_size": 32, "model.depth": 2, "model.num_heads": 2, "data.resolution": 16,
         "bench.batch_size": 8, "bench.text_length": 8, "bench.text_dim": 16, "bench.matmul_size": 256}
-FIELDS = {"backend", "device_kind", "chip", "devices", "mesh", "attention", "attention_fallback", "batch_size",
-          "image_tokens", "step_ms", "images_per_s", "model_flops_per_step", "matmul_peak_gflops_per_device", "mfu",
-          "mfu_vs_chip_peak", "compile", "memory", "collectives"}
+FIELDS = {"backend", "device_kind", "chip", "devices", "mesh", "attention", "attention_fallback", "parameters",
+          "batch_size", "image_tokens", "step_ms", "images_per_s", "model_flops_per_step",
+          "matmul_peak_gflops_per_device", "mfu", "mfu_vs_chip_peak", "compile", "memory", "collectives"}
 FALLBACK = "config.model.attention_impl='splash' runs only on TPUs and this backend is cpu: the smoke suite runs " \
            "xla attention instead"
 
@@ -45,6 +45,7 @@ def test_every_field_is_present_and_sane(run):
     assert set(s) == FIELDS
     assert (s["backend"], s["device_kind"], s["chip"], s["devices"]) == ("cpu", "cpu", None, 4)
     assert s["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and (s["batch_size"], s["image_tokens"]) == (8, 16)
+    assert 10_000 < s["parameters"] < 1_000_000
     assert s["step_ms"] > 0 and s["images_per_s"] == pytest.approx(8e3 / s["step_ms"], rel=1e-9)
     assert 0 < s["mfu"] <= 1 and s["mfu_vs_chip_peak"] is None
     assert s["mfu"] == pytest.approx(s["model_flops_per_step"] / (s["step_ms"] / 1e3) /

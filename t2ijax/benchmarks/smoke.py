@@ -128,7 +128,8 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
     name = chip(device_kind)
     return {"backend": platform, "device_kind": device_kind, "chip": name, "devices": jax.device_count(),
             "mesh": dict(make_mesh(config.mesh).shape), "attention": config.model.attention_impl,
-            "attention_fallback": fallback, "batch_size": config.bench.batch_size,
+            "attention_fallback": fallback, "parameters": train["parameters"],
+            "batch_size": config.bench.batch_size,
             "image_tokens": num_image_tokens(config.model, config.bench.latent_size, config.bench.latent_size),
             "step_ms": train["step_ms"], "images_per_s": train["images_per_s"],
             "model_flops_per_step": train["model_flops_per_step"], "matmul_peak_gflops_per_device": peak / 1e9,
