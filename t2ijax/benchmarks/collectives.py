@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterable
 
+import jax
 import numpy as np
 
 KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
@@ -209,6 +210,203 @@ def summary(collectives: Iterable[Collective]) -> dict[str, dict[str, int]]:
         table[c.kind]["count"] += c.count
         table[c.kind]["bytes"] += c.count * c.bytes
     return table
+
+
+# The ideal traffic of a mesh, from the state's shardings: FSDP gathers each layer's parameters once in the
+# forward and once in the backward pass and reduce-scatters its gradients once; a parameter the batch axes do
+# not split has its gradient all-reduced; tensor parallelism is Megatron's pattern, an all-reduce of the
+# tokens after each row-parallel layer (attention out, MLP down) in the forward pass and of the input's
+# gradient of each column-parallel group in the backward pass (image tokens twice, PRX's text tokens once).
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    kind: str
+    bytes: int       # per device, the whole buffer as in Collective
+    count: int       # per step
+    moves: str       # 'gather attention/img_qkv/kernel', 'tensor-parallel tokens', ...
+    module: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    path: str        # 'attention/img_qkv/kernel' (a block's, without the blocks prefix)
+    layers: int      # copies stacked on a leading axis (the scanned blocks), else 1
+    bytes: int       # one layer's, gathered over the batch axes: what FSDP moves
+    batch_ways: int  # how many ways the batch axes (data, fsdp) split it
+    tensor_ways: int # how many ways the other axes split it
+    itemsize: int
+
+    @property
+    def module(self) -> str:
+        return self.path.rpartition("/")[0]
+
+
+def parameters(params, mesh, batch_axes=("data", "fsdp")) -> list[Param]:
+    """Each parameter of a tree of ShapeDtypeStructs with NamedShardings (planning's abstract state)."""
+    out = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        names = [n for n in names if n != "params"]
+        stacked = names[0] == "blocks"
+        names = names[1:] if stacked or re.fullmatch(r"blocks_\d+", names[0]) else names
+        ways = {"batch": 1, "tensor": 1}
+        for axes in leaf.sharding.spec:
+            for a in (axes,) if isinstance(axes, str) else axes or ():
+                ways["batch" if a in batch_axes else "tensor"] *= mesh.shape[a]
+        layers = leaf.shape[0] if stacked else 1
+        out.append(Param("/".join(names), layers, leaf.size // layers // ways["tensor"] * leaf.dtype.itemsize,
+                         ways["batch"], ways["tensor"], leaf.dtype.itemsize))
+    return out
+
+
+def ideal(params: list[Param], mesh, tokens_bytes: int, text_bytes: int, blocks: int) -> list[Expected]:
+    """The traffic of `params` under FSDP over the batch axes and Megatron tensor parallelism over the
+    rest; tokens_bytes and text_bytes are one device's image and text tokens entering a block."""
+    batch_ways = math.prod(size for axis, size in mesh.shape.items() if axis in ("data", "fsdp"))
+    tensor = math.prod(size for axis, size in mesh.shape.items() if axis not in ("data", "fsdp"))
+    out = []
+    for p in params:
+        if p.batch_ways > 1:
+            out += [Expected("all-gather", p.bytes, 2 * p.layers, f"gather {p.path}", p.module),
+                    Expected("reduce-scatter", p.bytes, p.layers, f"gradient {p.path}", p.module)]
+        elif batch_ways > 1:
+            out.append(Expected("all-reduce", p.bytes, p.layers, f"gradient {p.path}", p.module))
+        if p.batch_ways > 1 and batch_ways > p.batch_ways:  # fsdp within data parallelism: the shards' sum
+            out.append(Expected("all-reduce", p.bytes // p.batch_ways, p.layers, f"gradient {p.path} across data",
+                                p.module))
+    if tensor > 1:
+        out += [Expected("all-reduce", tokens_bytes, 4 * blocks, "tensor-parallel image tokens"),
+                Expected("all-reduce", text_bytes, blocks, "tensor-parallel text tokens (backward)")]
+    return out
+
+
+# Why the measured traffic differs from the ideal, where the difference is known and not a fault.
+SCALARS = "scalars: loss, metrics, gradient norm, finiteness flags"
+VECTOR = ("layers on the timestep vector (adaLN modulations, time embedding): XLA moves [batch, features] products "
+          "and their gradients in place of the kernel's gathers and gradient, which are larger")
+REUSED = "parameters outside the scanned blocks: the forward pass's gathered copy serves the backward pass too"
+TENSOR_SUM = "parameters whole over tensor acting on tensor-split heads (QK-norm scales): gradients summed over tensor"
+WHOLE_BIAS = "a tensor-split bias whose output is constrained whole (adaLN modulations): its gradient reduced whole"
+MLP_BRANCHES = ("the MLP input's gradient all-reduced per branch (gate, up), then summed; summing first "
+                "(XLA's AllReduceReassociate) would save one all-reduce of the tokens per block")
+UNEXPLAINED = "unexplained"
+CPU_REDUCE_SCATTER = "XLA:CPU all-reduces a gradient and slices it; TPU and GPU compilers make it a reduce-scatter"
+
+
+@dataclasses.dataclass
+class Comparison:
+    measured: dict[str, dict[str, int]]  # summary per kind, a CPU all-reduce + slice counted as a reduce-scatter
+    ideal: dict[str, dict[str, int]]
+    explained: dict[str, dict[str, dict[str, int]]]  # reason -> kind -> {count, bytes}; measured = ideal + these
+    flags: list[str]                                # unexpected traffic
+    notes: list[str]
+
+
+def _module(op_name: str, modules: set[str]) -> str:
+    """The longest tail of op_name's path (its last part, the op, dropped) that names a parameter's module."""
+    parts = op_name.split("/")[:-1]
+    return next(("/".join(parts[i:]) for i in range(len(parts)) if "/".join(parts[i:]) in modules), "")
+
+
+def axes_spanned(group: list[int], mesh) -> set[str]:
+    """The mesh axes along which a group's (logical) device ids differ."""
+    coords = np.array(np.unravel_index(group, tuple(mesh.shape.values())))
+    return {axis for axis, row in zip(mesh.shape, coords) if len(set(row)) > 1}
+
+
+def compare(found: list[Collective], params: list[Param], expected: list[Expected], mesh, batch: int,
+            tokens_bytes: int, text_bytes: int) -> Comparison:
+    """Attributes each measured collective to an ideal one (a parameter's gather or gradient, a Megatron
+    all-reduce) or to a known reason, so that measured = ideal + explained for every kind, in counts and
+    bytes. Flagged: what no reason covers, a tensor-sharded kernel gathered over tensor, and a collective
+    outside the model's forward and backward passes (the optimizer update) bigger than a scalar."""
+    by_module: dict[str, list[Param]] = {}
+    for p in params:
+        by_module.setdefault(p.module, []).append(p)
+    local_batch = batch // math.prod(size for axis, size in mesh.shape.items() if axis in ("data", "fsdp"))
+    measured, explained, flags = summary(()), {}, []
+    matched: dict[str, list[int]] = {}      # ideal key -> [count, bytes] measured
+    branches = 0                            # tensor-parallel token all-reduces at gate_proj/up_proj, backward
+    vector_modules, cpu_reduce_scatters = set(), 0
+
+    def explain(reason: str, kind: str, count: int, size: int):
+        entry = explained.setdefault(reason, summary(()))[kind]
+        entry["count"] += count
+        entry["bytes"] += size
+
+    for c in found:
+        module = _module(c.op_name, set(by_module))
+        elements = math.prod(c.shape)
+        spanned = set().union(*(axes_spanned(g, mesh) for g in c.replica_groups))
+        owned = by_module.get(module, [])
+        per_layer = lambda p: p.bytes // p.itemsize
+        owners = [p for p in owned if per_layer(p) == elements]
+        kind, key, reason, ideal_bytes = c.kind, None, None, c.bytes
+        if c.kind == "all-gather" and "tensor" in spanned and any(
+                p.tensor_ways > 1 and elements in (per_layer(p) * p.tensor_ways, per_layer(p) * p.tensor_ways //
+                                                   p.batch_ways) for p in owned):
+            flags.append(f"a tensor-sharded kernel gathered over tensor: {c.dtype}{list(c.shape)}, {c.moves}")
+        if owners and c.kind == "all-gather" and spanned <= {"data", "fsdp"}:
+            key = f"gather {owners[0].path}"
+        elif owners and c.kind in ("all-reduce", "reduce-scatter") and c.backward:
+            p = owners[0]
+            if spanned == {"tensor"} and p.tensor_ways == 1:
+                reason = TENSOR_SUM
+            elif c.kind == "all-reduce" and p.batch_ways > 1 and "fsdp" in spanned:
+                kind, key, cpu_reduce_scatters = "reduce-scatter", f"gradient {p.path}", cpu_reduce_scatters + c.count
+            else:
+                key = f"gradient {p.path}" + (" across data" if p.batch_ways > 1 else "")
+        elif c.kind == "all-reduce" and c.backward and spanned <= {"data", "fsdp"} and any(
+                p.tensor_ways > 1 and elements == per_layer(p) * p.tensor_ways for p in owned):
+            p = next(p for p in owned if elements == per_layer(p) * p.tensor_ways)
+            key = f"gradient {p.path}"
+            explain(WHOLE_BIAS, kind, 0, c.count * (c.bytes - p.bytes))
+            ideal_bytes = p.bytes
+        elif c.kind == "all-reduce" and spanned == {"tensor"} and c.bytes in (tokens_bytes, text_bytes):
+            key = "tensor-parallel image tokens" if c.bytes == tokens_bytes else "tensor-parallel text tokens (backward)"
+            branches += c.count if c.backward and module.rpartition("/")[2] in ("gate_proj", "up_proj") else 0
+        measured[kind]["count"] += c.count
+        measured[kind]["bytes"] += c.count * c.bytes
+        if key is not None:
+            entry = matched.setdefault(key, [0, 0])
+            entry[0] += c.count
+            entry[1] += c.count * ideal_bytes
+            continue
+        if reason is None and elements <= 1:
+            reason = SCALARS
+        elif reason is None and module and len(c.shape) == 2 and c.shape[0] in (batch, local_batch):
+            reason = VECTOR
+            vector_modules.add(module)
+        elif reason is None:
+            reason = UNEXPLAINED
+            flags.append(f"{c.kind} of {c.dtype}{list(c.shape)} over {sorted(spanned)}, {c.count} per step: {c.moves}")
+        explain(reason, kind, c.count, c.count * c.bytes)
+        if elements > 1 and "jvp(" not in c.op_name and "transpose(" not in c.op_name:
+            flags.append(f"{c.kind} of {c.dtype}{list(c.shape)} outside the model (optimizer update?): {c.op_name}")
+    ideal_table = summary(())
+    layers = {f"{verb} {p.path}": p.layers for p in params for verb in ("gather", "gradient")}
+    for e in expected:
+        ideal_table[e.kind]["count"] += e.count
+        ideal_table[e.kind]["bytes"] += e.count * e.bytes
+        count, size = matched.pop(e.moves, (0, 0))
+        extra = count - e.count
+        if not extra:
+            continue
+        if e.module in vector_modules:
+            reason = VECTOR
+        elif e.moves.startswith("gather") and layers[e.moves] == 1 and count == e.count // 2:
+            reason = REUSED
+        elif e.moves == "tensor-parallel image tokens" and extra == branches // 2:
+            reason = MLP_BRANCHES
+        else:
+            reason = UNEXPLAINED
+            flags.append(f"{e.moves}: {count} {e.kind}s per step where the ideal has {e.count}")
+        explain(reason, e.kind, extra, size - e.count * e.bytes)
+    for key, (count, size) in matched.items():  # matched to a parameter, but no ideal collective of that kind
+        flags.append(f"{key}: {count} collectives per step ({size} bytes) where the ideal has none")
+        explain(UNEXPLAINED, "all-reduce" if key.startswith("gradient") else "all-gather", count, size)
+    notes = [f"{cpu_reduce_scatters} gradient all-reduces counted as reduce-scatters: {CPU_REDUCE_SCATTER}"] \
+        if cpu_reduce_scatters else []
+    return Comparison(measured, ideal_table, explained, flags, notes)
 
 
 @dataclasses.dataclass(frozen=True)
