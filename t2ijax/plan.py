@@ -1,5 +1,7 @@
-"""Plan a run's memory and compute without its hardware: the full train step compiled ahead of time
-for N (fake CPU) devices, with per-device memory and FLOPs.
+"""Plan a run's memory, compute and communication without its hardware: the full train step compiled
+ahead of time for N (fake CPU) devices, with per-device memory, FLOPs and collectives (each kind's count
+and bytes beside the ideal for the mesh, what they move, unexpected traffic flagged, and their time at
+v5e, v5p, v6e and H100 bandwidth beside the FLOPs' time; docs/scaling.md).
 
   python -m t2ijax.plan --config=configs/prx_small.py --devices=64 --mesh=fsdp:64
       [--hosts=16] [--slices=2] [--batch=256] [--remat=dots] [--json=plan.json] [--config.model.depth=24 ...]

@@ -299,6 +299,7 @@ class Comparison:
     explained: dict[str, dict[str, dict[str, int]]]  # reason -> kind -> {count, bytes}; measured = ideal + these
     flags: list[str]                                # unexpected traffic
     notes: list[str]
+    collectives: list[Collective]                   # as measured, CPU all-reduce + slice as reduce-scatter
 
 
 def _module(op_name: str, modules: set[str]) -> str:
@@ -326,7 +327,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
     measured, explained, flags = summary(()), {}, []
     matched: dict[str, list[int]] = {}      # ideal key -> [count, bytes] measured
     branches = 0                            # tensor-parallel token all-reduces at gate_proj/up_proj, backward
-    vector_modules, cpu_reduce_scatters = set(), 0
+    vector_modules, cpu_reduce_scatters, retyped = set(), 0, []
 
     def explain(reason: str, kind: str, count: int, size: int):
         entry = explained.setdefault(reason, summary(()))[kind]
@@ -366,6 +367,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             branches += c.count if c.backward and module.rpartition("/")[2] in ("gate_proj", "up_proj") else 0
         measured[kind]["count"] += c.count
         measured[kind]["bytes"] += c.count * c.bytes
+        retyped.append(dataclasses.replace(c, kind=kind))
         if key is not None:
             entry = matched.setdefault(key, [0, 0])
             entry[0] += c.count
@@ -406,7 +408,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
         explain(UNEXPLAINED, "all-reduce" if key.startswith("gradient") else "all-gather", count, size)
     notes = [f"{cpu_reduce_scatters} gradient all-reduces counted as reduce-scatters: {CPU_REDUCE_SCATTER}"] \
         if cpu_reduce_scatters else []
-    return Comparison(measured, ideal_table, explained, flags, notes)
+    return Comparison(measured, ideal_table, explained, flags, notes, retyped)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Per-device memory and FLOPs of a config's train step, from an ahead-of-time compile against the
-devices present (t2ijax.plan fakes N CPU devices): nothing is allocated and no data is read."""
+"""Per-device memory, FLOPs and collectives of a config's train step, from an ahead-of-time compile against
+the devices present (t2ijax.plan fakes N CPU devices): nothing is allocated and no data is read."""
 import dataclasses
 import math
 
@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from t2ijax import sharding
+from t2ijax.benchmarks import collectives
 from t2ijax.benchmarks.flops import train_step_flops
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
@@ -41,6 +42,14 @@ class Plan:
     temp_bytes: int                 # activations kept for the backward pass, gradients, workspace
     flops_per_step: float           # XLA's count for the whole step, recomputation included
     model_flops_per_image: float    # 3 x the forward matmuls and attention of one image (no recompute)
+    collectives: dict               # per kind {count, bytes} per device per step, measured (collectives.compare)
+    collectives_ideal: dict         # the same for FSDP gathers and gradients and Megatron all-reduces
+    collectives_explained: dict     # reason -> kind -> measured minus ideal
+    collective_flags: list          # unexpected traffic
+    collective_notes: list
+    collective_moves: list          # [{kind, moves, axes, count, bytes}], largest first
+    communication_seconds: dict     # chip -> collectives one after another at its bandwidth (estimate_seconds)
+    compute_seconds: dict           # chip -> FLOPs per device at its peak
 
     @property
     def peak_bytes(self) -> int:
@@ -88,7 +97,17 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
         return state_, lower_train_step(config, model_, state_, batch_shapes, shift, mesh, rules)
 
     state, lowered = lower(model)
-    memory = lowered.compile().memory_analysis()
+    compiled = lowered.compile()
+    memory = compiled.memory_analysis()
+    found = collectives.parse(compiled.as_text())
+    params = collectives.parameters(state.params, mesh)
+    local_batch, itemsize = batch // sharding.batch_ways(mesh), jnp.dtype(model.dtype).itemsize
+    text_tokens = text_len + 2 * model.resolution_tokens
+    tokens_bytes = local_batch * num_image_tokens(config.model, side, side) * model.hidden_size * itemsize
+    text_bytes = local_batch * text_tokens * model.hidden_size * itemsize
+    comparison = collectives.compare(found, params, collectives.ideal(params, mesh, tokens_bytes, text_bytes,
+                                                                      model.depth),
+                                     mesh, batch, tokens_bytes, text_bytes)
     # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
     cost = lower(model.clone(scan_layers=False))[1].cost_analysis()
     return Plan(mesh=dict(mesh.shape), dcn_mesh=dict(zip(sharding.MESH_AXES, dcn)), global_batch=batch,
@@ -98,8 +117,49 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
                 argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
                 alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
                 flops_per_step=float(cost["flops"]),
+                collectives=comparison.measured, collectives_ideal=comparison.ideal,
+                collectives_explained=comparison.explained, collective_flags=comparison.flags,
+                collective_notes=comparison.notes, collective_moves=_moves(found, mesh),
+                communication_seconds={chip: collectives.estimate_seconds(comparison.collectives, chip)
+                                       for chip in collectives.CHIPS},
+                compute_seconds={chip: float(cost["flops"]) / mesh.size / spec.flops
+                                 for chip, spec in collectives.CHIPS.items()},
                 # the dense model's count: what token routing saves is not counted as model FLOPs
                 model_flops_per_image=train_step_flops(model.clone(routing="none"), 1, side, side, text_len))
+
+
+def _moves(found: list[collectives.Collective], mesh) -> list[dict]:
+    """The collectives summed by kind, what they move and the mesh axes they span, largest first."""
+    rows = {}
+    for c in found:
+        axes = "x".join(sorted(set().union(*(collectives.axes_spanned(g, mesh) for g in c.replica_groups))))
+        row = rows.setdefault((c.kind, c.moves, axes), {"kind": c.kind, "moves": c.moves, "axes": axes,
+                                                         "count": 0, "bytes": 0})
+        row["count"] += c.count
+        row["bytes"] += c.count * c.bytes
+    return sorted(rows.values(), key=lambda r: -r["bytes"])
+
+
+def collectives_report(plan_: Plan, largest: int = 4) -> list[str]:
+    """The table per kind, measured beside the ideal, what explains the difference, flags and estimates."""
+    mib = lambda n: f"{n / 2**20:10.3f} MiB"
+    lines = ["collectives per step, per device    measured            ideal (FSDP + Megatron)"]
+    for kind in collectives.KINDS:
+        m, i = plan_.collectives[kind], plan_.collectives_ideal[kind]
+        lines.append(f"  {kind:20} {m['count']:6} {mib(m['bytes'])}   {i['count']:6} {mib(i['bytes'])}")
+        for row in [r for r in plan_.collective_moves if r["kind"] == kind][:largest]:
+            lines.append(f"      {row['count']:5} x {mib(row['bytes'] / row['count'])} over {row['axes'] or '-':12}"
+                         f" {row['moves'][:90]}")
+    for reason, kinds in plan_.collectives_explained.items():
+        diff = ", ".join(f"{k} {v['count']:+d} ({v['bytes'] / 2**20:+.3f} MiB)" for k, v in kinds.items()
+                         if v["count"] or v["bytes"])
+        lines.append(f"  measured - ideal, {reason}: {diff}")
+    lines += [f"  note: {n}" for n in plan_.collective_notes]
+    lines += [f"  FLAG: {f}" for f in plan_.collective_flags] or ["  no unexpected traffic"]
+    lines.append("time per step (collectives one after another, no overlap / FLOPs at peak): " + ", ".join(
+        f"{chip} {plan_.communication_seconds[chip] * 1e3:.3g} / {plan_.compute_seconds[chip] * 1e3:.3g} ms"
+        for chip in collectives.CHIPS))
+    return lines
 
 
 def report(plan_: Plan) -> str:
@@ -126,5 +186,6 @@ def report(plan_: Plan) -> str:
         "and attention forward and backward)",
         "fits: " + ", ".join(f"{name} ({size / 2**30:.1f} GiB) {'yes' if plan_.peak_bytes <= size else 'no'}"
                              for name, size in ACCELERATORS.items()),
+        *collectives_report(plan_),
     ]
     return "\n".join(lines)
