@@ -18,7 +18,8 @@ TINY = {"model.hidden_size": 32, "model.depth": 2, "model.num_heads": 2, "data.r
         "bench.batch_size": 8, "bench.text_length": 8, "bench.text_dim": 16, "bench.matmul_size": 256}
 FIELDS = {"backend", "device_kind", "chip", "devices", "mesh", "attention", "attention_fallback", "parameters",
           "batch_size", "image_tokens", "step_ms", "images_per_s", "model_flops_per_step",
-          "matmul_peak_gflops_per_device", "mfu", "mfu_vs_chip_peak", "compile", "memory", "collectives"}
+          "matmul_peak_gflops_per_device", "mfu", "mfu_vs_chip_peak", "compile", "compilation_cache_dir", "memory",
+          "collectives"}
 FALLBACK = "config.model.attention_impl='splash' runs only on TPUs and this backend is cpu: the smoke suite runs " \
            "xla attention instead"
 
@@ -53,6 +54,7 @@ def test_every_field_is_present_and_sane(run):
     [shape] = s["compile"]  # prx_small trains at one size: data.resolution's square, in pixels (3 channels)
     assert shape["shape"] == [8, 16, 16, 3] and shape["image_tokens"] == 16
     assert shape["lower_s"] > 0 and shape["compile_s"] > 0
+    assert s["compilation_cache_dir"] == os.environ["JAX_COMPILATION_CACHE_DIR"]  # conftest's: compile_s may be a read
     memory = s["memory"]
     assert memory["device_peak_bytes"] is None
     assert memory["device_peak"] == "not available: the cpu backend's memory_stats() gives no peak"

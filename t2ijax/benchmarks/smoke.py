@@ -136,7 +136,9 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
             "mfu": train["mfu"],
             "mfu_vs_chip_peak": train["model_gflops_per_s"] * 1e9 / (collectives.CHIPS[name].flops * jax.device_count())
             if name else None,
-            "compile": compiled_shapes, "memory": _memory(config, train, platform),
+            # a persistent compilation cache (jax's, or a training run's) would make compile_s a cache read
+            "compile": compiled_shapes, "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+            "memory": _memory(config, train, platform),
             "collectives": _collectives(square, make_mesh(config.mesh), train["step_ms"] / 1e3, device_kind)}
 
 
