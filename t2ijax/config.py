@@ -497,6 +497,22 @@ def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> No
         raise ConfigError(f"{wrong}; use xla")
 
 
+def _check_compile_and_profile(cfg: ml_collections.ConfigDict, num_processes: int) -> None:
+    if cfg.compile.threads < 0:
+        raise ConfigError(f"config.compile.threads={cfg.compile.threads} must be >= 0 (0: one per CPU core)")
+    p = cfg.profile
+    if p.start_step < -1 or p.steps < 1:
+        raise ConfigError(f"config.profile.start_step={p.start_step} and steps={p.steps} must be >= -1 (-1: no "
+                          "trace) and >= 1")
+    if p.start_step >= cfg.total_steps:
+        raise ConfigError(f"config.profile.start_step={p.start_step} is never reached: the run ends at "
+                          f"total_steps={cfg.total_steps}; profile an earlier step")
+    hosts = tuple(p.hosts)
+    if not all(isinstance(h, int) and 0 <= h < num_processes for h in hosts):
+        raise ConfigError(f"config.profile.hosts={hosts} must be process indices in 0..{num_processes - 1}, or () "
+                          "for every process")
+
+
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
              platform: str | None = None, num_slices: int = 1) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
@@ -519,5 +535,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_techniques(cfg)
+    _check_compile_and_profile(cfg, num_processes)
     _check_mesh(cfg, num_devices, num_processes, num_slices)
     _check_attention(cfg, platform)

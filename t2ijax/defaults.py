@@ -252,6 +252,21 @@ def get_config() -> ml_collections.ConfigDict:
         conv_in=(),
     )
 
+    # Every train step shape (each bucket of each phase) is compiled at setup, before step 0 (docs/resolution.md).
+    c.compile = dict(
+        cache_dir="{workdir}/compile_cache",  # jax's persistent compilation cache: a resumed or repeated run loads
+                                     # its compiled steps from here ("{workdir}" = the run's workdir; "" = off); one
+                                     # jax already has (JAX_COMPILATION_CACHE_DIR) is kept instead
+        threads=0,                   # train step shapes compiled at once; 0 = one per CPU core
+    )
+    # A jax.profiler trace of a few train steps into <workdir>/profile for TensorBoard's profile plugin
+    # (tensorboard --logdir <workdir>/profile; docs/reliability.md).
+    c.profile = dict(
+        start_step=-1,               # the first traced step; -1 = no trace
+        steps=3,                     # steps traced
+        hosts=(0,),                  # process indices that write a trace; () = every process
+    )
+
     # Checkpoints are atomic and verified on restore; SIGTERM saves one and exits 75 (docs/reliability.md).
     c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
     # A step whose loss or gradient norm is NaN/Inf: halt (stop, naming the step and the last
