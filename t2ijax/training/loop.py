@@ -23,7 +23,7 @@ from t2ijax.metrics import evaluation
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
-from t2ijax.training import checkpoint, nonfinite, phases, preemption, state as train_state
+from t2ijax.training import checkpoint, compile_ahead, nonfinite, phases, preemption, profiling, state as train_state
 from t2ijax.training.optim import run_optimizer
 from t2ijax.training.restore import load_run_config, with_resolved_paths
 from t2ijax.training.step import jit_train_step, make_heldout_loss, make_train_step
@@ -46,7 +46,7 @@ def check_writable(directory: str) -> None:
 CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval.", "sampler.", "nonfinite.",
                         "distributed.", "mesh.", "sharding_rules", "bench.", "autoencoder_training.",
                         "model.remat_policy", "model.attention_impl", "latents.encode_batch_size",
-                        "text_encoder.cache_unpadded")
+                        "text_encoder.cache_unpadded", "compile.", "profile.")
 
 
 def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -151,10 +151,9 @@ class Run:
         logging.info("model: %s, %.2fM parameters, mesh %s", config.model.name, n_params / 1e6,
                      dict(self.mesh.shape))
 
-        # --- Compiled functions: one train step per batch shape, compiled when first met ----------------
+        # --- Compiled functions: every train step shape still to come, compiled before step 0 ------------
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.compiled_steps: dict[tuple[int, ...], object] = {}
-        self.step_for(self.device_batch(int(self.state.step)))
+        self.compile_steps()
         # Replicated, so every process can read the losses when the params span several hosts.
         self.heldout_loss = jax.jit(make_heldout_loss(self.model, config.diffusion),
                                     out_shardings=sharding.replicated(self.mesh))
@@ -174,28 +173,55 @@ class Run:
         seed = self.config.seed if phase.index == 0 else (self.config.seed, phase.index)
         return Loader(groups, phase.global_batch_size, seed, jax.process_index(), jax.process_count())
 
-    def _compile(self, batch: dict[str, jax.Array]):
+    def step_batches(self) -> list[dict[str, jax.ShapeDtypeStruct]]:
+        """An abstract global batch of each shape the run still trains on (every bucket of each phase from
+        the current step on), in the same order on every process."""
+        step, batches = int(self.state.step), {}
+        for phase, data, loader in zip(self.phases, self.phase_data, self.loaders):
+            if phase.end <= step:
+                continue
+            for group in loader.groups:  # one group's batch, through the loader's own code
+                local = Loader([group], phase.global_batch_size, 0, jax.process_index(), jax.process_count())
+                batch = {k: jax.ShapeDtypeStruct((phase.global_batch_size, *v.shape[1:]), v.dtype,
+                                                 sharding=self.batch_sharding)
+                         for k, v in self._model_batch(local.batch(0), data).items()}
+                batches.setdefault(batch["x0"].shape, batch)
+        return list(batches.values())
+
+    def compile_steps(self) -> dict[tuple[int, ...], float]:
+        """Compiles the train step of every shape in `step_batches` (config.compile.threads at a time), into
+        `compiled_steps`; returns and keeps in `compile_seconds` the seconds each shape took."""
+        cache = compile_ahead.use_cache(self.config.compile.cache_dir, self.workdir)
+        logging.info("compilation cache: %s", cache or "off")
+        started = time.perf_counter()
+        self.compiled_steps, self.compile_seconds = compile_ahead.compile_all(
+            self._compile, self.step_batches(), self.config.compile.threads)
+        compile_ahead.log_compile_times(self.compile_seconds, time.perf_counter() - started)
+        # Hosts take the first step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
+        sharding.barrier("t2ijax: train steps compiled")
+        return self.compile_seconds
+
+    def _compile(self, batch: dict[str, jax.ShapeDtypeStruct]):
         """The train step for this batch's shape, whose time shift follows its token count."""
         height, width = batch["x0"].shape[1:3]
         shift = time_shift(self.config.diffusion, num_image_tokens(self.config.model, height, width))
         step_fn = make_train_step(self.model, self.optimizer, self.schedule, self.config,
                                   jnp.asarray(self.data.null_text, jnp.float32), jnp.asarray(self.data.null_mask),
                                   shift, self.frozen)
-        logging.info("compiling the train step for batches of %s (time shift %.3f)", batch["x0"].shape, shift)
-        started = time.time()
+        started = time.perf_counter()
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             compiled = jit_train_step(step_fn, self.state_shardings, self.mesh).lower(
                 self.state, batch, self.frozen_params).compile()
-        logging.info("train step compiled in %.1f s", time.time() - started)
-        # Hosts take the step together: CPU collectives (gloo) wait only 30 s for a host still compiling.
-        sharding.barrier(f"t2ijax: train step compiled for {batch['x0'].shape}")
+        logging.info("train step for batches of %s compiled in %.1f s (time shift %.3f)", batch["x0"].shape,
+                     time.perf_counter() - started, shift)
         return compiled
 
     def step_for(self, batch: dict[str, jax.Array]):
-        """The compiled train step of this batch's shape (compiling it the first time)."""
+        """The compiled train step of this batch's shape."""
         shape = batch["x0"].shape
         if shape not in self.compiled_steps:
-            self.compiled_steps[shape] = self._compile(batch)
+            raise RuntimeError(f"no train step was compiled for batches of {shape} (compiled: "
+                               f"{sorted(self.compiled_steps)}): step_batches missed a shape the data makes")
         return self.compiled_steps[shape]
 
     def train_step(self, state, batch: dict[str, jax.Array]):
@@ -204,11 +230,13 @@ class Run:
     def device_batch(self, step: int) -> dict[str, jax.Array]:
         phase = phases.phase_at(self.phases, step)
         local = self.loaders[phase.index].batch(step - phase.start)
-        data = self.phase_data[phase.index]
+        return sharding.global_batch(self._model_batch(local, self.phase_data[phase.index]), self.batch_sharding)
+
+    def _model_batch(self, local: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
+        """A loader's batch as the train step takes it: x0 in model space, caption rows as embeddings."""
         images = {"image": local["image"]} if needs_images(self.config) else {}
-        local = {"x0": model_inputs(local, self.space), "text": data.train_text[local["caption"]],
-                 "text_mask": data.train_text_mask[local["caption"]], **images}
-        return sharding.global_batch(local, self.batch_sharding)
+        return {"x0": model_inputs(local, self.space), "text": data.train_text[local["caption"]],
+                "text_mask": data.train_text_mask[local["caption"]], **images}
 
     # --- Periodic actions ------------------------------------------------------------------------------
     def write_samples(self, step: int) -> str:
@@ -282,11 +310,16 @@ class Run:
         outputs = {}
         every = lambda n: bool(n) and step % n == 0
         first = step + 1
-        with preemption.PreemptionWatch() as preempt, jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        window = profiling.ProfileWindow(config.profile, self.workdir, jax.process_index())
+        with (preemption.PreemptionWatch() as preempt, window, jax.set_mesh(self.mesh),
+              nn.logical_axis_rules(self.rules)):
             while step < total:
-                self.state, metrics = self.train_step(self.state, self.device_batch(step))
+                window.before_step(step)
+                with profiling.step_scope(step):
+                    self.state, metrics = self.train_step(self.state, self.device_batch(step))
                 self.pending.append(metrics)
                 step += 1
+                window.after_step(step, self.state)
                 if step == first:
                     self.log_first_step(step, metrics)
                 self.checkpointer.check_for_errors()  # an asynchronous save that failed stops the run now

@@ -1,0 +1,60 @@
+"""What the profiler sees of training: each step annotated, and a jax.profiler trace of the
+window of steps config.profile names, for TensorBoard's profile plugin (docs/reliability.md,
+"Profiling a window of steps")."""
+import contextlib
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+
+@contextlib.contextmanager
+def step_scope(step: int):
+    """One train step: a step of the trace viewer's Steps row, run under a transfer guard. An implicit
+    host<->device copy inside (a NumPy array passed to the compiled step, a device value read as a Python
+    number) raises instead of silently stalling every step; explicit ones (jax.device_put,
+    jax.make_array_from_process_local_data, jax.device_get) are allowed."""
+    with jax.profiler.StepTraceAnnotation("train", step_num=step), jax.transfer_guard("disallow"):
+        yield
+
+
+def profile_dir(workdir: str) -> str:
+    """Where traces go: <dir>/plugins/profile/<timestamp>/<host>.xplane.pb, one run per trace."""
+    return os.path.join(workdir, "profile")
+
+
+class ProfileWindow:
+    """Traces steps start_step .. start_step + steps - 1 of config.profile on the processes it names (all
+    when `hosts` is empty) into profile_dir(workdir). A run resumed past start_step traces nothing."""
+
+    def __init__(self, profile: ml_collections.ConfigDict, workdir: str, process_index: int):
+        self.start, self.end = profile.start_step, profile.start_step + profile.steps
+        self.here = profile.start_step >= 0 and (not profile.hosts or process_index in profile.hosts)
+        self.directory = profile_dir(workdir)
+        self.tracing = False
+
+    def before_step(self, step: int) -> None:
+        if self.here and step == self.start:
+            jax.profiler.start_trace(self.directory)
+            self.tracing = True
+
+    def after_step(self, step: int, outputs) -> None:
+        """`step`: steps done; `outputs` of the last step, waited for so that its work ends in the trace."""
+        if self.tracing and step >= self.end:
+            self.stop(outputs)
+
+    def stop(self, outputs=None) -> None:
+        if not self.tracing:
+            return
+        jax.block_until_ready(outputs)
+        jax.profiler.stop_trace()
+        self.tracing = False
+        logging.info("profile of steps %d..%d written under %s (tensorboard --logdir %s, Profile tab)", self.start,
+                     self.end - 1, self.directory, self.directory)
+
+    def __enter__(self) -> "ProfileWindow":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()  # the run ended (or stopped) inside the window: keep what was traced
