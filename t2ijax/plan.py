@@ -8,7 +8,8 @@ v5e, v5p, v6e and H100 bandwidth beside the FLOPs' time; docs/scaling.md).
 
 --mesh names axis sizes (data, fsdp, tensor; "fsdp:4,tensor:2"), the others are 1; without it
 config.mesh is used. With --slices=N the devices form N equal slices (multislice TPU): --mesh (or
-config.mesh) lays out one slice and config.dcn_mesh the slices (default: data across them).
+config.mesh) lays out one slice and config.dcn_mesh the slices (default: data across them), and the
+report adds the part of the collectives that goes between slices, over the data-center network.
 Parameter, optimizer-state and batch bytes follow from the shardings exactly; temporaries come
 from the CPU compiler, which fuses and lays out differently from TPU and GPU compilers, so treat
 them as an estimate (docs/scaling.md).

@@ -3,6 +3,8 @@ jax's create_hybrid_device_mesh gives; one slice is the mesh it always was; bad 
 one-line errors before anything compiles; a compiled step's collectives whose groups span slices
 are found (by the mesh's device order) and their data-center-network part measured."""
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +18,8 @@ from t2ijax import sharding
 from t2ijax.benchmarks.collectives import Collective, cross_slice, dcn_seconds
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,3 +157,23 @@ def test_one_slice_is_unchanged_slices_are_outermost_and_collectives_over_a_dcn_
     assert lines[1] == "[0, 1, 4, 5, 2, 3, 6, 7] [0, 0, 1, 1, 0, 0, 1, 1]"
     # The sum over data stays in a slice; the collectives over fsdp cross.
     assert ("all-reduce", False) in eval(lines[2]) and ("all-gather", True) in eval(lines[2]), lines[2]
+
+
+def test_the_plan_shows_what_crosses_slices(tmp_path):
+    """Data parallelism across 2 slices, FSDP over 4 in each: the weight gathers stay in a slice, and what
+    crosses is the all-reduce of each device's gradient shard (its parameters' fp32 bytes / 4)."""
+    done = subprocess.run([sys.executable, "-m", "t2ijax.plan", "--config=configs/shapes_tiny.py",
+                           "--config.model.hidden_size=64", "--config.model.depth=2",
+                           "--config.data.global_batch_size=16", "--devices=8", "--slices=2", "--mesh=fsdp:4",
+                           f"--json={tmp_path}/plan.json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(8 devices in 2 slices, across them {'data': 2, 'fsdp': 1, 'tensor': 1})" in done.stdout
+    assert "across slices (DCN), per step, per device" in done.stdout and "time per step over DCN" in done.stdout
+    p = json.loads((tmp_path / "plan.json").read_text())
+    assert p["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and p["dcn_mesh"] == {"data": 2, "fsdp": 1, "tensor": 1}
+    across = p["cross_slice"]
+    assert across["all-gather"]["count"] == 0 and p["collectives"]["all-gather"]["count"] > 0
+    fp32, fsdp = 4, 4
+    assert across["all-reduce"]["bytes"] == pytest.approx(fp32 * p["parameters"] / fsdp, rel=0.01)
+    assert {row["axes"] for row in p["cross_slice_moves"]} == {"data"}
+    assert p["dcn_seconds"]["v5e"] == pytest.approx(2 * p["dcn_seconds"]["v5p"]) and p["dcn_seconds"]["v5p"] > 0

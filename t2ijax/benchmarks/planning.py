@@ -50,6 +50,9 @@ class Plan:
     collective_moves: list          # [{kind, moves, axes, count, bytes}], largest first
     communication_seconds: dict     # chip -> collectives one after another at its bandwidth (estimate_seconds)
     compute_seconds: dict           # chip -> FLOPs per device at its peak
+    cross_slice: dict               # per kind {count, bytes}: the part over DCN (collectives.cross_slice)
+    cross_slice_moves: list         # [{kind, moves, axes, count, bytes}] of that part, largest first
+    dcn_seconds: dict               # chip -> that part one after another at its DCN bandwidth
 
     @property
     def peak_bytes(self) -> int:
@@ -108,6 +111,8 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
     comparison = collectives.compare(found, params, collectives.ideal(params, mesh, tokens_bytes, text_bytes,
                                                                       model.depth),
                                      mesh, batch, tokens_bytes, text_bytes)
+    slice_of = sharding.slice_of_devices(mesh, sharding.device_slices(jax.devices(), num_slices))
+    over_dcn = [part for c in comparison.collectives if (part := collectives.cross_slice(c, slice_of))]
     # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
     cost = lower(model.clone(scan_layers=False))[1].cost_analysis()
     return Plan(mesh=dict(mesh.shape), dcn_mesh=dict(zip(sharding.MESH_AXES, dcn)), global_batch=batch,
@@ -124,6 +129,8 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
                                        for chip in collectives.CHIPS},
                 compute_seconds={chip: float(cost["flops"]) / mesh.size / spec.flops
                                  for chip, spec in collectives.CHIPS.items()},
+                cross_slice=collectives.summary(over_dcn), cross_slice_moves=_moves(over_dcn, mesh),
+                dcn_seconds={chip: collectives.dcn_seconds(over_dcn, chip) for chip in collectives.DCN_BANDWIDTH},
                 # the dense model's count: what token routing saves is not counted as model FLOPs
                 model_flops_per_image=train_step_flops(model.clone(routing="none"), 1, side, side, text_len))
 
@@ -162,6 +169,23 @@ def collectives_report(plan_: Plan, largest: int = 4) -> list[str]:
     return lines
 
 
+def cross_slice_report(plan_: Plan, largest: int = 4) -> list[str]:
+    """What goes between slices: per kind, the part of each collective whose groups span them."""
+    mib = lambda n: f"{n / 2**20:10.3f} MiB"
+    lines = ["across slices (DCN), per step, per device: among one device of each slice, on what is left once "
+             "each slice has reduced or gathered over ICI"]
+    for kind in collectives.KINDS:
+        part = plan_.cross_slice[kind]
+        lines.append(f"  {kind:20} {part['count']:6} {mib(part['bytes'])}")
+        for row in [r for r in plan_.cross_slice_moves if r["kind"] == kind][:largest]:
+            lines.append(f"      {row['count']:5} x {mib(row['bytes'] / row['count'])} over {row['axes'] or '-':12}"
+                         f" {row['moves'][:90]}")
+    lines.append("time per step over DCN (one after another, no overlap): " + ", ".join(
+        f"{chip} {plan_.dcn_seconds[chip] * 1e3:.3g} ms at {bandwidth * 8 / 1e9:.0f} Gbps a chip"
+        for chip, bandwidth in collectives.DCN_BANDWIDTH.items()))
+    return lines
+
+
 def report(plan_: Plan) -> str:
     gib = lambda n: f"{n / 2**30:8.3f} GiB" if n >= 2**30 else f"{n / 2**20:8.3f} MiB"
     state = plan_.params_bytes + plan_.optimizer_bytes + plan_.ema_bytes + 4 + 8  # + step (int32) and rng (2 x uint32)
@@ -187,5 +211,6 @@ def report(plan_: Plan) -> str:
         "fits: " + ", ".join(f"{name} ({size / 2**30:.1f} GiB) {'yes' if plan_.peak_bytes <= size else 'no'}"
                              for name, size in ACCELERATORS.items()),
         *collectives_report(plan_),
+        *(cross_slice_report(plan_) if slices > 1 else []),
     ]
     return "\n".join(lines)
