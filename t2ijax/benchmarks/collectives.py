@@ -42,7 +42,8 @@ class Collective:
         """The op_name without jit's and the scan's wrappers: 'forward PRXBlock_0/attention/img_qkv/dot_general'."""
         name = self.op_name.removeprefix("jit(train_step)/")
         name = re.sub(r"(transpose\()?jvp\(\w+\)\)?/", "", name)
-        name = re.sub(r"[\w.]+/while/body/(closed_call/|checkpoint/|remat/)*", "", name)
+        name = "/".join(part for part in name.split("/") if not re.fullmatch(r"\w+\.\w+|while|body|closed_call|"
+                                                                              r"checkpoint|remat", part))
         return ("backward " if self.backward else "forward " if "jvp(" in self.op_name else "") + name
 
 
@@ -132,6 +133,10 @@ def replica_groups(text: str) -> list[list[int]]:
     return [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([\d,]*)\}", text)]
 
 
+def _operand_names(instruction: re.Match) -> list[str]:
+    return re.findall(r"%([\w.-]+)", instruction.group(4))
+
+
 def _trip_counts(text: str) -> dict[str, int]:
     """How many times each computation runs per step: while bodies multiply by their known trip count."""
     calls: dict[str, list[tuple[str, int]]] = {}
@@ -182,7 +187,7 @@ def parse(text: str) -> list[Collective]:
         kind = m.group(3).removesuffix("-done")
         if kind not in KINDS or m.group(3).endswith("-start"):
             continue
-        start = instructions[m.group(4).lstrip("%")] if m.group(3).endswith("-done") else m
+        start = instructions[_operand_names(m)[-1]] if m.group(3).endswith("-done") else m
         attributes = start.group(5) or ""
         op_name = re.search(r'op_name="([^"]*)"', attributes)
         mesh = re.search(r" replica_groups=(mesh\[.*?\](?:, device_ids=\(.*?\))? \{.*?\})", attributes)
@@ -190,8 +195,7 @@ def parse(text: str) -> list[Collective]:
                   or _attribute(attributes, "source_target_pairs") or "{}")
         operands = _arrays(m.group(2))
         if kind == "reduce-scatter":  # the result is one shard; the buffer is the input
-            operands = _arrays(" ".join(instructions[o.strip().lstrip("%")].group(2)
-                                        for o in start.group(4).split(",")))
+            operands = _arrays(" ".join(instructions[o].group(2) for o in _operand_names(start)))
         parts = users.get(name, {})
         for i, (dtype, shape) in enumerate(operands):
             part = parts.get(i)
@@ -258,9 +262,10 @@ def parameters(params, mesh, batch_axes=("data", "fsdp")) -> list[Param]:
     return out
 
 
-def ideal(params: list[Param], mesh, tokens_bytes: int, text_bytes: int, blocks: int) -> list[Expected]:
+def ideal(params: list[Param], mesh, tokens: int, text: int, itemsize: int, blocks: int) -> list[Expected]:
     """The traffic of `params` under FSDP over the batch axes and Megatron tensor parallelism over the
-    rest; tokens_bytes and text_bytes are one device's image and text tokens entering a block."""
+    rest; tokens and text are the elements of one device's image and text tokens entering a block, in
+    the compute dtype's itemsize."""
     batch_ways = math.prod(size for axis, size in mesh.shape.items() if axis in ("data", "fsdp"))
     tensor = math.prod(size for axis, size in mesh.shape.items() if axis not in ("data", "fsdp"))
     out = []
@@ -274,8 +279,8 @@ def ideal(params: list[Param], mesh, tokens_bytes: int, text_bytes: int, blocks:
             out.append(Expected("all-reduce", p.bytes // p.batch_ways, p.layers, f"gradient {p.path} across data",
                                 p.module))
     if tensor > 1:
-        out += [Expected("all-reduce", tokens_bytes, 4 * blocks, "tensor-parallel image tokens"),
-                Expected("all-reduce", text_bytes, blocks, "tensor-parallel text tokens (backward)")]
+        out += [Expected("all-reduce", tokens * itemsize, 4 * blocks, "tensor-parallel image tokens"),
+                Expected("all-reduce", text * itemsize, blocks, "tensor-parallel text tokens (backward)")]
     return out
 
 
@@ -288,6 +293,8 @@ TENSOR_SUM = "parameters whole over tensor acting on tensor-split heads (QK-norm
 WHOLE_BIAS = "a tensor-split bias whose output is constrained whole (adaLN modulations): its gradient reduced whole"
 MLP_BRANCHES = ("the MLP input's gradient all-reduced per branch (gate, up), then summed; summing first "
                 "(XLA's AllReduceReassociate) would save one all-reduce of the tokens per block")
+WIDENED = ("XLA:CPU all-reduces the tokens in float32 where the compute dtype is narrower (its reduction is "
+           "promoted: to_apply=..._promoted); TPU and GPU reduce the compute dtype")
 UNEXPLAINED = "unexplained"
 CPU_REDUCE_SCATTER = "XLA:CPU all-reduces a gradient and slices it; TPU and GPU compilers make it a reduce-scatter"
 
@@ -299,7 +306,7 @@ class Comparison:
     explained: dict[str, dict[str, dict[str, int]]]  # reason -> kind -> {count, bytes}; measured = ideal + these
     flags: list[str]                                # unexpected traffic
     notes: list[str]
-    collectives: list[Collective]                   # as measured, CPU all-reduce + slice as reduce-scatter
+    collectives: list[Collective]  # as TPU and GPU compile them: reduce-scatters, tokens reduced in the compute dtype
 
 
 def _module(op_name: str, modules: set[str]) -> str:
@@ -315,7 +322,7 @@ def axes_spanned(group: list[int], mesh) -> set[str]:
 
 
 def compare(found: list[Collective], params: list[Param], expected: list[Expected], mesh, batch: int,
-            tokens_bytes: int, text_bytes: int) -> Comparison:
+            tokens: int, text: int, itemsize: int) -> Comparison:
     """Attributes each measured collective to an ideal one (a parameter's gather or gradient, a Megatron
     all-reduce) or to a known reason, so that measured = ideal + explained for every kind, in counts and
     bytes. Flagged: what no reason covers, a tensor-sharded kernel gathered over tensor, and a collective
@@ -341,7 +348,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
         owned = by_module.get(module, [])
         per_layer = lambda p: p.bytes // p.itemsize
         owners = [p for p in owned if per_layer(p) == elements]
-        kind, key, reason, ideal_bytes = c.kind, None, None, c.bytes
+        kind, key, reason, ideal_bytes, accelerator_bytes = c.kind, None, None, c.bytes, c.bytes
         if c.kind == "all-gather" and "tensor" in spanned and any(
                 p.tensor_ways > 1 and elements in (per_layer(p) * p.tensor_ways, per_layer(p) * p.tensor_ways //
                                                    p.batch_ways) for p in owned):
@@ -362,12 +369,15 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             key = f"gradient {p.path}"
             explain(WHOLE_BIAS, kind, 0, c.count * (c.bytes - p.bytes))
             ideal_bytes = p.bytes
-        elif c.kind == "all-reduce" and spanned == {"tensor"} and c.bytes in (tokens_bytes, text_bytes):
-            key = "tensor-parallel image tokens" if c.bytes == tokens_bytes else "tensor-parallel text tokens (backward)"
+        elif c.kind == "all-reduce" and spanned == {"tensor"} and elements in (tokens, text):
+            key = "tensor-parallel image tokens" if elements == tokens else "tensor-parallel text tokens (backward)"
+            ideal_bytes = accelerator_bytes = elements * itemsize
+            if c.bytes != ideal_bytes:
+                explain(WIDENED, kind, 0, c.count * (c.bytes - ideal_bytes))
             branches += c.count if c.backward and module.rpartition("/")[2] in ("gate_proj", "up_proj") else 0
         measured[kind]["count"] += c.count
         measured[kind]["bytes"] += c.count * c.bytes
-        retyped.append(dataclasses.replace(c, kind=kind))
+        retyped.append(dataclasses.replace(c, kind=kind, bytes=accelerator_bytes))
         if key is not None:
             entry = matched.setdefault(key, [0, 0])
             entry[0] += c.count

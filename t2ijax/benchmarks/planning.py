@@ -106,11 +106,10 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
     params = collectives.parameters(state.params, mesh)
     local_batch, itemsize = batch // sharding.batch_ways(mesh), jnp.dtype(model.dtype).itemsize
     text_tokens = text_len + 2 * model.resolution_tokens
-    tokens_bytes = local_batch * num_image_tokens(config.model, side, side) * model.hidden_size * itemsize
-    text_bytes = local_batch * text_tokens * model.hidden_size * itemsize
-    comparison = collectives.compare(found, params, collectives.ideal(params, mesh, tokens_bytes, text_bytes,
-                                                                      model.depth),
-                                     mesh, batch, tokens_bytes, text_bytes)
+    tokens = local_batch * num_image_tokens(config.model, side, side) * model.hidden_size
+    text = local_batch * text_tokens * model.hidden_size
+    expected = collectives.ideal(params, mesh, tokens, text, itemsize, model.depth)
+    comparison = collectives.compare(found, params, expected, mesh, batch, tokens, text, itemsize)
     slice_of = sharding.slice_of_devices(mesh, sharding.device_slices(jax.devices(), num_slices))
     over_dcn = [part for c in comparison.collectives if (part := collectives.cross_slice(c, slice_of))]
     # XLA counts a loop body once whatever its trip count, so FLOPs come from the blocks unrolled (lowered only).
