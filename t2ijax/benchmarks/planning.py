@@ -146,16 +146,23 @@ def _moves(found: list[collectives.Collective], mesh) -> list[dict]:
     return sorted(rows.values(), key=lambda r: -r["bytes"])
 
 
+def _mib(n: float) -> str:
+    return f"{n / 2**20:10.3f} MiB"
+
+
+def _move_rows(moves: list[dict], kind: str, largest: int) -> list[str]:
+    """The `largest` rows of `kind` in a plan's moves (collective_moves, cross_slice_moves)."""
+    return [f"      {row['count']:5} x {_mib(row['bytes'] / row['count'])} over {row['axes'] or '-':12} "
+            f"{row['moves'][:90]}" for row in [r for r in moves if r["kind"] == kind][:largest]]
+
+
 def collectives_report(plan_: Plan, largest: int = 4) -> list[str]:
     """The table per kind, measured beside the ideal, what explains the difference, flags and estimates."""
-    mib = lambda n: f"{n / 2**20:10.3f} MiB"
     lines = ["collectives per step, per device    measured            ideal (FSDP + Megatron)"]
     for kind in collectives.KINDS:
         m, i = plan_.collectives[kind], plan_.collectives_ideal[kind]
-        lines.append(f"  {kind:20} {m['count']:6} {mib(m['bytes'])}   {i['count']:6} {mib(i['bytes'])}")
-        for row in [r for r in plan_.collective_moves if r["kind"] == kind][:largest]:
-            lines.append(f"      {row['count']:5} x {mib(row['bytes'] / row['count'])} over {row['axes'] or '-':12}"
-                         f" {row['moves'][:90]}")
+        lines.append(f"  {kind:20} {m['count']:6} {_mib(m['bytes'])}   {i['count']:6} {_mib(i['bytes'])}")
+        lines += _move_rows(plan_.collective_moves, kind, largest)
     for reason, kinds in plan_.collectives_explained.items():
         diff = ", ".join(f"{k} {v['count']:+d} ({v['bytes'] / 2**20:+.3f} MiB)" for k, v in kinds.items()
                          if v["count"] or v["bytes"])
@@ -170,15 +177,12 @@ def collectives_report(plan_: Plan, largest: int = 4) -> list[str]:
 
 def cross_slice_report(plan_: Plan, largest: int = 4) -> list[str]:
     """What goes between slices: per kind, the part of each collective whose groups span them."""
-    mib = lambda n: f"{n / 2**20:10.3f} MiB"
     lines = ["across slices (DCN), per step, per device: among one device of each slice, on what is left once "
              "each slice has reduced or gathered over ICI"]
     for kind in collectives.KINDS:
         part = plan_.cross_slice[kind]
-        lines.append(f"  {kind:20} {part['count']:6} {mib(part['bytes'])}")
-        for row in [r for r in plan_.cross_slice_moves if r["kind"] == kind][:largest]:
-            lines.append(f"      {row['count']:5} x {mib(row['bytes'] / row['count'])} over {row['axes'] or '-':12}"
-                         f" {row['moves'][:90]}")
+        lines.append(f"  {kind:20} {part['count']:6} {_mib(part['bytes'])}")
+        lines += _move_rows(plan_.cross_slice_moves, kind, largest)
     lines.append("time per step over DCN (one after another, no overlap): " + ", ".join(
         f"{chip} {plan_.dcn_seconds[chip] * 1e3:.3g} ms at {bandwidth * 8 / 1e9:.0f} Gbps a chip"
         for chip, bandwidth in collectives.DCN_BANDWIDTH.items()))
