@@ -43,7 +43,7 @@ class Collective:
         name = self.op_name.removeprefix("jit(train_step)/")
         name = re.sub(r"(transpose\()?jvp\(\w+\)\)?/", "", name)
         name = "/".join(part for part in name.split("/") if not re.fullmatch(r"\w+\.\w+|while|body|closed_call|"
-                                                                              r"checkpoint|remat", part))
+                                                                              r"checkpoint|remat|rematted_computation", part))
         return ("backward " if self.backward else "forward " if "jvp(" in self.op_name else "") + name
 
 
@@ -295,6 +295,7 @@ MLP_BRANCHES = ("the MLP input's gradient all-reduced per branch (gate, up), the
                 "(XLA's AllReduceReassociate) would save one all-reduce of the tokens per block")
 WIDENED = ("XLA:CPU all-reduces the tokens in float32 where the compute dtype is narrower (its reduction is "
            "promoted: to_apply=..._promoted); TPU and GPU reduce the compute dtype")
+RECOMPUTED = "remat recomputes the forward pass in the backward pass, its tensor-parallel all-reduces with it"
 UNEXPLAINED = "unexplained"
 CPU_REDUCE_SCATTER = "XLA:CPU all-reduces a gradient and slices it; TPU and GPU compilers make it a reduce-scatter"
 
@@ -333,7 +334,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
     local_batch = batch // math.prod(size for axis, size in mesh.shape.items() if axis in ("data", "fsdp"))
     measured, explained, flags = summary(()), {}, []
     matched: dict[str, list[int]] = {}      # ideal key -> [count, bytes] measured
-    branches = 0                            # tensor-parallel token all-reduces at gate_proj/up_proj, backward
+    branches = recomputed = 0               # backward token all-reduces at gate_proj/up_proj; at to_out/down_proj
     vector_modules, cpu_reduce_scatters, retyped = set(), 0, []
 
     def explain(reason: str, kind: str, count: int, size: int):
@@ -374,7 +375,9 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             ideal_bytes = accelerator_bytes = elements * itemsize
             if c.bytes != ideal_bytes:
                 explain(WIDENED, kind, 0, c.count * (c.bytes - ideal_bytes))
-            branches += c.count if c.backward and module.rpartition("/")[2] in ("gate_proj", "up_proj") else 0
+            layer = module.rpartition("/")[2]
+            branches += c.count if c.backward and layer in ("gate_proj", "up_proj") else 0
+            recomputed += c.count if c.backward and layer in ("to_out", "down_proj") else 0
         measured[kind]["count"] += c.count
         measured[kind]["bytes"] += c.count * c.bytes
         retyped.append(dataclasses.replace(c, kind=kind, bytes=accelerator_bytes))
@@ -407,8 +410,10 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             reason = VECTOR
         elif e.moves.startswith("gather") and layers[e.moves] == 1 and count == e.count // 2:
             reason = REUSED
-        elif e.moves == "tensor-parallel image tokens" and extra == branches // 2:
-            reason = MLP_BRANCHES
+        elif e.moves == "tensor-parallel image tokens" and extra == branches // 2 + recomputed:
+            if recomputed:
+                explain(RECOMPUTED, e.kind, recomputed, size * recomputed // count)
+            extra, size, reason = branches // 2, size - size * recomputed // count, MLP_BRANCHES
         else:
             reason = UNEXPLAINED
             flags.append(f"{e.moves}: {count} {e.kind}s per step where the ideal has {e.count}")
