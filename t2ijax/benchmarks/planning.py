@@ -1,5 +1,6 @@
 """Per-device memory, FLOPs and collectives of a config's train step, from an ahead-of-time compile against
 the devices present (t2ijax.plan fakes N CPU devices): nothing is allocated and no data is read."""
+import collections
 import dataclasses
 import math
 
@@ -168,7 +169,10 @@ def collectives_report(plan_: Plan, largest: int = 4) -> list[str]:
                          if v["count"] or v["bytes"])
         lines.append(f"  measured - ideal, {reason}: {diff}")
     lines += [f"  note: {n}" for n in plan_.collective_notes]
-    lines += [f"  FLAG: {f}" for f in plan_.collective_flags] or ["  no unexpected traffic"]
+    flags = collections.Counter(plan_.collective_flags)
+    lines += [f"  FLAG: {flag}" + (f" (x{n})" if n > 1 else "") for flag, n in list(flags.items())[:largest * 4]]
+    lines += [f"  ... {len(flags) - largest * 4} more flags in --json"] if len(flags) > largest * 4 else []
+    lines += [] if flags else ["  no unexpected traffic"]
     lines.append("time per step (collectives one after another, no overlap / FLOPs at peak): " + ", ".join(
         f"{chip} {plan_.communication_seconds[chip] * 1e3:.3g} / {plan_.compute_seconds[chip] * 1e3:.3g} ms"
         for chip in collectives.CHIPS))
