@@ -51,8 +51,8 @@ def hybrid_shape(mesh_cfg: ml_collections.ConfigDict, dcn_mesh_cfg: ml_collectio
         dcn_mesh_cfg = {"data": -1, "fsdp": 1, "tensor": 1}
     dcn = mesh_shape(dcn_mesh_cfg, num_slices, "config.dcn_mesh", "slices")
     if dcn[MESH_AXES.index("tensor")] > 1:
-        # fsdp may cross (one all-gather and one reduce-scatter of each layer's weights per step, which the
-        # plan shows); tensor parallelism waits on a collective inside every matmul.
+        # fsdp may cross (each layer's weight gathers and gradient reduce-scatter then go over DCN, which
+        # t2ijax.plan --slices shows); tensor parallelism waits on a collective inside every matmul.
         raise ConfigError(f"config.dcn_mesh.tensor={dcn[MESH_AXES.index('tensor')]} would split every matmul "
                           "across slices, putting its collectives on the slow data-center network; keep tensor "
                           "within a slice (config.mesh.tensor) and use data or fsdp across slices")
@@ -70,7 +70,7 @@ def device_slices(devices, num_slices: int | None = None) -> list[list]:
             groups[device.slice_index].append(device)
         slices = [groups[index] for index in sorted(groups)]
         if num_slices not in (None, len(slices)):
-            raise ConfigError(f"the devices form {len(slices)} slices, not {num_slices}")
+            raise ConfigError(f"the devices form {len(slices)} slices (their slice_index), not {num_slices}")
         if len({len(s) for s in slices}) > 1:
             raise ConfigError(f"the slices hold {sorted(len(s) for s in slices)} devices; use equal slices")
         return slices
