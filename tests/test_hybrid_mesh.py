@@ -62,7 +62,7 @@ def test_devices_without_slice_index_form_contiguous_slices():
     assert [[d.id for d in s] for s in slices] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert [len(s) for s in sharding.device_slices([FakeCpu(i) for i in range(8)])] == [8]
     assert [len(s) for s in sharding.device_slices([FakeTpu(i, 0) for i in range(8)])] == [8]
-    with pytest.raises(ConfigError, match="the devices form 1 slices, not 2"):
+    with pytest.raises(ConfigError, match=r"the devices form 1 slices \(their slice_index\), not 2"):
         sharding.device_slices([FakeTpu(i, 0) for i in range(8)], 2)
 
 
