@@ -1,11 +1,14 @@
 """Every train step shape (each bucket of each resolution phase) is compiled at setup, timed, and
 nothing compiles inside the loop; the persistent compilation cache follows config.compile."""
 import contextlib
+import os
+import subprocess
+import sys
+import threading
 
 import jax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
-
 
 from conftest import tiny_config
 from t2ijax.data import buckets
@@ -14,8 +17,6 @@ from t2ijax.training.loop import Run
 
 RATIOS = (0.5, 1.0)
 PHASES = ((16, 8, 3, 3e-3), (32, 4, 3, 1e-3))
-
-
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # jax's event: XLA compiled or loaded a program
 
 
@@ -99,9 +100,15 @@ def test_a_missed_shape_fails_instead_of_compiling_in_the_loop(data_dir, tmp_pat
     run.close()
 
 
-def test_compile_all_runs_in_threads_and_keeps_the_order():
+def test_compile_all_runs_at_once_and_keeps_the_order():
     batches = [{"x0": jax.ShapeDtypeStruct((2, n, n, 3), "float32")} for n in (8, 4, 16)]
-    compiled, seconds = compile_ahead.compile_all(lambda b: b["x0"].shape[1], batches, threads=3)
+    all_running = threading.Barrier(3, timeout=30)  # broken unless the three run at the same time
+
+    def compile_one(batch):
+        all_running.wait()
+        return batch["x0"].shape[1]
+
+    compiled, seconds = compile_ahead.compile_all(compile_one, batches, threads=3)
     assert list(compiled.items()) == [((2, 8, 8, 3), 8), ((2, 4, 4, 3), 4), ((2, 16, 16, 3), 16)]
     assert list(seconds) == list(compiled)
 
@@ -120,3 +127,23 @@ def test_cache_directory_from_config_unless_jax_has_one(tmp_path, monkeypatch):
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)
         compilation_cache.reset_cache()
+
+
+WRITES_TWO_CACHES = """
+import sys
+import jax, jax.numpy as jnp
+from t2ijax.training import compile_ahead
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+for workdir, scale in zip(sys.argv[1:], (2.0, 3.0)):
+    compile_ahead.use_cache("{workdir}/compile_cache", workdir)
+    jax.jit(lambda x: x * scale)(jnp.ones(3)).block_until_ready()
+"""
+
+
+def test_each_run_writes_its_own_workdir_cache(tmp_path):
+    workdirs = [str(tmp_path / name) for name in ("first", "second")]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    subprocess.run([sys.executable, "-c", WRITES_TWO_CACHES, *workdirs], env=env, check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for workdir in workdirs:
+        assert any("jit" in name for name in os.listdir(os.path.join(workdir, "compile_cache")))
