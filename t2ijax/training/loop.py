@@ -315,8 +315,10 @@ class Run:
               nn.logical_axis_rules(self.rules)):
             while step < total:
                 window.before_step(step)
-                with profiling.step_scope(step):
-                    self.state, metrics = self.train_step(self.state, self.device_batch(step))
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    batch = self.device_batch(step)
+                    with profiling.no_implicit_transfers():
+                        self.state, metrics = self.train_step(self.state, batch)
                 self.pending.append(metrics)
                 step += 1
                 window.after_step(step, self.state)

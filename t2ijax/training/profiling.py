@@ -1,7 +1,6 @@
-"""What the profiler sees of training: each step annotated, and a jax.profiler trace of the
-window of steps config.profile names, for TensorBoard's profile plugin (docs/reliability.md,
-"Profiling a window of steps")."""
-import contextlib
+"""The transfer guard around the train step, and a jax.profiler trace of the window of steps
+config.profile names, for TensorBoard's profile plugin (docs/reliability.md, "Profiling a window
+of steps")."""
 import os
 
 import jax
@@ -9,14 +8,12 @@ import ml_collections
 from absl import logging
 
 
-@contextlib.contextmanager
-def step_scope(step: int):
-    """One train step: a step of the trace viewer's Steps row, run under a transfer guard. An implicit
-    host<->device copy inside (a NumPy array passed to the compiled step, a device value read as a Python
-    number) raises instead of silently stalling every step; explicit ones (jax.device_put,
-    jax.make_array_from_process_local_data, jax.device_get) are allowed."""
-    with jax.profiler.StepTraceAnnotation("train", step_num=step), jax.transfer_guard("disallow"):
-        yield
+def no_implicit_transfers():
+    """Around the compiled step: an implicit host<->device copy inside (a NumPy array handed to it, a
+    device value read as a Python number) raises instead of silently stalling every step; explicit ones
+    (jax.device_put, jax.device_get) are allowed. The batch is assembled outside: on several processes
+    jax 0.10's make_array_from_process_local_data makes a transfer the guard takes for an implicit one."""
+    return jax.transfer_guard("disallow")
 
 
 def profile_dir(workdir: str) -> str:
