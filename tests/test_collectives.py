@@ -158,9 +158,7 @@ def _summary(found: list[dict]) -> dict:
 
 
 def test_no_tensor_sharded_kernel_is_gathered_under_tensor_parallelism(compiled):
-    assert _kernels_gathered(compiled["fsdp:4,tensor:2 rule"]) == []
-    # Over tensor, only the adaLN modulations' [local batch 4, 6 x 64] and [4, 2 x 64] products move whole.
-    assert {tuple(c["shape"]) for c in _tensor_gathers(compiled["fsdp:4,tensor:2 rule"])} == {(4, 384), (4, 128)}
+    assert _tensor_gathers(compiled["fsdp:4,tensor:2 rule"]) == []  # nothing at all is gathered over tensor
     # The check can fail: flattening img_qkv's [embed, 3, heads, head_dim] kernel splits heads out of place.
     assert _kernels_gathered(compiled["fsdp:4,tensor:2 flat"])
 

@@ -109,11 +109,11 @@ class PRXBlock(nn.Module):
     def __call__(self, img, txt, vec, key_mask, rope_cos, rope_sin):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         img = nn.with_logical_constraint(img, TOKENS)
-        mod = Dense(6 * self.hidden_size, ("embed", "mlp"), zero_init=True, name="modulation",
+        # Split over fsdp only, not over tensor: mod shifts, scales and gates tokens whose embed axis is whole
+        # on every tensor shard, and a tensor-split mod re-split them in every block (permutes, gathers of
+        # the tokens). Constraining mod whole instead ran into XLA:CPU's collectives deadlocking on 8 devices.
+        mod = Dense(6 * self.hidden_size, ("embed", None), zero_init=True, name="modulation",
                      **kw)(nn.silu(vec))
-        # Whole on every tensor shard, as the tokens it shifts and scales: an all-gather of [batch, 6 x
-        # hidden] per block, where a tensor-split mod would re-split the tokens' embed axis instead.
-        mod = nn.with_logical_constraint(mod, ("batch", None))
         attn_shift, attn_scale, attn_gate, mlp_shift, mlp_scale, mlp_gate = jnp.split(
             mod.astype(jnp.float32)[:, None, :], 6, axis=-1)
 
@@ -144,9 +144,8 @@ class FinalLayer(nn.Module):
     @nn.compact
     def __call__(self, img, vec):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        mod = Dense(2 * self.hidden_size, ("embed", "mlp"), zero_init=True,
+        mod = Dense(2 * self.hidden_size, ("embed", None), zero_init=True,  # as PRXBlock's modulation
                      name="adaLN_modulation", **kw)(nn.silu(vec))
-        mod = nn.with_logical_constraint(mod, ("batch", None))  # as PRXBlock's
         shift, scale = jnp.split(mod.astype(jnp.float32)[:, None, :], 2, axis=-1)
         return Dense(self.out_features, ("embed", "conv_in"), zero_init=True, name="linear",
                       **kw)(_modulate(img, shift, scale, self.dtype))
