@@ -290,7 +290,6 @@ VECTOR = ("layers on the timestep vector (adaLN modulations, time embedding): XL
           "and their gradients in place of the kernel's gathers and gradient, which are larger")
 REUSED = "parameters outside the scanned blocks: the forward pass's gathered copy serves the backward pass too"
 TENSOR_SUM = "parameters whole over tensor acting on tensor-split heads (QK-norm scales): gradients summed over tensor"
-WHOLE_BIAS = "a tensor-split bias whose output is constrained whole (adaLN modulations): its gradient reduced whole"
 MLP_BRANCHES = ("the MLP input's gradient all-reduced per branch (gate, up), then summed; summing first "
                 "(XLA's AllReduceReassociate) would save one all-reduce of the tokens per block")
 WIDENED = ("XLA:CPU all-reduces the tokens in float32 where the compute dtype is narrower (its reduction is "
@@ -364,12 +363,6 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
                 kind, key, cpu_reduce_scatters = "reduce-scatter", f"gradient {p.path}", cpu_reduce_scatters + c.count
             else:
                 key = f"gradient {p.path}" + (" across data" if p.batch_ways > 1 else "")
-        elif c.kind == "all-reduce" and c.backward and spanned <= {"data", "fsdp"} and any(
-                p.tensor_ways > 1 and elements == per_layer(p) * p.tensor_ways for p in owned):
-            p = next(p for p in owned if elements == per_layer(p) * p.tensor_ways)
-            key = f"gradient {p.path}"
-            explain(WHOLE_BIAS, kind, 0, c.count * (c.bytes - p.bytes))
-            ideal_bytes = p.bytes
         elif c.kind == "all-reduce" and spanned == {"tensor"} and elements in (tokens, text):
             key = "tensor-parallel image tokens" if elements == tokens else "tensor-parallel text tokens (backward)"
             ideal_bytes = accelerator_bytes = elements * itemsize
