@@ -29,7 +29,7 @@ class ProfileWindow:
         self.start, self.end = profile.start_step, profile.start_step + profile.steps
         self.here = profile.start_step >= 0 and (not profile.hosts or process_index in profile.hosts)
         self.directory = profile_dir(workdir)
-        self.tracing = False
+        self.tracing, self.done = False, self.start
 
     def before_step(self, step: int) -> None:
         if self.here and step == self.start:
@@ -38,6 +38,7 @@ class ProfileWindow:
 
     def after_step(self, step: int, outputs) -> None:
         """`step`: steps done; `outputs` of the last step, waited for so that its work ends in the trace."""
+        self.done = step
         if self.tracing and step >= self.end:
             self.stop(outputs)
 
@@ -48,7 +49,7 @@ class ProfileWindow:
         jax.profiler.stop_trace()
         self.tracing = False
         logging.info("profile of steps %d..%d written under %s (tensorboard --logdir %s, Profile tab)", self.start,
-                     self.end - 1, self.directory, self.directory)
+                     self.done - 1, self.directory, self.directory)
 
     def __enter__(self) -> "ProfileWindow":
         return self
