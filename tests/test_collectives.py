@@ -1,12 +1,14 @@
 """benchmarks/collectives.py: the collectives read from optimized HLO text (every spelling of replica
-groups, async pairs, combined operands, loop trip counts), their time at a chip's bandwidth, and on 8
-fake devices the compiled train step: no tensor-sharded kernel gathered under tensor parallelism, and
-Dense's flattened CPU path partitioned as well as the kernel kept whole."""
+groups, async pairs, combined operands, loop trip counts), their time at a chip's bandwidth, their
+comparison with the ideal (and what it flags), and on 8 fake devices the compiled train step: no
+tensor-sharded kernel gathered under tensor parallelism, and Dense's flattened CPU path partitioned
+as well as the kernel kept whole."""
 import json
 import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -168,3 +170,27 @@ def test_the_cpu_fast_path_partitions_as_well_as_the_kernel_whole(compiled):
         assert _summary(compiled[f"{mesh} rule"]) == _summary(compiled[f"{mesh} whole"]), mesh
     flat, whole = _summary(compiled["fsdp:4,tensor:2 flat"]), _summary(compiled["fsdp:4,tensor:2 whole"])
     assert flat["all-gather"]["bytes"] > whole["all-gather"]["bytes"]
+
+
+def test_compare_matches_the_ideal_and_flags_the_traffic_the_issue_names():
+    mesh = types.SimpleNamespace(shape={"data": 1, "fsdp": 4, "tensor": 2})
+    fsdp_groups, tensor_groups = [[0, 2, 4, 6], [1, 3, 5, 7]], [[0, 1], [2, 3], [4, 5], [6, 7]]
+    qkv = collectives.Param("attention/img_qkv/kernel", layers=2, bytes=64 * 96 * 4, batch_ways=4, tensor_ways=2,
+                            itemsize=4)
+    op = "jit(train_step)/{}(PRX)/PRX._blocks/PRXBlock_0/attention/img_qkv/dot_general"
+    gathers = [collectives.Collective("all-gather", qkv.bytes, fsdp_groups, op.format("jvp"), "f32", (64, 96), 2),
+               collectives.Collective("all-gather", qkv.bytes, fsdp_groups, op.format("transpose(jvp"), "f32",
+                                      (64, 96), 2)]
+    gradient = collectives.Collective("all-reduce", qkv.bytes, fsdp_groups, op.format("transpose(jvp"), "f32",
+                                      (96, 64), 2)  # XLA:CPU's reduce-scatter
+    expected = collectives.ideal([qkv], mesh, tokens=0, text=0, itemsize=4, blocks=0)
+    clean = collectives.compare(gathers + [gradient], [qkv], expected, mesh, 16, 0, 0, 4)
+    assert clean.flags == [] and clean.explained == {} and clean.measured == clean.ideal
+    assert clean.ideal["reduce-scatter"] == {"count": 2, "bytes": 2 * qkv.bytes} and clean.notes
+    kernel_over_tensor = collectives.Collective("all-gather", 2 * qkv.bytes, tensor_groups, op.format("jvp"), "f32",
+                                                (64, 192), 2)
+    optimizer = collectives.Collective("all-reduce", 256, fsdp_groups, "jit(train_step)/sqrt", "f32", (64,))
+    bad = collectives.compare(gathers + [gradient, kernel_over_tensor, optimizer], [qkv], expected, mesh, 16, 0, 0, 4)
+    assert any("tensor-sharded kernel gathered over tensor" in f for f in bad.flags)
+    assert any("outside the model" in f for f in bad.flags)
+    assert bad.explained[collectives.UNEXPLAINED]["all-gather"] == {"count": 2, "bytes": 4 * qkv.bytes}
