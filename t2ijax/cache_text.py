@@ -47,7 +47,7 @@ def main(argv):
     try:
         resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
-        mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.sharding_rules)
+        mesh, rules = sharding.run_mesh(config), sharding.logical_rules(config.sharding_rules)
         print(summary(cache_captions(config, mesh, rules)))
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -98,6 +98,11 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None,
     return Mesh(hybrid_devices(ici, dcn, slices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def run_mesh(config: ml_collections.ConfigDict, num_slices: int | None = None) -> Mesh:
+    """The mesh a run's config describes over all devices: config.mesh within a slice, config.dcn_mesh across."""
+    return make_mesh(config.mesh, dcn_mesh_cfg=config.dcn_mesh, num_slices=num_slices)
+
+
 def slice_of_devices(mesh: Mesh, slices: list[list]) -> np.ndarray:
     """The slice of each of the mesh's devices in mesh.devices.flat order: by the logical device ids that a
     compiled program's replica groups hold."""

@@ -80,7 +80,7 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
     if needs_images(config):
         raise ConfigError("t2ijax.plan measures the denoiser's step without the frozen networks REPA and the perceptual "
                           "losses add; plan with repa.weight, perceptual.dino_weight and perceptual.lpips_weight at 0")
-    mesh = sharding.make_mesh(config.mesh, dcn_mesh_cfg=config.dcn_mesh, num_slices=num_slices)
+    mesh = sharding.run_mesh(config, num_slices)
     _, dcn = sharding.hybrid_shape(config.mesh, config.dcn_mesh, mesh.size, num_slices)
     rules = sharding.logical_rules(config.sharding_rules)
     channels, downsample = geometry(config.autoencoder.name)

@@ -19,7 +19,7 @@ from t2ijax.benchmarks.timing import matmul_peak_flops
 from t2ijax.benchmarks.train import train_suite
 from t2ijax.models.autoencoders import geometry
 from t2ijax.models.build import attention_for, attention_mismatch, num_image_tokens
-from t2ijax.sharding import make_mesh
+from t2ijax.sharding import run_mesh
 from t2ijax.training.phases import training_sizes
 
 
@@ -127,7 +127,7 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
     train = train_suite(config, steps, peak)
     name = chip(device_kind)
     return {"backend": platform, "device_kind": device_kind, "chip": name, "devices": jax.device_count(),
-            "mesh": dict(make_mesh(config.mesh).shape), "attention": config.model.attention_impl,
+            "mesh": dict(run_mesh(config).shape), "attention": config.model.attention_impl,
             "attention_fallback": fallback, "parameters": train["parameters"],
             "batch_size": config.bench.batch_size,
             "image_tokens": num_image_tokens(config.model, config.bench.latent_size, config.bench.latent_size),
@@ -139,7 +139,7 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
             # a persistent compilation cache (jax's, or a training run's) would make compile_s a cache read
             "compile": compiled_shapes, "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
             "memory": _memory(config, train, platform),
-            "collectives": _collectives(square, make_mesh(config.mesh), train["step_ms"] / 1e3, device_kind)}
+            "collectives": _collectives(square, run_mesh(config), train["step_ms"] / 1e3, device_kind)}
 
 
 if __name__ == "__main__":  # cpu_plan_bytes's subprocess: the config as JSON on stdin, the device count

@@ -66,7 +66,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     if b.latent_size % config.model.patch_size:
         raise ConfigError(f"bench.latent_size={b.latent_size} is not a multiple of model.patch_size="
                           f"{config.model.patch_size}")
-    if b.batch_size % sharding.batch_ways(sharding.make_mesh(config.mesh)):
+    if b.batch_size % sharding.batch_ways(sharding.run_mesh(config)):
         raise ConfigError(f"bench.batch_size={b.batch_size} does not split over the mesh's data x fsdp devices; "
                           "give a multiple of them")
 
@@ -83,7 +83,7 @@ def synthetic(config: ml_collections.ConfigDict, materialize: bool = True) -> Sy
     """The model, state and random batch of an already check()ed config; `materialize` False leaves the
     state abstract (enough to lower and compile)."""
     b = config.bench
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.run_mesh(config)
     rules = sharding.logical_rules(config.sharding_rules)
     model = bench_model(config)
     optimizer, _ = run_optimizer(config)

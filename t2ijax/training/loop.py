@@ -44,7 +44,7 @@ def check_writable(directory: str) -> None:
 
 # Fields a resumed run may change: they change neither what is restored nor what is trained on.
 CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval.", "sampler.", "nonfinite.",
-                        "distributed.", "mesh.", "sharding_rules", "bench.", "autoencoder_training.",
+                        "distributed.", "mesh.", "dcn_mesh.", "sharding_rules", "bench.", "autoencoder_training.",
                         "model.remat_policy", "model.attention_impl", "latents.encode_batch_size",
                         "text_encoder.cache_unpadded", "compile.", "profile.")
 
@@ -89,12 +89,13 @@ class Run:
         config, workdir = self.config, self.workdir
         finetune.resolve_init_from(config)
         self.config = config = with_resolved_paths(config)  # config.json means the same files from any directory
-        validate(config, jax.device_count(), jax.process_count(), jax.default_backend())
+        validate(config, jax.device_count(), jax.process_count(), jax.default_backend(),
+                 num_slices=len(sharding.device_slices(jax.devices())))
         warn_unreached_warmup(config)
         self.lock = WorkdirLock(workdir).acquire()  # before anything in the workdir is written
         check_writable(os.path.join(workdir, "checkpoints"))
         check_resumable(workdir, config)
-        self.mesh = sharding.make_mesh(config.mesh)
+        self.mesh = sharding.run_mesh(config)
         self.rules = sharding.logical_rules(config.sharding_rules)
         self.writer = evaluation.tensorboard_writer(os.path.join(workdir, "tensorboard"))
         if self.is_main:
