@@ -1,5 +1,6 @@
 """The collectives of a compiled (SPMD-partitioned) step, read from its optimized HLO text
-(`compiled.as_text()`), and the time they take at a chip's interconnect bandwidth.
+(`compiled.as_text()`), the ideal traffic for the mesh beside them (`ideal`, `compare`), and the time
+they take at a chip's interconnect bandwidth (`estimate_seconds`); docs/scaling.md.
 
 Each operand of a collective is one `Collective` (XLA's combiner merges many into one tuple-shaped
 op; counting operands keeps the count independent of how it combined them). A collective inside a
@@ -42,8 +43,8 @@ class Collective:
         """The op_name without jit's and the scan's wrappers: 'forward PRXBlock_0/attention/img_qkv/dot_general'."""
         name = self.op_name.removeprefix("jit(train_step)/")
         name = re.sub(r"(transpose\()?jvp\(\w+\)\)?/", "", name)
-        name = "/".join(part for part in name.split("/") if not re.fullmatch(r"\w+\.\w+|while|body|closed_call|"
-                                                                              r"checkpoint|remat|rematted_computation", part))
+        wrappers = r"\w+\.\w+|while|body|closed_call|checkpoint|remat|rematted_computation"  # Python frames, scan, remat
+        name = "/".join(part for part in name.split("/") if not re.fullmatch(wrappers, part))
         return ("backward " if self.backward else "forward " if "jvp(" in self.op_name else "") + name
 
 
@@ -236,7 +237,7 @@ class Param:
     layers: int      # copies stacked on a leading axis (the scanned blocks), else 1
     bytes: int       # one layer's, gathered over the batch axes: what FSDP moves
     batch_ways: int  # how many ways the batch axes (data, fsdp) split it
-    tensor_ways: int # how many ways the other axes split it
+    tensor_ways: int  # how many ways the other axes split it
     itemsize: int
 
     @property
@@ -294,6 +295,7 @@ MLP_BRANCHES = ("the MLP input's gradient all-reduced per branch (gate, up), the
                 "(XLA's AllReduceReassociate) would save one all-reduce of the tokens per block")
 WIDENED = ("XLA:CPU all-reduces the tokens in float32 where the compute dtype is narrower (its reduction is "
            "promoted: to_apply=..._promoted); TPU and GPU reduce the compute dtype")
+MERGED = "gradients all-reduced over data and fsdp at once: the reduce-scatter and the data all-reduce in one"
 RECOMPUTED = "remat recomputes the forward pass in the backward pass, its tensor-parallel all-reduces with it"
 UNEXPLAINED = "unexplained"
 CPU_REDUCE_SCATTER = "XLA:CPU all-reduces a gradient and slices it; TPU and GPU compilers make it a reduce-scatter"
@@ -330,11 +332,12 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
     by_module: dict[str, list[Param]] = {}
     for p in params:
         by_module.setdefault(p.module, []).append(p)
-    local_batch = batch // math.prod(size for axis, size in mesh.shape.items() if axis in ("data", "fsdp"))
+    data, fsdp = mesh.shape.get("data", 1), mesh.shape.get("fsdp", 1)
+    batch_rows = {batch, batch // data, batch // fsdp, batch // (data * fsdp)}  # a [batch, ...] vector, split or not
     measured, explained, flags = summary(()), {}, []
     matched: dict[str, list[int]] = {}      # ideal key -> [count, bytes] measured
     branches = recomputed = 0               # backward token all-reduces at gate_proj/up_proj; at to_out/down_proj
-    vector_modules, cpu_reduce_scatters, retyped = set(), 0, []
+    vector_modules, merged, cpu_reduce_scatters, retyped = set(), set(), 0, []
 
     def explain(reason: str, kind: str, count: int, size: int):
         entry = explained.setdefault(reason, summary(()))[kind]
@@ -348,6 +351,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
         owned = by_module.get(module, [])
         per_layer = lambda p: p.bytes // p.itemsize
         owners = [p for p in owned if per_layer(p) == elements]
+        shard_owners = [p for p in owned if p.batch_ways > 1 and per_layer(p) // p.batch_ways == elements]
         kind, key, reason, ideal_bytes, accelerator_bytes = c.kind, None, None, c.bytes, c.bytes
         if c.kind == "all-gather" and "tensor" in spanned and any(
                 p.tensor_ways > 1 and elements in (per_layer(p) * p.tensor_ways, per_layer(p) * p.tensor_ways //
@@ -355,12 +359,16 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             flags.append(f"a tensor-sharded kernel gathered over tensor: {c.dtype}{list(c.shape)}, {c.moves}")
         if owners and c.kind == "all-gather" and spanned <= {"data", "fsdp"}:
             key = f"gather {owners[0].path}"
+        elif shard_owners and c.kind == "all-reduce" and c.backward and spanned == {"data"}:
+            key = f"gradient {shard_owners[0].path} across data"
         elif owners and c.kind in ("all-reduce", "reduce-scatter") and c.backward:
             p = owners[0]
             if spanned == {"tensor"} and p.tensor_ways == 1:
                 reason = TENSOR_SUM
             elif c.kind == "all-reduce" and p.batch_ways > 1 and "fsdp" in spanned:
                 kind, key, cpu_reduce_scatters = "reduce-scatter", f"gradient {p.path}", cpu_reduce_scatters + c.count
+                if "data" in spanned:
+                    merged.add(f"{key} across data")
             else:
                 key = f"gradient {p.path}" + (" across data" if p.batch_ways > 1 else "")
         elif c.kind == "all-reduce" and spanned == {"tensor"} and elements in (tokens, text):
@@ -381,7 +389,7 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             continue
         if reason is None and elements <= 1:
             reason = SCALARS
-        elif reason is None and module and len(c.shape) == 2 and c.shape[0] in (batch, local_batch):
+        elif reason is None and module and len(c.shape) == 2 and c.shape[0] in batch_rows:
             reason = VECTOR
             vector_modules.add(module)
         elif reason is None:
@@ -403,6 +411,8 @@ def compare(found: list[Collective], params: list[Param], expected: list[Expecte
             reason = VECTOR
         elif e.moves.startswith("gather") and layers[e.moves] == 1 and count == e.count // 2:
             reason = REUSED
+        elif e.moves in merged and count == 0:
+            reason = MERGED
         elif e.moves == "tensor-parallel image tokens" and extra == branches // 2 + recomputed:
             if recomputed:
                 explain(RECOMPUTED, e.kind, recomputed, size * recomputed // count)
