@@ -43,7 +43,7 @@ class Collective:
         """The op_name without jit's and the scan's wrappers: 'forward PRXBlock_0/attention/img_qkv/dot_general'."""
         name = self.op_name.removeprefix("jit(train_step)/")
         name = re.sub(r"(transpose\()?jvp\(\w+\)\)?/", "", name)
-        wrappers = r"\w+\.\w+|while|body|closed_call|checkpoint|remat|rematted_computation"  # Python frames, scan, remat
+        wrappers = r"\w+\.\w+|while|body|closed_call|checkpoint|remat|rematted_computation"  # Python, scan, remat
         name = "/".join(part for part in name.split("/") if not re.fullmatch(wrappers, part))
         return ("backward " if self.backward else "forward " if "jvp(" in self.op_name else "") + name
 
