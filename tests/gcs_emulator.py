@@ -1,0 +1,56 @@
+"""A GCS API served on 127.0.0.1 for the tests (the gcp-storage-emulator package, in memory), and the
+environment that points every client t2ijax uses at it and away from any other address."""
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client_env(url: str) -> dict[str, str]:
+    """gcsfs and google-auth at the emulator, anonymous; tensorstore at the emulator with a fixed token; any
+    metadata-server lookup (credentials, project) sent to a closed local port instead of 169.254.169.254."""
+    return {"STORAGE_EMULATOR_HOST": url, "FSSPEC_GCS_TOKEN": "anon", "FSSPEC_GCS_PROJECT": "t2ijax-test",
+            "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
+            "GOOGLE_CLOUD_PROJECT": "t2ijax-test", "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9", "NO_GCE_CHECK": "true"}
+
+
+@contextlib.contextmanager
+def serve():
+    """Runs the emulator until the block ends; yields its URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+                               f"--port={port}", "--in-memory"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/storage/v1/b?project=t2ijax-test", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the GCS emulator did not start (pip install gcp-storage-emulator)") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def create_bucket(url: str, name: str) -> str:
+    """Creates bucket `name` on the emulator at `url`; returns gs://name."""
+    request = urllib.request.Request(f"{url}/storage/v1/b?project=t2ijax-test", data=f'{{"name": "{name}"}}'.encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    return f"gs://{name}"
