@@ -10,6 +10,7 @@ import os
 import ml_collections
 
 from t2ijax import defaults as base
+from t2ijax import storage
 from t2ijax.errors import ConfigError
 
 
@@ -28,11 +29,11 @@ def with_resolved_paths(config: ml_collections.ConfigDict) -> ml_collections.Con
         section, _, name = field.rpartition(".")
         holder = config[section] if section else config
         value = holder[name]
-        if not value or "://" in value:
+        if not value or storage.is_url(value):
             continue
-        path = os.path.expanduser(value)
-        if field in LOCAL_PATHS or os.path.exists(path):
-            holder[name] = os.path.abspath(path)
+        path = storage.resolve(value)
+        if field in LOCAL_PATHS or path.exists():
+            holder[name] = os.fspath(path)
     return config
 
 
@@ -48,14 +49,14 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with (its config.json); fields added to t2ijax/defaults.py since
-    take their defaults, and local paths are absolute (a relative one taken from the working
-    directory)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    """The config a run was trained with (its config.json, on disk or in a gs:// bucket); fields added to
+    t2ijax/defaults.py since take their defaults, and local paths are absolute (a relative one taken from
+    the working directory)."""
+    storage.check_bucket(workdir)
+    path = storage.resolve(workdir) / "config.json"
+    if not path.exists():
         raise ConfigError(f"{path} not found; --workdir must be a t2ijax training run")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(path.read_text())
     return with_resolved_paths(ml_collections.ConfigDict(_with_defaults(saved, base.get_config().to_dict())))
 
 
@@ -109,7 +110,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     from t2ijax.training.checkpoint import Checkpointer
     from t2ijax.training.optim import run_optimizer
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+    checkpointer = Checkpointer(os.fspath(storage.resolve(workdir) / "checkpoints"), read_only=True)
     steps = checkpointer.steps()
     if not steps:
         raise ConfigError(f"no checkpoint under {checkpointer.directory}; train first with t2ijax.main")
