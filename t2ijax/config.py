@@ -202,6 +202,27 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
                           f"({', '.join(USER_FORMATS)}); clear it, or set config.data.name to one of them")
 
 
+def check_local_files(cfg: ml_collections.ConfigDict) -> None:
+    """The fields that name files (restore.LOCAL_PATHS, NAMES_OR_PATHS) hold local paths: TFDS builds, the numpy
+    caches, tar offsets, safetensors' memory maps and Hugging Face directories open local files only, so a
+    gs:// URL there is a one-line error that says to mount the bucket (docs/launch.md)."""
+    from t2ijax.training.restore import LOCAL_PATHS, NAMES_OR_PATHS
+
+    flat = flatten(cfg)
+    for field in (*LOCAL_PATHS, *NAMES_OR_PATHS):
+        value = flat.get(field)
+        if not (isinstance(value, str) and "://" in value):
+            continue
+        what = {"data.data_dir": "dataset builds and caches are local files",
+                "data.path": "datasets are read from local files"}.get(field, "weights are read from local files")
+        if not value.startswith("gs://"):
+            raise ConfigError(f"config.{field}={value}: {what}; pass a local path")
+        bucket, _, rest = value.removeprefix("gs://").partition("/")
+        raise ConfigError(f"config.{field}={value}: {what}; mount the bucket (gcsfuse --implicit-dirs {bucket} "
+                          f"/mnt/{bucket}, as launch/tpu_vm.sh mount does) and pass "
+                          f"--config.{field}={f'/mnt/{bucket}/{rest}'.rstrip('/')}")
+
+
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:
     from t2ijax.data.buckets import check_buckets
     from t2ijax.models.build import pixel_multiple
@@ -412,6 +433,7 @@ def validate_eval(cfg: ml_collections.ConfigDict) -> None:
     flat = flatten(cfg.eval, "eval.")
     _check_keys_and_types(flat, flatten(base.get_config()))
     _check_choices(flat)
+    check_local_files(cfg)
     _check_eval(cfg)
 
 
@@ -526,6 +548,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_choices(flat)
     _check_model(cfg)
     _check_optim(cfg.optim)
+    check_local_files(cfg)
     _check_data(cfg.data)
     _check_latents(cfg)
     _check_resolution(cfg)
