@@ -67,6 +67,18 @@ def saved_randomized(model, directory):
 
 
 @pytest.fixture(scope="session")
+def gcs():
+    """The URL of a GCS emulator on 127.0.0.1 (tests/gcs_emulator.py) running for the session, with every
+    client in this process pointed at it; subprocesses inherit os.environ. Buckets: gcs_emulator.create_bucket."""
+    import gcs_emulator
+
+    with gcs_emulator.serve() as url, pytest.MonkeyPatch.context() as patch:
+        for name, value in gcs_emulator.client_env(url).items():
+            patch.setenv(name, value)
+        yield url
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("data"))
 

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
-from t2ijax import sharding
+from t2ijax import sharding, storage
 from t2ijax.errors import ConfigError, NonFiniteError, StorageError
 from t2ijax.training.state import TrainState
 
@@ -85,14 +85,15 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 1, async_save: bool = True, read_only: bool = False):
         """`read_only` for readers beside a live run: they must not remove its saves in progress."""
-        directory = os.path.abspath(directory)  # orbax's array writer rejects relative paths
+        path = storage.resolve(directory)  # orbax's array writer rejects relative paths
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False)
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                    create=True, cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(directory, options=options)
-        self.directory = directory
+        self._manager = ocp.CheckpointManager(path, options=options)
+        self._path = path
+        self.directory = str(path)
         self._saving: int | None = None  # the step of the save started last, until it is known to be written
 
     def latest_step(self) -> int | None:
@@ -140,12 +141,16 @@ class Checkpointer:
             yield
         except Exception as error:  # noqa: BLE001 - orbax re-raises its writer threads' errors in many types
             # From the disk, not the manager: a failed save leaves its bookkeeping behind.
-            kept = ", ".join(sorted((name for name in os.listdir(self.directory) if name.isdigit()), key=int)) or "none"
+            kept = ", ".join(sorted((p.name for p in self._path.iterdir() if p.name.isdigit()), key=int)) or "none"
             what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"
-            free = shutil.disk_usage(self.directory).free
-            raise StorageError(f"{what} could not be written under {self.directory} ({free / 2**20:.1f} MiB free; "
-                               f"{_disk_reason(error)}); the complete checkpoints (steps {kept}) are "
-                               "untouched: free space or make the directory writable, then rerun to resume") from error
+            if storage.is_url(self.directory):
+                where, remedy = _disk_reason(error), "check the bucket's permissions and quota"
+            else:
+                free = shutil.disk_usage(self.directory).free
+                where = f"{free / 2**20:.1f} MiB free; {_disk_reason(error)}"
+                remedy = "free space or make the directory writable"
+            raise StorageError(f"{what} could not be written under {self.directory} ({where}); the complete "
+                               f"checkpoints (steps {kept}) are untouched: {remedy}, then rerun to resume") from error
 
     # --- Restoring --------------------------------------------------------------------------------------
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
@@ -176,7 +181,7 @@ class Checkpointer:
                 self._set_aside(bad.step)
             counters = dict(counters, restores=counters["restores"] + 1,
                             fallbacks=counters["fallbacks"] + len(failed))
-            logging.info("resuming from step %d (checkpoint %s; %s)", step, os.path.join(self.directory, str(step)),
+            logging.info("resuming from step %d (checkpoint %s; %s)", step, self._path / str(step),
                          ", ".join(f"{k} {v}" for k, v in counters.items()))
             return state, counters
         if any(not error.fits for error in failed):
@@ -189,7 +194,7 @@ class Checkpointer:
         return None
 
     def _read(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict[str, int]]:
-        if not os.path.isdir(os.path.join(self.directory, str(step), "meta")):
+        if not (self._path / str(step) / "meta").is_dir():
             raise CorruptCheckpoint(step, "has no digests (its meta/ folder is missing), so it cannot be verified")
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -209,20 +214,19 @@ class Checkpointer:
         """Whether checkpoint `step` holds arrays of the shapes of `abstract_state` (True when its
         metadata cannot be read either: then the files, not the config, are at fault)."""
         try:
-            saved = ocp.PyTreeCheckpointer().metadata(
-                os.path.join(self.directory, str(step), "state")).item_metadata.tree
+            saved = ocp.PyTreeCheckpointer().metadata(self._path / str(step) / "state").item_metadata.tree
         except Exception:  # noqa: BLE001 - as in _read
             return True
         return _shapes(saved) == _shapes(serialization.to_state_dict(abstract_state))
 
     def _set_aside(self, step: int) -> None:
         if jax.process_index() == 0:
-            target = os.path.join(self.directory, f"corrupt-{step}")
+            target = self._path / f"corrupt-{step}"
             suffix = 1
-            while os.path.exists(target):
+            while target.exists():
                 suffix += 1
-                target = os.path.join(self.directory, f"corrupt-{step}-{suffix}")
-            os.rename(os.path.join(self.directory, str(step)), target)
+                target = self._path / f"corrupt-{step}-{suffix}"
+            (self._path / str(step)).rename(target)
         sharding.barrier(f"t2ijax: set aside checkpoint {step}")
         self._manager.reload()
 
