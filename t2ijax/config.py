@@ -217,10 +217,14 @@ def check_local_files(cfg: ml_collections.ConfigDict) -> None:
                 "data.path": "datasets are read from local files"}.get(field, "weights are read from local files")
         if not value.startswith("gs://"):
             raise ConfigError(f"config.{field}={value}: {what}; pass a local path")
-        bucket, _, rest = value.removeprefix("gs://").partition("/")
-        raise ConfigError(f"config.{field}={value}: {what}; mount the bucket (gcsfuse --implicit-dirs {bucket} "
-                          f"/mnt/{bucket}, as launch/tpu_vm.sh mount does) and pass "
-                          f"--config.{field}={f'/mnt/{bucket}/{rest}'.rstrip('/')}")
+        raise ConfigError(f"config.{field}={value}: {what}; {mount_instruction(f'--config.{field}', value)}")
+
+
+def mount_instruction(flag: str, url: str) -> str:
+    """What to do instead of passing gs://BUCKET/PATH to `flag`, which takes local paths only."""
+    bucket, _, rest = url.removeprefix("gs://").partition("/")
+    return (f"mount the bucket (gcsfuse --implicit-dirs {bucket} /mnt/{bucket}, as launch/tpu_vm.sh mount does) and "
+            f"pass {flag}={f'/mnt/{bucket}/{rest}'.rstrip('/')}")
 
 
 def _check_resolution(cfg: ml_collections.ConfigDict) -> None:

@@ -4,7 +4,6 @@
 
 What it optimises and writes: t2ijax/models/autoencoders/training.py.
 """
-import os
 import sys
 
 from absl import app, flags
@@ -25,7 +24,6 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     config = loaded_config(FLAGS.config)
     try:
-        os.makedirs(FLAGS.workdir, exist_ok=True)
         result = train_autoencoder(config, FLAGS.workdir)
     except ConfigError as e:
         sys.exit(f"error: {e}")

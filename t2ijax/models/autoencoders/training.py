@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from t2ijax.config import validate
+from t2ijax.config import mount_instruction, validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.sources import load_split
 from t2ijax.errors import ConfigError
@@ -71,11 +71,15 @@ def _reconstruction_psnr(module: AutoencoderKL, params, images: np.ndarray, batc
 
 def train_autoencoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, saves <workdir>/autoencoder and returns {"autoencoder": path, "psnr": dB, ...}."""
+    if "://" in workdir:
+        raise ConfigError(f"--workdir={workdir}: the autoencoder is a local diffusers directory (read through "
+                          f"config.autoencoder.name); {mount_instruction('--workdir', workdir)}")
     validate(config, jax.device_count(), jax.process_count())
     t = config.autoencoder_training
     output = os.path.join(workdir, "autoencoder")
     if os.path.exists(output):
         raise ConfigError(f"{output} exists; it is kept: pass another --workdir")
+    os.makedirs(workdir, exist_ok=True)  # a local path: a URL was refused above
     train_images = load_split(config.data, "train")["image"]
     validation_images = load_split(config.data, "validation")["image"]
     kl_config = KLConfig(block_out_channels=tuple(t.block_out_channels), layers_per_block=t.layers_per_block,
