@@ -539,6 +539,15 @@ def _check_compile_and_profile(cfg: ml_collections.ConfigDict, num_processes: in
                           "for every process")
 
 
+def _check_tensorboard_dir(log: ml_collections.ConfigDict) -> None:
+    from t2ijax import storage
+
+    try:
+        storage.resolve(log.tensorboard_dir)
+    except ConfigError as e:
+        raise ConfigError(f"config.log.tensorboard_dir={log.tensorboard_dir!r}: {e}") from None
+
+
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
              platform: str | None = None, num_slices: int = 1) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
@@ -563,5 +572,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_techniques(cfg)
     _check_compile_and_profile(cfg, num_processes)
+    _check_tensorboard_dir(cfg.log)
     _check_mesh(cfg, num_devices, num_processes, num_slices)
     _check_attention(cfg, platform)

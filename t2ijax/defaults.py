@@ -272,7 +272,10 @@ def get_config() -> ml_collections.ConfigDict:
     # A step whose loss or gradient norm is NaN/Inf: halt (stop, naming the step and the last
     # checkpoint) | skip (leave the state as it was, count it in skipped_steps, go on).
     c.nonfinite = dict(policy="halt")
-    c.log = dict(every_steps=100)
+    c.log = dict(
+        every_steps=100,
+        tensorboard_dir="",          # TensorBoard event files: a local dir or gs:// URL; "" = <workdir>/tensorboard
+    )
 
     # What `python -m t2ijax.bench` feeds the train, sample and compile suites: random inputs of these
     # shapes, no dataset (docs/benchmarks.md). PRX-small's by default: 256 image tokens, 64 text tokens.
