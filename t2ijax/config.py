@@ -203,13 +203,11 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
 
 def check_local_files(cfg: ml_collections.ConfigDict) -> None:
-    """The fields that name files (restore.LOCAL_PATHS, NAMES_OR_PATHS) hold local paths: TFDS builds, the numpy
+    """The fields that name files (defaults.LOCAL_PATHS, NAMES_OR_PATHS) hold local paths: TFDS builds, the numpy
     caches, tar offsets, safetensors' memory maps and Hugging Face directories open local files only, so a
     gs:// URL there is a one-line error that says to mount the bucket (docs/launch.md)."""
-    from t2ijax.training.restore import LOCAL_PATHS, NAMES_OR_PATHS
-
     flat = flatten(cfg)
-    for field in (*LOCAL_PATHS, *NAMES_OR_PATHS):
+    for field in (*base.LOCAL_PATHS, *base.NAMES_OR_PATHS):
         value = flat.get(field)
         if not (isinstance(value, str) and "://" in value):
             continue

@@ -329,3 +329,11 @@ def get_config() -> ml_collections.ConfigDict:
         dinov2_weights="",           # DINOv2 ViT-L/14-reg Hugging Face directory (dino_mmd, fd_dinov2)
     )
     return c
+
+
+# Fields that hold local files or directories: stored absolute, so a run means the same files from any directory
+# (training/restore.py); a gs:// URL there is refused with the gcsfuse mount to use instead (config.check_local_files).
+LOCAL_PATHS = ("data.data_dir", "data.path", "text_encoder.path", "text_encoder.tokenizer", "perceptual.lpips_weights",
+               "eval.inception_weights", "eval.clip_weights", "eval.dinov2_weights")
+# Fields that hold a registered name or a Hub id as well: a path only when it exists here.
+NAMES_OR_PATHS = ("init_from", "text_encoder.name", "autoencoder.name", "teacher.path")

@@ -11,7 +11,7 @@ from conftest import error_line, tiny_config
 from t2ijax.config import check_local_files, validate, validate_eval
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.training import train_autoencoder
-from t2ijax.training.restore import LOCAL_PATHS, NAMES_OR_PATHS
+from t2ijax.defaults import LOCAL_PATHS, NAMES_OR_PATHS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOUNT = "mount the bucket (gcsfuse --implicit-dirs t2ijax-data /mnt/t2ijax-data, as launch/tpu_vm.sh mount does)"

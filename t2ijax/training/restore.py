@@ -11,14 +11,8 @@ import ml_collections
 
 from t2ijax import defaults as base
 from t2ijax import storage
+from t2ijax.defaults import LOCAL_PATHS, NAMES_OR_PATHS
 from t2ijax.errors import ConfigError
-
-
-# Fields that hold local files or directories: stored absolute, so a run means the same files from any directory.
-LOCAL_PATHS = ("data.data_dir", "data.path", "text_encoder.path", "text_encoder.tokenizer", "perceptual.lpips_weights",
-               "eval.inception_weights", "eval.clip_weights", "eval.dinov2_weights")
-# Fields that hold a registered name or a Hub id as well: a path only when it exists here.
-NAMES_OR_PATHS = ("init_from", "text_encoder.name", "autoencoder.name", "teacher.path")
 
 
 def with_resolved_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
