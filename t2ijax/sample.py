@@ -4,22 +4,24 @@
   python -m t2ijax.sample --workdir=workdirs/shapes_tiny --height=32 --width=64 --prompt "a red circle" --out wide.png
   python -m t2ijax.sample --prx=/path/to/prx-512-t2i-sft --height=512 --width=768 --prompt "a cat" --out cat.png
 """
-import os
+import io
 import sys
 
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from t2ijax import storage
 from t2ijax.cli import parse_flags, quiet_libraries
 from t2ijax.errors import ConfigError
 
-flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).")
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/), "
+                    "local or gs://BUCKET/PATH.")
 flags.DEFINE_string("prx", None, "Instead of --workdir: a diffusers PRX pipeline directory (or Hub id).")
 flags.DEFINE_integer("height", None, "Image height in pixels (default: the run's config.data.resolution, or 512).")
 flags.DEFINE_integer("width", None, "Image width in pixels (default: the run's config.data.resolution, or 512).")
 flags.DEFINE_multi_string("prompt", None, "Prompt; repeat the flag for several.", required=True)
-flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images).")
+flags.DEFINE_string("out", "samples.png", "Output PNG (a grid when there are several images), local or gs://.")
 flags.DEFINE_integer("num_per_prompt", 1, "Images per prompt.")
 flags.register_validator("num_per_prompt", lambda n: n >= 1, "images per prompt: give at least 1 (the default)")
 flags.DEFINE_string("sampler", None, "Sampler name (default: the run's config.sampler.name).")
@@ -78,6 +80,7 @@ def main(argv):
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]
     try:
+        storage.check_bucket(FLAGS.out)
         images, source = from_prx(prompts) if FLAGS.prx else from_run(prompts)
     except ConfigError as e:
         sys.exit(f"error: {e}")
@@ -86,8 +89,11 @@ def main(argv):
         out = Image.fromarray(images[0]).resize((images.shape[2] * upscale, images.shape[1] * upscale), Image.NEAREST)
     else:  # each prompt written under its images
         out = Image.fromarray(image_grid(images, captions=prompts, scale=upscale))
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    out.save(FLAGS.out)
+    path = storage.resolve(FLAGS.out)
+    encoded = io.BytesIO()
+    out.save(encoded, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded.getvalue())
     print(f"wrote {FLAGS.out} ({len(images)} image(s), {source})")
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from t2ijax import storage
 from t2ijax.errors import ConfigError
 from t2ijax.interop.prx_weights import params_from_state_dict, state_dict_from_params
 from t2ijax.models.prx import PRX
@@ -85,8 +86,8 @@ def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np
     return shards
 
 
-def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int = 5 << 30) -> Path:
-    """Writes `params` of `model` as a directory `PRXTransformer2DModel.from_pretrained` loads.
+def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int = 5 << 30) -> storage.Path:
+    """Writes `params` of `model` as a directory `PRXTransformer2DModel.from_pretrained` loads (local or gs://).
 
     Weights are float32, in shards of at most `max_shard_bytes` with an index when they exceed it.
     """
@@ -94,20 +95,20 @@ def prx_to_diffusers(model: PRX, params: dict, path: str, max_shard_bytes: int =
         raise ConfigError(f"diffusers' {CLASS_NAME} has integer RoPE positions and no resolution tokens; this model "
                           f"has pos_embed={model.pos_embed}{' and resolution tokens' if model.resolution_tokens else ''}"
                           ", so it cannot be exported")
-    directory = Path(path)
+    directory = storage.resolve(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"_class_name": CLASS_NAME, **{k: getattr(model, k) for k in CONFIG_FIELDS}}
     config["axes_dim"] = list(model.rope_axes_dim)
     tensors = state_dict_from_params(params, model)
     shards = _shards(tensors, max_shard_bytes)
     if len(shards) == 1:
-        safetensors.numpy.save_file(shards[0], directory / WEIGHTS_NAME)
+        (directory / WEIGHTS_NAME).write_bytes(safetensors.numpy.save(shards[0]))
     else:
         stem = WEIGHTS_NAME.removesuffix(".safetensors")
         weight_map = {}
         for i, shard in enumerate(shards):
             name = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            safetensors.numpy.save_file(shard, directory / name)
+            (directory / name).write_bytes(safetensors.numpy.save(shard))
             weight_map.update(dict.fromkeys(shard, name))
         index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
         (directory / f"{WEIGHTS_NAME}.index.json").write_text(json.dumps(index, indent=1))
@@ -135,6 +136,7 @@ def export_run(workdir: str, out: str, step: int | None = None, ema: bool = True
     and latent space its transformer expects; returns (step, what was exported)."""
     from t2ijax.training.restore import load_run, load_run_config
 
+    storage.check_bucket(out)
     config = load_run_config(workdir)
     if config.model.name != "prx":
         raise ConfigError(f"{workdir} trained config.model.name='{config.model.name}'; only prx exports to diffusers")
