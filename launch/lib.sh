@@ -53,17 +53,25 @@ require_training_flags() {
 }
 
 # The shell that `launch/tpu_vm.sh run` leaves on every TPU VM worker, detached from the ssh session:
-#   tpu_worker_loop PID_FILE COPY COMMAND...
-# It holds its pid in PID_FILE while it lives and, on jax's process 0, appends its output to COPY too
-# (none if empty). It runs COMMAND again while it exits 75 (preempted: it resumes from its checkpoint). A
-# SIGTERM to this shell (`tpu_vm.sh stop`) goes on to COMMAND, which checkpoints and exits 75, and ends the
-# loop; a SIGTERM to COMMAND alone is a preemption.
+#   tpu_worker_loop PID_FILE LOG WORKDIR COMMAND...
+# It holds its pid in PID_FILE while it lives, its output goes to LOG (appended by the caller), and it runs
+# COMMAND again while it exits 75 (preempted: it resumes from its checkpoint). A SIGTERM to this shell
+# (`tpu_vm.sh stop`) goes on to COMMAND, which checkpoints and exits 75, and ends the loop; a SIGTERM to
+# COMMAND alone is a preemption. On jax's process 0 the log also goes to the workdir (none if WORKDIR is
+# empty): a local WORKDIR/train.log gets the output appended as it comes; for a gs:// WORKDIR, this shell's
+# part of LOG is uploaded to WORKDIR/logs/train-START.log each time COMMAND ends (a bucket object cannot be
+# appended to): every `run` leaves its own object there, and the last upload holds the final exit line.
 tpu_worker_loop() {
-  local pid_file=$1 copy=$2 child="" stop=0 code=0
-  shift 2
+  local pid_file=$1 log=$2 workdir=$3 child="" stop=0 code=0 upload="" from
+  shift 3
   echo "$$" >"$pid_file"
-  if [[ -n "$copy" ]] && tpu_process_0 && mkdir -p "$(dirname "$copy")"; then
-    exec > >(tee -a "$copy") 2>&1
+  from=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))
+  if [[ -n "$workdir" ]] && tpu_process_0; then
+    if [[ "$workdir" == gs://* ]]; then
+      upload="$workdir/logs/train-$(date -u +%Y%m%dT%H%M%SZ).log"
+    elif mkdir -p "$workdir"; then
+      exec > >(tee -a "$workdir/train.log") 2>&1
+    fi
   fi
   echo "== $(date -u +%FT%TZ) $(hostname): $(quote "$@")"
   trap 'stop=1; [[ -z "$child" ]] || kill -TERM "$child"' TERM
@@ -80,10 +88,19 @@ tpu_worker_loop() {
     done
     [[ "$code" == "$EXIT_PREEMPTED" && "$stop" == 0 ]] || break
     echo "== exit $EXIT_PREEMPTED (preempted): resuming from the checkpoint"
+    upload_log "$log" "$from" "$upload"
   done
   echo "== $(date -u +%FT%TZ) exit $code"
+  upload_log "$log" "$from" "$upload"
   rm -f "$pid_file"
   return "$code"
+}
+
+# The part of LOG from byte FROM on, uploaded to the gs:// URL (nothing when it is empty); a failed upload
+# is a line in the log, never the end of the training.
+upload_log() {
+  [[ -n "$3" ]] || return 0
+  tail -c "+$2" "$1" | gcloud storage cp --quiet - "$3" >/dev/null 2>&1 || echo "== the log could not be uploaded to $3"
 }
 
 # Whether this TPU VM worker runs jax's process 0: worker 0 of slice 0, read from the metadata jax reads

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Cloud TPU VMs: create (directly or as a queued resource, several slices for multislice), install
-# t2ijax on every worker (launch/lib.sh install_command, with jax[tpu]), start training detached on
-# every worker, follow, check and stop it, delete.
+# t2ijax on every worker (launch/lib.sh install_command, with jax[tpu]), mount a data bucket on every
+# worker, start training detached on every worker, follow, check and stop it, delete.
 #
 #   launch/tpu_vm.sh [--dry-run] ACTION --name=NAME --zone=ZONE [options] [-- training flags]
 #
-# ACTION    create | queue | install | run | logs | status | stop | delete
+# ACTION    create | queue | install | mount | run | logs | status | stop | delete
 # --accelerator=v5litepod-64   --version=v2-alpha-tpuv5-lite (runtime)   --project=PROJECT
 # --slices=N    queue N slices of the accelerator as one queued resource (multislice)
 # --spot        spot capacity (preemptible: SIGTERM, checkpoint, exit 75, the run resumes)
 # --repo=URL    git repository installed by `install` (default: this checkout's origin)
 # --ref=REF     branch or commit to install (default main)
 # --worker=N --node=N   the worker (and slice) whose log `logs` follows (default 0, 0)
+# --bucket=BUCKET       the bucket `mount` mounts with gcsfuse (installed if missing) on every worker, at
+# --mount_point=DIR     DIR (default /mnt/BUCKET): datasets and caches are local files (docs/launch.md)
 #
 # `run` starts `python -m t2ijax.main FLAGS` (flags after --) on every worker in a shell detached from
 # the ssh session, which starts it again while it exits 75 (preempted) and logs to ~/t2ijax/worker/train.log
-# (process 0 also to WORKDIR/train.log when the workdir is a local path); `stop` sends that shell SIGTERM:
+# (process 0 also to WORKDIR/train.log, or WORKDIR/logs/ when it is gs://); `stop` sends that shell SIGTERM:
 # the run checkpoints, exits 75 and is not started again. jax finds the other workers by itself.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -33,10 +35,12 @@ repo=$(git -C "$(dirname "${BASH_SOURCE[0]}")" remote get-url origin 2>/dev/null
 ref="main"
 worker=0
 node=0
+bucket=""
+mount_point=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    create|queue|install|run|logs|status|stop|delete) action=$1 ;;
+    create|queue|install|mount|run|logs|status|stop|delete) action=$1 ;;
     --name=*) name=$(value "$1") ;;
     --zone=*) zone=$(value "$1") ;;
     --project=*) project=$(value "$1") ;;
@@ -48,18 +52,24 @@ while [[ $# -gt 0 ]]; do
     --ref=*) ref=$(value "$1") ;;
     --worker=*) worker=$(value "$1") ;;
     --node=*) node=$(value "$1") ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --bucket=*) bucket=$(value "$1") ;;
+    --mount_point=*) mount_point=$(value "$1") ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     --) shift; break ;;
     *) die "unknown option $1 (training flags go after --)" ;;
   esac
   shift
 done
-[[ -n "$action" ]] || die "give an action: create, queue, install, run, logs, status, stop or delete"
+[[ -n "$action" ]] || die "give an action: create, queue, install, mount, run, logs, status, stop or delete"
 [[ -n "$name" && -n "$zone" ]] || die "--name and --zone are required"
 [[ "$slices" =~ ^[1-9][0-9]*$ ]] || die "--slices must be a positive integer"
 [[ "$slices" == 1 || "$action" != create ]] || die "--slices=$slices needs a queued resource: use the queue action"
 [[ "$worker" =~ ^[0-9]+$ && "$node" =~ ^[0-9]+$ ]] || die "--worker and --node must be worker and slice numbers (0, 1, ...)"
 [[ "$action" != run ]] || require_training_flags "$@"
+bucket=${bucket#gs://}
+bucket=${bucket%/}
+[[ "$action" != mount || "$bucket" =~ ^[a-z0-9][a-z0-9._-]+$ ]] || die "mount needs --bucket=BUCKET (a bucket name such as t2ijax-data)"
+mount_point=${mount_point:-/mnt/$bucket}
 
 common=(--zone="$zone")
 [[ -z "$project" ]] || common+=(--project="$project")
@@ -72,16 +82,16 @@ worker_pid=worker/train.pid
 
 # What `run` sends every worker: unless a run is going there, launch/lib.sh's tpu_worker_loop (the
 # training, started again while it exits 75) in its own session with SIGHUP ignored, so that it outlives
-# the ssh connection; process 0 copies its output into a local workdir too.
+# the ssh connection; process 0 copies its output into the workdir too.
 remote_start() {
-  local arg copy=""
+  local arg workdir=""
   for arg in "$@"; do
-    [[ "$arg" != --workdir=* || "$arg" == *://* ]] || copy="$(value "$arg")/train.log"
+    [[ "$arg" != --workdir=* ]] || workdir=$(value "$arg")
   done
   echo "cd ~/t2ijax && mkdir -p worker && if kill -0 \"\$(cat $worker_pid 2>/dev/null)\" 2>/dev/null; then \
 echo \"\$(hostname): a run is going (launch/tpu_vm.sh status, stop)\" >&2; exit 1; fi; \
 setsid nohup bash -c 'source launch/lib.sh && tpu_worker_loop \"\$@\"' tpu_worker_loop \
-$(quote "$worker_pid" "$copy" python -m t2ijax.main "$@") >> $worker_log 2>&1 < /dev/null & \
+$(quote "$worker_pid" "$worker_log" "$workdir" python -m t2ijax.main "$@") >> $worker_log 2>&1 < /dev/null & \
 echo \"\$(hostname): started, log ~/t2ijax/$worker_log\""
 }
 
@@ -91,6 +101,22 @@ remote_stop="cd ~/t2ijax && if pid=\$(cat $worker_pid 2>/dev/null) && kill -TERM
 echo \"\$(hostname): stopping (SIGTERM): the run checkpoints and exits $EXIT_PREEMPTED\"; \
 else echo \"\$(hostname): not running\"; fi"
 remote_logs="tail -n 100 -F ~/t2ijax/$worker_log"
+
+# What `mount` sends every worker: gcsfuse installed as Google documents it for Debian and Ubuntu
+# (https://cloud.google.com/storage/docs/cloud-storage-fuse/install), then the bucket mounted unless it is
+# already, as https://cloud.google.com/storage/docs/cloud-storage-fuse/mount-bucket does, by this user (who
+# owns the files); --implicit-dirs shows the folders of objects copied in without folder entries.
+remote_mount() {
+  echo "if ! command -v gcsfuse > /dev/null; then GCSFUSE_REPO=gcsfuse-\$(lsb_release -c -s) && \
+echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" \
+| sudo tee /etc/apt/sources.list.d/gcsfuse.list > /dev/null && \
+curl -fsS https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null \
+&& sudo apt-get update -q && sudo apt-get install -y -q fuse gcsfuse; fi && \
+if mountpoint -q $(quote "$mount_point"); then echo \"\$(hostname): $(quote "$mount_point") is mounted already\"; \
+else sudo mkdir -p $(quote "$mount_point") && sudo chown \"\$(id -u):\$(id -g)\" $(quote "$mount_point") && \
+gcsfuse --implicit-dirs $(quote "$bucket" "$mount_point") && \
+echo \"\$(hostname): gs://$bucket mounted at $(quote "$mount_point")\"; fi"
+}
 
 # One command on the given workers (all, or a number) of the given slices (all, or a number).
 on_workers() {
@@ -116,6 +142,7 @@ case "$action" in
     [[ -n "$repo" ]] || die "--repo is required (this checkout has no origin remote)"
     on_workers all all "$(quote git clone "$repo" t2ijax) || true; cd ~/t2ijax && $(quote git fetch origin "$ref") && \
 $(quote git checkout FETCH_HEAD) && $(install_command 'jax[tpu]')" ;;
+  mount) on_workers all all "$(remote_mount)" ;;
   run)
     on_workers all all "$(remote_start "$@")" ;;
   logs) on_workers "$worker" "$node" "$remote_logs" ;;

