@@ -16,10 +16,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from t2ijax import storage
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
-flags.DEFINE_string("workdir", None, "Grid directory: runs in DIR/<variant>/seed_<k>, the report in DIR.",
-                    required=True)
+flags.DEFINE_string("workdir", None, "Grid directory (local or gs://): runs in DIR/<variant>/seed_<k>, the report "
+                    "in DIR.", required=True)
 config_flags.DEFINE_config_file("config", None, "An ablation axis, configs/ablations/<axis>.py.", lock_config=True)
 flags.DEFINE_list("variants", None, "Variants to run (default: all of the axis); the baseline always runs.")
 flags.DEFINE_integer("seeds", 1, "Seeds per variant: config.seed = 0 .. seeds - 1.")
@@ -61,6 +62,8 @@ def main(argv):
 
     command = shlex.join(["python", "-m", "t2ijax.ablate", *sys.argv[1:]])
     try:
+        for directory in (FLAGS.workdir, *(FLAGS.combine or ())):
+            storage.check_bucket(directory)
         path = write_combined_report(FLAGS.combine, FLAGS.workdir, command) if FLAGS.combine else ablate(command)
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -1,14 +1,23 @@
 """The report's figures: training loss and evaluated metrics over steps, and the variants' final
 sample grids side by side."""
+import io
 import math
+import os
 
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from t2ijax import storage
 from t2ijax.ablation.results import RunResults
 
 PANEL_INCHES = 3.2
+
+
+def _save(figure: Figure, path: str) -> None:
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    storage.Path(path).write_bytes(png.getvalue())
 
 
 def _mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], list[float]]:
@@ -17,7 +26,7 @@ def _mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], list[float]]
     return steps, [float(np.mean([c[s] for c in curves])) for s in steps]
 
 
-def curves(path: str, variants: dict[str, list[RunResults]]) -> None:
+def curves(path: str | os.PathLike, variants: dict[str, list[RunResults]]) -> None:
     """One panel for the training loss and one per evaluated metric; a line per variant (mean over seeds)."""
     metrics = sorted({m for runs in variants.values() for r in runs for e in r.evals.values() for m in e})
     panels = ["loss"] + metrics
@@ -40,10 +49,10 @@ def curves(path: str, variants: dict[str, list[RunResults]]) -> None:
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     axes[0].legend(fontsize=7)
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
 
 
-def sample_grid(path: str, variants: dict[str, list[tuple[int, str]]]) -> None:
+def sample_grid(path: str | os.PathLike, variants: dict[str, list[tuple[int, str]]]) -> None:
     """A row per variant, a column per seed: each run's final sample grid (same prompts and noise)."""
     cols = max(len(panels) for panels in variants.values())
     figure = Figure(figsize=(PANEL_INCHES * cols, PANEL_INCHES * len(variants)), layout="constrained")
@@ -52,6 +61,7 @@ def sample_grid(path: str, variants: dict[str, list[tuple[int, str]]]) -> None:
         for ax in row:
             ax.set_axis_off()
         for ax, (seed, png) in zip(row, panels):
-            ax.imshow(np.asarray(Image.open(png).convert("RGB")), interpolation="nearest")
+            image = Image.open(io.BytesIO(storage.Path(png).read_bytes())).convert("RGB")
+            ax.imshow(np.asarray(image), interpolation="nearest")
             ax.set_title(f"{variant}, seed {seed}", fontsize=9)
-    figure.savefig(path, dpi=100)
+    _save(figure, path)

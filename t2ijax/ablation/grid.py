@@ -14,6 +14,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import logging
 
+from t2ijax import storage
 from t2ijax.config import apply_overrides, configs_importable, flatten, validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop.finetune import resolve_init_from
@@ -85,7 +86,7 @@ def config_of(axis: Axis, variant: str, overrides: dict) -> ml_collections.Confi
 
 def _stored_config(run_dir: str) -> dict | None:
     """The flattened config.json of the run in `run_dir`, with today's defaults for newer fields."""
-    if not os.path.exists(os.path.join(run_dir, "config.json")):
+    if not (storage.Path(run_dir) / "config.json").exists():
         return None
     return _as_json(load_run_config(run_dir))
 
@@ -109,18 +110,18 @@ def overrides_of(run: GridRun, baseline: GridRun) -> dict:
 
 def seeds_on_disk(workdir: str, variant: str) -> set[int]:
     """Seeds of the runs already in DIR/<variant>: its seed_<k> directories and the variant directory itself."""
-    directory = os.path.join(workdir, variant)
-    if not os.path.isdir(directory):
+    directory = storage.Path(workdir) / variant
+    if not directory.is_dir():
         return set()
-    seeds = {int(m.group(1)) for m in map(re.compile(r"seed_(\d+)$").match, os.listdir(directory)) if m}
-    single = _stored_config(directory)
+    seeds = {int(m.group(1)) for m in (re.match(r"seed_(\d+)$", p.name) for p in directory.iterdir()) if m}
+    single = _stored_config(os.fspath(directory))
     return seeds | ({single["seed"]} if single else set())
 
 
 def run_dir(workdir: str, variant: str, seed: int) -> str:
-    directory = os.path.join(workdir, variant)
-    single = _stored_config(directory)
-    return directory if single and single["seed"] == seed else os.path.join(directory, f"seed_{seed}")
+    directory = storage.Path(workdir) / variant
+    single = _stored_config(os.fspath(directory))
+    return os.fspath(directory if single and single["seed"] == seed else directory / f"seed_{seed}")
 
 
 def plan(axis: Axis, workdir: str, variants: list[str], seeds: int, overrides: dict) -> list[GridRun]:
@@ -170,11 +171,8 @@ def _check_stored(run: GridRun) -> None:
 
 def is_finished(run: GridRun) -> bool:
     """Its final evaluation is written (eval.json at config.total_steps)."""
-    path = os.path.join(run.workdir, "eval.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("step") == run.config.total_steps
+    path = storage.Path(run.workdir) / "eval.json"
+    return path.exists() and json.loads(path.read_text()).get("step") == run.config.total_steps
 
 
 def run_missing(runs: list[GridRun]) -> None:
@@ -185,7 +183,7 @@ def run_missing(runs: list[GridRun]) -> None:
         if is_finished(run):
             logging.info("[%d/%d] %s: finished, skipped", i, len(runs), run.label)
             continue
-        started = os.path.isdir(os.path.join(run.workdir, "checkpoints"))
+        started = (storage.Path(run.workdir) / "checkpoints").is_dir()
         logging.info("[%d/%d] %s: %s in %s", i, len(runs), run.label, "resuming" if started else "training",
                      run.workdir)
         train_and_evaluate(run.config, run.workdir)

@@ -3,6 +3,7 @@ its finished runs' directories alone; and one table over several grids' results.
 import math
 import os
 
+from t2ijax import storage
 from t2ijax.ablation import figures, summary
 from t2ijax.ablation.grid import Axis, GridRun, is_finished, overrides_of
 from t2ijax.ablation.results import read_csv, read_run, write_csv
@@ -71,10 +72,9 @@ def best_table(summaries: list[VariantSummary], columns: list[str]) -> list[str]
     return lines
 
 
-def _write(path: str, lines: list[str]) -> str:
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+def _write(path: storage.Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return os.fspath(path)
 
 
 def _variants_table(by_variant: dict[str, list], baseline: GridRun) -> list[str]:
@@ -97,10 +97,10 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
     rows = [dict(axis=axis.name, variant=run.variant, seed=run.seed, workdir=run.workdir, step=res.step, **res.final,
                  images_per_sec=res.images_per_sec, wall_time_s=res.wall_time_s)
             for pairs in by_variant.values() for run, res in pairs]
-    write_csv(os.path.join(workdir, "results.csv"), rows)
-    figures.curves(os.path.join(workdir, "curves.png"),
-                   {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
-    figures.sample_grid(os.path.join(workdir, "samples.png"),
+    directory = storage.Path(workdir)
+    write_csv(directory / "results.csv", rows)
+    figures.curves(directory / "curves.png", {v: [res for _, res in pairs] for v, pairs in by_variant.items()})
+    figures.sample_grid(directory / "samples.png",
                         {v: [(run.seed, res.samples) for run, res in pairs] for v, pairs in by_variant.items()})
 
     baseline = finished[0]
@@ -124,15 +124,22 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
               "Prompts, left to right then top to bottom:", ""]
     lines += [f"{i}. {prompt}" for i, prompt in enumerate(baseline.config.sample.prompts, start=1)]
     lines += ["", "![samples](samples.png)"]
-    return _write(os.path.join(workdir, "report.md"), lines)
+    return _write(directory / "report.md", lines)
+
+
+def _link(target: storage.Path, directory: storage.Path) -> str:
+    """`target` relative to `directory` when both are on this disk, else its URL or absolute path."""
+    if storage.is_url(target) or storage.is_url(directory):
+        return os.fspath(target)
+    return os.path.relpath(target, directory)
 
 
 def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> str:
     """One table of the grids' results.csv (each written by its own report) in `workdir`; returns its path."""
     rows, axes = [], {}
     for directory in grid_dirs:
-        path = os.path.join(directory, "results.csv")
-        if not os.path.exists(path):
+        path = storage.Path(directory) / "results.csv"
+        if not path.exists():
             raise ConfigError(f"{path} not found; write that grid's report first (python -m t2ijax.ablate "
                               f"--config=configs/ablations/<axis>.py --workdir={directory} --report_only)")
         grid_rows = read_csv(path)
@@ -141,13 +148,14 @@ def write_combined_report(grid_dirs: list[str], workdir: str, command: str) -> s
                 raise ConfigError(f"axis '{axis}' is in both {axes[axis]} and {directory}; combine one grid per axis")
             axes[axis] = directory
         rows += grid_rows
-    os.makedirs(workdir, exist_ok=True)
-    write_csv(os.path.join(workdir, "results.csv"), rows)
+    out = storage.Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "results.csv", rows)
     columns = summary.columns(rows)
     summaries = summary.summarize(rows)
-    links = ", ".join(f"[{a}]({os.path.relpath(os.path.join(d, 'report.md'), workdir)})" for a, d in axes.items())
+    links = ", ".join(f"[{a}]({_link(storage.Path(d) / 'report.md', out)})" for a, d in axes.items())
     lines = ["# Ablations: " + ", ".join(axes), "", f"Written by `{command}` from {links}.", "",
              READING + " Deltas are to each axis's own baseline.", "",
              *metrics_table(summaries, columns), "", "## Best variant per metric and axis", "",
              *best_table(summaries, columns)]
-    return _write(os.path.join(workdir, "report.md"), lines)
+    return _write(out / "report.md", lines)

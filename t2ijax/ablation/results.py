@@ -3,12 +3,15 @@ and training loss over steps, images/s and wall time (TensorBoard events), its f
 the CSV of one row per run."""
 import csv
 import dataclasses
-import glob
+import io
 import json
 import os
 import re
+import tempfile
 
 import numpy as np
+
+from t2ijax import storage
 
 ID_COLUMNS = ("axis", "variant", "seed", "workdir", "step")
 COST_COLUMNS = ("images_per_sec", "wall_time_s")
@@ -29,12 +32,18 @@ def _numbers(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
 
 
-def _scalar_events(path: str):
+def _scalar_events(path: storage.Path):
     """(wall time, step, {tag: value}) for every event of one TensorBoard file."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util import tensor_util
 
-    for event in EventFileLoader(path).Load():
+    if storage.is_url(path):  # a local copy: tensorboard reads gs:// through TensorFlow, which knows no emulator
+        with tempfile.TemporaryDirectory() as local:
+            copy = storage.Path(local) / path.name
+            copy.write_bytes(path.read_bytes())
+            yield from _scalar_events(copy)
+        return
+    for event in EventFileLoader(os.fspath(path)).Load():
         values = {}
         for value in event.summary.value:
             array = tensor_util.make_ndarray(value.tensor) if value.HasField("tensor") else None
@@ -43,12 +52,12 @@ def _scalar_events(path: str):
         yield event.wall_time, event.step, values
 
 
-def _training_log(tensorboard_dir: str) -> tuple[dict[int, float], list[float], float]:
+def _training_log(tensorboard_dir: storage.Path) -> tuple[dict[int, float], list[float], float]:
     """(loss by step, images/s of each logged interval, wall time) of the training processes' event
     files (nan wall time when there are none). Each process writes its own file, opened at setup; its
     span runs to its last event (the final evaluation), so time between a kill and a resume is not counted."""
     loss, images_per_sec, spans = {}, [], []
-    for path in sorted(glob.glob(os.path.join(tensorboard_dir, "events.out.tfevents.*"))):
+    for path in _files(tensorboard_dir, r"events\.out\.tfevents\..*"):
         events = list(_scalar_events(path))
         if not any("loss" in values for _, _, values in events):
             continue  # written by t2ijax.evaluate, not by training
@@ -61,33 +70,36 @@ def _training_log(tensorboard_dir: str) -> tuple[dict[int, float], list[float], 
     return loss, images_per_sec, float(sum(spans)) if spans else float("nan")
 
 
+def _files(directory: storage.Path, pattern: str) -> list[storage.Path]:
+    """The files of `directory` whose names match `pattern`, sorted; none when it does not exist."""
+    return sorted(p for p in directory.iterdir() if re.fullmatch(pattern, p.name)) if directory.is_dir() else []
+
+
 def read_run(workdir: str) -> RunResults:
-    """The results of the finished run in `workdir`."""
-    with open(os.path.join(workdir, "eval.json")) as f:
-        final = json.load(f)
-    evals = {}
-    for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
-        with open(path) as f:
-            evals[int(re.search(r"step_(\d+)\.json$", path).group(1))] = _numbers(json.load(f))
-    loss, images_per_sec, wall_time = _training_log(os.path.join(workdir, "tensorboard"))
+    """The results of the finished run in `workdir` (a local directory or a gs:// URL)."""
+    directory = storage.Path(workdir)
+    final = json.loads((directory / "eval.json").read_text())
+    evals = {int(re.search(r"\d+", path.name).group()): _numbers(json.loads(path.read_text()))
+             for path in _files(directory / "eval", r"step_\d+\.json")}
+    loss, images_per_sec, wall_time = _training_log(directory / "tensorboard")
     median_images_per_sec = float(np.median(images_per_sec)) if images_per_sec else float("nan")
     return RunResults(final["step"], _numbers(final), median_images_per_sec, wall_time, loss, evals,
-                      os.path.join(workdir, "samples", f"step_{final['step']:07d}.png"))
+                      os.fspath(directory / "samples" / f"step_{final['step']:07d}.png"))
 
 
-def write_csv(path: str, rows: list[dict]) -> None:
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
     metrics = sorted({k for row in rows for k in row} - set(ID_COLUMNS) - set(COST_COLUMNS))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*ID_COLUMNS, *metrics, *COST_COLUMNS])
-        writer.writeheader()
-        writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=[*ID_COLUMNS, *metrics, *COST_COLUMNS])
+    writer.writeheader()
+    writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    storage.Path(path).write_text(text.getvalue())
 
 
-def read_csv(path: str) -> list[dict]:
+def read_csv(path: str | os.PathLike) -> list[dict]:
     """Rows as `write_csv` wrote them: ids as strings (seed and step as ints), numbers as floats; a
     metric a run lacks is absent from its row."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(storage.Path(path).read_text(), newline="")))
     parsed = []
     for row in rows:
         out = {k: row[k] for k in ("axis", "variant", "workdir")}
