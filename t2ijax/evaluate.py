@@ -14,12 +14,13 @@ import sys
 
 from absl import app, flags
 
+from t2ijax import storage
 from t2ijax.cli import quiet_libraries
 from t2ijax.errors import ConfigError
 from t2ijax.metrics.evaluation import evaluate_checkpoint
 
-flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
-                    required=True)
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/), local or "
+                    "gs://BUCKET/PATH.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("prompts", None, "JSON Lines prompt file (default: the first num_samples held-out captions).")
 flags.DEFINE_list("metrics", None, "Metrics to compute (default: the run's config.eval.metrics).")
@@ -35,7 +36,7 @@ flags.DEFINE_string("clip_weights", None, "CLIP ViT-L/14-336 Hugging Face direct
 flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-L/14-reg Hugging Face directory.")
 flags.DEFINE_list("sizes", None, "More HEIGHTxWIDTH pixel sizes to evaluate at besides the run's own (default: "
                   "the run's config.eval.sizes); their metrics are prefixed HxW/.")
-flags.DEFINE_string("out", None, "Output JSON (default: WORKDIR/eval/evaluate_step_<step>.json).")
+flags.DEFINE_string("out", None, "Output JSON, local or gs:// (default: WORKDIR/eval/evaluate_step_<step>.json).")
 FLAGS = flags.FLAGS
 
 EVAL_FLAGS = ("metrics", "num_samples", "reference_examples", "inception_weights", "clip_weights", "dinov2_weights")
@@ -62,6 +63,7 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     try:
         sampler, overrides = flag_overrides()
+        storage.check_bucket(FLAGS.out or FLAGS.workdir)
         metrics, path = evaluate_checkpoint(FLAGS.workdir, FLAGS.step, FLAGS.prompts, FLAGS.seed, FLAGS.out,
                                             sampler, **overrides)
     except ConfigError as e:

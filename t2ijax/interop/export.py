@@ -11,9 +11,9 @@ from absl import app, flags
 
 from t2ijax.errors import ConfigError
 
-flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).",
-                    required=True)
-flags.DEFINE_string("out", None, "Directory to write (config.json + safetensors).", required=True)
+flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/), local or "
+                    "gs://BUCKET/PATH.", required=True)
+flags.DEFINE_string("out", None, "Directory to write (config.json + safetensors), local or gs://.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_bool("ema", True, "Export the EMA params when the run kept them (--noema: the raw params).")
 FLAGS = flags.FLAGS

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from t2ijax import storage
 from t2ijax.data import shapes
 from t2ijax.errors import ConfigError
 
@@ -53,12 +54,11 @@ def _attribute_arrays(scenes: list[list[dict[str, int]]]) -> dict[str, np.ndarra
 
 
 def read_prompts(path: str) -> tuple[list[str], dict[str, np.ndarray] | None]:
-    """(prompts, attribute arrays for composition scoring or None) from a JSON Lines file."""
+    """(prompts, attribute arrays for composition scoring or None) from a JSON Lines file, local or gs://."""
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        lines = storage.resolve(path).read_text().splitlines()
     except OSError as e:
-        raise ConfigError(f"prompt file {path} cannot be read ({e.strerror})") from None
+        raise ConfigError(f"prompt file {path} cannot be read ({e.strerror or e})") from None
     prompts, scenes = [], []
     for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"
