@@ -83,6 +83,10 @@ def train_variant(name: str, overrides: dict, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    for name in "out", "data_dir":
+        if "://" in FLAGS[name].value:
+            sys.exit(f"error: --{name}={FLAGS[name].value}: a sweep on one machine writes local files; pass a local "
+                     "directory")
     with open(FLAGS.variants) as f:
         variants = json.load(f)
     if FLAGS.worker:

@@ -254,6 +254,13 @@ def test_missing_package_stops_the_launch_in_one_line(script, tmp_path):
     assert done.stderr.splitlines()[-1] == f"error: {MINILM_WEIGHTS.instruction()}"
 
 
+def test_quality_sweep_refuses_a_bucket_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "launch/quality_sweep.py", f"--variants={tmp_path}/v.json",
+                           "--out=gs://t2ijax-runs/sweep"], cwd=REPO, capture_output=True, text=True)
+    assert error_line(done) == ("error: --out=gs://t2ijax-runs/sweep: a sweep on one machine writes local files; "
+                                "pass a local directory")
+
+
 def test_tpu_vm_rejects_bad_input():
     done = subprocess.run(["launch/tpu_vm.sh", "--dry-run", "create", "--name=a", "--zone=z", "--slices=2"],
                           cwd=REPO, capture_output=True, text=True)
