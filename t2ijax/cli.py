@@ -9,7 +9,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # the installed package: local by construction
 _CONFIGS = os.path.join(os.path.dirname(_PACKAGE), "configs")
 # Libraries whose warnings are routine here: orbax warns on every read-only restore, TFDS on every dataset config.
 _ERRORS_ONLY = (f"{os.sep}tensorflow_datasets{os.sep}",)

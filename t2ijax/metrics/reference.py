@@ -26,7 +26,7 @@ class ReferenceFeatures:
                 self._in_memory[path] = np.load(path)
             else:
                 self._in_memory[path] = extractor(self.images, batch_size, mesh)
-                if jax.process_index() == 0:
+                if jax.process_index() == 0:  # under config.data.data_dir, local by construction (config.py)
                     os.makedirs(self.cache_dir, exist_ok=True)
                     tmp = f"{path}.tmp-{os.getpid()}.npy"
                     np.save(tmp, self._in_memory[path])
