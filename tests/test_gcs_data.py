@@ -74,3 +74,10 @@ def test_the_autoencoder_trainer_refuses_a_bucket_workdir(tmp_path):
                     "--workdir=/mnt/t2ijax-data/autoencoders/shapes")
     with pytest.raises(ConfigError, match="mount the bucket"):  # the function itself, called from Python
         train_autoencoder(tiny_config(str(tmp_path / "data")), "gs://t2ijax-data/ae")
+
+
+def test_text_caching_names_a_bucket_init_from_before_looking_it_up(tmp_path):
+    line = _command(tmp_path, "t2ijax.cache_text", f"--config={REPO}/configs/prx_finetune.py",
+                    "--config.init_from=gs://t2ijax-data/prx")
+    assert line == ("error: config.init_from=gs://t2ijax-data/prx: weights are read from local files; "
+                    f"{MOUNT} and pass --config.init_from=/mnt/t2ijax-data/prx")
