@@ -112,7 +112,7 @@ class LatentCache:
         logging.info("latent statistics on %d training images (%s normalization)\n  before: mean %s std %s\n"
                      "  after:  mean %s std %s", len(sample), asked["normalization"], meta["before"]["mean"],
                      meta["before"]["std"], meta["after"]["mean"], meta["after"]["std"])
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, exist_ok=True)  # under data.data_dir: local (config.check_local_files)
         _save_atomic(path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
         return meta
 

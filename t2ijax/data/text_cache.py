@@ -103,7 +103,7 @@ class TextCache:
         arrays = _unpad(embeddings, mask) if self.text_cfg.cache_unpadded else {"embeddings": embeddings, "mask": mask}
         # Named by its texts: processes that encode the same captions write the same file.
         name = f"part-{hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:20]}.npz"
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, exist_ok=True)  # under data.data_dir: local (config.check_local_files)
         _save_atomic(os.path.join(self.directory, name), texts=np.asarray(texts, dtype=str), **arrays)
 
     def fill(self, texts) -> int:
