@@ -68,7 +68,8 @@ done
 [[ "$action" != run ]] || require_training_flags "$@"
 bucket=${bucket#gs://}
 bucket=${bucket%/}
-[[ "$action" != mount || "$bucket" =~ ^[a-z0-9][a-z0-9._-]+$ ]] || die "mount needs --bucket=BUCKET (a bucket name such as t2ijax-data)"
+[[ "$action" != mount || "$bucket" =~ ^[a-z0-9][a-z0-9._-]+$ ]] ||
+  die "mount needs --bucket=BUCKET (a bucket name such as t2ijax-data)"
 mount_point=${mount_point:-/mnt/$bucket}
 
 common=(--zone="$zone")
@@ -105,16 +106,19 @@ remote_logs="tail -n 100 -F ~/t2ijax/$worker_log"
 # What `mount` sends every worker: gcsfuse installed as Google documents it for Debian and Ubuntu
 # (https://cloud.google.com/storage/docs/cloud-storage-fuse/install), then the bucket mounted unless it is
 # already, as https://cloud.google.com/storage/docs/cloud-storage-fuse/mount-bucket does, by this user (who
-# owns the files); --implicit-dirs shows the folders of objects copied in without folder entries.
+# owns the files). --implicit-dirs shows the folders of objects copied in without folder entries;
+# --rename-dir-limit lets a TFDS build rename its finished directory (incomplete.* -> its version), which
+# gcsfuse refuses by default on a bucket without hierarchical namespace (the rename copies each file).
 remote_mount() {
+  local key=/usr/share/keyrings/cloud.google.asc
   echo "if ! command -v gcsfuse > /dev/null; then GCSFUSE_REPO=gcsfuse-\$(lsb_release -c -s) && \
-echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" \
+echo \"deb [signed-by=$key] https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" \
 | sudo tee /etc/apt/sources.list.d/gcsfuse.list > /dev/null && \
-curl -fsS https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null \
-&& sudo apt-get update -q && sudo apt-get install -y -q fuse gcsfuse; fi && \
+curl -fsS https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee $key > /dev/null && \
+sudo apt-get update -q && sudo apt-get install -y -q fuse gcsfuse; fi && \
 if mountpoint -q $(quote "$mount_point"); then echo \"\$(hostname): $(quote "$mount_point") is mounted already\"; \
 else sudo mkdir -p $(quote "$mount_point") && sudo chown \"\$(id -u):\$(id -g)\" $(quote "$mount_point") && \
-gcsfuse --implicit-dirs $(quote "$bucket" "$mount_point") && \
+gcsfuse --implicit-dirs --rename-dir-limit=100000 $(quote "$bucket" "$mount_point") && \
 echo \"\$(hostname): gs://$bucket mounted at $(quote "$mount_point")\"; fi"
 }
 

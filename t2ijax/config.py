@@ -221,7 +221,7 @@ def check_local_files(cfg: ml_collections.ConfigDict) -> None:
 def mount_instruction(flag: str, url: str) -> str:
     """What to do instead of passing gs://BUCKET/PATH to `flag`, which takes local paths only."""
     bucket, _, rest = url.removeprefix("gs://").partition("/")
-    return (f"mount the bucket (gcsfuse --implicit-dirs {bucket} /mnt/{bucket}, as launch/tpu_vm.sh mount does) and "
+    return (f"mount the bucket with gcsfuse (launch/tpu_vm.sh mount --bucket={bucket} mounts it at /mnt/{bucket}) and "
             f"pass {flag}={f'/mnt/{bucket}/{rest}'.rstrip('/')}")
 
 

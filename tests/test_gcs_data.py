@@ -14,7 +14,7 @@ from t2ijax.models.autoencoders.training import train_autoencoder
 from t2ijax.defaults import LOCAL_PATHS, NAMES_OR_PATHS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOUNT = "mount the bucket (gcsfuse --implicit-dirs t2ijax-data /mnt/t2ijax-data, as launch/tpu_vm.sh mount does)"
+MOUNT = "mount the bucket with gcsfuse (launch/tpu_vm.sh mount --bucket=t2ijax-data mounts it at /mnt/t2ijax-data)"
 
 
 def _set(config, field: str, value: str) -> None:

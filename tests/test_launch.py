@@ -199,7 +199,7 @@ def test_tpu_vm_mount_mounts_the_bucket_once_on_each_worker(tmp_path):
     env = _worker(tmp_path)
     bin_dir = tmp_path / "bin"
     # gcsfuse is installed: it records its arguments and what it mounts; sudo runs as this user.
-    (bin_dir / "gcsfuse").write_text('#!/usr/bin/env bash\necho "$*" >> ~/gcsfuse\necho "$3" >> ~/mounted\n')
+    (bin_dir / "gcsfuse").write_text('#!/usr/bin/env bash\necho "$*" >> ~/gcsfuse\necho "${@: -1}" >> ~/mounted\n')
     (bin_dir / "mountpoint").write_text('#!/usr/bin/env bash\ngrep -qxF "$2" ~/mounted 2>/dev/null\n')
     (bin_dir / "sudo").write_text('#!/usr/bin/env bash\nexec "$@"\n')
     for tool in "gcsfuse", "mountpoint", "sudo":
@@ -213,9 +213,10 @@ def test_tpu_vm_mount_mounts_the_bucket_once_on_each_worker(tmp_path):
     assert first.returncode == again.returncode == 0, first.stderr
     assert first.stdout.endswith(f"gs://t2ijax-data mounted at '{where}'\n")
     assert again.stdout.endswith(f"'{where}' is mounted already\n")
-    assert (tmp_path / "gcsfuse").read_text() == f"--implicit-dirs t2ijax-data {where}\n" and where.is_dir()
+    assert (tmp_path / "gcsfuse").read_text() == f"--implicit-dirs --rename-dir-limit=100000 t2ijax-data {where}\n"
+    assert where.is_dir()
     (default,) = _dry_run("tpu_vm.sh", "mount", "--name=t2i", "--zone=z", "--bucket=t2ijax-data")
-    assert "gcsfuse --implicit-dirs t2ijax-data /mnt/t2ijax-data &&" in default[-1]
+    assert "gcsfuse --implicit-dirs --rename-dir-limit=100000 t2ijax-data /mnt/t2ijax-data &&" in default[-1]
 
 
 @pytest.mark.parametrize("worker, tpu_env, process_0", [
