@@ -29,9 +29,8 @@ def serve():
     """Runs the emulator until the block ends; yields its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-                               f"--port={port}", "--in-memory"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, __file__, "start", "--host=127.0.0.1", f"--port={port}",
+                               "--in-memory"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while True:
@@ -54,3 +53,28 @@ def create_bucket(url: str, name: str) -> str:
                                      headers={"Content-Type": "application/json"}, method="POST")
     urllib.request.urlopen(request, timeout=10).close()
     return f"gs://{name}"
+
+
+def _run_with_generation_headers() -> None:
+    """The emulator, with the x-goog-generation header GCS sends on every download: without it tensorstore
+    reads generation 0 back and its next conditional write of an OCDBT manifest fails now and then with
+    "Malformed StorageGeneration" (3 checkpoint saves in 60 failed so; 0 in 72 with the header)."""
+    from gcp_storage_emulator.handlers import objects
+
+    download = objects.download
+
+    def download_with_generation(request, response, storage, *args, **kwargs):
+        download(request, response, storage, *args, **kwargs)
+        if response.status in (200, 206):
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            response["x-goog-generation"] = str(obj["generation"])
+            response["x-goog-metageneration"] = str(obj["metageneration"])
+
+    objects.download = download_with_generation
+    from gcp_storage_emulator.__main__ import main  # after the patch: its server binds the routes on import
+
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    _run_with_generation_headers()
