@@ -8,12 +8,16 @@ TensorBoard's event files still go through TensorFlow (docs/launch.md).
 """
 import os
 
+import fsspec
 from etils import epath
 
 from t2ijax.errors import ConfigError
 
 Path = epath.Path
 SCHEMES = ("gs",)
+# gcsfs keeps every directory listing for the life of the process, while tensorstore (orbax's array writer),
+# orbax's cleanup and the other hosts add and remove objects it never hears of: list afresh each time.
+fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)
 
 
 def is_url(path: str | os.PathLike) -> bool:
