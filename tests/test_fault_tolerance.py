@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import env_with_devices
+from t2ijax import storage
 from t2ijax.training.preemption import EXIT_CODE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,9 +98,9 @@ class Launch:
 
 
 def final_arrays(checkpoints: str) -> dict[str, np.ndarray]:
-    """Every array of the newest checkpoint, read whole into host memory."""
-    steps = [int(name) for name in os.listdir(checkpoints) if name.isdigit()]
-    path = os.path.join(checkpoints, str(max(steps)), "state")
+    """Every array of the newest checkpoint (on disk or in a bucket), read whole into host memory."""
+    steps = [int(path.name) for path in storage.Path(checkpoints).iterdir() if path.name.isdigit()]
+    path = storage.Path(checkpoints) / str(max(steps)) / "state"
     checkpointer = ocp.PyTreeCheckpointer()
     tree = checkpointer.metadata(path).item_metadata.tree
     arrays = checkpointer.restore(path, restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),

@@ -15,6 +15,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from t2ijax import storage
 from t2ijax.config import validate_eval
 from t2ijax.data.prepare import model_inputs, prepare, text_cache_dir
 from t2ijax.data.text_cache import TextCache
@@ -197,6 +198,11 @@ def scalars(metrics: dict) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k != "step" and isinstance(v, (int, float))}
 
 
+def tensorboard_dir(log: ml_collections.ConfigDict, workdir: str) -> str:
+    """config.log.tensorboard_dir, or <workdir>/tensorboard when it is empty."""
+    return os.fspath(storage.resolve(log.tensorboard_dir or os.fspath(storage.resolve(workdir) / "tensorboard")))
+
+
 def tensorboard_writer(directory: str):
     """A clu writer of TensorBoard scalars and images under `directory`, on process 0 (the others write nothing).
     No logging writer: the commands print their own metric lines, and clu's would print every scalar again."""
@@ -208,9 +214,9 @@ def tensorboard_writer(directory: str):
 
 def write_json(metrics: dict, path: str) -> None:
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
+        path = storage.resolve(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str | None = None,
@@ -242,9 +248,9 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     metrics["settings"] = {"seed": config.seed, "num_samples": len(prompts["text"]) if prompts else
                            min(config.eval.num_samples, len(data.validation["text"])),
                            "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
-    path = out or os.path.join(workdir, "eval", f"evaluate_step_{run.step:07d}.json")
+    path = out or os.fspath(storage.resolve(workdir) / "eval" / f"evaluate_step_{run.step:07d}.json")
     write_json(metrics, path)
-    writer = tensorboard_writer(os.path.join(workdir, "tensorboard"))
+    writer = tensorboard_writer(tensorboard_dir(config.log, workdir))
     writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in scalars(metrics).items()})
     writer.flush()
     return metrics, path

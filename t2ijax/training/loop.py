@@ -1,6 +1,8 @@
 """The training loop: setup, data, state, compiled steps, loop, final evaluation."""
+import io
 import json
 import os
+import socket
 import time
 
 import flax.linen as nn
@@ -11,7 +13,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from t2ijax import sharding
+from t2ijax import sharding, storage
 from t2ijax.config import flatten, validate, warn_unreached_warmup
 from t2ijax.data.loader import Loader
 from t2ijax.data.prepare import model_inputs, prepare
@@ -31,14 +33,15 @@ from t2ijax.training.workdir_lock import WorkdirLock
 
 
 def check_writable(directory: str) -> None:
+    path = storage.resolve(directory)
+    probe = path / f".write-test-{socket.gethostname()}-{os.getpid()}"  # hosts share a bucket
     try:
-        os.makedirs(directory, exist_ok=True)
-        probe = os.path.join(directory, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"{directory} cannot be written ({e.strerror}); make it writable or pass another "
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except Exception as e:  # noqa: BLE001 - a disk raises OSError, a bucket gcsfs's HTTP errors too
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:200]
+        raise ConfigError(f"{directory} cannot be written ({reason}); make it writable or pass another "
                           "--workdir") from None
 
 
@@ -52,10 +55,10 @@ CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval."
 def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Before anything in `workdir` is written: a run whose checkpoints would be resumed with another model,
     optimizer, data, latent space or text encoder is refused, naming every field that differs."""
-    checkpoints = os.path.join(workdir, "checkpoints")
+    checkpoints = storage.resolve(workdir) / "checkpoints"
     # Complete checkpoints only: on several processes, process 0's write probe or a save in progress may
     # already be there while another process checks, before config.json is written.
-    if not os.path.isdir(checkpoints) or not any(name.isdigit() for name in os.listdir(checkpoints)):
+    if not checkpoints.is_dir() or not any(path.name.isdigit() for path in checkpoints.iterdir()):
         return
     run, new = (flatten(json.loads(c.to_json_best_effort())) for c in (load_run_config(workdir), config))
     differing = [k for k in sorted(run.keys() | new.keys())
@@ -79,7 +82,8 @@ class Run:
         """`on_log(step, scalars)`, if given, is called with what each log line reports (the notebook's
         progress bar and loss plot)."""
         self.config = config
-        self.workdir = workdir
+        self.path = storage.resolve(workdir)
+        self.workdir = os.fspath(self.path)
         self.on_log = on_log
         self.is_main = jax.process_index() == 0
         self.created = time.time()
@@ -93,14 +97,14 @@ class Run:
                  num_slices=len(sharding.device_slices(jax.devices())))
         warn_unreached_warmup(config)
         self.lock = WorkdirLock(workdir).acquire()  # before anything in the workdir is written
-        check_writable(os.path.join(workdir, "checkpoints"))
+        check_writable(os.fspath(self.path / "checkpoints"))
         check_resumable(workdir, config)
         self.mesh = sharding.run_mesh(config)
         self.rules = sharding.logical_rules(config.sharding_rules)
-        self.writer = evaluation.tensorboard_writer(os.path.join(workdir, "tensorboard"))
+        self.tensorboard_dir = evaluation.tensorboard_dir(config.log, workdir)
+        self.writer = evaluation.tensorboard_writer(self.tensorboard_dir)
         if self.is_main:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2))
+            (self.path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
         # --- Data: dataset, caption embeddings and latents (built once, then cached), per phase -----
         self.phases = phases.phases(config)
@@ -131,7 +135,7 @@ class Run:
         self.image_shape = (resolution, resolution, self.space.channels)
         example = train_state.example_inputs(1, resolution, self.space.channels, text_length, text_dim)
         # --- Checkpoints: resume from the newest good one, else initialise ----------------------------
-        self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
+        self.checkpointer = checkpoint.Checkpointer(os.fspath(self.path / "checkpoints"), config.checkpoint.keep,
                                                     config.checkpoint.async_save)
         abstract = train_state.abstract(self.model, self.optimizer, example, self.mesh, self.rules,
                                         ema.enabled(config.ema))
@@ -246,18 +250,20 @@ class Run:
         images = self.generator(self.state.sampling_params, self.data.prompts["text"], self.data.prompts["text_mask"])
         captions = [str(c) for c in self.data.prompts["caption"]]
         grid = image_grid(images, captions=captions, scale=view_scale(*images.shape[1:3]))
-        path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
+        samples = self.path / "samples"
+        path = samples / f"step_{step:07d}.png"
         if self.is_main:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(grid).save(path)
-            with open(os.path.join(os.path.dirname(path), "prompts.txt"), "w") as f:
-                f.writelines(f"{caption}\n" for caption in captions)
+            samples.mkdir(parents=True, exist_ok=True)
+            png = io.BytesIO()
+            Image.fromarray(grid).save(png, format="png")
+            path.write_bytes(png.getvalue())
+            (samples / "prompts.txt").write_text("".join(f"{caption}\n" for caption in captions))
         self.writer.write_images(step, {"samples": grid[None]})
-        return path
+        return os.fspath(path)
 
     def evaluate(self, step: int) -> str:
         metrics = evaluation.evaluate_at_sizes(self.evaluators, step, self.state.sampling_params)
-        path = os.path.join(self.workdir, "eval", f"step_{step:07d}.json")
+        path = os.fspath(self.path / "eval" / f"step_{step:07d}.json")
         evaluation.write_json(metrics, path)
         self.writer.write_scalars(step, {f"eval/{k}": v for k, v in evaluation.scalars(metrics).items()})
         logging.info("eval at step %d: %s", step, json.dumps(metrics, sort_keys=True))
@@ -346,13 +352,12 @@ class Run:
             if "eval" not in outputs:  # resumed at the end: still report
                 outputs["samples"] = self.write_samples(step)
                 outputs["eval"] = self.evaluate(step)
-        final_eval = os.path.join(self.workdir, "eval.json")
+        final_eval = self.path / "eval.json"
         if self.is_main:
-            with open(outputs["eval"]) as src, open(final_eval, "w") as dst:
-                dst.write(src.read())
+            final_eval.write_text(storage.Path(outputs["eval"]).read_text())
         self.close()
-        outputs.update(eval=final_eval, checkpoints=self.checkpointer.directory,
-                       tensorboard=os.path.join(self.workdir, "tensorboard"))
+        outputs.update(eval=os.fspath(final_eval), checkpoints=self.checkpointer.directory,
+                       tensorboard=self.tensorboard_dir)
         return outputs
 
 

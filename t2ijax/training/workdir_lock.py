@@ -6,6 +6,11 @@ when the holding process dies, however it dies, so a crashed run leaves no stale
 hand: the next start takes the run over. Only process 0 of a job locks; the job's other processes
 share its decision. Locks are per process: a second Run in the same process (a notebook cell run
 again) is not refused.
+
+A workdir in a bucket (gs://) is not locked: an object cannot be locked, and a lease object created
+with a generation precondition could not be tested here (the GCS emulator ignores preconditions).
+Whoever starts the job (the launch script, the scheduler) must run one trainer per gs:// workdir;
+one warning says so (docs/reliability.md).
 """
 import datetime
 import fcntl
@@ -15,8 +20,10 @@ import socket
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
+from t2ijax import storage
 from t2ijax.errors import ConfigError
 
 LOCK_FILE = "run.lock"
@@ -31,6 +38,11 @@ class WorkdirLock:
 
     def acquire(self) -> "WorkdirLock":
         """Takes the lock, or raises ConfigError naming the trainer that holds it, on every process."""
+        if storage.is_url(self.path):
+            if jax.process_index() == 0:
+                logging.warning("%s is in a bucket, which cannot be locked: nothing stops a second trainer in "
+                                "it, so start one job per workdir (docs/reliability.md)", os.path.dirname(self.path))
+            return self
         holder = self._try_lock() if jax.process_index() == 0 else ""
         if jax.process_count() > 1:
             refused = multihost_utils.broadcast_one_to_all(np.int32(bool(holder)))
