@@ -147,6 +147,8 @@ def test_an_ablation_report_reads_and_writes_a_grid_in_a_bucket(bucket_run, tmp_
     assert remote_rows[1]["images_per_sec"] == 30.0 and remote_rows[1]["loss_t[0.0,0.3)"] == 0.5
     for name in ("curves.png", "samples.png"):
         assert storage.Path(f"{remote}/{name}").read_bytes() == (tmp_path / "grid" / name).read_bytes()
+    elsewhere = grid.plan(axis, remote, ["guidance_4"], 2, {**overrides, "log.tensorboard_dir": "/tb"})
+    assert [run.config.log.tensorboard_dir for run in elsewhere] == ["/tb/guidance_4/seed_0", "/tb/guidance_4/seed_1"]
     combined = storage.Path(write_combined_report([remote], f"{remote}/combined", "cmd")).read_text()
     assert f"[{axis.name}]({remote}/report.md)" in combined
     assert list((tmp_path / "cwd").iterdir()) == []  # nothing written to a local directory named after the URL

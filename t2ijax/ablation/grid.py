@@ -134,6 +134,9 @@ def plan(axis: Axis, workdir: str, variants: list[str], seeds: int, overrides: d
         for seed in sorted(set(range(seeds)) | seeds_on_disk(workdir, variant)):
             seeded = ml_collections.ConfigDict(config.to_dict())
             seeded.seed = seed
+            if config.log.tensorboard_dir:  # each run its own, as <workdir>/tensorboard is
+                seeded.log.tensorboard_dir = os.fspath(storage.Path(config.log.tensorboard_dir) / variant /
+                                                       f"seed_{seed}")
             runs.append(GridRun(variant, seed, seeded, run_dir(workdir, variant, seed)))
     return runs
 

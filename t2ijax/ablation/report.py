@@ -91,9 +91,12 @@ def write_axis_report(axis: Axis, workdir: str, runs: list[GridRun], command: st
     if not any(run.variant == axis.baseline for run in finished):
         raise ConfigError(f"the baseline '{axis.baseline}' has no finished run under {workdir}, and deltas are taken "
                           "to it; run the grid (without --report_only) first")
+    from t2ijax.metrics.evaluation import tensorboard_dir
+
     by_variant = {}
     for run in finished:
-        by_variant.setdefault(run.variant, []).append((run, read_run(run.workdir)))
+        results = read_run(run.workdir, tensorboard_dir(run.config.log, run.workdir))
+        by_variant.setdefault(run.variant, []).append((run, results))
     rows = [dict(axis=axis.name, variant=run.variant, seed=run.seed, workdir=run.workdir, step=res.step, **res.final,
                  images_per_sec=res.images_per_sec, wall_time_s=res.wall_time_s)
             for pairs in by_variant.values() for run, res in pairs]

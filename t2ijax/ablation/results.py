@@ -75,13 +75,14 @@ def _files(directory: storage.Path, pattern: str) -> list[storage.Path]:
     return sorted(p for p in directory.iterdir() if re.fullmatch(pattern, p.name)) if directory.is_dir() else []
 
 
-def read_run(workdir: str) -> RunResults:
-    """The results of the finished run in `workdir` (a local directory or a gs:// URL)."""
+def read_run(workdir: str, tensorboard_dir: str | None = None) -> RunResults:
+    """The results of the finished run in `workdir` whose events are in `tensorboard_dir` (default
+    <workdir>/tensorboard), each a local directory or a gs:// URL."""
     directory = storage.Path(workdir)
     final = json.loads((directory / "eval.json").read_text())
     evals = {int(re.search(r"\d+", path.name).group()): _numbers(json.loads(path.read_text()))
              for path in _files(directory / "eval", r"step_\d+\.json")}
-    loss, images_per_sec, wall_time = _training_log(directory / "tensorboard")
+    loss, images_per_sec, wall_time = _training_log(storage.Path(tensorboard_dir or directory / "tensorboard"))
     median_images_per_sec = float(np.median(images_per_sec)) if images_per_sec else float("nan")
     return RunResults(final["step"], _numbers(final), median_images_per_sec, wall_time, loss, evals,
                       os.fspath(directory / "samples" / f"step_{final['step']:07d}.png"))
