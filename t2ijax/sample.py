@@ -62,8 +62,12 @@ def from_run(prompts: list[str]) -> tuple[np.ndarray, str]:
 
 
 def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
+    from t2ijax.config import mount_instruction
     from t2ijax.interop import load_prx_pipeline
 
+    if storage.is_url(storage.resolve(FLAGS.prx)):
+        raise ConfigError(f"--prx={FLAGS.prx}: a pipeline's weights are read from local files; "
+                          f"{mount_instruction('--prx', FLAGS.prx)}")
     if FLAGS.sampler not in (None, "flow_match_euler"):
         raise ConfigError(f"--sampler={FLAGS.sampler}: a PRX pipeline samples with its scheduler (flow_match_euler)")
     pipe = load_prx_pipeline(FLAGS.prx)

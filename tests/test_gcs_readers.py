@@ -152,3 +152,12 @@ def test_an_ablation_report_reads_and_writes_a_grid_in_a_bucket(bucket_run, tmp_
     combined = storage.Path(write_combined_report([remote], f"{remote}/combined", "cmd")).read_text()
     assert f"[{axis.name}]({remote}/report.md)" in combined
     assert list((tmp_path / "cwd").iterdir()) == []  # nothing written to a local directory named after the URL
+
+
+def test_sample_of_a_pipeline_in_a_bucket_says_to_mount_it(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "t2ijax.sample", "--prx=gs://my-bucket/prx", "--prompt=a cat"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "error: --prx=gs://my-bucket/prx: a pipeline's weights are read from local files; mount the bucket with "
+        "gcsfuse (launch/tpu_vm.sh mount --bucket=my-bucket mounts it at /mnt/my-bucket) and pass "
+        "--prx=/mnt/my-bucket/prx")
