@@ -7,8 +7,8 @@ FID / CMMD / DINO-MMD (or offline stand-ins) of its samples against real held-ou
       [--clip_weights=DIR --dinov2_weights=DIR --inception_weights=FILE]
 
 Writes DIR/eval/evaluate_step_<step>.json (or --out) and TensorBoard scalars under
-DIR/tensorboard (prefix evaluate/). The same flags give the same numbers. Metrics and
-weights: docs/evaluation.md.
+DIR/tensorboard or the run's config.log.tensorboard_dir (prefix evaluate/); DIR may be
+gs://BUCKET/PATH. The same flags give the same numbers. Metrics and weights: docs/evaluation.md.
 """
 import sys
 
