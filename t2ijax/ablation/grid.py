@@ -50,7 +50,7 @@ class GridRun:
 
 def load_axis(path: str) -> Axis:
     """The axis file `path`: VARIANTS (name -> overrides, the baseline first) and get_config(variant)."""
-    if not os.path.isfile(path):
+    if not os.path.isfile(path):  # a Python file imported here: local by construction
         raise ConfigError(f"ablation config {path} not found; pass --config=configs/ablations/<axis>.py")
     name = os.path.splitext(os.path.basename(path))[0]
     configs_importable(path)
