@@ -35,6 +35,12 @@ def resolve(path: str | os.PathLike) -> epath.Path:
     return epath.Path(text)
 
 
+def files(directory: epath.Path) -> list[epath.Path]:
+    """Every file under `directory`, at any depth (epath refuses glob("**") in a bucket, and its walk() there
+    yields paths without their gs://, which then name local directories)."""
+    return [f for path in directory.iterdir() for f in (files(path) if path.is_dir() else [path])]
+
+
 def check_bucket(path: str | os.PathLike) -> None:
     """A gs:// path whose bucket does not exist (or cannot be reached) is a one-line error; local paths pass."""
     text = os.fspath(resolve(path))

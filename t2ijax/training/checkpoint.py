@@ -220,13 +220,23 @@ class Checkpointer:
         return _shapes(saved) == _shapes(serialization.to_state_dict(abstract_state))
 
     def _set_aside(self, step: int) -> None:
+        """Moves checkpoint `step` to corrupt-<step>. A bucket has no rename: every object is copied, then
+        the step deleted. A crash on the way leaves the step whole (it fails verification again at the next
+        start and is copied again, under the next free name), or partly deleted (then either uncommitted,
+        which orbax removes at its next start, or failing verification again); the checkpoints before it,
+        one of which has just read back, are never touched."""
         if jax.process_index() == 0:
-            target = self._path / f"corrupt-{step}"
+            source, target = self._path / str(step), self._path / f"corrupt-{step}"
             suffix = 1
             while target.exists():
                 suffix += 1
                 target = self._path / f"corrupt-{step}-{suffix}"
-            (self._path / str(step)).rename(target)
+            if storage.is_url(self.directory):
+                for path in storage.files(source):
+                    path.copy(target / path.relative_to(source))
+                source.rmtree()
+            else:
+                source.rename(target)
         sharding.barrier(f"t2ijax: set aside checkpoint {step}")
         self._manager.reload()
 
