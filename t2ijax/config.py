@@ -543,7 +543,7 @@ def _check_tensorboard_dir(log: ml_collections.ConfigDict) -> None:
     try:
         storage.resolve(log.tensorboard_dir)
     except ConfigError as e:
-        raise ConfigError(f"config.log.tensorboard_dir={log.tensorboard_dir!r}: {e}") from None
+        raise ConfigError(f"config.log.tensorboard_dir: {e}") from None
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 
 import gcs_emulator
-from conftest import error_line
+from conftest import error_line, tiny_config
 from test_checkpoint_integrity import COUNTERS, _abstract, _equal, small_state
 from test_fault_tolerance import REPO, TOTAL_STEPS, Launch, _tail, final_arrays
 from t2ijax import storage
+from t2ijax.config import validate
+from t2ijax.errors import ConfigError
 from t2ijax.training import profiling
 from t2ijax.training.checkpoint import Checkpointer
 
@@ -161,6 +163,13 @@ def test_a_missing_bucket_or_another_scheme_is_one_line_before_compiling(gcs, tm
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and message in error_line(proc)
     assert "compiled" not in proc.stderr and "data:" not in proc.stderr, proc.stderr
+
+
+def test_a_tensorboard_dir_of_another_scheme_is_refused(tmp_path):
+    config = tiny_config(str(tmp_path))
+    config.log.tensorboard_dir = "s3://bucket/tensorboard"
+    with pytest.raises(ConfigError, match="config.log.tensorboard_dir: s3://bucket/tensorboard: s3:// is not supp"):
+        validate(config, 1)
 
 
 COMPILES_TWICE = textwrap.dedent("""

@@ -55,7 +55,7 @@ class WorkdirLock:
     def _try_lock(self) -> str:
         """'' once the lock is ours, else a description of its holder."""
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)  # local: acquire() returned for a bucket
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise ConfigError(f"{os.path.dirname(self.path)} cannot be written ({e.strerror}); make it writable or "
