@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ from test_checkpoint_integrity import COUNTERS, _abstract, _equal, small_state
 from test_fault_tolerance import REPO, TOTAL_STEPS, Launch, _tail, final_arrays
 from t2ijax import storage
 from t2ijax.config import validate
-from t2ijax.errors import ConfigError
+from t2ijax.errors import ConfigError, StorageError
 from t2ijax.training import profiling
 from t2ijax.training.checkpoint import Checkpointer
 
@@ -150,6 +151,20 @@ def test_a_crash_while_setting_aside_never_loses_the_good_checkpoint(gcs, monkey
     aside = [p for p in storage.Path(directory).iterdir() if p.name.startswith("corrupt-3")]
     assert aside and all((p / "commit_success.txt").exists() for p in aside), aside
     assert _equal(Checkpointer(directory, read_only=True).restore(_abstract(small_state(0)), 2), small_state(2))
+
+
+def test_a_save_into_a_bucket_deleted_under_the_run_fails_in_one_line(gcs):
+    bucket = gcs_emulator.create_bucket(gcs, "t2ijax-deleted")
+    checkpointer = Checkpointer(f"{bucket}/checkpoints", async_save=False)
+    checkpointer.save(small_state(1), COUNTERS)
+    for path in storage.files(storage.Path(bucket)):
+        path.unlink()
+    urllib.request.urlopen(urllib.request.Request(f"{gcs}/storage/v1/b/{bucket[5:]}", method="DELETE")).close()
+    with pytest.raises(StorageError) as error:
+        checkpointer.save(small_state(2), COUNTERS)
+    assert str(error.value).startswith(f"the checkpoint of step 2 could not be written under {bucket}/checkpoints "
+                                       "(not found: ")
+    assert "check that the bucket exists" in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("workdir, message", [

@@ -78,6 +78,13 @@ def _disk_reason(error: Exception) -> str:
     return next((reason for reason in _DISK_REASONS if reason in text), text[:300])
 
 
+def _bucket_reason(error: Exception) -> str:
+    """What the object store answered, in one line (gcsfs words a 404 as the bare URL)."""
+    text = " ".join(str(error).split())[:300]
+    kind = {FileNotFoundError: "not found", PermissionError: "permission denied"}.get(type(error))
+    return f"{kind}: {text}" if kind else text
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
     return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -141,16 +148,21 @@ class Checkpointer:
             yield
         except Exception as error:  # noqa: BLE001 - orbax re-raises its writer threads' errors in many types
             # From the disk, not the manager: a failed save leaves its bookkeeping behind.
-            kept = ", ".join(sorted((p.name for p in self._path.iterdir() if p.name.isdigit()), key=int)) or "none"
+            try:
+                steps = sorted((p.name for p in self._path.iterdir() if p.name.isdigit()), key=int)
+                kept = f" (steps {', '.join(steps) or 'none'})"
+            except Exception:  # noqa: BLE001 - a bucket gone or unreachable cannot be listed either
+                kept = ""
             what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"
             if storage.is_url(self.directory):
-                where, remedy = _disk_reason(error), "check the bucket's permissions and quota"
+                where = _bucket_reason(error)
+                remedy = "check that the bucket exists and that its permissions and quota allow writing"
             else:
                 free = shutil.disk_usage(self.directory).free
                 where = f"{free / 2**20:.1f} MiB free; {_disk_reason(error)}"
                 remedy = "free space or make the directory writable"
             raise StorageError(f"{what} could not be written under {self.directory} ({where}); the complete "
-                               f"checkpoints (steps {kept}) are untouched: {remedy}, then rerun to resume") from error
+                               f"checkpoints{kept} are untouched: {remedy}, then rerun to resume") from error
 
     # --- Restoring --------------------------------------------------------------------------------------
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
