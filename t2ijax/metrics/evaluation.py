@@ -200,7 +200,8 @@ def scalars(metrics: dict) -> dict[str, float]:
 
 def tensorboard_dir(log: ml_collections.ConfigDict, workdir: str) -> str:
     """config.log.tensorboard_dir, or <workdir>/tensorboard when it is empty."""
-    return os.fspath(storage.resolve(log.tensorboard_dir or os.fspath(storage.resolve(workdir) / "tensorboard")))
+    return os.fspath(storage.resolve(log.tensorboard_dir) if log.tensorboard_dir else
+                     storage.resolve(workdir) / "tensorboard")
 
 
 def tensorboard_writer(directory: str):

@@ -39,8 +39,8 @@ class ProfileWindow:
     """Traces steps start_step .. start_step + steps - 1 of config.profile on the processes it names (all
     when `hosts` is empty) into profile_dir(workdir). A run resumed past start_step traces nothing.
 
-    jax.profiler writes through TensorFlow's file system, which reaches the real GCS service only (never
-    an emulator), so a trace for a gs:// workdir is written to a local temporary directory and uploaded
+    jax.profiler writes through XLA's C++ file system (TensorFlow's), which reaches the real GCS service
+    only (never an emulator), so a trace for a gs:// workdir is written to a local temporary directory and uploaded
     through t2ijax.storage when it stops."""
 
     def __init__(self, profile: ml_collections.ConfigDict, workdir: str, process_index: int):
