@@ -37,7 +37,7 @@ def main(argv):
     import jax
 
     from t2ijax import sharding
-    from t2ijax.config import check_local_files, validate
+    from t2ijax.config import validate
     from t2ijax.errors import ConfigError
     from t2ijax.interop.finetune import resolve_init_from
 
@@ -45,7 +45,6 @@ def main(argv):
     if FLAGS.unpadded is not None:
         config.text_encoder.cache_unpadded = FLAGS.unpadded
     try:
-        check_local_files(config)  # before init_from is looked up: a gs:// one is named as such
         resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
         mesh, rules = sharding.run_mesh(config), sharding.logical_rules(config.sharding_rules)

@@ -36,7 +36,7 @@ def configs_importable(config_path: str) -> None:
     (`from configs import shapes_tiny`) from any working directory; configs/ is data kept next to
     the code, not an installed package. No-op for a file outside a `configs/` directory, or once a
     `configs` package is imported."""
-    directory = os.path.dirname(os.path.abspath(config_path.split(":", 1)[0]))
+    directory = os.path.dirname(os.path.abspath(config_path.split(":", 1)[0]))  # config files are local Python
     while os.path.basename(directory) != "configs":
         if directory == os.path.dirname(directory):
             return

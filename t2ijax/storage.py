@@ -28,7 +28,7 @@ def resolve(path: str | os.PathLike) -> epath.Path:
     """A local path made absolute (~ expanded), or a gs:// URL as it is; any other scheme is a one-line error."""
     text = os.fspath(path)
     if not is_url(text):
-        return epath.Path(os.path.abspath(os.path.expanduser(text)))
+        return epath.Path(os.path.abspath(os.path.expanduser(text)))  # no scheme: a local path
     scheme = text.split("://", 1)[0]
     if scheme not in SCHEMES:
         raise ConfigError(f"{text}: {scheme}:// is not supported; use a local path or gs://BUCKET/PATH")

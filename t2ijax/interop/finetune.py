@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from t2ijax.config import check_local_files
 from t2ijax.errors import ConfigError
 from t2ijax.interop.diffusers_prx import local_dir, prx_config, transformer_dir
 from t2ijax.interop.prx_weights import params_from_state_dict
@@ -74,6 +75,7 @@ def _warn_on_other_shift(diffusion: ml_collections.ConfigDict, root: Path) -> No
 
 def resolve_init_from(config: ml_collections.ConfigDict) -> None:
     """Fills `config` in place from config.init_from (nothing to do when it is empty); idempotent."""
+    check_local_files(config)  # before init_from is looked up: a gs:// one is named as such, not sent to the Hub
     if not config.init_from:
         if _placeholders(config):
             raise ConfigError(f"{_placeholders(config)[0]} refers to {PLACEHOLDER} but config.init_from is empty; "
