@@ -94,6 +94,7 @@ def test_a_killed_run_in_a_bucket_resumes_bit_equal_to_one_on_disk(bucket_run, t
     _no_local_copy_of(launch.workdir, REPO, str(tmp_path_factory.getbasetemp()))
 
 
+@pytest.mark.slow  # as the test above: both read bucket_run, so they must run one after the other
 @pytest.mark.xdist_group("launches")
 def test_a_corrupt_newest_checkpoint_in_the_bucket_falls_back_to_the_one_before(bucket_run):
     launch, _, _, (before, damaged) = bucket_run

@@ -73,7 +73,8 @@ def test_training_says_each_setup_phase_and_the_first_step(training):
     messages = _messages(training[0])
     config = tiny_config("unused")
     phases = [r"data: shapes at 32 px under ", r"encoding \d+ captions with text encoder all-MiniLM-L6-v2",
-              r"compiling the train step for batches of \(8, 32, 32, 3\)", r"train step compiled in [\d.]+ s",
+              r"train step for batches of \(8, 32, 32, 3\) compiled in [\d.]+ s",
+              r"1 train step shape\(s\) compiled in [\d.]+ s: 8x32x32x3 [\d.]+ s",
               r"step 1 done \(loss [\d.]+\), \d+ s after setup began; then a line every 3 steps",
               r"step 3/6  loss",
               rf"evaluating step 6 at 32px: loss_t, composition on {config.eval.num_samples} prompts"]
