@@ -3,6 +3,7 @@ processes train and checkpoint, are killed, find their newest checkpoint damaged
 to the one before, set the bad one aside and end bit for bit like the same run on a local disk; a crash
 in the middle of setting a checkpoint aside loses nothing good; the compilation cache and profiles reach
 the bucket; a missing bucket or an unsupported scheme is a one-line error before anything compiles."""
+import itertools
 import os
 import random
 import signal
@@ -51,6 +52,9 @@ def _complete_steps(checkpoints: storage.Path) -> list[int]:
                   (p / "commit_success.txt").exists())
 
 
+_SETUPS = itertools.count()
+
+
 @pytest.fixture(scope="module")
 def bucket_run(gcs, uninterrupted, tmp_path_factory, data_dir):
     """tests/test_fault_tolerance.py's 2-process x 2-device training with --workdir=gs://…/run, SIGKILLed at
@@ -59,7 +63,9 @@ def bucket_run(gcs, uninterrupted, tmp_path_factory, data_dir):
     the uninterrupted run on disk, the log of the killed launch, and the steps fallen back to and damaged."""
     reference = uninterrupted(2)
     directory = tmp_path_factory.mktemp("gcs_run")
-    launch = Launch(directory, data_dir, f"{gcs_emulator.create_bucket(gcs, 't2ijax-run')}/run", 2)
+    # A bucket per setup: should pytest-xdist part the two tests below, the fixture runs again on the same emulator.
+    bucket = gcs_emulator.create_bucket(gcs, f"t2ijax-run-{next(_SETUPS)}")
+    launch = Launch(directory, data_dir, f"{bucket}/run", 2)
     launch.args.append(f"--config.log.tensorboard_dir={directory / 'tensorboard'}")
     codes = launch.run(at_step=7, signals=[signal.SIGKILL], delay=random.Random(2).uniform(0, 0.05))
     assert codes == [-signal.SIGKILL] * 2, _tail(launch.log)
