@@ -132,28 +132,39 @@ def _until(condition, timeout=20.0):
         time.sleep(0.05)
 
 
-def test_tpu_vm_run_outlives_its_shell_resumes_and_stops_for_good(tmp_path):
-    env = _worker(tmp_path)
-    workdir = tmp_path / "runs" / "a b"
-    flags = ["--config=configs/prx_small.py", f"--workdir={workdir}"]
-    home = tmp_path / "t2ijax"
+@contextlib.contextmanager
+def _detached(env, home, *flags):
+    """Starts the detached training with `flags` on the stand-in worker and waits for its resumed start; yields
+    (its pid file, the worker's log) and, should the block fail, ends what it started."""
     pid_file, log = home / "worker" / "train.pid", home / "worker" / "train.log"
     started = _on_worker(_remote("run", *flags), env)  # returns at once: the run is detached
     assert started.returncode == 0 and started.stdout.endswith("started, log ~/t2ijax/worker/train.log\n")
     try:
         _until(lambda: log.exists() and "start 2:" in log.read_text())  # the preempted first start, started again
+        yield pid_file, log
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _stop(env, pid_file) -> None:
+    assert "stopping (SIGTERM)" in _on_worker(_remote("stop"), env).stdout
+    _until(lambda: not pid_file.exists())
+
+
+def test_tpu_vm_run_outlives_its_shell_resumes_and_stops_for_good(tmp_path):
+    env = _worker(tmp_path)
+    workdir = tmp_path / "runs" / "a b"
+    flags = ["--config=configs/prx_small.py", f"--workdir={workdir}"]
+    with _detached(env, tmp_path / "t2ijax", *flags) as (pid_file, log):
         loop = int(pid_file.read_text())
         assert os.getsid(loop) == loop != os.getsid(0)  # a session of its own: no hangup when ssh ends
         os.kill(loop, signal.SIGHUP)  # and ignored (nohup)
         assert "running: start 2: -m t2ijax.main" in _on_worker(_remote("status"), env).stdout
         again = _on_worker(_remote("run", *flags), env)
         assert again.returncode == 1 and "a run is going" in again.stderr
-        assert "stopping (SIGTERM)" in _on_worker(_remote("stop"), env).stdout
-        _until(lambda: not pid_file.exists())
-    finally:
-        if pid_file.exists():  # the test failed: end what it started
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        _stop(env, pid_file)
     lines = log.read_text().splitlines()
     starts = [f"start {n}: -m t2ijax.main {' '.join(flags)}" for n in (1, 2)]
     assert [line for line in lines if line.startswith("start")] == starts  # not started again after the stop
@@ -167,16 +178,8 @@ def test_tpu_vm_run_outlives_its_shell_resumes_and_stops_for_good(tmp_path):
 def _run_until_stopped(env, home, *flags) -> str:
     """Runs the detached training with `flags` on the stand-in worker, stops it after its resumed start and
     returns the worker's log."""
-    pid_file, log = home / "worker" / "train.pid", home / "worker" / "train.log"
-    assert _on_worker(_remote("run", *flags), env).returncode == 0
-    try:
-        _until(lambda: log.exists() and "start 2:" in log.read_text())
-        assert "stopping (SIGTERM)" in _on_worker(_remote("stop"), env).stdout
-        _until(lambda: not pid_file.exists())
-    finally:
-        if pid_file.exists():  # the test failed: end what it started
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    with _detached(env, home, *flags) as (pid_file, log):
+        _stop(env, pid_file)
     return log.read_text()
 
 
