@@ -58,7 +58,10 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
     checkpoints = storage.resolve(workdir) / "checkpoints"
     # Complete checkpoints only: on several processes, process 0's write probe or a save in progress may
     # already be there while another process checks, before config.json is written.
-    if not checkpoints.is_dir() or not any(path.name.isdigit() for path in checkpoints.iterdir()):
+    try:  # in a bucket a folder is its objects: another host's write probe may vanish between the two calls
+        if not checkpoints.is_dir() or not any(path.name.isdigit() for path in checkpoints.iterdir()):
+            return
+    except FileNotFoundError:
         return
     run, new = (flatten(json.loads(c.to_json_best_effort())) for c in (load_run_config(workdir), config))
     differing = [k for k in sorted(run.keys() | new.keys())
