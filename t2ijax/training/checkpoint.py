@@ -85,6 +85,17 @@ def _bucket_reason(error: Exception) -> str:
     return f"{kind}: {text}" if kind else text
 
 
+def step_folders(directory: str | os.PathLike) -> list[int]:
+    """The steps of the digit-named folders under `directory` (complete checkpoints, or a save in progress),
+    sorted; none when `directory` is missing. In a bucket a folder is only its objects, so it may vanish
+    between being seen and being listed (another host's write probe deleted): that also means none."""
+    path = storage.resolve(directory)
+    try:
+        return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
+    except FileNotFoundError:
+        return []
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
     return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -100,8 +111,11 @@ class Checkpointer:
                                                    create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(path, options=options)
         self._path = path
-        self.directory = str(path)
         self._saving: int | None = None  # the step of the save started last, until it is known to be written
+
+    @property
+    def directory(self) -> str:
+        return os.fspath(self._path)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -149,8 +163,7 @@ class Checkpointer:
         except Exception as error:  # noqa: BLE001 - orbax re-raises its writer threads' errors in many types
             # From the disk, not the manager: a failed save leaves its bookkeeping behind.
             try:
-                steps = sorted((p.name for p in self._path.iterdir() if p.name.isdigit()), key=int)
-                kept = f" (steps {', '.join(steps) or 'none'})"
+                kept = f" (steps {', '.join(map(str, step_folders(self._path))) or 'none'})"
             except Exception:  # noqa: BLE001 - a bucket gone or unreachable cannot be listed either
                 kept = ""
             what = "a checkpoint" if self._saving is None else f"the checkpoint of step {self._saving}"

@@ -55,13 +55,9 @@ CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval."
 def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Before anything in `workdir` is written: a run whose checkpoints would be resumed with another model,
     optimizer, data, latent space or text encoder is refused, naming every field that differs."""
-    checkpoints = storage.resolve(workdir) / "checkpoints"
-    # Complete checkpoints only: on several processes, process 0's write probe or a save in progress may
-    # already be there while another process checks, before config.json is written.
-    try:  # in a bucket a folder is its objects: another host's write probe may vanish between the two calls
-        if not checkpoints.is_dir() or not any(path.name.isdigit() for path in checkpoints.iterdir()):
-            return
-    except FileNotFoundError:
+    # Checkpoint folders only: on several processes, process 0's write probe may already be there while
+    # another process checks, before config.json is written.
+    if not checkpoint.step_folders(storage.resolve(workdir) / "checkpoints"):
         return
     run, new = (flatten(json.loads(c.to_json_best_effort())) for c in (load_run_config(workdir), config))
     differing = [k for k in sorted(run.keys() | new.keys())

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from t2ijax import storage
 from t2ijax.config import mount_instruction, validate
 from t2ijax.data.loader import Loader
 from t2ijax.data.sources import load_split
@@ -71,7 +72,7 @@ def _reconstruction_psnr(module: AutoencoderKL, params, images: np.ndarray, batc
 
 def train_autoencoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, saves <workdir>/autoencoder and returns {"autoencoder": path, "psnr": dB, ...}."""
-    if "://" in workdir:
+    if storage.is_url(workdir):
         raise ConfigError(f"--workdir={workdir}: the autoencoder is a local diffusers directory (read through "
                           f"config.autoencoder.name); {mount_instruction('--workdir', workdir)}")
     validate(config, jax.device_count(), jax.process_count())
