@@ -6,13 +6,13 @@ import dataclasses
 import json
 import subprocess
 import sys
-import time
 
 import jax
 import ml_collections
 from absl import logging
 
 from t2ijax.benchmarks import collectives, replay
+from t2ijax.benchmarks.compile import timed_compile
 from t2ijax.benchmarks.memory import memory
 from t2ijax.benchmarks.synthetic import Synthetic, check, synthetic
 from t2ijax.benchmarks.timing import matmul_peak_flops
@@ -55,13 +55,9 @@ def compile_per_shape(config: ml_collections.ConfigDict) -> tuple[list[dict], ja
     square, rows = None, []
     for height, width in sorted({*training_sizes(config), (resolution, resolution)}):
         side = (height // downsample, width // downsample)
-        start = time.perf_counter()
-        lowered = _at_size(s, *side).lowered_train_step()
-        lowered_at = time.perf_counter()
-        compiled = lowered.compile()
+        compiled, seconds = timed_compile(_at_size(s, *side).lowered_train_step)
         rows.append({"shape": [s.batch_size, *side, config.bench.latent_channels],
-                     "image_tokens": num_image_tokens(config.model, *side),
-                     "lower_s": lowered_at - start, "compile_s": time.perf_counter() - lowered_at})
+                     "image_tokens": num_image_tokens(config.model, *side), **seconds})
         if side == (config.bench.latent_size,) * 2:
             square = compiled
     return rows, square
@@ -124,7 +120,7 @@ def smoke_suite(config: ml_collections.ConfigDict, steps: int) -> dict:
     check(config)
     compiled_shapes, square = compile_per_shape(config)
     peak = matmul_peak_flops(config.bench.matmul_size, config.model.dtype)
-    train = train_suite(config, steps, peak)
+    train = train_suite(config, steps, peak, compiled=square)
     name = chip(device_kind)
     return {"backend": platform, "device_kind": device_kind, "chip": name, "devices": jax.device_count(),
             "mesh": dict(run_mesh(config).shape), "attention": config.model.attention_impl,
