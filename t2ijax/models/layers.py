@@ -80,6 +80,11 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """adaLN: (1 + scale) * layer_norm(x) + shift, computed in fp32 and returned in `dtype`."""
+    return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
+
+
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
 
@@ -159,12 +164,18 @@ def patchify(x: jax.Array, p: int) -> jax.Array:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-def unpatchify(tokens: jax.Array, p: int, h: int, w: int) -> jax.Array:
-    """Inverse of patchify: [B, (h/p)*(w/p), C*p*p] -> NHWC [B, h, w, C]."""
+def unpatchify(tokens: jax.Array, p: int, h: int, w: int, channels_last: bool = False) -> jax.Array:
+    """Inverse of patchify: [B, (h/p)*(w/p), C*p*p] -> NHWC [B, h, w, C].
+
+    channels_last: per-token features ordered (p, q, c), as the proj_out of diffusers' DiT, PixArt and
+    SD3 writes them ("nhwpqc->nchpwq"), rather than patchify's (c, p, q).
+    """
     b, _, d = tokens.shape
     c = d // (p * p)
-    x = tokens.reshape(b, h // p, w // p, c, p, p)
-    x = x.transpose(0, 1, 4, 2, 5, 3)
+    if channels_last:
+        x = tokens.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    else:
+        x = tokens.reshape(b, h // p, w // p, c, p, p).transpose(0, 1, 4, 2, 5, 3)
     return x.reshape(b, h, w, c)
 
 
