@@ -85,6 +85,11 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype)
     return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
 
 
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """adaLN: (1 + scale) * LayerNorm(x) + shift, computed in fp32 and returned in `dtype`."""
+    return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
+
+
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
 
@@ -118,22 +123,32 @@ def timestep_embedding(t: jax.Array, dim: int = 256, scale: float = 1.0,
     return emb
 
 
-def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int], theta: float,
-               step: float = 1.0) -> tuple[jax.Array, jax.Array]:
-    """cos and sin tables [grid_h * grid_w, sum(axes_dim) // 2] for 2D axial RoPE (fp32).
-
-    Tokens are row-major over the grid; the first axes_dim[0] // 2 rotation pairs
-    follow the row position, the next axes_dim[1] // 2 the column position. A token's
-    position is its (row, column) index times `step`.
-    """
+def grid_positions(grid_h: int, grid_w: int, step: float = 1.0) -> jax.Array:
+    """(row, column) x `step` of each token of a grid_h x grid_w grid, row-major: [grid_h * grid_w, 2] fp32."""
     rows, cols = jnp.meshgrid(jnp.arange(grid_h, dtype=jnp.float32) * step,
                               jnp.arange(grid_w, dtype=jnp.float32) * step, indexing="ij")
+    return jnp.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)
+
+
+def rope_tables(positions: jax.Array, axes_dim: Sequence[int], theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin tables [N, sum(axes_dim) // 2] for RoPE over n position axes (fp32).
+
+    positions [N, n] holds each token's position along the n axes; the first axes_dim[0] // 2
+    rotation pairs follow axis 0, the next axes_dim[1] // 2 axis 1, and so on.
+    """
     angles = []
-    for pos, dim in zip((rows.reshape(-1), cols.reshape(-1)), axes_dim, strict=True):
+    for pos, dim in zip(positions.T, axes_dim, strict=True):
         omega = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
         angles.append(pos[:, None] * jnp.asarray(omega, jnp.float32)[None, :])
     angles = jnp.concatenate(angles, axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
+
+
+def axial_rope(grid_h: int, grid_w: int, axes_dim: Sequence[int], theta: float,
+               step: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """rope_tables for 2D axial RoPE over a row-major grid_h x grid_w token grid: the rows follow
+    axes_dim[0], the columns axes_dim[1]; a token's position is its (row, column) index times `step`."""
+    return rope_tables(grid_positions(grid_h, grid_w, step), axes_dim, theta)
 
 
 def normalized_rope_step(grid_h: int, grid_w: int, reference: int) -> float:
