@@ -85,11 +85,6 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype)
     return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
 
 
-def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """adaLN: (1 + scale) * LayerNorm(x) + shift, computed in fp32 and returned in `dtype`."""
-    return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
-
-
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
 
