@@ -13,18 +13,11 @@ import jax.numpy as jnp
 
 from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
                                   normalized_rope_step, patchify, timestep_embedding, unpatchify)
+from t2ijax.models.stack import TOKENS, Denoiser
 from t2ijax.models.vision.resize import resize
 from t2ijax.registry import names
-from t2ijax.techniques import repa, routing
 
-REMAT_POLICIES = {
-    "full": None,  # save nothing, recompute the whole block
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
-TOKENS = ("batch", "length", "embed")
 POS_EMBEDS = names("model.pos_embed")
-assert {*REMAT_POLICIES, "none"} == set(names("model.remat_policy")), "registry.NAMES differs"
 
 
 def _modulate(x, shift, scale, dtype):
@@ -151,17 +144,12 @@ class FinalLayer(nn.Module):
                       **kw)(_modulate(img, shift, scale, self.dtype))
 
 
-class PRX(nn.Module):
+class PRX(Denoiser):
     """PRX text-to-image denoiser; fields mirror diffusers' PRXTransformer2DModel config.
 
     __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise), text [B,L,context_in_dim],
-    text_mask [B,L] bool, True = real token, route_rng) -> [B,H,W,C].
-
-    Token routing (t2ijax/techniques/routing.py) over blocks route_start..route_end (inclusive):
-    with a `route_rng`, each example sends a random `route_rate` of its image tokens past the range.
-    TREAD puts them back unchanged after it; SPRINT fills their places with a learned mask token
-    and fuses [tokens entering the range || tokens leaving it] with a linear layer, with or
-    without a `route_rng`. Without one, TREAD is the plain model.
+    text_mask [B,L] bool, True = real token, route_rng) -> [B,H,W,C]. Routing and REPA's capture:
+    t2ijax/models/stack.py.
 
     Positions (pos_embed): rope_2d rotates q/k by integer patch indices (diffusers' PRX);
     rope_2d_normalized scales them so that every image spans the area of a pos_grid x pos_grid grid;
@@ -169,10 +157,6 @@ class PRX(nn.Module):
     to the image tokens and uses no RoPE. The image's latent height and width condition the model
     through the timestep vector (resolution_embeds, diffusers' name) and/or as two extra text tokens
     (resolution_tokens).
-
-    capture_layer >= 0 sows the image tokens leaving that block into "intermediates" ("hidden",
-    and "hidden_tokens": the token indices they hold, fewer than all inside a routed range), and
-    with a repa_projector their projection to repa_dim features ("repa").
     """
 
     in_channels: int = 16
@@ -196,14 +180,6 @@ class PRX(nn.Module):
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
     scan_layers: bool = True
     attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-    routing: str = "none"  # none | tread | sprint
-    route_start: int = 0
-    route_end: int = 0
-    route_rate: float = 0.5
-    capture_layer: int = -1
-    repa_projector: str = "none"  # none | mlp | conv | attention (t2ijax/techniques/repa.py)
-    repa_dim: int = 0
-    repa_heads: int = 4
 
     @property
     def head_dim(self) -> int:
@@ -222,9 +198,7 @@ class PRX(nn.Module):
         if len(self.rope_axes_dim) != 2 or sum(self.rope_axes_dim) != self.head_dim:
             raise ValueError(f"axes_dim {self.rope_axes_dim} must be two sizes summing to "
                              f"head_dim {self.head_dim}")
-        if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy {self.remat_policy!r} not in "
-                             f"none, {', '.join(REMAT_POLICIES)}")
+        self._check_remat()
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed {self.pos_embed!r} not in {', '.join(POS_EMBEDS)}")
         if self.pos_embed != "rope_2d" and self.pos_grid <= 0:
@@ -236,84 +210,19 @@ class PRX(nn.Module):
         return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
                     dtype=self.dtype, param_dtype=self.param_dtype, attention_impl=self.attention_impl)
 
-    def _init_blocks(self, img, *args):
-        """Creates the block params (stacked over a leading "layers" axis when scanned)."""
-        block_cls = PRXBlock
-        if self.scan_layers:
-            stack = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast,) * len(args), length=self.depth,
-                            metadata_params={nn.PARTITION_NAME: "layers"})
-            return stack(name="blocks", **self._block_kw())(img, *args)[0]
-        for i in range(self.depth):
-            img, _ = block_cls(name=f"blocks_{i}", **self._block_kw())(img, *args)
-        return img
-
-    def _run_blocks(self, img, start: int, end: int, *args):
-        """Blocks start..end-1 applied to `img` with their params sliced from this module's."""
-        if start == end:
-            return img
-        block = PRXBlock(**self._block_kw())
-        layer = lambda h, params: block.apply({"params": params}, h, *args)[0]
-        if self.remat_policy != "none":
-            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat_policy],
-                                   prevent_cse=not self.scan_layers)
-        params = self.variables["params"]
-        if self.scan_layers:
-            stacked = jax.tree.map(lambda p: p[start:end], params["blocks"])
-            return jax.lax.scan(lambda h, p: (layer(h, p), None), img, stacked)[0]
-        for i in range(start, end):
-            img = layer(img, params[f"blocks_{i}"])
-        return img
-
-    def _capture(self, img, tokens, grid):
-        self.sow("intermediates", "hidden", img)
-        self.sow("intermediates", "hidden_tokens", tokens)
-        if self.repa_projector != "none":
-            projector = repa.make_projector(self.repa_projector, self.repa_dim, self.repa_heads)
-            self.sow("intermediates", "repa", projector(img, tokens, grid))
-
     def _blocks(self, img, txt, vec, text_mask, rope_cos, rope_sin, route_rng, grid):
-        """The block stack, split where tokens are routed, restored or captured."""
-        sprint = self.routing == "sprint"
-        if sprint:
-            mask_token = self.param("sprint_mask_token", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                                    (self.hidden_size,), self.param_dtype)
-            fuse = Dense(self.hidden_size, ("mlp", "embed"), name="sprint_fuse", dtype=self.dtype,
-                         param_dtype=self.param_dtype)
-        b, n = img.shape[:2]
+        b = img.shape[0]
         key_mask = lambda length: jnp.concatenate([text_mask.astype(bool), jnp.ones((b, length), bool)], axis=1)
-        tokens = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
-        if self.is_initializing():
-            img = self._init_blocks(img, txt, vec, key_mask(n), rope_cos, rope_sin)
-            if self.capture_layer >= 0:
-                self._capture(img, tokens, grid)
-            return fuse(jnp.concatenate([img, img], axis=-1)) if sprint else img
 
-        routed = self.routing != "none" and (sprint or route_rng is not None)
-        start, stop = (self.route_start, self.route_end + 1) if routed else (None, None)
-        capture = self.capture_layer + 1 if self.capture_layer >= 0 else None
-        cuts = sorted({0, self.depth, start, stop, capture} - {None})
-        kept, dense, cos, sin = None, None, rope_cos, rope_sin
-        for a, z in zip(cuts, cuts[1:]):
-            if a == start:
-                dense = img
-                if route_rng is not None:
-                    kept = routing.choose_kept(route_rng, b, n, self.route_rate)
-                    img = routing.gather_tokens(img, kept)
-                    if rope_cos is not None:
-                        cos, sin = rope_cos[kept], rope_sin[kept]
-            img = self._run_blocks(img, a, z, txt, vec, key_mask(img.shape[1]), cos, sin)
-            if z == capture:  # before the routed range hands its tokens back, as PRX's REPA hook sees them
-                self._capture(img, tokens if kept is None else kept, grid)
-            if z == stop:
-                if sprint:
-                    deep = img if kept is None else routing.scatter_tokens(
-                        jnp.broadcast_to(mask_token.astype(img.dtype), dense.shape), kept, img)
-                    img = fuse(jnp.concatenate([dense, deep], axis=-1))
-                else:
-                    img = routing.scatter_tokens(dense, kept, img)
-                kept, cos, sin = None, rope_cos, rope_sin
-        return img
+        def run(img, state, start, end, rope):
+            cos, sin = (None, None) if rope is None else rope
+            args = (txt, vec, key_mask(img.shape[1]), cos, sin)
+            if self.is_initializing():
+                return self.init_blocks(PRXBlock, self._block_kw(), "blocks", self.depth, img, *args), state
+            return self.apply_blocks(PRXBlock(**self._block_kw()), "blocks", start, end, img, *args), state
+
+        rope = None if rope_cos is None else (rope_cos, rope_sin)
+        return self.routed_blocks(img, None, rope, route_rng, grid, run, self.depth)[0]
 
     def _positions(self, img, grid):
         """(img, rope_cos, rope_sin): the tokens with the learned table added and no RoPE, or the tokens
