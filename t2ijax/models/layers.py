@@ -85,6 +85,12 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype)
     return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
 
 
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of x [B, L, D] over the tokens where mask [B, L] is True, fp32 [B, D] (zeros where none is)."""
+    weights = mask.astype(jnp.float32)[..., None]
+    return (x.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+
+
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
 
