@@ -129,18 +129,41 @@ def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[s
             raise ConfigError(f"config.{section}.{name}={cfg[name]} must be positive")
 
 
+# config.model fields that only some backbones read; every other model field applies to all of them.
+BACKBONE_FIELDS = {
+    "bottleneck_size": ("prx",), "theta": ("prx", "flux"), "axes_dim": ("prx", "flux"), "time_factor": ("prx",),
+    "time_max_period": ("prx",), "pos_embed": ("prx",), "resolution_cond": ("prx",), "qk_norm": ("mmdit",),
+    "double_blocks": ("flux",), "guidance_embeds": ("flux",), "final_conv": ("uvit",),
+}
+
+
+def _check_backbone_fields(m: ml_collections.ConfigDict) -> None:
+    defaults = base.get_config().model
+    for field, backbones in BACKBONE_FIELDS.items():
+        if m.name not in backbones and m[field] != defaults[field]:
+            raise ConfigError(f"config.model.{field}={m[field]!r} applies to {' and '.join(backbones)} only, not to "
+                              f"config.model.name='{m.name}'; leave it at {defaults[field]!r} or pick "
+                              f"{'that backbone' if len(backbones) == 1 else 'one of those backbones'}")
+
+
 def _check_model(cfg: ml_collections.ConfigDict) -> None:
     m = cfg.model
+    _check_backbone_fields(m)
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"config.model.hidden_size={m.hidden_size} is not divisible by "
                           f"config.model.num_heads={m.num_heads}")
-    if (m.hidden_size // m.num_heads) % 4:
+    if m.name == "prx" and (m.hidden_size // m.num_heads) % 4:
         raise ConfigError(f"head dim {m.hidden_size // m.num_heads} (hidden_size / num_heads) must be a "
                           "multiple of 4 for 2D RoPE; change config.model.hidden_size or num_heads")
     head_dim = m.hidden_size // m.num_heads
-    if m.axes_dim and (len(m.axes_dim) != 2 or sum(m.axes_dim) != head_dim or any(d % 2 for d in m.axes_dim)):
-        raise ConfigError(f"config.model.axes_dim={tuple(m.axes_dim)} must be two even sizes summing to the head dim "
-                          f"{head_dim}, e.g. ({head_dim // 2}, {head_dim // 2}); () splits it in half")
+    rope_axes = {"prx": 2, "flux": 3}.get(m.name)
+    if rope_axes and m.axes_dim and (len(m.axes_dim) != rope_axes or sum(m.axes_dim) != head_dim
+                                     or any(d % 2 for d in m.axes_dim)):
+        raise ConfigError(f"config.model.axes_dim={tuple(m.axes_dim)} must be {rope_axes} even sizes summing to the "
+                          f"head dim {head_dim} for {m.name}'s RoPE; () splits it evenly")
+    if m.name == "flux" and not 0 <= m.double_blocks <= m.depth:
+        raise ConfigError(f"config.model.double_blocks={m.double_blocks} must be in 0..model.depth={m.depth} (0: a "
+                          "third of the blocks, rounded up)")
     if m.pos_grid < 0:
         raise ConfigError(f"config.model.pos_grid={m.pos_grid} must be >= 0 (0: the token grid side of "
                           "config.data.resolution)")
@@ -455,6 +478,10 @@ def _check_routing(cfg: ml_collections.ConfigDict) -> None:
                           "routing.method='tread'; use weak_branch='unconditional'")
     if r.method == "none":
         return
+    if cfg.model.name == "uvit":
+        raise ConfigError(f"config.routing.method='{r.method}' sends image tokens past blocks {r.start}..{r.end}, which "
+                          "U-ViT's long skip connections (in-block i feeds out-block depth-1-i) cannot take: "
+                          "config.model.name='uvit' trains without routing; set routing.method='none'")
     if not 0 <= r.start <= r.end < depth:
         raise ConfigError(f"config.routing blocks {r.start}..{r.end} are not inside the model's {depth} blocks; "
                           f"set 0 <= routing.start <= routing.end < model.depth")

@@ -93,7 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
     c.model = dict(
-        name="prx",
+        name="prx",                  # the backbone (docs/architecture.md, "Backbones"): prx | dit_cross (PixArt-alpha:
+                                     # self-attention, cross-attention to text, adaLN-single) | mmdit (SD3: joint
+                                     # attention, both streams updated) | flux (double- then single-stream blocks) |
+                                     # uvit (time and text as tokens, long skips, no adaLN)
         patch_size=2,
         hidden_size=1792,
         depth=16,
@@ -116,6 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
                                      # "silent degradation")
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
+        qk_norm=True,                # mmdit: RMSNorm on queries and keys (SD3.5's; SD3 has none)
+        double_blocks=0,             # flux: how many of model.depth's blocks are double-stream, the rest single-stream;
+                                     # 0 = a third, rounded up (Flux.1: 19 of 57)
+        guidance_embeds=False,       # flux: embed a guidance scale beside t (Flux.1-dev's distilled guidance)
+        final_conv=True,             # uvit: the 3x3 convolution on the output (U-ViT's)
         attention_impl="auto",       # auto (splash on TPUs when the sizes tile, cudnn on GPUs in bfloat16, xla
                                      # otherwise) | xla | cudnn (GPU: fused, jax.nn.dot_product_attention) |
                                      # splash (TPU: Pallas)

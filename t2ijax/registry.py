@@ -25,7 +25,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "text_encoder.clean": ("basic", "deepfloyd", "none"),  # models/text/cleaning.py
     "latents.normalization": ("channel_stats", "config_factors", "global_stats", "none"),
     "latents.posterior": ("mode", "sample"),  # data/latent_cache.py POSTERIORS
-    "model.name": ("prx",),  # models/build.py MODELS
+    "model.name": ("dit_cross", "flux", "mmdit", "prx", "uvit"),  # models/build.py MODELS
     "model.dtype": DTYPES,
     "model.param_dtype": DTYPES,
     "model.remat_policy": ("dots", "dots_with_no_batch_dims", "full", "none"),  # models/prx.py
