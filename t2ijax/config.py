@@ -132,7 +132,7 @@ def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[s
 # config.model fields that only some backbones read; every other model field applies to all of them.
 BACKBONE_FIELDS = {
     "bottleneck_size": ("prx",), "theta": ("prx", "flux"), "axes_dim": ("prx", "flux"), "time_factor": ("prx",),
-    "time_max_period": ("prx",), "pos_embed": ("prx",), "resolution_cond": ("prx",), "qk_norm": ("mmdit",),
+    "time_max_period": ("prx",), "pos_embed": ("prx",), "resolution_cond": ("prx",), "qk_norm": ("mmdit",), "pos_embed_max_size": ("mmdit",),
     "double_blocks": ("flux",), "guidance_embeds": ("flux",), "final_conv": ("uvit",),
 }
 

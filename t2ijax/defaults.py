@@ -120,6 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
         remat_policy="none",         # none | full | dots | dots_with_no_batch_dims
         scan_layers=True,            # nn.scan over blocks: compile time flat in depth
         qk_norm=True,                # mmdit: RMSNorm on queries and keys (SD3.5's; SD3 has none)
+        pos_embed_max_size=0,        # mmdit: side of SD3's sin-cos table the token grid is cropped from; 0 = twice
+                                     # pos_grid, or the largest training grid if larger
         double_blocks=0,             # flux: how many of model.depth's blocks are double-stream, the rest single-stream;
                                      # 0 = a third, rounded up (Flux.1: 19 of 57)
         guidance_embeds=False,       # flux: embed a guidance scale beside t (Flux.1-dev's distilled guidance)

@@ -13,7 +13,7 @@ from prx_reference import reference_forward, save_tiny_prx_pipeline
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 from t2ijax.interop import prx_from_diffusers
-from t2ijax.interop.diffusers_prx import export_run
+from t2ijax.interop.run_export import export_run
 from t2ijax.interop.finetune import resolve_init_from
 from t2ijax.training.loop import Run
 
@@ -97,7 +97,7 @@ def test_bad_finetune_configs_fail_before_compute(pipeline_dir, photos, tmp_path
 
     config = finetune_config(pipeline_dir, photos, tmp_path)
     config.init_from = str(pipeline_dir / "vae")
-    with pytest.raises(ConfigError, match="describes a AutoencoderKL, not a PRXTransformer2DModel"):
+    with pytest.raises(ConfigError, match="diffusers class AutoencoderKL is not supported; t2ijax reads PRXTransformer2DModel, "):
         resolve_init_from(config)
 
     config = finetune_config(pipeline_dir, photos, tmp_path)

@@ -19,7 +19,7 @@ from t2ijax.ablation import grid
 from t2ijax.ablation.report import write_axis_report, write_combined_report
 from t2ijax.ablation.results import read_csv
 from t2ijax.errors import ConfigError
-from t2ijax.interop.diffusers_prx import export_run
+from t2ijax.interop.run_export import export_run
 
 TINY_AXIS = str(pathlib.Path(__file__).with_name("tiny_axis.py"))
 FAST = ["--steps=2", "--seed=3"]

@@ -117,7 +117,7 @@ def test_bad_directories_name_the_problem(tmp_path):
 
 
 def test_export_of_a_run_loads_in_diffusers(run_workdir, tmp_path):
-    from t2ijax.interop.diffusers_prx import export_run
+    from t2ijax.interop.run_export import export_run
     from t2ijax.training.checkpoint import COUNTERS, Checkpointer
     from t2ijax.training.restore import load_run_config, restore_run
 

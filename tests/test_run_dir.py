@@ -131,7 +131,7 @@ def test_load_run_gives_the_config_model_and_params(relative_run):
 
 
 def test_export_names_the_text_encoder_and_layer_it_expects(relative_run, tmp_path):
-    from t2ijax.interop.diffusers_prx import export_run
+    from t2ijax.interop.run_export import export_run
 
     step, _ = export_run(relative_run[0], str(tmp_path / "out"))
     card = (tmp_path / "out" / "README.md").read_text()

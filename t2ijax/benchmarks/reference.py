@@ -9,7 +9,7 @@ import time
 
 from t2ijax import defaults as base
 from t2ijax.errors import ConfigError
-from t2ijax.interop.diffusers_prx import CLASS_NAME, CONFIG_FIELDS
+from t2ijax.interop.prx_weights import CLASS_NAME, CONFIG_FIELDS
 from t2ijax.models.prx import PRX
 
 # PRX fields that diffusers' model has no counterpart for, each with the only value it matches.

@@ -1,9 +1,10 @@
-"""Export a checkpoint of a t2ijax run as a diffusers PRXTransformer2DModel directory.
+"""Export a checkpoint of a t2ijax run as a diffusers transformer directory (PRXTransformer2DModel for prx,
+PixArtTransformer2DModel for dit_cross, SD3Transformer2DModel for mmdit, FluxTransformer2DModel for flux).
 
   python -m t2ijax.interop.export --workdir=workdirs/shapes_tiny --out=exported/transformer [--step=1600] [--noema]
 
-Then, in PyTorch: PRXTransformer2DModel.from_pretrained("exported/transformer"). The directory's README.md
-names the text encoder, its layer and the latent space the transformer was trained on.
+Then, in PyTorch: PRXTransformer2DModel.from_pretrained("exported/transformer") (or the backbone's class). The
+directory's README.md names the text encoder, its layer and the latent space the transformer was trained on.
 """
 import sys
 
@@ -20,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from t2ijax.interop.diffusers_prx import export_run
+    from t2ijax.interop.run_export import export_run
 
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
@@ -28,7 +29,7 @@ def main(argv):
         step, what = export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.ema)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    print(f"step {step}: wrote the {what} to {FLAGS.out} (PRXTransformer2DModel.from_pretrained loads it; "
+    print(f"step {step}: wrote the {what} to {FLAGS.out} (its config.json's class loads it with from_pretrained; "
           "README.md names the text encoder and layer it expects)")
 
 

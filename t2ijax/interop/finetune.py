@@ -1,7 +1,7 @@
-"""Fine-tuning a released PRX checkpoint: config.init_from.
+"""Fine-tuning a released diffusers transformer (PRX, PixArt-alpha, SD3, Flux): config.init_from.
 
-`resolve_init_from` fills the config from the checkpoint before validation (its architecture into
-config.model, its directory into "{init_from}" fields), so the run's config.json describes the model
+`resolve_init_from` fills the config from the checkpoint before validation (its backbone and architecture
+into config.model, its directory into "{init_from}" fields), so the run's config.json describes the model
 it trains; `start_from` puts the checkpoint's weights into a freshly initialised train state.
 """
 import json
@@ -12,18 +12,23 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from t2ijax.config import check_local_files
+from t2ijax import defaults
+from t2ijax.config import BACKBONE_FIELDS, check_local_files
 from t2ijax.errors import ConfigError
-from t2ijax.interop.diffusers_prx import local_dir, prx_config, transformer_dir
-from t2ijax.interop.prx_weights import params_from_state_dict
-from t2ijax.models.text.tensors import Checkpoint
+from t2ijax.interop.checkpoints import backbone_of, converter, load_params, local_dir, read_config, transformer_dir
+from t2ijax.models.build import pixart_interpolation
 
 PLACEHOLDER = "{init_from}"
 PLACEHOLDER_FIELDS = (("text_encoder", "path"), ("text_encoder", "tokenizer"), ("autoencoder", "name"))
-# PRXTransformer2DModel fields that are config.model fields of the same name. in_channels and
-# context_in_dim are not: they follow from the autoencoder and the text encoder, and are checked against them.
-MODEL_FIELDS = ("patch_size", "hidden_size", "mlp_ratio", "num_heads", "depth", "axes_dim", "theta", "time_factor",
-                "time_max_period", "bottleneck_size")
+# Module fields that are config.model fields of the same name, per backbone. in_channels and context_in_dim are
+# not: they follow from the autoencoder and the text encoder, and are checked against them.
+COMMON_FIELDS = ("patch_size", "hidden_size", "mlp_ratio", "num_heads", "depth")
+MODEL_FIELDS = {
+    "prx": (*COMMON_FIELDS, "axes_dim", "theta", "time_factor", "time_max_period", "bottleneck_size"),
+    "dit_cross": COMMON_FIELDS,
+    "mmdit": (*COMMON_FIELDS, "qk_norm", "pos_embed_max_size"),
+    "flux": (*COMMON_FIELDS, "double_blocks", "axes_dim", "theta", "guidance_embeds"),
+}
 
 
 def _placeholders(config: ml_collections.ConfigDict) -> list[str]:
@@ -81,35 +86,55 @@ def resolve_init_from(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{_placeholders(config)[0]} refers to {PLACEHOLDER} but config.init_from is empty; "
                               "set --config.init_from to a diffusers PRX pipeline directory")
         return
-    if config.model.name != "prx":
-        raise ConfigError(f"config.init_from holds a PRX checkpoint but config.model.name='{config.model.name}'")
-    if config.model.pos_embed == "learned_absolute" or config.model.resolution_cond == "tokens":
+    root = local_dir(config.init_from, whole_pipeline=bool(_placeholders(config)))
+    source, class_name = transformer_dir(str(root))
+    backbone = backbone_of(class_name)
+    fields = converter(class_name).model_fields(read_config(source))
+    if backbone == "prx":
+        _check_prx_positions(config.model)
+        fields.setdefault("bottleneck_size", 0)
+        config.model.resolution_cond = "vec" if fields.get("resolution_embeds") else "none"
+    _set_backbone(config.model, backbone)
+    for field in MODEL_FIELDS[backbone]:
+        if field in fields:
+            try:
+                config.model[field] = _as_config_value(config.model[field], fields[field])
+            except (ConfigError, TypeError, ValueError) as error:
+                raise ConfigError(f"{source}/config.json: {field}={fields[field]!r} does not fit "
+                                  f"config.model.{field} ({error})") from None
+    if "sample_size" in fields:  # dit_cross, mmdit: their position tables are laid out for this grid
+        config.model.pos_grid = fields["sample_size"] // fields["patch_size"]
+    if "interpolation_scale" in fields and fields["interpolation_scale"] != pixart_interpolation(fields["sample_size"]):
+        raise ConfigError(f"{source}/config.json: interpolation_scale={fields['interpolation_scale']:g} differs from "
+                          f"PixArt's default for sample_size {fields['sample_size']} "
+                          f"({pixart_interpolation(fields['sample_size']):g}), the only one t2ijax builds")
+    for section, field in PLACEHOLDER_FIELDS:
+        config[section][field] = config[section][field].replace(PLACEHOLDER, str(root))
+    _check_inputs(config, fields, source)
+    _warn_on_other_shift(config.diffusion, root)
+    logging.info("init_from %s: %s %s", source, backbone, {f: config.model[f] for f in MODEL_FIELDS[backbone]})
+
+
+def _set_backbone(model: ml_collections.ConfigDict, backbone: str) -> None:
+    """config.model.name = `backbone`, with the fields of other backbones back at their defaults."""
+    default = defaults.get_config().model
+    model.name = backbone
+    for field, backbones in BACKBONE_FIELDS.items():
+        if backbone not in backbones:
+            model[field] = default[field]
+
+
+def _check_prx_positions(model: ml_collections.ConfigDict) -> None:
+    if model.pos_embed == "learned_absolute" or model.resolution_cond == "tokens":
         raise ConfigError("config.model.pos_embed=learned_absolute and resolution_cond=tokens add parameters a PRX "
                           "checkpoint does not have; fine-tune with pos_embed rope_2d or rope_2d_normalized, "
                           "resolution_cond none (it follows the checkpoint's resolution_embeds)")
-    root = local_dir(config.init_from, whole_pipeline=bool(_placeholders(config)))
-    source = transformer_dir(str(root))
-    checkpoint = prx_config(source)
-    checkpoint.setdefault("bottleneck_size", 0)
-    for field in MODEL_FIELDS:
-        if field in checkpoint:
-            try:
-                config.model[field] = _as_config_value(config.model[field], checkpoint[field])
-            except (ConfigError, TypeError, ValueError) as error:
-                raise ConfigError(f"{source}/config.json: {field}={checkpoint[field]!r} does not fit "
-                                  f"config.model.{field} ({error})") from None
-    config.model.resolution_cond = "vec" if checkpoint.get("resolution_embeds") else "none"
-    for section, field in PLACEHOLDER_FIELDS:
-        config[section][field] = config[section][field].replace(PLACEHOLDER, str(root))
-    _check_inputs(config, checkpoint, source)
-    _warn_on_other_shift(config.diffusion, root)
-    logging.info("init_from %s: PRX %s", source, {f: config.model[f] for f in (*MODEL_FIELDS, "resolution_cond")})
 
 
 def start_from(init_from: str, state, model, optimizer, shardings):
     """`state` (just initialised) with the checkpoint's weights as params (and EMA) and a fresh optimizer state."""
-    source = transformer_dir(init_from)
-    weights = params_from_state_dict(Checkpoint(source).read_all(), model, source=str(source))
+    source, class_name = transformer_dir(init_from)
+    weights = load_params(source, class_name, model)
     weights = jax.tree.map(lambda w, like: np.asarray(w, like.dtype), weights, state.params)
 
     def placed():  # every host holds all weights and gives each of its devices its shard

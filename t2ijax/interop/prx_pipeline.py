@@ -25,7 +25,8 @@ from t2ijax import defaults as base
 from t2ijax.diffusion.generate import to_uint8
 from t2ijax.diffusion.samplers import guided_output, sample
 from t2ijax.errors import ConfigError
-from t2ijax.interop.diffusers_prx import local_dir, prx_from_diffusers
+from t2ijax.interop.checkpoints import local_dir
+from t2ijax.interop.diffusers_prx import prx_from_diffusers
 from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.prx import PRX
 from t2ijax.models.text import load_text_encoder

@@ -3,9 +3,31 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from t2ijax.errors import ConfigError
 from t2ijax.interop import weights
 from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, linear
 from t2ijax.models.prx import PRX
+
+CLASS_NAME = "PRXTransformer2DModel"
+MODEL = PRX
+# PRXTransformer2DModel.__init__ arguments, each a PRX field of the same name and meaning.
+CONFIG_FIELDS = ("in_channels", "patch_size", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads", "depth",
+                 "axes_dim", "theta", "time_factor", "time_max_period", "bottleneck_size", "resolution_embeds")
+
+
+def model_fields(config: dict) -> dict:
+    """The PRX fields of a diffusers config.json (diffusers' defaults for those it leaves out)."""
+    return {k: config[k] for k in CONFIG_FIELDS if k in config and config[k] is not None}
+
+
+def diffusers_config(model: PRX) -> dict:
+    """`model`'s config.json; a ConfigError for what diffusers' class cannot hold."""
+    if model.pos_embed != "rope_2d" or model.resolution_tokens:
+        raise ConfigError(f"diffusers' {CLASS_NAME} has integer RoPE positions and no resolution tokens; this model "
+                          f"has pos_embed={model.pos_embed}{' and resolution tokens' if model.resolution_tokens else ''}"
+                          ", so it cannot be exported")
+    return {"_class_name": CLASS_NAME, **{k: getattr(model, k) for k in CONFIG_FIELDS},
+            "axes_dim": list(model.rope_axes_dim)}
 
 
 def _block(i: int) -> Iterator[weights.Entry]:

@@ -9,35 +9,73 @@ from t2ijax.registry import Registry
 MODELS = Registry("model.name")
 
 
+def _common(config: ml_collections.ConfigDict, in_channels: int, context_dim: int, techniques: dict,
+            attention_impl: str) -> dict:
+    """The module fields every backbone takes, from the run config."""
+    m = config.model
+    return dict(in_channels=in_channels, patch_size=m.patch_size, context_in_dim=context_dim, hidden_size=m.hidden_size,
+                mlp_ratio=m.mlp_ratio, num_heads=m.num_heads, depth=m.depth, dtype=jnp.dtype(m.dtype),
+                param_dtype=jnp.dtype(m.param_dtype), remat_policy=m.remat_policy, scan_layers=m.scan_layers,
+                attention_impl=attention_impl, **techniques)
+
+
 @MODELS.register("prx")
-def _prx(cfg: ml_collections.ConfigDict, in_channels: int, context_dim: int, pos_grid: int, techniques: dict,
-         attention_impl: str):
+def _prx(config: ml_collections.ConfigDict, **common):
     from t2ijax.models.prx import PRX
 
-    return PRX(
-        in_channels=in_channels,
-        patch_size=cfg.patch_size,
-        context_in_dim=context_dim,
-        hidden_size=cfg.hidden_size,
-        mlp_ratio=cfg.mlp_ratio,
-        num_heads=cfg.num_heads,
-        depth=cfg.depth,
-        theta=cfg.theta,
-        axes_dim=tuple(cfg.axes_dim) or None,
-        time_factor=cfg.time_factor,
-        time_max_period=cfg.time_max_period,
-        bottleneck_size=cfg.bottleneck_size or None,
-        resolution_embeds=cfg.resolution_cond == "vec",
-        resolution_tokens=cfg.resolution_cond == "tokens",
-        pos_embed=cfg.pos_embed,
-        pos_grid=pos_grid,
-        dtype=jnp.dtype(cfg.dtype),
-        param_dtype=jnp.dtype(cfg.param_dtype),
-        remat_policy=cfg.remat_policy,
-        scan_layers=cfg.scan_layers,
-        attention_impl=attention_impl,
-        **techniques,
-    )
+    m = config.model
+    return PRX(theta=m.theta, axes_dim=tuple(m.axes_dim) or None, time_factor=m.time_factor,
+               time_max_period=m.time_max_period, bottleneck_size=m.bottleneck_size or None,
+               resolution_embeds=m.resolution_cond == "vec", resolution_tokens=m.resolution_cond == "tokens",
+               pos_embed=m.pos_embed, pos_grid=position_grid(config), **common)
+
+
+@MODELS.register("dit_cross")
+def _dit_cross(config: ml_collections.ConfigDict, **common):
+    from t2ijax.models.dit_cross import DiTCross
+
+    sample_size = position_grid(config) * config.model.patch_size
+    return DiTCross(sample_size=sample_size, interpolation_scale=pixart_interpolation(sample_size), **common)
+
+
+def pixart_interpolation(sample_size: int) -> float:
+    """diffusers' PixArt default interpolation_scale: the position table's stretch for sample sizes over 64."""
+    return float(max(sample_size // 64, 1))
+
+
+@MODELS.register("mmdit")
+def _mmdit(config: ml_collections.ConfigDict, **common):
+    from t2ijax.models.mmdit import MMDiT
+
+    m, grid = config.model, position_grid(config)
+    return MMDiT(qk_norm=m.qk_norm, pooled_projection_dim=common["context_in_dim"], sample_size=grid * m.patch_size,
+                 pos_embed_max_size=m.pos_embed_max_size or max(2 * grid, *largest_grid(config)), **common)
+
+
+@MODELS.register("flux")
+def _flux(config: ml_collections.ConfigDict, **common):
+    from t2ijax.models.flux import Flux
+
+    m = config.model
+    return Flux(double_blocks=m.double_blocks or -(-m.depth // 3), theta=m.theta, guidance_embeds=m.guidance_embeds,
+                axes_dim=tuple(m.axes_dim) or flux_axes(m.hidden_size // m.num_heads),
+                pooled_projection_dim=common["context_in_dim"], **common)
+
+
+def flux_axes(head_dim: int) -> tuple[int, int, int]:
+    """Flux.1's RoPE split (16, 56, 56) of 128 at any head size: an eighth for the first id axis (0 for every
+    token here), the rest halved between rows and columns, each even."""
+    first = 2 * round(head_dim / 16)
+    rows = (head_dim - first) // 4 * 2
+    return first, rows, head_dim - first - rows
+
+
+@MODELS.register("uvit")
+def _uvit(config: ml_collections.ConfigDict, **common):
+    from t2ijax.models.uvit import UViT
+
+    return UViT(text_len=config.text_encoder.max_length, final_conv=config.model.final_conv,
+                pos_grid=position_grid(config), **common)
 
 
 def technique_fields(config: ml_collections.ConfigDict) -> dict:
@@ -59,8 +97,8 @@ def build_model(config: ml_collections.ConfigDict, in_channels: int, context_dim
         techniques["repa_dim"] = teacher_dim
     import jax
 
-    return MODELS.get(config.model.name)(config.model, in_channels, context_dim, position_grid(config), techniques,
-                                         attention_for(config, jax.default_backend(), image_tokens))
+    attention = attention_for(config, jax.default_backend(), image_tokens)
+    return MODELS.get(config.model.name)(config, **_common(config, in_channels, context_dim, techniques, attention))
 
 
 def position_grid(config: ml_collections.ConfigDict) -> int:
@@ -68,6 +106,15 @@ def position_grid(config: ml_collections.ConfigDict) -> int:
     if config.model.pos_grid:
         return config.model.pos_grid
     return config.data.resolution // geometry(config.autoencoder.name)[1] // config.model.patch_size
+
+
+def largest_grid(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """The largest token grid rows and columns over the run's training sizes."""
+    from t2ijax.training.phases import training_sizes
+
+    downsample, p = geometry(config.autoencoder.name)[1], config.model.patch_size
+    sizes = training_sizes(config)
+    return max(h for h, _ in sizes) // downsample // p, max(w for _, w in sizes) // downsample // p
 
 
 def pixel_multiple(config: ml_collections.ConfigDict) -> int:
