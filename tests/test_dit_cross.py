@@ -1,0 +1,152 @@
+"""dit_cross (PixArt-alpha): parity with diffusers' PixArtTransformer2DModel, weights in and out, bad configs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from diffusers import PixArtTransformer2DModel
+
+from pixart_reference import reference_forward, reference_pixart
+from t2ijax.errors import ConfigError
+from t2ijax.interop import pixart_weights
+from t2ijax.interop.checkpoints import from_diffusers, to_diffusers
+from t2ijax.models.dit_cross import DiTCross
+
+CONFIGS = {  # PixArtTransformer2DModel arguments
+    "patch2": dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2,
+                   cross_attention_dim=16, caption_channels=12, sample_size=8, patch_size=2, interpolation_scale=1,
+                   use_additional_conditions=False),
+    "patch1+sigma": dict(num_attention_heads=4, attention_head_dim=4, in_channels=3, out_channels=6, num_layers=1,
+                         cross_attention_dim=16, caption_channels=8, sample_size=6, patch_size=1,
+                         interpolation_scale=0.5, use_additional_conditions=False),
+    "patch2+default_scale": dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4,
+                                 num_layers=3, cross_attention_dim=32, caption_channels=16, sample_size=12,
+                                 patch_size=2, use_additional_conditions=False),
+}
+SIZES = {"sample_size": None, "non-square": (8, 12)}
+
+
+def _inputs(cfg, size, batch=3, length=5, seed=0):
+    rng = np.random.default_rng(seed)
+    size = size or (cfg["sample_size"],) * 2
+    x = rng.standard_normal((batch, *size, cfg["in_channels"])).astype(np.float32)
+    t = rng.uniform(size=batch).astype(np.float32)
+    text = rng.standard_normal((batch, length, cfg["caption_channels"])).astype(np.float32)
+    mask = np.ones((batch, length), bool)
+    mask[1, 3:] = False
+    mask[2, 1:] = False
+    return x, t, text, mask
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def saved(request, tmp_path_factory):
+    cfg = CONFIGS[request.param]
+    model = reference_pixart(cfg)
+    directory = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(directory)
+    return cfg, model, directory
+
+
+def _image_half(cfg, out):
+    """The reference's image prediction: its first in_channels (the rest is a learned sigma)."""
+    return out[..., :cfg["in_channels"]]
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_import_matches_diffusers(saved, size):
+    cfg, torch_model, directory = saved
+    model, params = from_diffusers(str(directory))
+    inputs = _inputs(cfg, SIZES[size])
+    got = np.asarray(jax.jit(model.apply)({"params": params}, *map(jnp.asarray, inputs)))
+    want = _image_half(cfg, reference_forward(torch_model, *inputs))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_export_loads_in_diffusers_and_round_trips_exactly(saved, tmp_path):
+    cfg, torch_model, directory = saved
+    model, params = from_diffusers(str(directory), scan_layers=False)
+    to_diffusers(model, params, str(tmp_path / "export"))
+    reloaded = PixArtTransformer2DModel.from_pretrained(tmp_path / "export").eval()
+    original = torch_model.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        want = original[name]
+        if name.startswith("proj_out") and cfg["out_channels"] != cfg["in_channels"]:  # the sigma half dropped
+            p, c = cfg["patch_size"], cfg["in_channels"]
+            want = want.reshape(p, p, 2 * c, -1)[:, :, :c].reshape(tensor.shape)
+        assert torch.equal(tensor, want), name
+    inputs = _inputs(cfg, SIZES["non-square"], seed=1)
+    got, want = reference_forward(reloaded, *inputs), _image_half(cfg, reference_forward(torch_model, *inputs))
+    if cfg["out_channels"] == cfg["in_channels"]:
+        np.testing.assert_array_equal(got, want)
+    else:  # the same products, but torch's matmul over half the outputs may sum them in another order
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    _, again = from_diffusers(str(tmp_path / "export"), scan_layers=False)
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+def test_scanned_and_unrolled_blocks_agree(tmp_path):
+    cfg = CONFIGS["patch2+default_scale"]
+    reference_pixart(cfg).save_pretrained(tmp_path)
+    directory = tmp_path
+    inputs = _inputs(cfg, SIZES["non-square"], seed=2)
+    outs = [jax.jit(model.apply)({"params": params}, *inputs) for model, params in
+            (from_diffusers(str(directory)), from_diffusers(str(directory), scan_layers=False, remat_policy="full"))]
+    np.testing.assert_allclose(*outs, rtol=1e-6, atol=1e-6)
+
+
+def test_padded_text_tokens_do_not_matter():
+    cfg = CONFIGS["patch2"]
+    model = DiTCross(**pixart_weights.model_fields(cfg))
+    x, t, text, mask = _inputs(cfg, SIZES["non-square"])
+    params = jax.jit(model.init)(jax.random.key(0), x, t, text, mask)["params"]
+    rng = np.random.default_rng(1)  # noise: the zero-initialised outputs would hide the text
+    params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape, np.float32), params)
+    apply = jax.jit(model.apply)
+    out = apply({"params": params}, x, t, text, mask)
+    changed = np.where(mask[..., None], text, 100.0)
+    np.testing.assert_array_equal(apply({"params": params}, x, t, changed, mask), out)
+    assert not np.allclose(apply({"params": params}, x, t, text, np.ones_like(mask)), out)
+
+
+def test_fresh_model_predicts_zero_and_takes_no_pooled_vector():
+    cfg = CONFIGS["patch1+sigma"]
+    model = DiTCross(**pixart_weights.model_fields(cfg))
+    inputs = _inputs(cfg, SIZES["non-square"])
+    params = jax.jit(model.init)(jax.random.key(0), *inputs)["params"]
+    np.testing.assert_array_equal(jax.jit(model.apply)({"params": params}, *inputs), 0.0)
+    with pytest.raises(ValueError, match="no pooled vector or guidance"):
+        model.apply({"params": params}, *inputs, pooled=jnp.zeros((3, 8)))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(use_additional_conditions=True), "use_additional_conditions"),
+    (dict(use_additional_conditions=None, sample_size=128), "use_additional_conditions"),
+    (dict(caption_channels=None), "without caption_channels"),
+    (dict(out_channels=5), "out_channels=5"),
+    (dict(cross_attention_dim=12), "cross_attention_dim=12"),
+    (dict(norm_elementwise_affine=True), "norm_elementwise_affine=True"),
+    (dict(activation_fn="gelu"), "activation_fn='gelu'"),
+])
+def test_unsupported_configs_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        pixart_weights.model_fields({**CONFIGS["patch2"], **change})
+
+
+def test_export_refuses_what_diffusers_cannot_hold():
+    model = DiTCross(**{**pixart_weights.model_fields(CONFIGS["patch2"]), "mlp_ratio": 2.0})
+    with pytest.raises(ConfigError, match="4x MLP; this dit_cross has mlp_ratio=2"):
+        pixart_weights.diffusers_config(model)
+
+
+def test_missing_and_extra_tensors_are_named():
+    cfg = CONFIGS["patch2+default_scale"]
+    torch_model = reference_pixart(cfg)
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    model = DiTCross(**pixart_weights.model_fields(cfg))
+    with pytest.raises(ConfigError, match="has no tensor 'transformer_blocks.0.attn1.to_k.weight'"):
+        pixart_weights.params_from_state_dict({k: v for k, v in state.items() if "0.attn1.to_k.w" not in k}, model)
+    shallow = DiTCross(**{**pixart_weights.model_fields(cfg), "depth": cfg["num_layers"] - 1})
+    with pytest.raises(ConfigError, match=f"does not use, e.g. 'transformer_blocks.{cfg['num_layers'] - 1}.*"
+                                          "check num_layers"):
+        pixart_weights.params_from_state_dict(state, shallow)
