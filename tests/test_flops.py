@@ -104,3 +104,15 @@ def test_uncounted_models_and_sizes_are_refused(fields, sizes, message):
     model = PRX(in_channels=4, context_in_dim=8, hidden_size=16, num_heads=2, depth=2, **fields)
     with pytest.raises(ConfigError, match=message):
         forward_flops(model, *sizes)
+
+
+def test_the_traced_dot_count_equals_the_analytic_count_of_prx():
+    """The count the other backbones use (dot products in the traced forward) against PRX's hand count."""
+    from t2ijax.benchmarks.flops import dot_flops
+
+    for name, (fields, size) in CONFIGS.items():
+        for scan in (False, True):
+            model = PRX(**{**BASE, **fields, "scan_layers": scan})
+            inputs = _shapes(model, **size)
+            params = jax.eval_shape(model.init, jax.random.key(0), *inputs)
+            assert dot_flops(model.apply, params, *inputs) == forward_flops(model, **size), (name, scan)

@@ -1,10 +1,15 @@
-"""Model FLOPs of the PRX denoiser counted from its layer shapes, the numerator of MFU.
+"""Model FLOPs of a denoiser, the numerator of MFU: PRX's counted from its layer shapes, the other
+backbones' from the dot products in their traced forward pass.
 
 Every matmul costs 2 * m * n * k (a multiply and an add per term), which is also how XLA's cost
 analysis counts a dot. Elementwise work (norms, softmax, RoPE, activations, bias adds) is not model
 FLOPs, nor is remat's recomputation.
 """
+import math
+
 import jax
+import jax.extend.core
+import jax.numpy as jnp
 
 from t2ijax.errors import ConfigError
 from t2ijax.models.prx import PRX
@@ -23,9 +28,9 @@ def attention_flops(batch: int, heads: int, queries: int, keys: int, head_dim: i
     return 2 * 2 * batch * heads * queries * keys * head_dim
 
 
-def _check_counted(model: PRX, height: int, width: int, text_length: int):
+def _check_counted(model, height: int, width: int, text_length: int):
     if model.routing != "none":
-        raise ConfigError(f"the FLOP counter counts the dense PRX, not routing={model.routing!r}; "
+        raise ConfigError(f"the FLOP counter counts the dense model, not routing={model.routing!r}; "
                           "count with routing.method='none'")
     if model.repa_projector != "none" and model.capture_layer >= 0:
         raise ConfigError(f"the FLOP counter does not count the REPA projector ({model.repa_projector!r}); "
@@ -53,10 +58,16 @@ def _block_flops(model: PRX, batch: int, image_tokens: int, text_tokens: int) ->
             + dense_flops(rows, mlp_dim, hidden))  # GeGLU down
 
 
-def forward_flops(model: PRX, batch: int, height: int, width: int, text_length: int) -> int:
+def forward_flops(model, batch: int, height: int, width: int, text_length: int) -> int:
     """Matmul and attention FLOPs of one forward pass of `model` on a [batch, height, width, in_channels]
     latent and [batch, text_length, context_in_dim] text (padding tokens cost as much as real ones)."""
     _check_counted(model, height, width, text_length)
+    if not isinstance(model, PRX):
+        f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+        inputs = (f32(batch, height, width, model.in_channels), f32(batch), f32(batch, text_length,
+                  model.context_in_dim), jax.ShapeDtypeStruct((batch, text_length), jnp.bool_))
+        params = jax.eval_shape(model.init, jax.random.key(0), *inputs)
+        return dot_flops(model.apply, params, *inputs)
     hidden, p = model.hidden_size, model.patch_size
     image_tokens, patch_features = (height // p) * (width // p), model.in_channels * p * p
     rows = batch * image_tokens
@@ -75,7 +86,7 @@ def forward_flops(model: PRX, batch: int, height: int, width: int, text_length: 
     return patch_in + conditioning + model.depth * _block_flops(model, batch, image_tokens, text_tokens) + final
 
 
-def train_step_flops(model: PRX, batch: int, height: int, width: int, text_length: int) -> int:
+def train_step_flops(model, batch: int, height: int, width: int, text_length: int) -> int:
     """Model FLOPs of one training step: 3 x forward_flops, the backward pass costing two forwards'
     matmuls (the gradients of each matmul's input and of its weight).
 
@@ -92,3 +103,21 @@ def xla_flops(fn, *args) -> float:
     XLA counts a loop body once whatever its trip count: count a PRX with scan_layers=False.
     """
     return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+
+
+def dot_flops(fn, *args) -> int:
+    """FLOPs of every dot product jax.make_jaxpr(fn)(*args) traces, loop bodies times their trip count."""
+    return _jaxpr_dot_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def _jaxpr_dot_flops(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":  # 2 x every lhs element x the rhs axes it is not summed over
+            (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
+            lhs, rhs = (v.aval.shape for v in eqn.invars)
+            total += 2 * math.prod(lhs) * math.prod(d for i, d in enumerate(rhs) if i not in (*rhs_contract, *rhs_batch))
+        times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += times * _jaxpr_dot_flops(sub)
+    return total
