@@ -1,0 +1,248 @@
+"""MMDiT denoiser (Stable Diffusion 3): image and text streams, each with its own weights, joined in one
+attention over [image ‖ text] tokens. Numerically equal to diffusers' SD3Transformer2DModel (SD3.0:
+no dual-attention layers) when every text token is real.
+
+t2ijax's decisions where SD3 has none: padded text tokens are masked out as attention keys (so their
+values never reach the image); without a `pooled` vector the pooled projection reads the mean of the
+real text tokens. Initialisation: xavier-uniform kernels and zero biases; the adaLN modulations and the
+output projection start at zero (adaLN-Zero, as DiT), so a fresh model predicts 0.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2ijax.models.layers import (Dense, RMSNorm, masked_attention, masked_mean, modulate, patchify,
+                                  timestep_embedding, unpatchify)
+from t2ijax.models.prx import MLPEmbedder
+from t2ijax.models.stack import TOKENS, Denoiser
+
+
+def sincos_positions(rows: range, cols: range, dim: int, base_size: int, max_size: int) -> np.ndarray:
+    """SD3's fixed 2D sin-cos embeddings [len(rows) * len(cols), dim] (fp32) of the given rows and columns
+    of its max_size x max_size table (diffusers' get_2d_sincos_pos_embed, base_size = sample_size // patch):
+    the first half of the features encodes the column, the second the row, each [sin | cos]."""
+    if dim % 4:
+        raise ValueError(f"hidden_size {dim} must be divisible by 4 for 2D sin-cos positions")
+    # As diffusers: positions in fp32, frequencies and products in fp64.
+    scale = np.float32(max_size / base_size)
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
+
+    def embed(index: range) -> np.ndarray:
+        angles = np.outer((np.arange(max_size, dtype=np.float32) / scale)[index.start:index.stop], omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    col, row = embed(cols), embed(rows)
+    table = np.concatenate([np.tile(col, (len(rows), 1)), np.repeat(row, len(cols), axis=0)], axis=1)
+    return table.astype(np.float32)
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU (tanh) -> Linear, both with biases."""
+
+    hidden_size: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = Dense(self.mlp_dim, ("embed", "mlp"), name="fc1", **kw)(x)
+        return Dense(self.hidden_size, ("mlp", "embed"), name="fc2", **kw)(nn.gelu(x, approximate=True))
+
+
+class JointAttention(nn.Module):
+    """Attention over [image ‖ text] tokens, each stream with its own q/k/v and output projections and
+    (qk_norm) RMSNorms on its per-head q and k. Padded text tokens are masked out as keys.
+
+    context_pre_only: only the image tokens query (the text stream ends here) and no text output; the
+    text query projection and norm still exist, unused, as in diffusers' last block.
+    """
+
+    num_heads: int
+    head_dim: int
+    qk_norm: bool
+    context_pre_only: bool
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+
+    def _qkv(self, x, name: str, norms: tuple[str, str]):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        qkv = Dense((3, self.num_heads, self.head_dim), ("embed", None, "heads", "kv"), name=name, **kw)(x)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.qk_norm:
+            q, k = (RMSNorm(eps=1e-6, axis_name="kv", name=norm, **kw)(y) for norm, y in zip(norms, (q, k)))
+        return q, k, v
+
+    def _out(self, x, name: str):
+        return Dense(self.num_heads * self.head_dim, ("heads", "kv", "embed"), n_in=2, name=name,
+                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+    @nn.compact
+    def __call__(self, img, txt, text_mask):
+        b, n = img.shape[:2]
+        img_q, img_k, img_v = self._qkv(img, "img_qkv", ("norm_q", "norm_k"))
+        txt_q, txt_k, txt_v = self._qkv(txt, "txt_qkv", ("norm_added_q", "norm_added_k"))
+        q = img_q if self.context_pre_only else jnp.concatenate([img_q, txt_q], axis=1)
+        k = jnp.concatenate([img_k, txt_k], axis=1)
+        v = jnp.concatenate([img_v, txt_v], axis=1)
+        key_mask = jnp.concatenate([jnp.ones((b, n), bool), text_mask.astype(bool)], axis=1)
+        out = masked_attention(q, k, v, key_mask, self.attention_impl)
+        img_out = self._out(out[:, :n], "img_out")
+        return img_out, (None if self.context_pre_only else self._out(out[:, n:], "txt_out"))
+
+
+class JointBlock(nn.Module):
+    """SD3's JointTransformerBlock: adaLN-Zero (shift, scale, gate for attention and for the MLP) on both
+    streams, joint attention, then a GELU MLP per stream. context_pre_only (the last block): the text
+    stream only feeds the attention, modulated by AdaLayerNormContinuous's (scale, shift), and is passed
+    on unchanged. Maps ((img, txt), temb, text_mask) -> ((img, txt), None) so that nn.scan can carry
+    both streams."""
+
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float
+    qk_norm: bool
+    context_pre_only: bool = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+
+    def _modulation(self, temb, chunks: int, name: str):
+        # Split over fsdp only, as PRXBlock's modulation (t2ijax/models/prx.py says why).
+        mod = Dense(chunks * self.hidden_size, ("embed", None), zero_init=True, name=name, dtype=self.dtype,
+                    param_dtype=self.param_dtype)(nn.silu(temb))
+        return jnp.split(mod.astype(jnp.float32)[:, None, :], chunks, axis=-1)
+
+    def _mlp(self, x, shift, scale, gate, name: str):
+        mlp = FeedForward(self.hidden_size, int(self.hidden_size * self.mlp_ratio), self.dtype, self.param_dtype,
+                          name=name)
+        return (x + gate * mlp(modulate(x, shift, scale, self.dtype))).astype(self.dtype)
+
+    @nn.compact
+    def __call__(self, carry, temb, text_mask):
+        img, txt = (nn.with_logical_constraint(x, TOKENS) for x in carry)
+        shift, scale, gate, mlp_shift, mlp_scale, mlp_gate = self._modulation(temb, 6, "img_mod")
+        if self.context_pre_only:
+            txt_scale, txt_shift = self._modulation(temb, 2, "txt_mod")
+        else:
+            txt_shift, txt_scale, txt_gate, txt_mlp_shift, txt_mlp_scale, txt_mlp_gate = self._modulation(
+                temb, 6, "txt_mod")
+
+        attn = JointAttention(self.num_heads, self.hidden_size // self.num_heads, self.qk_norm,
+                              self.context_pre_only, self.dtype, self.param_dtype, self.attention_impl,
+                              name="attention")
+        img_attn, txt_attn = attn(modulate(img, shift, scale, self.dtype),
+                                  modulate(txt, txt_shift, txt_scale, self.dtype), text_mask)
+        img = (img + gate * img_attn).astype(self.dtype)
+        img = self._mlp(img, mlp_shift, mlp_scale, mlp_gate, "img_mlp")
+        if not self.context_pre_only:
+            txt = (txt + txt_gate * txt_attn).astype(self.dtype)
+            txt = self._mlp(txt, txt_mlp_shift, txt_mlp_scale, txt_mlp_gate, "txt_mlp")
+        return (nn.with_logical_constraint(img, TOKENS), nn.with_logical_constraint(txt, TOKENS)), None
+
+
+class MMDiT(Denoiser):
+    """SD3's MMDiT; fields mirror diffusers' SD3Transformer2DModel config (depth = num_layers,
+    hidden_size = num_attention_heads * attention_head_dim, context_in_dim = joint_attention_dim).
+
+    __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise; SD3's timestep is t * 1000), text
+    [B,L,context_in_dim], text_mask [B,L] bool (True = real token), route_rng, pooled
+    [B,pooled_projection_dim] or None) -> [B,H,W,C].
+
+    Blocks 0..depth-2 are uniform ("blocks", scanned when scan_layers); the last one, whose text stream
+    only feeds its attention, is "final_block". Image tokens get the centre crop of a fixed
+    pos_embed_max_size^2 sin-cos table; an image side over pos_embed_max_size patches is an error.
+    """
+
+    in_channels: int = 16
+    patch_size: int = 2
+    context_in_dim: int = 4096
+    pooled_projection_dim: int = 2048
+    hidden_size: int = 1536
+    num_heads: int = 24
+    depth: int = 24
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False  # RMSNorm on per-head q and k (diffusers' qk_norm="rms_norm")
+    sample_size: int = 128  # the latent side the sin-cos positions are scaled for
+    pos_embed_max_size: int = 192
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
+    scan_layers: bool = True
+    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def _check(self, x, pooled):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        if self.depth < 1:
+            raise ValueError(f"depth {self.depth} must be at least 1")
+        self._check_remat()
+        h, w = x.shape[1:3]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"image {h}x{w} not divisible by patch_size {self.patch_size}")
+        if max(h, w) // self.patch_size > self.pos_embed_max_size:
+            raise ValueError(f"image {h}x{w} is over pos_embed_max_size {self.pos_embed_max_size} patches "
+                             f"of {self.patch_size} on a side")
+        if pooled is None and self.pooled_projection_dim != self.context_in_dim:
+            raise ValueError(f"without a pooled vector the model pools the text, which needs pooled_projection_dim "
+                             f"{self.pooled_projection_dim} == context_in_dim {self.context_in_dim}")
+
+    def _block_kw(self, context_pre_only: bool) -> dict:
+        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                    qk_norm=self.qk_norm, context_pre_only=context_pre_only, dtype=self.dtype,
+                    param_dtype=self.param_dtype, attention_impl=self.attention_impl)
+
+    def _run(self, img, txt, start: int, end: int, temb, text_mask):
+        """Blocks start..end-1 on (img, txt): the uniform "blocks" 0..depth-2, then "final_block"."""
+        uniform, args = self.depth - 1, (temb, text_mask)
+        if self.is_initializing():
+            carry = (img, txt)
+            if uniform:
+                carry = self.init_blocks(JointBlock, self._block_kw(False), "blocks", uniform, carry, *args)
+            return self.init_blocks(JointBlock, self._block_kw(True), "final_block", 1, carry, *args)
+        carry = self.apply_blocks(JointBlock(**self._block_kw(False)), "blocks", min(start, uniform),
+                                  min(end, uniform), (img, txt), *args)
+        if end == self.depth:
+            carry = self.apply_blocks(JointBlock(**self._block_kw(True)), "final_block", 0, 1, carry, *args)
+        return carry
+
+    def _positions(self, grid_h: int, grid_w: int) -> jax.Array:
+        top, left = (self.pos_embed_max_size - grid_h) // 2, (self.pos_embed_max_size - grid_w) // 2
+        table = sincos_positions(range(top, top + grid_h), range(left, left + grid_w), self.hidden_size,
+                                 self.sample_size // self.patch_size, self.pos_embed_max_size)
+        return jnp.asarray(table, self.dtype)
+
+    @nn.compact
+    def __call__(self, x, t, text, text_mask, route_rng=None, pooled=None):
+        if self.is_initializing() and pooled is None and self.pooled_projection_dim != self.context_in_dim:
+            pooled = jnp.zeros((x.shape[0], self.pooled_projection_dim))  # init needs only shapes; apply checks
+        self._check(x, pooled)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        b, h, w, c = x.shape
+        p = self.patch_size
+
+        img = Dense(self.hidden_size, ("conv_in", "embed"), name="img_in", **kw)(patchify(x, p).astype(self.dtype))
+        img = img + self._positions(h // p, w // p)[None]
+        txt = Dense(self.hidden_size, (None, "embed"), name="txt_in", **kw)(text.astype(self.dtype))
+        txt = nn.with_logical_constraint(txt, TOKENS)
+
+        if pooled is None:
+            pooled = masked_mean(text, text_mask)
+        temb = MLPEmbedder(self.hidden_size, name="time_in", **kw)(timestep_embedding(t.astype(jnp.float32) * 1000.0))
+        temb = temb + MLPEmbedder(self.hidden_size, name="pooled_in", **kw)(pooled.astype(self.dtype))
+
+        run = lambda img, txt, start, end, rope: self._run(img, txt, start, end, temb, text_mask)
+        img, _ = self.routed_blocks(img, txt, None, route_rng, (h // p, w // p), run, self.depth)
+
+        scale, shift = jnp.split(Dense(2 * self.hidden_size, ("embed", None), zero_init=True, name="final_mod",
+                                       **kw)(nn.silu(temb)).astype(jnp.float32)[:, None, :], 2, axis=-1)
+        out = Dense(c * p * p, ("embed", "conv_in"), zero_init=True, name="final_linear",
+                    **kw)(modulate(img, shift, scale, self.dtype))
+        return unpatchify(out, p, h, w, channels_last=True).astype(x.dtype)
