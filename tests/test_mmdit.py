@@ -13,7 +13,7 @@ from diffusers import SD3Transformer2DModel
 
 from sd3_reference import reference_forward, reference_sd3
 from t2ijax.errors import ConfigError
-from t2ijax.interop import sd3_weights
+from t2ijax.interop import from_diffusers, sd3_weights, to_diffusers
 from t2ijax.models.mmdit import MMDiT
 
 BASE = dict(in_channels=4, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
@@ -42,43 +42,43 @@ def _state_dict(torch_model) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
-def reference(request):
-    cfg = CONFIGS[request.param]
-    torch_model = reference_sd3(cfg)
-    model = MMDiT(**sd3_weights.model_fields(dict(torch_model.config)))
-    return cfg, torch_model, model, sd3_weights.params_from_state_dict(_state_dict(torch_model), model)
+def saved(request, tmp_path_factory):
+    torch_model = reference_sd3(CONFIGS[request.param])
+    directory = tmp_path_factory.mktemp(request.param)
+    torch_model.save_pretrained(directory)
+    return CONFIGS[request.param], torch_model, directory
 
 
-def test_matches_diffusers(reference):
-    cfg, torch_model, model, params = reference
+def test_import_matches_diffusers(saved):
+    cfg, torch_model, directory = saved
+    model, params = from_diffusers(str(directory))
+    assert isinstance(model, MMDiT) and model.scan_layers
     x, t, text, mask, pooled = _inputs(cfg)
     got = jax.jit(model.apply)({"params": params}, x, t, text, mask, pooled=pooled)
     np.testing.assert_allclose(np.asarray(got), reference_forward(torch_model, x, t, text, pooled), rtol=1e-5,
                                atol=1e-5)
 
 
-def test_export_loads_in_diffusers_and_round_trips_exactly(reference, tmp_path):
-    cfg, torch_model, model, params = reference
-    tensors = sd3_weights.state_dict_from_params(params, model)
-    safetensors.numpy.save_file(tensors, tmp_path / "diffusion_pytorch_model.safetensors")
-    (tmp_path / "config.json").write_text(json.dumps(sd3_weights.diffusers_config(model)))
-    reloaded = SD3Transformer2DModel.from_pretrained(tmp_path).eval()
+def test_export_loads_in_diffusers_and_round_trips_exactly(saved, tmp_path):
+    cfg, torch_model, directory = saved
+    model, params = from_diffusers(str(directory), scan_layers=False, remat_policy="full")
+    to_diffusers(model, params, tmp_path / "export")
+    reloaded = SD3Transformer2DModel.from_pretrained(tmp_path / "export").eval()
     original = torch_model.state_dict()
     assert reloaded.state_dict().keys() == original.keys()
     for name, tensor in reloaded.state_dict().items():
         assert torch.equal(tensor, original[name]), name
-    inputs = _inputs(cfg, seed=1)
-    np.testing.assert_array_equal(reference_forward(reloaded, *inputs[:3], inputs[4]),
-                                  reference_forward(torch_model, *inputs[:3], inputs[4]))
+    x, t, text, mask, pooled = _inputs(cfg, seed=1)
+    np.testing.assert_array_equal(reference_forward(reloaded, x, t, text, pooled),
+                                  reference_forward(torch_model, x, t, text, pooled))
 
-    unrolled = model.clone(scan_layers=False, remat_policy="full")
-    again = sd3_weights.params_from_state_dict(sd3_weights.state_dict_from_params(params, model), unrolled)
-    jax.tree.map(np.testing.assert_array_equal, sd3_weights.params_from_state_dict(
-        sd3_weights.state_dict_from_params(again, unrolled), model), params)
-    x, t, text, mask, pooled = inputs
-    np.testing.assert_allclose(np.asarray(jax.jit(unrolled.apply)({"params": again}, x, t, text, mask, pooled=pooled)),
-                               np.asarray(jax.jit(model.apply)({"params": params}, x, t, text, mask, pooled=pooled)),
-                               rtol=1e-6, atol=1e-6)
+    _, again = from_diffusers(str(tmp_path / "export"), scan_layers=False)
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+    scanned, scanned_params = from_diffusers(str(tmp_path / "export"))  # unrolled + remat == scanned
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(model.apply)({"params": params}, x, t, text, mask, pooled=pooled)),
+        np.asarray(jax.jit(scanned.apply)({"params": scanned_params}, x, t, text, mask, pooled=pooled)),
+        rtol=1e-6, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

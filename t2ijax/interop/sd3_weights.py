@@ -17,6 +17,7 @@ from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, KERNEL, linear
 from t2ijax.models.mmdit import MMDiT, sincos_positions
 
 CLASS_NAME = "SD3Transformer2DModel"
+MODEL = MMDiT
 POSITIONS = "pos_embed.pos_embed"
 PATCH_EMBED = "pos_embed.proj.weight"
 # (diffusers' projections of a stream, the fused name the table reads)
