@@ -14,6 +14,7 @@ import numpy as np
 from t2ijax.errors import ConfigError
 from t2ijax.interop import weights
 from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, linear
+from t2ijax.models.build import pixart_interpolation
 from t2ijax.models.dit_cross import DiTCross
 
 CLASS_NAME = "PixArtTransformer2DModel"
@@ -53,7 +54,7 @@ def model_fields(config: dict) -> dict:
     return dict(in_channels=c["in_channels"], patch_size=c["patch_size"], context_in_dim=c["caption_channels"],
                 hidden_size=hidden, num_heads=c["num_attention_heads"], depth=c["num_layers"], mlp_ratio=MLP_RATIO,
                 sample_size=c["sample_size"],
-                interpolation_scale=float(max(c["sample_size"] // 64, 1) if scale is None else scale))
+                interpolation_scale=pixart_interpolation(c["sample_size"]) if scale is None else float(scale))
 
 
 def diffusers_config(model: DiTCross) -> dict:
