@@ -41,7 +41,7 @@ def model_fields(config: dict) -> dict:
     return dict(in_channels=c["in_channels"] // PACKING**2, patch_size=PACKING,
                 context_in_dim=c["joint_attention_dim"], pooled_projection_dim=c["pooled_projection_dim"],
                 hidden_size=c["num_attention_heads"] * c["attention_head_dim"], num_heads=c["num_attention_heads"],
-                depth=c["num_layers"] + c["num_single_layers"], double_depth=c["num_layers"],
+                depth=c["num_layers"] + c["num_single_layers"], double_blocks=c["num_layers"],
                 axes_dim=tuple(c["axes_dims_rope"]), guidance_embeds=bool(c["guidance_embeds"]))
 
 
@@ -55,7 +55,7 @@ def diffusers_config(model: Flux) -> dict:
                               "be exported")
     channels = model.in_channels * model.patch_size**2
     return {"_class_name": CLASS_NAME, "patch_size": 1, "in_channels": channels, "out_channels": channels,
-            "num_layers": model.double_depth, "num_single_layers": model.depth - model.double_depth,
+            "num_layers": model.double_blocks, "num_single_layers": model.depth - model.double_blocks,
             "attention_head_dim": model.head_dim, "num_attention_heads": model.num_heads,
             "joint_attention_dim": model.context_in_dim, "pooled_projection_dim": model.pooled_projection_dim,
             "guidance_embeds": model.guidance_embeds, "axes_dims_rope": list(model.axes_dim)}
@@ -101,26 +101,23 @@ def _single_block(model: Flux, i: int) -> Iterator[weights.Entry]:
 
 
 def table(model: Flux) -> weights.Table:
-    embedders = [("timestep_embedder", "timestep_embedder"), ("text_embedder", "text_embedder")]
-    if model.guidance_embeds:
-        embedders.append(("guidance_embedder", "guidance_embedder"))
     top = [*linear("x_embedder", ("x_embedder",)), *linear("context_embedder", ("context_embedder",)),
            *linear("norm_out.linear", ("norm_out",)), *linear("proj_out", ("proj_out",))]
-    for torch_name, flax_name in embedders:
-        top += [*linear(f"time_text_embed.{torch_name}.linear_1", (flax_name, "in_layer")),
-                *linear(f"time_text_embed.{torch_name}.linear_2", (flax_name, "out_layer"))]
-    stacks = (weights.Stack("double_blocks", model.double_depth, _double_block),
-              weights.Stack("single_blocks", model.depth - model.double_depth, lambda i: _single_block(model, i)))
+    for embedder in ("timestep_embedder", "text_embedder") + (("guidance_embedder",) if model.guidance_embeds else ()):
+        top += [*linear(f"time_text_embed.{embedder}.linear_1", (embedder, "in_layer")),
+                *linear(f"time_text_embed.{embedder}.linear_2", (embedder, "out_layer"))]
+    stacks = (weights.Stack("double_blocks", model.double_blocks, _double_block),
+              weights.Stack("single_blocks", model.depth - model.double_blocks, lambda i: _single_block(model, i)))
     return weights.Table(top, tuple(stack for stack in stacks if stack.count),
                          hint="num_layers, num_single_layers and guidance_embeds")
 
 
 def _fused_groups(model: Flux) -> Iterator[tuple[str, tuple[str, ...], str]]:
     """(block prefix, diffusers' separate projections, the fused name the table reads) of every attention."""
-    for i in range(model.double_depth):
+    for i in range(model.double_blocks):
         yield f"transformer_blocks.{i}.attn.", QKV, "to_qkv"
         yield f"transformer_blocks.{i}.attn.", ADDED_QKV, "to_added_qkv"
-    for i in range(model.depth - model.double_depth):
+    for i in range(model.depth - model.double_blocks):
         yield f"single_transformer_blocks.{i}.attn.", QKV, "to_qkv"
 
 
@@ -138,7 +135,7 @@ def params_from_state_dict(state_dict: dict[str, np.ndarray], model: Flux, sourc
             joined = np.concatenate([_take(tensors, f"{prefix}{name}.{part}", source) for name in names])
             tensors[f"{prefix}{fused}.{part}"] = (joined.reshape(3, model.num_heads, model.head_dim)
                                                   if part == "bias" else joined)
-    for i in range(model.depth - model.double_depth):
+    for i in range(model.depth - model.double_blocks):
         t = f"single_transformer_blocks.{i}."
         proj_out = _take(tensors, t + "proj_out.weight", source)
         tensors.update(zip(_proj_out_parts(t, model.hidden_size), np.split(proj_out, [model.hidden_size], axis=1)))
@@ -153,7 +150,7 @@ def state_dict_from_params(params: dict, model: Flux) -> dict[str, np.ndarray]:
             joined = tensors.pop(f"{prefix}{fused}.{part}")
             split = np.split(joined.reshape(-1) if part == "bias" else joined, 3)
             tensors.update({f"{prefix}{name}.{part}": np.ascontiguousarray(x) for name, x in zip(names, split)})
-    for i in range(model.depth - model.double_depth):
+    for i in range(model.depth - model.double_blocks):
         t = f"single_transformer_blocks.{i}."
         tensors[t + "proj_out.weight"] = np.concatenate([tensors.pop(name) for name in
                                                          _proj_out_parts(t, model.hidden_size)], axis=1)

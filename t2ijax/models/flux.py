@@ -131,7 +131,7 @@ class Flux(Denoiser):
 
     __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise), text [B,L,context_in_dim], text_mask [B,L] bool
     (True = real token), route_rng, pooled [B, pooled_projection_dim] or None, guidance [B] or None) -> [B,H,W,C].
-    `depth` counts all blocks: the first `double_depth` are double-stream, the rest single-stream (diffusers'
+    `depth` counts all blocks: the first `double_blocks` are double-stream, the rest single-stream (diffusers'
     num_layers and num_single_layers). `guidance` is the guidance scale of a guidance-distilled model (needed
     exactly when guidance_embeds). Routing and REPA's capture (t2ijax/models/stack.py) index the blocks in
     that order and act on the image tokens only.
@@ -144,7 +144,7 @@ class Flux(Denoiser):
     hidden_size: int = 3072
     num_heads: int = 24
     depth: int = 57
-    double_depth: int = 19
+    double_blocks: int = 19
     mlp_ratio: float = 4.0
     axes_dim: Sequence[int] = (16, 56, 56)
     theta: float = 10000.0
@@ -174,8 +174,8 @@ class Flux(Denoiser):
         if len(self.axes_dim) != 3 or sum(self.axes_dim) != self.head_dim or any(d % 2 for d in self.axes_dim):
             raise ValueError(f"axes_dim {tuple(self.axes_dim)} must be three even sizes summing to head_dim "
                              f"{self.head_dim}")
-        if not 0 <= self.double_depth <= self.depth:
-            raise ValueError(f"double_depth {self.double_depth} must be within 0..depth ({self.depth})")
+        if not 0 <= self.double_blocks <= self.depth:
+            raise ValueError(f"double_blocks {self.double_blocks} must be within 0..depth ({self.depth})")
         self._check_remat()
         if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
@@ -206,8 +206,8 @@ class Flux(Denoiser):
 
     def _blocks(self, img, txt, vec, text_mask, rope, route_rng, grid):
         b = img.shape[0]
-        stacks = ((DoubleStreamBlock, "double_blocks", 0, self.double_depth),
-                  (SingleStreamBlock, "single_blocks", self.double_depth, self.depth))
+        stacks = ((DoubleStreamBlock, "double_blocks", 0, self.double_blocks),
+                  (SingleStreamBlock, "single_blocks", self.double_blocks, self.depth))
 
         def run(img, txt, start, end, rope):
             key_mask = jnp.concatenate([text_mask, jnp.ones((b, img.shape[1]), bool)], axis=1)
