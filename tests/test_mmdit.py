@@ -14,7 +14,8 @@ from diffusers import SD3Transformer2DModel
 from sd3_reference import reference_forward, reference_sd3
 from t2ijax.errors import ConfigError
 from t2ijax.interop import from_diffusers, sd3_weights, to_diffusers
-from t2ijax.models.mmdit import MMDiT
+from t2ijax.models.mmdit import JointBlock, MMDiT
+from t2ijax.techniques import routing
 
 BASE = dict(in_channels=4, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
             caption_projection_dim=32, pooled_projection_dim=12, out_channels=4)
@@ -124,6 +125,76 @@ def test_pooled_defaults_to_the_mean_of_the_real_text_tokens(pooling_model):
     assert nn.unbox(shapes)["pooled_in"]["in_layer"]["kernel"].shape == (12, 32)
     with pytest.raises(ValueError, match="pooled_projection_dim 12 == context_in_dim 24"):
         jax.eval_shape(narrow.apply, {"params": shapes}, x, t, text, mask)
+
+
+def _traced(model, params, inputs, **kw):
+    """One jitted forward: its block calls in running order (block params, image tokens in, text tokens in, image
+    tokens out, text tokens out) and what it sowed into "intermediates"."""
+    def run(params, *inputs):
+        calls = []
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if isinstance(context.module, JointBlock) and context.method_name == "__call__":
+                calls.append((context.module.variables["params"], *args[0], *out[0]))
+            return out
+
+        with nn.intercept_methods(record):
+            _, variables = model.apply({"params": params}, *inputs, mutable=["intermediates"], **kw)
+        return calls, variables.get("intermediates", {})
+
+    return jax.jit(run)(params, *inputs)
+
+
+@pytest.fixture(scope="module")
+def unrolled(pooling_model):
+    """pooling_model with a third block, unrolled: blocks_0, blocks_1, final_block_0."""
+    model, params, inputs = pooling_model
+    model = model.clone(depth=3, scan_layers=False)
+    fresh = jax.jit(model.init)(jax.random.key(0), *inputs, np.ones(inputs[2].shape[:2], bool))["params"]
+    rng = np.random.default_rng(2)
+    return model, jax.tree.map(lambda p: 0.3 * rng.standard_normal(p.shape, np.float32), nn.unbox(fresh)), inputs
+
+
+def test_routing_runs_every_block_once_and_routes_image_tokens_only(unrolled):
+    """TREAD over blocks 1..2 (a uniform block and the last one): each block runs once, in order, on its own
+    params; inside the range it sees the kept image tokens and the whole text stream."""
+    model, params, (x, t, text) = unrolled
+    mask = np.ones(text.shape[:2], bool)
+    routed = model.clone(routing="tread", route_start=1, route_end=2, route_rate=0.5)
+    calls, _ = _traced(routed, params, (x, t, text, mask), route_rng=jax.random.key(3))
+    names = ["blocks_0", "blocks_1", "final_block_0"]
+    assert len(calls) == len(names)
+    for (block_params, *_), name in zip(calls, names, strict=True):
+        assert jax.tree.all(jax.tree.map(np.array_equal, block_params, params[name]))
+    n = (x.shape[1] // 2) * (x.shape[2] // 2)
+    kept = routing.choose_kept(jax.random.key(3), x.shape[0], n, 0.5)
+    assert calls[0][1].shape[1] == n and kept.shape == (x.shape[0], n // 2)
+    np.testing.assert_array_equal(calls[1][1], routing.gather_tokens(calls[0][3], kept))
+    np.testing.assert_array_equal(calls[2][1], calls[1][3])
+    for previous, call in zip(calls, calls[1:]):
+        np.testing.assert_array_equal(call[2], previous[4])  # the text stream, never routed
+
+
+@pytest.mark.parametrize("layer", [0, 2])  # a uniform block, and the last one
+def test_capture_takes_the_image_tokens_leaving_a_block(unrolled, layer):
+    model, params, (x, t, text) = unrolled
+    calls, intermediates = _traced(model.clone(capture_layer=layer), params,
+                                   (x, t, text, np.ones(text.shape[:2], bool)))
+    assert len(calls) == 3
+    np.testing.assert_array_equal(intermediates["hidden"][0], calls[layer][3])
+
+
+def test_every_param_has_logical_axis_names():
+    model = MMDiT(in_channels=4, patch_size=2, context_in_dim=8, pooled_projection_dim=6, hidden_size=32,
+                  num_heads=2, depth=3, qk_norm=True, sample_size=4, pos_embed_max_size=4)
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4, 4, 4)), jnp.zeros(1),
+                               jnp.zeros((1, 2, 8)), jnp.ones((1, 2), bool), pooled=jnp.zeros((1, 6)))
+    is_leaf = lambda x: isinstance(x, nn.Partitioned)
+    leaves = jax.tree_util.tree_leaves_with_path(variables["params"], is_leaf=is_leaf)
+    assert leaves and all(isinstance(leaf, nn.Partitioned) for _, leaf in leaves)
+    stacked = [leaf for path, leaf in leaves if path[0].key in ("blocks", "final_block")]
+    assert stacked and all(leaf.names[0] == "layers" for leaf in stacked)
 
 
 @pytest.mark.parametrize("field, value, message", [
