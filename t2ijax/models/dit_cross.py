@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from t2ijax.models.layers import Dense, masked_attention, modulate, patchify, timestep_embedding, unpatchify
+from t2ijax.models.layers import (Dense, masked_attention, modulate, patchify, sincos_2d, timestep_embedding,
+                                  unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
@@ -23,21 +24,12 @@ TIMESTEPS = 1000.0  # diffusers' PixArt takes DDPM timesteps in [0, 1000): t in 
 
 
 def sincos_positions(grid_h: int, grid_w: int, dim: int, base_size: int, interpolation_scale: float) -> np.ndarray:
-    """diffusers' get_2d_sincos_pos_embed for a grid_h x grid_w token grid: [grid_h * grid_w, dim] float32.
-
-    Each side is stretched to span base_size / interpolation_scale positions whatever its token
-    count; the first dim/2 features encode the column, the last dim/2 the row (sin | cos each).
-    """
-    def side(n: int) -> np.ndarray:  # float32 positions, float64 frequencies, as diffusers computes them
+    """PixArt's position table for a grid_h x grid_w token grid: [grid_h * grid_w, dim] fp32. Each side is
+    stretched to span base_size / interpolation_scale positions whatever its token count."""
+    def side(n: int) -> np.ndarray:  # fp32, as diffusers computes them
         return np.arange(n, dtype=np.float32) / np.float32(n / base_size) / np.float32(interpolation_scale)
 
-    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
-    rows, cols = np.meshgrid(side(grid_h), side(grid_w), indexing="ij")
-    halves = []
-    for pos in (cols.reshape(-1), rows.reshape(-1)):
-        angles = np.outer(pos.astype(np.float64), omega)
-        halves += [np.sin(angles), np.cos(angles)]
-    return np.concatenate(halves, axis=1).astype(np.float32)
+    return sincos_2d(side(grid_h), side(grid_w), dim)
 
 
 class Attention(nn.Module):
@@ -134,8 +126,6 @@ class DiTCross(Denoiser):
     def _check_config(self, x, pooled, guidance):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
-        if self.hidden_size % 4:
-            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of 4 (2-D sin-cos positions)")
         self._check_remat()
         if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")

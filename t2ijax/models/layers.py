@@ -91,6 +91,22 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
+class FeedForward(nn.Module):
+    """Linear -> GELU (tanh) -> Linear, both with biases (diffusers' FeedForward "gelu-approximate": DiT-style
+    MLPs of SD3 and Flux)."""
+
+    hidden_size: int
+    mlp_dim: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = Dense(self.mlp_dim, ("embed", "mlp"), name="fc1", **kw)(x)
+        return Dense(self.hidden_size, ("mlp", "embed"), name="fc2", **kw)(nn.gelu(x, approximate=True))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm over the last axis with a learned scale; statistics and scaling in fp32."""
 
@@ -122,6 +138,24 @@ def timestep_embedding(t: jax.Array, dim: int = 256, scale: float = 1.0,
     if dim % 2:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb
+
+
+def sincos_2d(rows: np.ndarray, cols: np.ndarray, dim: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position embeddings [len(rows) * len(cols), dim] (fp32) of a row-major token grid
+    whose rows sit at positions `rows` and columns at `cols`, as diffusers' get_2d_sincos_pos_embed computes
+    them (PixArt, SD3): the first dim/2 features encode the column, the last the row, each [sin | cos];
+    frequencies and products in fp64 (diffusers gives the positions in fp32)."""
+    if dim % 4:
+        raise ValueError(f"hidden_size {dim} must be divisible by 4 for 2D sin-cos positions")
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
+
+    def embed(positions: np.ndarray) -> np.ndarray:
+        angles = np.outer(np.asarray(positions, np.float64), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    col, row = embed(cols), embed(rows)
+    table = np.concatenate([np.tile(col, (len(rows), 1)), np.repeat(row, len(cols), axis=0)], axis=1)
+    return table.astype(np.float32)
 
 
 def grid_positions(grid_h: int, grid_w: int, step: float = 1.0) -> jax.Array:
