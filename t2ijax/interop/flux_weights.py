@@ -78,8 +78,8 @@ def _double_block(i: int) -> Iterator[weights.Entry]:
     yield from linear(t + "attn.to_out.0", ("img_out",), layout=HEADS_IN)
     yield from linear(t + "attn.to_add_out", ("txt_out",), layout=HEADS_IN)
     for torch_ff, stream in (("ff", "img_mlp"), ("ff_context", "txt_mlp")):
-        yield from linear(t + f"{torch_ff}.net.0.proj", (stream, "proj_in"))
-        yield from linear(t + f"{torch_ff}.net.2", (stream, "proj_out"))
+        yield from linear(t + f"{torch_ff}.net.0.proj", (stream, "fc1"))
+        yield from linear(t + f"{torch_ff}.net.2", (stream, "fc2"))
 
 
 def _proj_out_parts(t: str, hidden_size: int) -> tuple[str, str]:

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, grid_positions, masked_attention, masked_mean, modulate,
-                                  patchify, rope_tables, timestep_embedding, unpatchify)
+from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, apply_rope, grid_positions, masked_attention,
+                                  masked_mean, modulate, patchify, rope_tables, timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
@@ -37,21 +37,6 @@ def _rope_image(x, n_txt: int, rope):
     if rope is None:
         return x
     return jnp.concatenate([x[:, :n_txt], apply_rope(x[:, n_txt:], *rope)], axis=1)
-
-
-class FeedForward(nn.Module):
-    """Linear-GELU(tanh)-Linear with biases."""
-
-    hidden_size: int
-    mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = Dense(self.mlp_dim, ("embed", "mlp"), name="proj_in", **kw)(x)
-        return Dense(self.hidden_size, ("mlp", "embed"), name="proj_out", **kw)(nn.gelu(x, approximate=True))
 
 
 class _Block(nn.Module):
