@@ -78,8 +78,8 @@ def _block(i: int) -> Iterator[weights.Entry]:
         yield from linear(f"{t}{attn}.to_{fused}", (flax_name, fused), layout=FUSED, n=n)
         yield from linear(f"{t}{attn}.to_out.0", (flax_name, "out"), layout=HEADS_IN)
     yield from linear(t + "attn2.to_q", ("cross_attention", "q"))
-    yield from linear(t + "ff.net.0.proj", ("mlp_in",))
-    yield from linear(t + "ff.net.2", ("mlp_out",))
+    yield from linear(t + "ff.net.0.proj", ("mlp", "fc1"))
+    yield from linear(t + "ff.net.2", ("mlp", "fc2"))
 
 
 def _top() -> Iterator[weights.Entry]:

@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from t2ijax.models.layers import (Dense, masked_attention, modulate, patchify, sincos_2d, timestep_embedding,
-                                  unpatchify)
+from t2ijax.models.layers import (Dense, FeedForward, masked_attention, modulate, patchify, sincos_2d,
+                                  timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
@@ -86,10 +86,8 @@ class DiTCrossBlock(nn.Module):
         img = (img + attn_gate * out).astype(self.dtype)
         img = img + attention("cross_attention", True)(img, txt, text_mask)
 
-        h = modulate(img, mlp_shift, mlp_scale, self.dtype)
-        h = Dense(int(self.hidden_size * self.mlp_ratio), ("embed", "mlp"), name="mlp_in", **kw)(h)
-        out = Dense(self.hidden_size, ("mlp", "embed"), name="mlp_out", **kw)(nn.gelu(h, approximate=True))
-        img = (img + mlp_gate * out).astype(self.dtype)
+        mlp = FeedForward(self.hidden_size, int(self.hidden_size * self.mlp_ratio), name="mlp", **kw)
+        img = (img + mlp_gate * mlp(modulate(img, mlp_shift, mlp_scale, self.dtype))).astype(self.dtype)
         return nn.with_logical_constraint(img, TOKENS), None
 
 
