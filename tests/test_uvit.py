@@ -144,15 +144,11 @@ def test_any_image_shape(scanned_params, size):
     assert np.isfinite(out).all()
 
 
-def test_scan_equals_unrolled_and_init(scanned_params, params):
+def test_scan_equals_unrolled(scanned_params, params):
     inputs = _inputs()
     scanned = np.asarray(UViT(**TINY).apply({"params": scanned_params}, *inputs))
     unrolled = np.asarray(UViT(**TINY, scan_layers=False).apply({"params": params}, *inputs))
     np.testing.assert_allclose(scanned, unrolled, atol=1e-6, rtol=0)
-    for scan in (True, False):  # init runs the blocks its own way, and must run them the same
-        model = UViT(**TINY, scan_layers=scan)
-        init_out, variables = jax.jit(model.init_with_output)(jax.random.key(0), *inputs)
-        np.testing.assert_allclose(init_out, jax.jit(model.apply)(variables, *inputs), atol=1e-6, rtol=0)
     no_conv = dict(scanned_params)
     no_conv.pop("final_layer")
     assert UViT(**TINY, final_conv=False).apply({"params": no_conv}, *inputs).shape == inputs[0].shape

@@ -39,7 +39,7 @@ class LayerNorm(nn.Module):
 class UViTBlock(nn.Module):
     """Pre-LN transformer block over the whole sequence; with `long_skip`, Linear(concat(x, skip)) first.
 
-    Returns (x, x): nn.scan carries the tokens and stacks them, the in-blocks' outputs being the skips.
+    Returns (x, None), nn.scan's (carry, per-layer output).
     """
 
     hidden_size: int
@@ -67,8 +67,7 @@ class UViTBlock(nn.Module):
         h = LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="norm2")(x)
         h = Dense(int(self.hidden_size * self.mlp_ratio), ("embed", "mlp"), name="fc1", **kw)(h)
         x = x + Dense(self.hidden_size, ("mlp", "embed"), name="fc2", **kw)(nn.gelu(h, approximate=False))
-        x = nn.with_logical_constraint(x.astype(self.dtype), TOKENS)
-        return x, x
+        return nn.with_logical_constraint(x.astype(self.dtype), TOKENS), None
 
 
 class UViT(Denoiser):
@@ -131,41 +130,32 @@ class UViT(Denoiser):
         if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
 
-    def _block(self, long_skip: bool, name: str | None = None) -> UViTBlock:
-        return UViTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, long_skip, self.dtype,
-                         self.param_dtype, self.attention_impl, name=name)
+    def _block_kw(self, long_skip: bool) -> dict:
+        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                    long_skip=long_skip, dtype=self.dtype, param_dtype=self.param_dtype,
+                    attention_impl=self.attention_impl)
 
     def _init_blocks(self, x, key_mask):
-        """Creates every block's params (the in- and out-blocks stacked over "layers" when scanned)."""
-        k = self.num_skips
-        mid = lambda x: self._block(False, "mid_block")(x, None, key_mask)[0]
-        if not self.scan_layers:
-            skips = []
-            for i in range(k):
-                x, _ = self._block(False, f"in_blocks_{i}")(x, None, key_mask)
-                skips.append(x)
-            x = mid(x)
-            for i in range(k):
-                x, _ = self._block(True, f"out_blocks_{i}")(x, skips.pop(), key_mask)
-            return x
-        stack = lambda in_axes, long_skip, name: nn.scan(
-            UViTBlock, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes, length=k,
-            metadata_params={nn.PARTITION_NAME: "layers"})(
-            self.hidden_size, self.num_heads, self.mlp_ratio, long_skip, self.dtype, self.param_dtype,
-            self.attention_impl, name=name)
-        x, skips = stack((nn.broadcast, nn.broadcast), False, "in_blocks")(x, None, key_mask)
-        x = mid(x)
-        return stack((0, nn.broadcast), True, "out_blocks")(x, skips[::-1], key_mask)[0]
+        """Creates every block's params (in- and out-blocks stacked over "layers" when scanned). Only their
+        shapes matter here: the out-blocks are created with x standing in for their skips."""
+        x = self.init_blocks(UViTBlock, self._block_kw(False), "in_blocks", self.num_skips, x, None, key_mask)
+        x, _ = UViTBlock(**self._block_kw(False), name="mid_block")(x, None, key_mask)
+        self.init_blocks(UViTBlock, self._block_kw(True), "out_blocks", self.num_skips, x, x, key_mask)
+
+    def _layer(self, long_skip: bool, key_mask):
+        """A block as a function (x, skip, params) -> x, rematerialised by remat_policy."""
+        block = UViTBlock(**self._block_kw(long_skip))
+        layer = lambda x, skip, params: block.apply({"params": params}, x, skip, key_mask)[0]
+        if self.remat_policy == "none":
+            return layer
+        return jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan_layers)
 
     def _run_stack(self, name: str, x, skips, start: int, end: int, key_mask):
         """Blocks start..end-1 of the in- or out-block stack `name`, params sliced from this module's.
         Out-blocks take `skips` [end - start, B, S, D], one each in order, and return (x, None); in-blocks
         return (x, their outputs stacked [end - start, B, S, D])."""
         out_blocks = name == "out_blocks"
-        block = self._block(out_blocks)
-        layer = lambda x, skip, params: block.apply({"params": params}, x, skip, key_mask)[0]
-        if self.remat_policy != "none":
-            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan_layers)
+        layer = self._layer(out_blocks, key_mask)
         params = self.variables["params"]
         if self.scan_layers:
             def step(x, skip_and_params):
@@ -189,7 +179,7 @@ class UViT(Denoiser):
             x, pushed = self._run_stack("in_blocks", x, None, clip(start), clip(end), key_mask)
             skips = jnp.concatenate([skips, pushed.astype(skips.dtype)])
         if start <= k < end:
-            x = self._block(False).apply({"params": self.variables["params"]["mid_block"]}, x, None, key_mask)[0]
+            x = self._layer(False, key_mask)(x, None, self.variables["params"]["mid_block"])
         first, stop = clip(start - k - 1), clip(end - k - 1)
         if first < stop:
             popped = skips[len(skips) - (stop - first):][::-1]
@@ -237,9 +227,8 @@ class UViT(Denoiser):
             extras, skips = state
             x = jnp.concatenate([extras, img], axis=1)
             if self.is_initializing():
-                x = self._init_blocks(x, key_mask)
-            else:
-                x, skips = self._run_blocks(x, skips, start, end, key_mask)
+                self._init_blocks(x, key_mask)
+            x, skips = self._run_blocks(x, skips, start, end, key_mask)
             return x[:, n_extras:], (x[:, :n_extras], skips)
 
         no_skips = jnp.zeros((0, *tokens.shape), tokens.dtype)
