@@ -14,7 +14,8 @@ import numpy as np
 from t2ijax.errors import ConfigError
 from t2ijax.interop import weights
 from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, KERNEL, linear
-from t2ijax.models.mmdit import MMDiT, sincos_positions
+from t2ijax.models.layers import sincos_2d
+from t2ijax.models.mmdit import MMDiT, sd3_positions
 
 CLASS_NAME = "SD3Transformer2DModel"
 MODEL = MMDiT
@@ -101,9 +102,8 @@ def table(model: MMDiT) -> weights.Table:
 
 def positions(model: MMDiT) -> np.ndarray:
     """SD3's whole pos_embed buffer [1, max^2, D] for `model`."""
-    size = model.pos_embed_max_size
-    return sincos_positions(range(size), range(size), model.hidden_size, model.sample_size // model.patch_size,
-                            size)[None]
+    positions = sd3_positions(model.pos_embed_max_size, model.sample_size // model.patch_size)
+    return sincos_2d(positions, positions, model.hidden_size)[None]
 
 
 def params_from_state_dict(state_dict: dict[str, np.ndarray], model: MMDiT, source: str = "the state dict") -> dict:

@@ -12,44 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2ijax.models.layers import (Dense, RMSNorm, masked_attention, masked_mean, modulate, patchify,
-                                  timestep_embedding, unpatchify)
+from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, masked_attention, masked_mean, modulate, patchify,
+                                  sincos_2d, timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
 
-def sincos_positions(rows: range, cols: range, dim: int, base_size: int, max_size: int) -> np.ndarray:
-    """SD3's fixed 2D sin-cos embeddings [len(rows) * len(cols), dim] (fp32) of the given rows and columns
-    of its max_size x max_size table (diffusers' get_2d_sincos_pos_embed, base_size = sample_size // patch):
-    the first half of the features encodes the column, the second the row, each [sin | cos]."""
-    if dim % 4:
-        raise ValueError(f"hidden_size {dim} must be divisible by 4 for 2D sin-cos positions")
-    # As diffusers: positions in fp32, frequencies and products in fp64.
-    scale = np.float32(max_size / base_size)
-    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
-
-    def embed(index: range) -> np.ndarray:
-        angles = np.outer((np.arange(max_size, dtype=np.float32) / scale)[index.start:index.stop], omega)
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    col, row = embed(cols), embed(rows)
-    table = np.concatenate([np.tile(col, (len(rows), 1)), np.repeat(row, len(cols), axis=0)], axis=1)
-    return table.astype(np.float32)
-
-
-class FeedForward(nn.Module):
-    """Linear -> GELU (tanh) -> Linear, both with biases."""
-
-    hidden_size: int
-    mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = Dense(self.mlp_dim, ("embed", "mlp"), name="fc1", **kw)(x)
-        return Dense(self.hidden_size, ("mlp", "embed"), name="fc2", **kw)(nn.gelu(x, approximate=True))
+def sd3_positions(max_size: int, base_size: int) -> np.ndarray:
+    """The row (and column) positions of SD3's max_size x max_size sin-cos table: index / (max_size / base_size),
+    in fp32 as diffusers computes them."""
+    return np.arange(max_size, dtype=np.float32) / np.float32(max_size / base_size)
 
 
 class JointAttention(nn.Module):
@@ -214,9 +186,11 @@ class MMDiT(Denoiser):
         return carry
 
     def _positions(self, grid_h: int, grid_w: int) -> jax.Array:
+        """The centre grid_h x grid_w crop of SD3's pos_embed_max_size^2 table, whose positions are patch indices
+        scaled to span sample_size // patch_size (in fp32, as diffusers' get_2d_sincos_pos_embed)."""
+        positions = sd3_positions(self.pos_embed_max_size, self.sample_size // self.patch_size)
         top, left = (self.pos_embed_max_size - grid_h) // 2, (self.pos_embed_max_size - grid_w) // 2
-        table = sincos_positions(range(top, top + grid_h), range(left, left + grid_w), self.hidden_size,
-                                 self.sample_size // self.patch_size, self.pos_embed_max_size)
+        table = sincos_2d(positions[top:top + grid_h], positions[left:left + grid_w], self.hidden_size)
         return jnp.asarray(table, self.dtype)
 
     @nn.compact
