@@ -305,8 +305,9 @@ def _check_eval(cfg: ml_collections.ConfigDict) -> None:
                               f"positive multiples of {multiple} (patch_size x the autoencoder's downsample)")
 
 
-def _check_text(text: ml_collections.ConfigDict) -> None:
-    """The encoder's own directory (config.json, weights, tokenizer) is read here, not loaded."""
+def _check_text(text: ml_collections.ConfigDict, shapes_only: bool = False) -> None:
+    """The encoder's own directory (config.json, weights, tokenizer; config.json alone when `shapes_only`) is read
+    here, not loaded."""
     from t2ijax.models.text.encoder import NO_TEXT
     from t2ijax.models.text.loading import check_model_dir, local_model_dir
 
@@ -329,7 +330,8 @@ def _check_text(text: ml_collections.ConfigDict) -> None:
         model_dir = Path(text.path).expanduser() if text.path else local_model_dir(text.name)
         if model_dir is not None:  # a Hub id is checked once downloaded, when it loads
             check_model_dir(model_dir, init=text.init, layer=text.layer, max_length=text.max_length,
-                            tokenizer_dir=Path(text.tokenizer).expanduser() if text.tokenizer else None)
+                            tokenizer_dir=Path(text.tokenizer).expanduser() if text.tokenizer else None,
+                            shapes_only=shapes_only)
 
 
 def check_diffusion(d: ml_collections.ConfigDict) -> None:
@@ -574,10 +576,11 @@ def _check_tensorboard_dir(log: ml_collections.ConfigDict) -> None:
 
 
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
-             platform: str | None = None, num_slices: int = 1) -> None:
+             platform: str | None = None, num_slices: int = 1, shapes_only: bool = False) -> None:
     """Raises ConfigError (one line) for the first problem found; returns None if none. `platform`
     (jax.default_backend()) also checks the choices that need a particular backend; `num_slices` is the
-    devices' slice count (multislice TPU: sharding.device_slices)."""
+    devices' slice count (multislice TPU: sharding.device_slices); `shapes_only` (t2ijax.plan, which loads
+    nothing) asks only config.json of the text encoder's directory, not its tokenizer and weights."""
     flat = flatten(cfg)
     _check_keys_and_types(flat, flatten(base.get_config()))
     missing = sorted(set(flatten(base.get_config())) - set(flat))
@@ -592,7 +595,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_resolution(cfg)
     _check_autoencoder_training(cfg.autoencoder_training)
     _check_eval(cfg)
-    _check_text(cfg.text_encoder)
+    _check_text(cfg.text_encoder, shapes_only)
     check_diffusion(cfg.diffusion)
     check_sampler(cfg.sampler, cfg.diffusion)
     _check_techniques(cfg)

@@ -77,7 +77,7 @@ def main(argv):
             config.model.remat_policy = FLAGS.remat
         if FLAGS.hosts < 1 or FLAGS.devices % FLAGS.hosts:
             raise ConfigError(f"--hosts={FLAGS.hosts} must divide --devices={FLAGS.devices} (each host has as many)")
-        validate(config, FLAGS.devices, FLAGS.hosts, platform="cpu", num_slices=FLAGS.slices)
+        validate(config, FLAGS.devices, FLAGS.hosts, platform="cpu", num_slices=FLAGS.slices, shapes_only=True)
         result = plan(config, FLAGS.slices)
     except ConfigError as e:
         sys.exit(f"error: {e}")

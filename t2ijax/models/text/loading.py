@@ -162,12 +162,15 @@ def _check_tokenizer_files(model_dir: Path) -> None:
 
 
 def check_model_dir(model_dir: Path, *, init: str, layer: int, max_length: int,
-                    tokenizer_dir: Path | None = None) -> None:
+                    tokenizer_dir: Path | None = None, shapes_only: bool = False) -> None:
     """The errors loading would raise (no config.json, tokenizer or weights, these not needed
-    with init='random'; a layer or max_length the model lacks), without reading tokenizer or weights."""
+    with init='random'; a layer or max_length the model lacks), without reading tokenizer or weights.
+    `shapes_only` (planning: nothing is loaded) needs config.json alone."""
     _, config = read_model_config(model_dir)
     layers_to_run(layer, config.num_hidden_layers)
     check_max_length(max_length, config.max_positions, str(model_dir))
+    if shapes_only:
+        return
     _check_tokenizer_files(tokenizer_dir or model_dir)
     if init == "pretrained":
         weight_files(model_dir)
