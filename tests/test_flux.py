@@ -182,6 +182,34 @@ def test_capture_takes_the_image_tokens_leaving_a_block(plain, layer):
     np.testing.assert_array_equal(intermediates["hidden"][0], calls[layer][4])
 
 
+@pytest.fixture(scope="module")
+def scanned():
+    """A scanned model with guidance, random params everywhere (adaLN-Zero's zeros included), and its inputs."""
+    cfg = CONFIGS["guidance, 1 double + 2 single"]
+    model = Flux(**flux_weights.model_fields(cfg))
+    x, t, text, mask, pooled, guidance = _inputs(cfg, SIZES[1])
+    mask[1, 2:] = False
+    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), x, t, text, mask)["params"])
+    noise = np.random.default_rng(2)
+    params = jax.tree.map(lambda p: (0.2 * noise.standard_normal(p.shape)).astype(np.float32), params)
+    return model, params, (x, t, text, mask), dict(pooled=pooled, guidance=guidance)
+
+
+def test_remat_keeps_the_gradients(scanned):
+    model, params, inputs, conditioning = scanned
+    grad = lambda m: jax.jit(jax.grad(lambda p: jnp.square(m.apply({"params": p}, *inputs, **conditioning)).mean()))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 grad(model.clone(remat_policy="dots"))(params), grad(model)(params))
+
+
+def test_bf16_compute_stays_close_to_fp32(scanned):
+    model, params, inputs, conditioning = scanned
+    apply = lambda m: jax.jit(lambda p: m.apply({"params": p}, *inputs, **conditioning))(params)
+    full, half = np.asarray(apply(model)), apply(model.clone(dtype=jnp.bfloat16))
+    assert half.dtype == inputs[0].dtype
+    assert np.abs(np.asarray(half) - full).max() < 0.05 * np.abs(full).max()
+
+
 def test_every_param_has_logical_axis_names():
     model = Flux(in_channels=4, context_in_dim=8, pooled_projection_dim=6, hidden_size=32, num_heads=2, depth=3,
                  double_blocks=1, axes_dim=(4, 6, 6), guidance_embeds=True)

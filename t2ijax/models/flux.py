@@ -117,8 +117,8 @@ class Flux(Denoiser):
     __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise), text [B,L,context_in_dim], text_mask [B,L] bool
     (True = real token), route_rng, pooled [B, pooled_projection_dim] or None, guidance [B] or None) -> [B,H,W,C].
     `depth` counts all blocks: the first `double_blocks` are double-stream, the rest single-stream (diffusers'
-    num_layers and num_single_layers). `guidance` is the guidance scale of a guidance-distilled model (needed
-    exactly when guidance_embeds). Routing and REPA's capture (t2ijax/models/stack.py) index the blocks in
+    num_layers and num_single_layers). `guidance` is the guidance scale of a guidance-distilled model, as
+    diffusers takes it (3.5, say; embedded as guidance * 1000 like t): needed exactly when guidance_embeds. Routing and REPA's capture (t2ijax/models/stack.py) index the blocks in
     that order and act on the image tokens only.
     """
 
@@ -215,7 +215,7 @@ class Flux(Denoiser):
             pooled, guidance = self._init_conditioning(x, text, pooled, guidance)
         self._check_config(x, pooled, guidance)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        b, h, w, c = x.shape
+        _, h, w, c = x.shape
         p = self.patch_size
         grid = (h // p, w // p)
         text_mask = text_mask.astype(bool)
