@@ -118,8 +118,9 @@ class Flux(Denoiser):
     (True = real token), route_rng, pooled [B, pooled_projection_dim] or None, guidance [B] or None) -> [B,H,W,C].
     `depth` counts all blocks: the first `double_blocks` are double-stream, the rest single-stream (diffusers'
     num_layers and num_single_layers). `guidance` is the guidance scale of a guidance-distilled model, as
-    diffusers takes it (3.5, say; embedded as guidance * 1000 like t): needed exactly when guidance_embeds. Routing and REPA's capture (t2ijax/models/stack.py) index the blocks in
-    that order and act on the image tokens only.
+    diffusers takes it (3.5, say; embedded as guidance * 1000 like t): needed exactly when guidance_embeds.
+    Routing and REPA's capture (t2ijax/models/stack.py) index the blocks in that order and act on the image
+    tokens only.
     """
 
     in_channels: int = 16  # latent channels
