@@ -1,4 +1,7 @@
 """dit_cross (PixArt-alpha): parity with diffusers' PixArtTransformer2DModel, weights in and out, bad configs."""
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,7 @@ from t2ijax.errors import ConfigError
 from t2ijax.interop import pixart_weights
 from t2ijax.interop.checkpoints import from_diffusers, to_diffusers
 from t2ijax.models.dit_cross import DiTCross
+from t2ijax.techniques import routing
 
 CONFIGS = {  # PixArtTransformer2DModel arguments
     "patch2": dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2,
@@ -150,3 +154,32 @@ def test_missing_and_extra_tensors_are_named():
     with pytest.raises(ConfigError, match=f"does not use, e.g. 'transformer_blocks.{cfg['num_layers'] - 1}.*"
                                           "check num_layers"):
         pixart_weights.params_from_state_dict(state, shallow)
+
+
+def test_every_param_has_logical_axis_names():
+    model = DiTCross(**pixart_weights.model_fields(CONFIGS["patch2"]))
+    variables = jax.eval_shape(model.init, jax.random.key(0), *_inputs(CONFIGS["patch2"], SIZES["non-square"]))
+    leaves = jax.tree_util.tree_leaves_with_path(variables["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(leaf, nn.Partitioned) and len(leaf.names) == leaf.value.ndim for _, leaf in leaves)
+    assert all(leaf.names[0] == "layers" for path, leaf in leaves if path[0].key == "blocks")
+
+
+def test_tread_routes_image_tokens_and_capture_sees_them():
+    cfg = CONFIGS["patch2+default_scale"]
+    inputs = _inputs(cfg, SIZES["non-square"])
+    plain = DiTCross(**pixart_weights.model_fields(cfg))
+    params = jax.jit(plain.init)(jax.random.key(0), *inputs)["params"]
+    rng = np.random.default_rng(1)  # noise: the zero-initialised outputs would hide the blocks
+    params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape, np.float32), params)
+    routed = plain.clone(routing="tread", route_start=1, route_end=1, capture_layer=1)
+    apply = lambda model, **kw: jax.jit(functools.partial(model.apply, mutable="intermediates", **kw))(
+        {"params": params}, *inputs)
+    want = apply(plain)[0]
+    np.testing.assert_array_equal(apply(routed)[0], want)  # TREAD without a route_rng is the plain model
+
+    out, intermediates = apply(routed, route_rng=jax.random.key(3))
+    b, h, w, _ = inputs[0].shape
+    kept = routing.choose_kept(jax.random.key(3), b, (h // 2) * (w // 2), 0.5)
+    np.testing.assert_array_equal(intermediates["intermediates"]["hidden_tokens"][0], kept)
+    assert intermediates["intermediates"]["hidden"][0].shape == (*kept.shape, plain.hidden_size)
+    assert np.isfinite(out).all() and not np.allclose(out, want)
