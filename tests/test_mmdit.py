@@ -1,13 +1,10 @@
 """The MMDiT backbone (SD3): parity with diffusers' SD3Transformer2DModel, exact weight round trips, the
 text mask and pooled vector t2ijax adds, and the configs it refuses."""
-import json
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors.numpy
 import torch
 from diffusers import SD3Transformer2DModel
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from t2ijax.errors import ConfigError
 from t2ijax.interop import weights
-from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, KERNEL, linear
+from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, linear
 from t2ijax.models.layers import sincos_2d
 from t2ijax.models.mmdit import MMDiT, sd3_positions
 

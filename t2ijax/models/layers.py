@@ -85,6 +85,15 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, dtype: jnp.dtype)
     return ((1 + scale) * layer_norm(x) + shift).astype(dtype)
 
 
+def adaln_modulation(vec: jax.Array, n: int, name: str, hidden_size: int, **kw) -> list[jax.Array]:
+    """n adaLN vectors [B, 1, hidden_size] (fp32) from the conditioning vector [B, D]: one zero-initialised
+    Dense (adaLN-Zero) named `name` in the calling module, so call it inside a compact method. Its kernel is
+    split over fsdp only, not over tensor: the vectors shift, scale and gate tokens whose embed axis is whole on
+    every tensor shard, and a tensor-split one re-splits them in every block (PRXBlock's modulation)."""
+    mod = Dense(n * hidden_size, ("embed", None), zero_init=True, name=name, **kw)(nn.silu(vec))
+    return jnp.split(mod.astype(jnp.float32)[:, None, :], n, axis=-1)
+
+
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of x [B, L, D] over the tokens where mask [B, L] is True, fp32 [B, D] (zeros where none is)."""
     weights = mask.astype(jnp.float32)[..., None]

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, masked_attention, masked_mean, modulate, patchify,
-                                  sincos_2d, timestep_embedding, unpatchify)
+from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, adaln_modulation, masked_attention, masked_mean,
+                                  modulate, patchify, sincos_2d, timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
@@ -82,11 +82,8 @@ class JointBlock(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: str = "xla"
 
-    def _modulation(self, temb, chunks: int, name: str):
-        # Split over fsdp only, as PRXBlock's modulation (t2ijax/models/prx.py says why).
-        mod = Dense(chunks * self.hidden_size, ("embed", None), zero_init=True, name=name, dtype=self.dtype,
-                    param_dtype=self.param_dtype)(nn.silu(temb))
-        return jnp.split(mod.astype(jnp.float32)[:, None, :], chunks, axis=-1)
+    def _modulation(self, temb, n: int, name: str):
+        return adaln_modulation(temb, n, name, self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def _mlp(self, x, shift, scale, gate, name: str):
         mlp = FeedForward(self.hidden_size, int(self.hidden_size * self.mlp_ratio), self.dtype, self.param_dtype,
@@ -215,8 +212,7 @@ class MMDiT(Denoiser):
         run = lambda img, txt, start, end, rope: self._run(img, txt, start, end, temb, text_mask)
         img, _ = self.routed_blocks(img, txt, None, route_rng, (h // p, w // p), run, self.depth)
 
-        scale, shift = jnp.split(Dense(2 * self.hidden_size, ("embed", None), zero_init=True, name="final_mod",
-                                       **kw)(nn.silu(temb)).astype(jnp.float32)[:, None, :], 2, axis=-1)
+        scale, shift = adaln_modulation(temb, 2, "final_mod", self.hidden_size, **kw)  # AdaLayerNormContinuous's order
         out = Dense(c * p * p, ("embed", "conv_in"), zero_init=True, name="final_linear",
                     **kw)(modulate(img, shift, scale, self.dtype))
         return unpatchify(out, p, h, w, channels_last=True).astype(x.dtype)
