@@ -232,3 +232,11 @@ def test_trains_on_a_fixed_batch():
 
     (params, _), losses = steps(params, optimizer.init(params))
     assert float(loss_fn(params)) < 0.05 * float(losses[0]), losses[::50]
+
+
+def test_bf16_compute_stays_close_to_fp32(scanned_params):
+    inputs = _inputs()
+    out = {dtype: np.asarray(jax.jit(UViT(**TINY, dtype=dtype).apply)({"params": scanned_params}, *inputs))
+           for dtype in (jnp.float32, jnp.bfloat16)}
+    assert out[jnp.bfloat16].dtype == np.float32
+    assert np.abs(out[jnp.bfloat16] - out[jnp.float32]).max() < 0.05 * np.abs(out[jnp.float32]).max()

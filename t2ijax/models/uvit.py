@@ -74,8 +74,8 @@ class UViT(Denoiser):
     """U-ViT text-to-image denoiser.
 
     __call__(x [B,H,W,C] NHWC, t [B] in [0,1] (1 = noise), text [B,L,context_in_dim], text_mask [B,L]
-    bool, True = real token) -> [B,H,W,C]. t enters as the sinusoid of t * time_factor (the paper's
-    discrete steps 0..999), of width hidden_size, through an MLP when mlp_time_embed. Padded text
+    bool, True = real token) -> [B,H,W,C]. t enters as the sinusoid of t * time_factor (the scale of the
+    paper's 1000 discrete steps), of width hidden_size, through an MLP when mlp_time_embed. Padded text
     tokens are masked as keys everywhere, so they change nothing. Positions: a learned table for the
     time and text tokens (text_len rows for text, L <= text_len) and a learned pos_grid x pos_grid
     table for the image tokens, resized bilinearly to each token grid, so any H, W work.
