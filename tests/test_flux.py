@@ -1,20 +1,17 @@
 """Flux against diffusers' FluxTransformer2DModel (tiny random configs, non-square latents, with and without
 guidance, both depth splits), exact weight round trips, t2ijax's text mask and pooling, the block stacks as
 routing and capture cut them, and bad input."""
-import json
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors.numpy
 import torch
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
 from flux_reference import reference_flux, reference_forward
 from t2ijax.errors import ConfigError
-from t2ijax.interop import flux_weights
+from t2ijax.interop import flux_weights, from_diffusers, to_diffusers
 from t2ijax.models.flux import DoubleStreamBlock, Flux, SingleStreamBlock
 from t2ijax.models.layers import masked_mean
 from t2ijax.techniques import routing
@@ -47,22 +44,20 @@ def _apply(model, params, x, t, text, mask, pooled=None, guidance=None):
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
-def reference(request):
+def reference(request, tmp_path_factory):
+    """(diffusers config, the torch model, the directory it is saved in)."""
     cfg = CONFIGS[request.param]
     torch_model = reference_flux(cfg)
-    return cfg, torch_model, {name: tensor.numpy() for name, tensor in torch_model.state_dict().items()}
-
-
-def _imported(cfg, state, **fields):
-    model = Flux(**flux_weights.model_fields(cfg), **fields)
-    return model, flux_weights.params_from_state_dict(state, model)
+    directory = tmp_path_factory.mktemp("flux")
+    torch_model.save_pretrained(directory)
+    return cfg, torch_model, str(directory)
 
 
 def test_matches_diffusers(reference):
     """Scanned on one config, unrolled on the other (one compile each: this CPU is slow to compile)."""
-    cfg, torch_model, state = reference
+    cfg, torch_model, directory = reference
     scan = cfg["guidance_embeds"]
-    model, params = _imported(cfg, state, scan_layers=scan)
+    model, params = from_diffusers(directory, scan_layers=scan)
     x, t, text, mask, pooled, guidance = _inputs(cfg, SIZES[scan])
     # atol: torch's and XLA's float32 exp differ by an ulp in 17 of the 128 sinusoid frequencies, which the
     # t * 1000 and guidance * 1000 (up to 5000 rad) arguments amplify to ~1e-4 in the embeddings.
@@ -71,12 +66,10 @@ def test_matches_diffusers(reference):
 
 
 def test_export_loads_in_diffusers_and_round_trips_exactly(reference, tmp_path):
-    cfg, torch_model, state = reference
-    model, params = _imported(cfg, state, scan_layers=False)
-    tensors = flux_weights.state_dict_from_params(params, model)
-    safetensors.numpy.save_file(tensors, str(tmp_path / "diffusion_pytorch_model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(flux_weights.diffusers_config(model)))
-    reloaded = FluxTransformer2DModel.from_pretrained(tmp_path).eval()
+    cfg, torch_model, directory = reference
+    model, params = from_diffusers(directory, scan_layers=False)
+    to_diffusers(model, params, tmp_path / "export")
+    reloaded = FluxTransformer2DModel.from_pretrained(tmp_path / "export").eval()
     assert {k: reloaded.config[k] for k in cfg} == {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
     original = torch_model.state_dict()
     assert reloaded.state_dict().keys() == original.keys()
@@ -86,13 +79,13 @@ def test_export_loads_in_diffusers_and_round_trips_exactly(reference, tmp_path):
     np.testing.assert_array_equal(reference_forward(reloaded, x, t, text, pooled, guidance),
                                   reference_forward(torch_model, x, t, text, pooled, guidance))
 
-    scanned = Flux(**flux_weights.model_fields(cfg))
-    again = flux_weights.params_from_state_dict(tensors, scanned)
-    back = flux_weights.state_dict_from_params(again, scanned)
-    assert back.keys() == tensors.keys()
-    for name in tensors:
-        np.testing.assert_array_equal(back[name], tensors[name])
-    jax.tree.map(np.testing.assert_array_equal, flux_weights.params_from_state_dict(back, model), params)
+    _, again = from_diffusers(str(tmp_path / "export"), scan_layers=False)
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+    scanned, scanned_params = from_diffusers(str(tmp_path / "export"))
+    tensors = flux_weights.state_dict_from_params(scanned_params, scanned)
+    assert tensors.keys() == original.keys()
+    for name, tensor in tensors.items():
+        np.testing.assert_array_equal(tensor, original[name].numpy())
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +94,8 @@ def plain():
     unrolled, and the model's apply jitted once on them."""
     cfg = CONFIGS["no guidance, 2 double + 1 single"]
     torch_model = reference_flux(cfg)
-    model, params = _imported(cfg, {name: tensor.numpy() for name, tensor in torch_model.state_dict().items()},
-                              scan_layers=False)
+    model = Flux(**flux_weights.model_fields(cfg), scan_layers=False)
+    params = flux_weights.params_from_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()}, model)
     apply = jax.jit(lambda *inputs, **kw: model.apply({"params": params}, *inputs, **kw))
     return cfg, model, params, lambda *inputs, **kw: np.asarray(apply(*inputs, **kw))
 

@@ -17,6 +17,7 @@ from t2ijax.interop.weights import COPY, FUSED, HEADS_IN, KERNEL, linear
 from t2ijax.models.flux import Flux
 
 CLASS_NAME = "FluxTransformer2DModel"
+MODEL = Flux
 PACKING = 2  # Flux's pipelines pack latents 2x2 before the transformer; t2ijax's Flux packs them itself
 # FluxTransformer2DModel.__init__'s defaults, for a config.json that leaves a field out.
 DEFAULTS = dict(patch_size=1, in_channels=64, out_channels=None, num_layers=19, num_single_layers=38,
