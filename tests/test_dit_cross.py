@@ -150,6 +150,10 @@ def test_missing_and_extra_tensors_are_named():
     model = DiTCross(**pixart_weights.model_fields(cfg))
     with pytest.raises(ConfigError, match="has no tensor 'transformer_blocks.0.attn1.to_k.weight'"):
         pixart_weights.params_from_state_dict({k: v for k, v in state.items() if "0.attn1.to_k.w" not in k}, model)
+    narrow = DiTCross(**{**pixart_weights.model_fields(cfg), "hidden_size": 24, "num_heads": 3})
+    with pytest.raises(ConfigError, match=r"tensor 'pos_embed.proj.weight' has shape \(32, 16\), this DiTCross config "
+                                          r"needs \(24, 16\)"):
+        pixart_weights.params_from_state_dict(state, narrow)
     shallow = DiTCross(**{**pixart_weights.model_fields(cfg), "depth": cfg["num_layers"] - 1})
     with pytest.raises(ConfigError, match=f"does not use, e.g. 'transformer_blocks.{cfg['num_layers'] - 1}.*"
                                           "check num_layers"):

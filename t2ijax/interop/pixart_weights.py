@@ -119,7 +119,9 @@ def _fuse(state_dict: dict[str, np.ndarray], model: DiTCross, source: str) -> di
     for i in range(model.depth):
         for fused, parts in _fused(i):
             joined = np.concatenate([take(part) for part in parts])
-            out[fused] = joined.reshape(len(parts), model.num_heads, -1) if fused.endswith("bias") else joined
+            if fused.endswith("bias") and joined.size == len(parts) * model.hidden_size:  # else the table names it
+                joined = joined.reshape(len(parts), model.num_heads, model.head_dim)
+            out[fused] = joined
     conv = take("pos_embed.proj.weight")
     out["pos_embed.proj.weight"] = conv.reshape(conv.shape[0], -1)
     p, c = model.patch_size, model.in_channels
