@@ -133,7 +133,7 @@ def params_from_state_dict(state_dict: dict[str, np.ndarray], model: nn.Module, 
             shapes = _block_shapes(expected, stack, i, model.scan_layers)
             for entry in stack.entries(i):
                 take(entry, blocks[-1], shapes)
-        if model.scan_layers:
+        if model.scan_layers and blocks:
             params[stack.name] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
         else:
             params.update({f"{stack.name}_{i}": block for i, block in enumerate(blocks)})
