@@ -269,3 +269,14 @@ def test_a_state_dict_that_does_not_fit_names_the_tensor(plain):
     with pytest.raises(ConfigError, match=r"'single_transformer_blocks.0.proj_out.weight\[:, 48:\]' has shape "
                                           r"\(48, 193\), this Flux config needs \(48, 192\)"):
         flux_weights.params_from_state_dict(wide, model)
+
+
+def test_flux1_dev_at_full_size_has_diffusers_parameter_count():
+    """FLUX.1-dev's config (19 + 38 blocks, width 3072, guidance): the same 11.9B parameters as diffusers' class
+    (shapes only: traced on the Flax side, built on torch's meta device)."""
+    model = Flux(**flux_weights.model_fields(dict(guidance_embeds=True)))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 2, 2, 16)), jnp.zeros(1),
+                            jnp.zeros((1, 1, 4096)), jnp.ones((1, 1), bool))
+    with torch.device("meta"):
+        reference = FluxTransformer2DModel(guidance_embeds=True)
+    assert sum(x.size for x in jax.tree.leaves(shapes)) == sum(p.numel() for p in reference.parameters())
