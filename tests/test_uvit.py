@@ -63,7 +63,7 @@ def _block_calls(params, inputs, **fields):
         return out
 
     with nn.intercept_methods(record):
-        out = UViT(**TINY, scan_layers=False, **fields).apply({"params": params}, *inputs)
+        out = UViT(**{**TINY, **fields}, scan_layers=False).apply({"params": params}, *inputs)
     return calls, out
 
 
@@ -98,6 +98,19 @@ def test_each_out_block_merges_the_mirrored_in_blocks_output(params):
         skip = calls[k + 1 + j][2]
         np.testing.assert_array_equal(skip, calls[k - 1 - j][4])  # in-block k-1-j's output, as it left it
     assert all(skip is None for _, _, skip, _, _ in calls[:k + 1])
+
+
+def test_an_even_depth_has_no_mid_block_and_still_mirrors_the_skips():
+    model = UViT(**dict(TINY, depth=4), scan_layers=False)
+    params = nn.unbox(model.init(jax.random.key(1), *_inputs())["params"])
+    assert "mid_block" not in params and {"in_blocks_1", "out_blocks_1"} <= set(params)
+    calls, _ = _block_calls(params, _inputs(), depth=4)
+    assert len(calls) == 4
+    for j in range(2):
+        np.testing.assert_array_equal(calls[2 + j][2], calls[1 - j][4])
+    scanned = jax.jit(UViT(**dict(TINY, depth=4)).init)(jax.random.key(1), *_inputs())["params"]
+    np.testing.assert_allclose(UViT(**dict(TINY, depth=4)).apply({"params": nn.unbox(scanned)}, *_inputs()),
+                               model.apply({"params": _unrolled(nn.unbox(scanned))}, *_inputs()), atol=1e-6)
 
 
 def test_the_long_skips_carry_information(params):
@@ -195,8 +208,7 @@ def test_repa_captures_the_image_tokens_after_a_block(params, layer):
 
 
 @pytest.mark.parametrize("fields, inputs, message", [
-    (dict(depth=4), {}, "depth 4 must be odd"),
-    (dict(depth=1), {}, "at least 3"),
+    (dict(depth=1), {}, "at least 2"),
     (dict(routing="tread"), {}, "no token routing"),
     (dict(text_len=6), {}, "more than U-ViT's text_len 6"),
     (dict(pos_grid=0), {}, "pos_grid > 0"),

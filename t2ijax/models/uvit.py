@@ -80,9 +80,9 @@ class UViT(Denoiser):
     time and text tokens (text_len rows for text, L <= text_len) and a learned pos_grid x pos_grid
     table for the image tokens, resized bilinearly to each token grid, so any H, W work.
 
-    depth counts every transformer block and must be odd: depth // 2 in-blocks, one mid-block,
-    depth // 2 out-blocks (the paper's U-ViT-S has depth 13). REPA's capture_layer counts blocks in
-    that running order (t2ijax/models/stack.py). No token routing: it would break the long skips.
+    depth counts every transformer block: depth // 2 in-blocks, a mid-block when depth is odd (the paper's
+    U-ViT-S has depth 13), depth // 2 out-blocks. REPA's capture_layer counts blocks in that running
+    order (t2ijax/models/stack.py). No token routing: it would break the long skips.
     """
 
     in_channels: int = 4
@@ -114,9 +114,9 @@ class UViT(Denoiser):
         return self.depth // 2
 
     def _check_config(self, x, text):
-        if self.depth < 3 or self.depth % 2 == 0:
-            raise ValueError(f"U-ViT depth {self.depth} must be odd and at least 3: depth // 2 in-blocks, "
-                             f"a mid-block and depth // 2 out-blocks (e.g. {max(3, self.depth + 1)})")
+        if self.depth < 2:
+            raise ValueError(f"U-ViT depth {self.depth} must be at least 2: depth // 2 in-blocks, a mid-block when "
+                             "depth is odd, and depth // 2 out-blocks")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
         if self.routing != "none":
@@ -139,7 +139,8 @@ class UViT(Denoiser):
         """Creates every block's params (in- and out-blocks stacked over "layers" when scanned). Only their
         shapes matter here: the out-blocks are created with x standing in for their skips."""
         x = self.init_blocks(UViTBlock, self._block_kw(False), "in_blocks", self.num_skips, x, None, key_mask)
-        x, _ = UViTBlock(**self._block_kw(False), name="mid_block")(x, None, key_mask)
+        if self.depth % 2:
+            x, _ = UViTBlock(**self._block_kw(False), name="mid_block")(x, None, key_mask)
         self.init_blocks(UViTBlock, self._block_kw(True), "out_blocks", self.num_skips, x, x, key_mask)
 
     def _layer(self, long_skip: bool, key_mask):
@@ -170,17 +171,17 @@ class UViT(Denoiser):
         return x, None if out_blocks else jnp.stack(outputs)
 
     def _run_blocks(self, x, skips, start: int, end: int, key_mask):
-        """Blocks start..end-1 in running order (in-blocks 0..k-1, the mid-block k, out-blocks k+1..2k) on
-        the token sequence x. `skips` [n, B, S, D] holds the outputs of the in-blocks run so far, in order:
+        """Blocks start..end-1 in running order (in-blocks 0..k-1, the mid-block k when depth is odd, then the
+        out-blocks) on the token sequence x. `skips` [n, B, S, D] holds the outputs of the in-blocks run so far, in order:
         in-blocks push theirs on its end and each out-block pops the last one. Returns (x, skips)."""
-        k = self.num_skips
+        k, mid = self.num_skips, self.depth % 2
         clip = lambda i: min(max(i, 0), k)
         if clip(start) < clip(end):
             x, pushed = self._run_stack("in_blocks", x, None, clip(start), clip(end), key_mask)
             skips = jnp.concatenate([skips, pushed.astype(skips.dtype)])
-        if start <= k < end:
+        if mid and start <= k < end:
             x = self._layer(False, key_mask)(x, None, self.variables["params"]["mid_block"])
-        first, stop = clip(start - k - 1), clip(end - k - 1)
+        first, stop = clip(start - k - mid), clip(end - k - mid)
         if first < stop:
             popped = skips[len(skips) - (stop - first):][::-1]
             skips = skips[:len(skips) - (stop - first)]
