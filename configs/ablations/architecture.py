@@ -3,14 +3,15 @@ hidden 128, 4 heads, 8 x 8 pixel tokens of 4 x 4 patches, MiniLM layer 4 text).
 
 Two grids share the PRX baseline (1.62M parameters at 4 blocks):
 - equal width and depth: every backbone at hidden 128 and 4 blocks (its parameters then differ:
-  dit_cross 1.22M, mmdit 2.26M, flux 1.79M with 2 double- and 2 single-stream blocks, uvit 1.24M);
+  dit_cross 1.22M, mmdit 2.26M, flux 1.79M with 2 double- and 2 single-stream blocks, uvit 0.87M with 2 in- and
+  2 out-blocks);
 - equal parameters (within 6 % of PRX's, by depth alone): dit_cross 6 blocks (1.72M), mmdit 3 (1.70M),
-  flux 5 of which 1 double-stream (1.69M), uvit 8 (1.64M).
+  flux 5 of which 1 double-stream (1.69M), uvit 8 (1.66M).
 One variant:
   python -m t2ijax.main --config=configs/ablations/architecture.py:mmdit --workdir=workdirs/ablations/arch/mmdit
 The whole axis with 3 seeds, then its report (docs/ablations/README.md):
   python -m t2ijax.ablate --config=configs/ablations/architecture.py --workdir=workdirs/ablations/architecture \
-      --seeds=3 --config.total_steps=800
+      --seeds=3 --config.total_steps=500
 Result: docs/ablations/architecture.md.
 """
 from configs.ablations import variant_config
@@ -19,12 +20,12 @@ VARIANTS = {
     "prx": {},  # the baseline of both grids
     "dit_cross": {"model.name": "dit_cross"},
     "mmdit": {"model.name": "mmdit"},
-    "flux": {"model.name": "flux"},
     "uvit": {"model.name": "uvit"},
+    "flux": {"model.name": "flux"},
     "dit_cross_params": {"model.name": "dit_cross", "model.depth": 6},
     "mmdit_params": {"model.name": "mmdit", "model.depth": 3},
-    "flux_params": {"model.name": "flux", "model.depth": 5, "model.double_blocks": 1},
     "uvit_params": {"model.name": "uvit", "model.depth": 8},
+    "flux_params": {"model.name": "flux", "model.depth": 5, "model.double_blocks": 1},
 }
 
 
