@@ -13,22 +13,15 @@ Initialisation: xavier-uniform kernels and zero biases; the adaLN modulations an
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, apply_rope, grid_positions, masked_attention,
-                                  masked_mean, modulate, patchify, rope_tables, timestep_embedding, unpatchify)
+from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, adaln_modulation, apply_rope, grid_positions,
+                                  masked_attention, masked_mean, modulate, patchify, rope_tables, timestep_embedding,
+                                  unpatchify)
 from t2ijax.models.prx import MLPEmbedder
 from t2ijax.models.stack import TOKENS, Denoiser
 
 TIME_FACTOR = 1000.0  # diffusers' Flux embeds t * 1000 and guidance * 1000
-
-
-def _modulation(vec, n: int, name: str, hidden_size: int, kw: dict) -> list[jax.Array]:
-    """n adaLN vectors [B, 1, hidden] (fp32) from the conditioning vector; called inside a compact method."""
-    # Split over fsdp only, as PRXBlock's modulation (see there).
-    mod = Dense(n * hidden_size, ("embed", None), zero_init=True, name=name, **kw)(nn.silu(vec))
-    return jnp.split(mod.astype(jnp.float32)[:, None, :], n, axis=-1)
 
 
 def _rope_image(x, n_txt: int, rope):
@@ -70,8 +63,8 @@ class DoubleStreamBlock(_Block):
     def __call__(self, carry, vec, key_mask, rope):
         img, txt = (nn.with_logical_constraint(x, TOKENS) for x in carry)
         n_txt = txt.shape[1]
-        img_mod = _modulation(vec, 6, "img_mod", self.hidden_size, self._kw())
-        txt_mod = _modulation(vec, 6, "txt_mod", self.hidden_size, self._kw())
+        img_mod = adaln_modulation(vec, 6, "img_mod", self.hidden_size, **self._kw())
+        txt_mod = adaln_modulation(vec, 6, "txt_mod", self.hidden_size, **self._kw())
         img_q, img_k, img_v = self._qkv(modulate(img, *img_mod[:2], self.dtype), "img_")
         txt_q, txt_k, txt_v = self._qkv(modulate(txt, *txt_mod[:2], self.dtype), "txt_")
         joint = lambda a, b: _rope_image(jnp.concatenate([a, b], axis=1), n_txt, rope)
@@ -98,7 +91,7 @@ class SingleStreamBlock(_Block):
         img, txt = carry
         n_txt = txt.shape[1]
         x = nn.with_logical_constraint(jnp.concatenate([txt, img], axis=1), TOKENS)
-        shift, scale, gate = _modulation(vec, 3, "mod", self.hidden_size, self._kw())
+        shift, scale, gate = adaln_modulation(vec, 3, "mod", self.hidden_size, **self._kw())
         h = modulate(x, shift, scale, self.dtype)
         q, k, v = self._qkv(h)
         attn = masked_attention(_rope_image(q, n_txt, rope), _rope_image(k, n_txt, rope), v, key_mask,
@@ -228,7 +221,7 @@ class Flux(Denoiser):
         rope = rope_tables(jnp.pad(positions, ((0, 0), (1, 0))), self.axes_dim, self.theta)
         img = self._blocks(img, txt, vec, text_mask, rope, route_rng, grid)
 
-        scale, shift = _modulation(vec, 2, "norm_out", self.hidden_size, kw)  # AdaLayerNormContinuous: scale first
+        scale, shift = adaln_modulation(vec, 2, "norm_out", self.hidden_size, **kw)  # AdaLayerNormContinuous order
         out = Dense(c * p * p, ("embed", "conv_in"), zero_init=True, name="proj_out", **kw)(
             modulate(img, shift, scale, self.dtype))
         return unpatchify(out, p, h, w).astype(x.dtype)
