@@ -161,6 +161,10 @@ def _check_model(cfg: ml_collections.ConfigDict) -> None:
                                      or any(d % 2 for d in m.axes_dim)):
         raise ConfigError(f"config.model.axes_dim={tuple(m.axes_dim)} must be {rope_axes} even sizes summing to the "
                           f"head dim {head_dim} for {m.name}'s RoPE; () splits it evenly")
+    if m.guidance_embeds:
+        raise ConfigError("config.model.guidance_embeds=True is Flux.1-dev's distilled guidance input, which needs a "
+                          "guidance-distillation objective t2ijax does not train; start from a checkpoint without it "
+                          "(Flux.1-schnell's kind) or set model.guidance_embeds=False")
     if m.name == "flux" and not 0 <= m.double_blocks <= m.depth:
         raise ConfigError(f"config.model.double_blocks={m.double_blocks} must be in 0..model.depth={m.depth} (0: a "
                           "third of the blocks, rounded up)")

@@ -214,9 +214,13 @@ def test_diffusers_export_refuses_what_diffusers_prx_lacks(tmp_path, pos_embed, 
 
 
 @pytest.mark.parametrize("field,value", [("pos_embed", "learned_absolute"), ("resolution_cond", "tokens")])
-def test_init_from_refuses_parameters_a_prx_checkpoint_lacks(field, value):
+def test_init_from_refuses_parameters_a_prx_checkpoint_lacks(field, value, tmp_path):
+    from prx_reference import reference_prx
+
+    reference_prx(dict(in_channels=3, patch_size=2, context_in_dim=8, hidden_size=16, num_heads=2,
+                       depth=1, axes_dim=[4, 4])).save_pretrained(tmp_path)
     config = shapes_tiny.get_config()
-    config.init_from = "/nonexistent/prx"
+    config.init_from = str(tmp_path)
     config.model[field] = value
     with pytest.raises(ConfigError, match="add parameters a PRX checkpoint does not have"):
         resolve_init_from(config)
