@@ -128,3 +128,46 @@ def test_a_hub_id_fetches_the_whole_pipeline(pipeline_dir, photos, tmp_path, mon
     resolve_init_from(config)
     assert asked[0] == ("Photoroom/prx-tiny", None)  # text_encoder/, tokenizer/ and vae/ too, not the transformer only
     assert config.text_encoder.path == f"{pipeline_dir}/text_encoder" and config.model.hidden_size == 64
+
+
+def _tiny_transformer(backbone: str):
+    """A random diffusers transformer of `backbone`'s class that reads the tiny pipeline's inputs: 4 latent
+    channels, 32-wide text (also the pooled width, which t2ijax fills with the text's mean)."""
+    import flux_reference
+    import pixart_reference
+    import sd3_reference
+
+    heads = dict(num_attention_heads=2, attention_head_dim=8)
+    if backbone == "dit_cross":
+        return pixart_reference.reference_pixart(dict(
+            heads, in_channels=4, out_channels=8, num_layers=2, cross_attention_dim=16, caption_channels=32,
+            sample_size=8, patch_size=2, norm_type="ada_norm_single", use_additional_conditions=False))
+    if backbone == "mmdit":
+        return sd3_reference.reference_sd3(dict(
+            heads, sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+            joint_attention_dim=32, caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=8,
+            qk_norm="rms_norm"))
+    return flux_reference.reference_flux(dict(
+        heads, patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, joint_attention_dim=32,
+        pooled_projection_dim=32, axes_dims_rope=(2, 2, 4)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["dit_cross", "mmdit", "flux"])
+def test_pixart_sd3_and_flux_transformers_fine_tune_like_prx(backbone, pipeline_dir, photos, tmp_path):
+    """The tiny pipeline with its transformer swapped for another class: init_from picks the backbone and its
+    architecture, the run starts from the checkpoint's weights and trains."""
+    import shutil
+
+    from t2ijax.interop import from_diffusers
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(pipeline_dir, pipe, ignore=shutil.ignore_patterns("transformer"))
+    _tiny_transformer(backbone).save_pretrained(pipe / "transformer")
+    config = finetune_config(pipe, photos, tmp_path / "data", total_steps=1)
+    run = Run(config, str(tmp_path / "run")).setup()
+    assert config.model.name == backbone and config.model.hidden_size == 16 and config.model.mlp_ratio == 4.0
+    _, released = from_diffusers(str(pipe))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.state.params), released)
+    state, metrics = run.train_step(run.state, run.device_batch(0))
+    assert np.isfinite(float(metrics["loss"]))

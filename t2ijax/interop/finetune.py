@@ -4,6 +4,7 @@
 into config.model, its directory into "{init_from}" fields), so the run's config.json describes the model
 it trains; `start_from` puts the checkpoint's weights into a freshly initialised train state.
 """
+import dataclasses
 import json
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def resolve_init_from(config: ml_collections.ConfigDict) -> None:
     root = local_dir(config.init_from, whole_pipeline=bool(_placeholders(config)))
     source, class_name = transformer_dir(str(root))
     backbone = backbone_of(class_name)
-    fields = converter(class_name).model_fields(read_config(source))
+    module = converter(class_name)
+    # A field the class fixes (SD3's and Flux's 4x MLP) is not in config.json: the module's default holds it.
+    fields = {**{f.name: f.default for f in dataclasses.fields(module.MODEL)
+                 if f.name in MODEL_FIELDS[backbone] and f.default is not None},
+              **module.model_fields(read_config(source))}
     if backbone == "prx":
         _check_prx_positions(config.model)
         fields.setdefault("bottleneck_size", 0)
