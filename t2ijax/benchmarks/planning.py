@@ -4,6 +4,7 @@ import collections
 import dataclasses
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -104,7 +105,7 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
     compiled = lowered.compile()
     memory = compiled.memory_analysis()
     found = collectives.parse(compiled.as_text())
-    params = collectives.parameters(state.params, mesh)
+    params = collectives.parameters(state.params, mesh, stacks=_scanned_stacks(model, example))
     local_batch, itemsize = batch // sharding.batch_ways(mesh), jnp.dtype(model.dtype).itemsize
     text_tokens = text_len + 2 * getattr(model, "resolution_tokens", False)  # PRX: height and width tokens join the text
     tokens = local_batch * num_image_tokens(config.model, side, side) * model.hidden_size
@@ -133,6 +134,14 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
                 dcn_seconds={chip: collectives.dcn_seconds(over_dcn, chip) for chip in collectives.DCN_BANDWIDTH},
                 # the dense model's count: what token routing saves is not counted as model FLOPs
                 model_flops_per_image=train_step_flops(model.clone(routing="none"), 1, side, side, text_len))
+
+
+def _scanned_stacks(model, example: dict) -> set[str]:
+    """The top-level parameter entries nn.scan stacked: their logical axes start with "layers"."""
+    inputs = [example[k] for k in ("x", "t", "text", "text_mask")]
+    specs = nn.get_partition_spec(jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"])
+    return {path[0].key for path, spec in jax.tree_util.tree_leaves_with_path(
+        specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)) if spec and spec[0] == "layers"}
 
 
 def _moves(found: list[collectives.Collective], mesh) -> list[dict]:
