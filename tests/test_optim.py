@@ -249,3 +249,38 @@ def _set(tree, path, value):
     if not path:
         return value
     return {**tree, path[0].key: _set(tree[path[0].key], path[1:], value)}
+
+
+@pytest.mark.parametrize("backbone", ["dit_cross", "mmdit", "flux", "uvit"])
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_every_backbones_block_kernels_are_the_matrices_their_dense_multiplies_by(backbone, scan_layers):
+    """muon_matrix on the other backbones' block stacks (double/single, in/out/mid, final): every block Dense
+    kernel is taken, with its own n_in as fan-in and the layer axis first when stacked; nothing else is."""
+    from configs import shapes_tiny
+    from t2ijax.models.build import build_model
+
+    config = shapes_tiny.get_config()
+    config.model.update(name=backbone, hidden_size=32, num_heads=2, depth=3, scan_layers=scan_layers)
+    model = build_model(config, 3, 8)
+    inputs = (jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)), jnp.zeros((1, 4, 8)), jnp.ones((1, 4), bool))
+    n_in = {}
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, Dense) and context.method_name == "__call__":
+            n_in[context.module.path] = context.module.n_in
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        params = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)["params"])
+    stacks = {"blocks", "double_blocks", "single_blocks", "in_blocks", "out_blocks", "final_block", "mid_block"}
+    in_blocks = lambda path: str(path[0].key).rstrip("_0123456789") in stacks
+    for path, x in jax.tree_util.tree_leaves_with_path(params):
+        dims, keys = muon_matrix(path, x), tuple(k.key for k in path)
+        if not (in_blocks(path) and keys[-1] == "kernel" and keys[:-1] in n_in):
+            assert dims is None, keys
+            continue
+        stacked = scan_layers and keys[0] != "mid_block"
+        first = 1 if stacked else 0
+        assert dims is not None, keys
+        assert dims.reduction_axis == tuple(range(first, first + n_in[keys[:-1]])), keys
+        assert dims.output_axis == tuple(range(first + n_in[keys[:-1]], x.ndim)), keys

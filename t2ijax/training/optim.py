@@ -37,24 +37,29 @@ def _adamw_from(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> opt
     return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-# Block kernels whose fan-in spans more than their first axis (t2ijax/models/prx.py: attention's
-# to_out maps [heads, kv] to embed); every other block kernel maps its first axis to the rest.
-_FAN_IN_AXES = {"to_out": 2}
-_BLOCK = re.compile(r"blocks(_\d+)?")
+# Block kernels whose fan-in spans more than their first axis: the attention output projections, which map
+# [heads, kv] to embed (prx to_out, dit_cross out, mmdit and flux img_out / txt_out, flux attn_out, uvit proj).
+# Every other block kernel maps its first axis to the rest.
+_FAN_IN_AXES = dict.fromkeys(("to_out", "out", "img_out", "txt_out", "attn_out", "proj"), 2)
+# A backbone's block stacks: "blocks", "double_blocks", "single_blocks", "in_blocks", "out_blocks",
+# "final_block", stacked over a leading layer axis when scanned and numbered (_0, _1, ...) when not;
+# U-ViT's "mid_block" is one block, never stacked.
+_BLOCK = re.compile(r"(?:blocks|double_blocks|single_blocks|in_blocks|out_blocks|final_block|mid_block)(_\d+)?")
+_SINGLE_BLOCKS = ("mid_block",)
 
 
 def muon_matrix(path, leaf) -> MuonDimensionNumbers | None:
     """How the param at `path` is seen as the matrices Muon orthogonalizes, or None if Adam updates it.
 
-    Muon takes the Dense kernels of the transformer blocks (PRX's rule: the 2-D weights of `blocks`):
-    each layer's kernel as the (fan-in x fan-out) matrix its Dense multiplies by, the leading layer
-    axis of nn.scan's stacked "blocks" as a batch of independent matrices.
+    Muon takes the Dense kernels of the transformer blocks (PRX's rule: the 2-D weights of the blocks, on
+    every backbone): each layer's kernel as the (fan-in x fan-out) matrix its Dense multiplies by, the
+    leading layer axis of nn.scan's stacked blocks as a batch of independent matrices.
     """
     names = [key.key for key in path if isinstance(key, jax.tree_util.DictKey)]
-    block = next((n for n in names if _BLOCK.fullmatch(n)), None)
+    block = next((match for n in names if (match := _BLOCK.fullmatch(n))), None)
     if block is None or names[-1] != "kernel":
         return None
-    first = 1 if block == "blocks" else 0
+    first = 0 if block.group(1) or block.group(0) in _SINGLE_BLOCKS else 1
     split = first + _FAN_IN_AXES.get(names[-2], 1)
     return MuonDimensionNumbers(tuple(range(first, split)), tuple(range(split, leaf.ndim)))
 
