@@ -171,3 +171,19 @@ def test_pixart_sd3_and_flux_transformers_fine_tune_like_prx(backbone, pipeline_
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.state.params), released)
     state, metrics = run.train_step(run.state, run.device_batch(0))
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_transformer_reading_another_pooled_encoder_is_refused(pipeline_dir, photos, tmp_path):
+    import shutil
+
+    import flux_reference
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(pipeline_dir, pipe, ignore=shutil.ignore_patterns("transformer"))
+    flux_reference.reference_flux(dict(num_attention_heads=2, attention_head_dim=8, patch_size=1, in_channels=16,
+                                       num_layers=1, num_single_layers=1, joint_attention_dim=32,
+                                       pooled_projection_dim=12, axes_dims_rope=(2, 2, 4))
+                                  ).save_pretrained(pipe / "transformer")
+    with pytest.raises(ConfigError, match="adds a 12-wide pooled text vector .* it pools the text it reads "
+                                          r"\(32 wide\)"):
+        resolve_init_from(finetune_config(pipe, photos, tmp_path / "data"))

@@ -95,6 +95,12 @@ def resolve_init_from(config: ml_collections.ConfigDict) -> None:
     fields = {**{f.name: f.default for f in dataclasses.fields(module.MODEL)
                  if f.name in MODEL_FIELDS[backbone] and f.default is not None},
               **module.model_fields(read_config(source))}
+    pooled = fields.get("pooled_projection_dim", fields["context_in_dim"])
+    if pooled != fields["context_in_dim"]:
+        raise ConfigError(f"{source} adds a {pooled}-wide pooled text vector (its release's second text encoder) to "
+                          "the time embedding, which t2ijax does not compute: it pools the text it reads "
+                          f"({fields['context_in_dim']} wide); fine-tune a transformer whose pooled_projection_dim "
+                          "equals its text width, or sample this one with from_diffusers(...).apply(..., pooled=)")
     if backbone == "prx":
         _check_prx_positions(config.model)
         fields.setdefault("bottleneck_size", 0)
