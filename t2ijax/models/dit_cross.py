@@ -102,31 +102,12 @@ class DiTCross(Denoiser):
     REPA's capture: t2ijax/models/stack.py.
     """
 
-    in_channels: int = 4
-    patch_size: int = 2
-    context_in_dim: int = 4096
-    hidden_size: int = 1152
-    num_heads: int = 16
-    depth: int = 28
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 4.0  # diffusers' PixArt, SD3 and Flux, and U-ViT's
     sample_size: int = 64  # latent side the position table is laid out for (diffusers' sample_size)
     interpolation_scale: float = 1.0
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def _check_config(self, x, pooled, guidance):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
-        self._check_remat()
-        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
-            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
+        self._check_common(x)
         if pooled is not None or guidance is not None:
             raise ValueError("dit_cross is conditioned on the text tokens only: it takes no pooled vector or guidance")
 

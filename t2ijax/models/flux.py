@@ -116,27 +116,12 @@ class Flux(Denoiser):
     tokens only.
     """
 
-    in_channels: int = 16  # latent channels
-    patch_size: int = 2  # the latent packing factor
-    context_in_dim: int = 4096
     pooled_projection_dim: int = 768
-    hidden_size: int = 3072
-    num_heads: int = 24
-    depth: int = 57
-    double_blocks: int = 19
-    mlp_ratio: float = 4.0
+    double_blocks: int = 6  # of depth; the rest are single-stream (FLUX.1: 19 of 57)
+    mlp_ratio: float = 4.0  # diffusers' PixArt, SD3 and Flux, and U-ViT's
     axes_dim: Sequence[int] = (16, 56, 56)
     theta: float = 10000.0
     guidance_embeds: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def _init_conditioning(self, x, text, pooled, guidance):
         """Init needs only shapes: a missing pooled vector or guidance scale is zeros there (the error, if it
@@ -148,16 +133,12 @@ class Flux(Denoiser):
         return pooled, guidance
 
     def _check_config(self, x, pooled, guidance):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        self._check_common(x)
         if len(self.axes_dim) != 3 or sum(self.axes_dim) != self.head_dim or any(d % 2 for d in self.axes_dim):
             raise ValueError(f"axes_dim {tuple(self.axes_dim)} must be three even sizes summing to head_dim "
                              f"{self.head_dim}")
         if not 0 <= self.double_blocks <= self.depth:
             raise ValueError(f"double_blocks {self.double_blocks} must be within 0..depth ({self.depth})")
-        self._check_remat()
-        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
-            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
         if pooled is None and self.pooled_projection_dim != self.context_in_dim:
             raise ValueError(f"no pooled text vector given: the text's mean can stand in for one only when "
                              f"pooled_projection_dim ({self.pooled_projection_dim}) equals context_in_dim "

@@ -126,36 +126,17 @@ class MMDiT(Denoiser):
     pos_embed_max_size^2 sin-cos table; an image side over pos_embed_max_size patches is an error.
     """
 
-    in_channels: int = 16
-    patch_size: int = 2
-    context_in_dim: int = 4096
     pooled_projection_dim: int = 2048
-    hidden_size: int = 1536
-    num_heads: int = 24
-    depth: int = 24
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 4.0  # diffusers' PixArt, SD3 and Flux, and U-ViT's
     qk_norm: bool = False  # RMSNorm on per-head q and k (diffusers' qk_norm="rms_norm")
     sample_size: int = 128  # the latent side the sin-cos positions are scaled for
     pos_embed_max_size: int = 192
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     def _check(self, x, pooled):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
         if self.depth < 1:
             raise ValueError(f"depth {self.depth} must be at least 1")
-        self._check_remat()
+        self._check_common(x)
         h, w = x.shape[1:3]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"image {h}x{w} not divisible by patch_size {self.patch_size}")
         if max(h, w) // self.patch_size > self.pos_embed_max_size:
             raise ValueError(f"image {h}x{w} is over pos_embed_max_size {self.pos_embed_max_size} patches "
                              f"of {self.patch_size} on a side")

@@ -159,13 +159,6 @@ class PRX(Denoiser):
     (resolution_tokens).
     """
 
-    in_channels: int = 16
-    patch_size: int = 2
-    context_in_dim: int = 2304
-    hidden_size: int = 1792
-    mlp_ratio: float = 3.5
-    num_heads: int = 28
-    depth: int = 16
     axes_dim: Sequence[int] | None = None  # None: [head_dim // 2, head_dim // 2]
     theta: float = 10000.0
     time_factor: float = 1000.0
@@ -175,15 +168,6 @@ class PRX(Denoiser):
     resolution_tokens: bool = False
     pos_embed: str = "rope_2d"  # one of POS_EMBEDS
     pos_grid: int = 0  # reference token grid side of rope_2d_normalized and learned_absolute
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def rope_axes_dim(self) -> tuple[int, ...]:
@@ -192,19 +176,14 @@ class PRX(Denoiser):
         return tuple(self.axes_dim)
 
     def _check_config(self, x):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by "
-                             f"num_heads {self.num_heads}")
+        self._check_common(x)
         if len(self.rope_axes_dim) != 2 or sum(self.rope_axes_dim) != self.head_dim:
             raise ValueError(f"axes_dim {self.rope_axes_dim} must be two sizes summing to "
                              f"head_dim {self.head_dim}")
-        self._check_remat()
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed {self.pos_embed!r} not in {', '.join(POS_EMBEDS)}")
         if self.pos_embed != "rope_2d" and self.pos_grid <= 0:
             raise ValueError(f"pos_embed {self.pos_embed} needs pos_grid > 0, got {self.pos_grid}")
-        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
-            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
 
     def _block_kw(self) -> dict:
         return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,

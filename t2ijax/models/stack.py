@@ -26,7 +26,7 @@ assert {*REMAT_POLICIES, "none"} == set(names("model.remat_policy")), "registry.
 class Denoiser(nn.Module):
     """Base of the backbones: the technique fields, and block stacks that honour them.
 
-    Subclasses declare hidden_size, depth, dtype, param_dtype, remat_policy and scan_layers.
+    The fields every backbone has come first (PRX-small's sizes by default), then the techniques'.
     Token routing over blocks route_start..route_end (inclusive): with a `route_rng`, each example
     sends a random `route_rate` of its image tokens past the range. TREAD puts them back unchanged after
     it; SPRINT fills their places with a learned mask token and fuses [tokens entering the range ||
@@ -36,6 +36,18 @@ class Denoiser(nn.Module):
     repa_projector their projection to repa_dim features ("repa").
     """
 
+    in_channels: int = 16
+    patch_size: int = 2
+    context_in_dim: int = 2304
+    hidden_size: int = 1792
+    num_heads: int = 28
+    depth: int = 16
+    mlp_ratio: float = 3.5
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
+    scan_layers: bool = True
+    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
     routing: str = "none"  # none | tread | sprint
     route_start: int = 0
     route_end: int = 0
@@ -45,9 +57,18 @@ class Denoiser(nn.Module):
     repa_dim: int = 0
     repa_heads: int = 4
 
-    def _check_remat(self):
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def _check_common(self, x):
+        """ValueErrors for what every backbone needs of its fields and of the image x [B, H, W, C]."""
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
         if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy {self.remat_policy!r} not in none, {', '.join(REMAT_POLICIES)}")
+        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
+            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
 
     def init_blocks(self, block: type[nn.Module], kw: dict, name: str, count: int, carry, *args):
         """Creates `count` blocks' params under `name` (stacked over a leading "layers" axis when scanned,

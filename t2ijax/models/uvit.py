@@ -85,28 +85,13 @@ class UViT(Denoiser):
     order (t2ijax/models/stack.py). No token routing: it would break the long skips.
     """
 
-    in_channels: int = 4
-    patch_size: int = 2
-    context_in_dim: int = 768
     text_len: int = 77
-    hidden_size: int = 512
-    mlp_ratio: float = 4.0
-    num_heads: int = 8
-    depth: int = 13
+    mlp_ratio: float = 4.0  # diffusers' PixArt, SD3 and Flux, and U-ViT's
     mlp_time_embed: bool = False
     final_conv: bool = True
     time_factor: float = 1000.0
     time_max_period: float = 10000.0
     pos_grid: int = 16  # side of the learned image position table (the training grid)
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
-    scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
 
     @property
     def num_skips(self) -> int:
@@ -117,18 +102,14 @@ class UViT(Denoiser):
         if self.depth < 2:
             raise ValueError(f"U-ViT depth {self.depth} must be at least 2: depth // 2 in-blocks, a mid-block when "
                              "depth is odd, and depth // 2 out-blocks")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
         if self.routing != "none":
             raise ValueError(f"U-ViT takes no token routing ({self.routing}): routed tokens would miss their "
                              f"long skips")
-        self._check_remat()
+        self._check_common(x)
         if self.pos_grid <= 0:
             raise ValueError(f"U-ViT needs pos_grid > 0 (its learned image positions), got {self.pos_grid}")
         if text.shape[1] > self.text_len:
             raise ValueError(f"{text.shape[1]} text tokens, more than U-ViT's text_len {self.text_len}")
-        if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
-            raise ValueError(f"image {x.shape[1:3]} not divisible by patch_size {self.patch_size}")
 
     def _block_kw(self, long_skip: bool) -> dict:
         return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
