@@ -23,9 +23,9 @@ def model_fields(config: dict) -> dict:
 def diffusers_config(model: PRX) -> dict:
     """`model`'s config.json; a ConfigError for what diffusers' class cannot hold."""
     if model.pos_embed != "rope_2d" or model.resolution_tokens:
+        tokens = " and resolution tokens" if model.resolution_tokens else ""
         raise ConfigError(f"diffusers' {CLASS_NAME} has integer RoPE positions and no resolution tokens; this model "
-                          f"has pos_embed={model.pos_embed}{' and resolution tokens' if model.resolution_tokens else ''}"
-                          ", so it cannot be exported")
+                          f"has pos_embed={model.pos_embed}{tokens}, so it cannot be exported")
     return {"_class_name": CLASS_NAME, **{k: getattr(model, k) for k in CONFIG_FIELDS},
             "axes_dim": list(model.rope_axes_dim)}
 

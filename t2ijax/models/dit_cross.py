@@ -18,7 +18,7 @@ import numpy as np
 from t2ijax.models.layers import (Dense, FeedForward, masked_attention, modulate, patchify, sincos_2d,
                                   timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
-from t2ijax.models.stack import TOKENS, Denoiser
+from t2ijax.models.stack import TOKENS, Block, Denoiser
 
 TIMESTEPS = 1000.0  # diffusers' PixArt takes DDPM timesteps in [0, 1000): t in [0, 1] becomes 1000 t
 
@@ -60,16 +60,10 @@ class Attention(nn.Module):
                      name="out", **kw)(out)
 
 
-class DiTCrossBlock(nn.Module):
+class DiTCrossBlock(Block):
     """Modulated, gated self-attention; cross-attention to the text (neither modulated nor gated);
     modulated, gated GELU-tanh MLP. Returns (img, None) so that nn.scan can carry the image tokens."""
 
-    hidden_size: int
-    num_heads: int
-    mlp_ratio: float
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
 
     @nn.compact
     def __call__(self, img, txt, text_mask, mod):
@@ -111,16 +105,12 @@ class DiTCross(Denoiser):
         if pooled is not None or guidance is not None:
             raise ValueError("dit_cross is conditioned on the text tokens only: it takes no pooled vector or guidance")
 
-    def _block_kw(self) -> dict:
-        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                    dtype=self.dtype, param_dtype=self.param_dtype, attention_impl=self.attention_impl)
-
     def _run(self, img, state, start: int, end: int, rope):
         """Blocks start..end-1 on the image tokens; `state` (text tokens, text mask, modulation) passes
         through unchanged. No RoPE: positions are added to the tokens before the first block."""
         if self.is_initializing():
-            return self.init_blocks(DiTCrossBlock, self._block_kw(), "blocks", self.depth, img, *state), state
-        return self.apply_blocks(DiTCrossBlock(**self._block_kw()), "blocks", start, end, img, *state), state
+            return self.init_blocks(DiTCrossBlock, self.block_fields(), "blocks", self.depth, img, *state), state
+        return self.apply_blocks(DiTCrossBlock(**self.block_fields()), "blocks", start, end, img, *state), state
 
     @nn.compact
     def __call__(self, x, t, text, text_mask, route_rng=None, pooled=None, guidance=None):

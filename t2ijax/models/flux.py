@@ -19,7 +19,7 @@ from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, adaln_modulation,
                                   masked_attention, masked_mean, modulate, patchify, rope_tables, timestep_embedding,
                                   unpatchify)
 from t2ijax.models.prx import MLPEmbedder
-from t2ijax.models.stack import TOKENS, Denoiser
+from t2ijax.models.stack import TOKENS, Block, Denoiser
 
 TIME_FACTOR = 1000.0  # diffusers' Flux embeds t * 1000 and guidance * 1000
 
@@ -32,13 +32,7 @@ def _rope_image(x, n_txt: int, rope):
     return jnp.concatenate([x[:, :n_txt], apply_rope(x[:, n_txt:], *rope)], axis=1)
 
 
-class _Block(nn.Module):
-    hidden_size: int
-    num_heads: int
-    mlp_ratio: float
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
+class _Block(Block):
 
     def _kw(self):
         return dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -148,10 +142,6 @@ class Flux(Denoiser):
         if not self.guidance_embeds and guidance is not None:
             raise ValueError("guidance given to a Flux without guidance_embeds")
 
-    def _block_kw(self) -> dict:
-        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                    dtype=self.dtype, param_dtype=self.param_dtype, attention_impl=self.attention_impl)
-
     def _conditioning(self, t, text, text_mask, pooled, guidance):
         """temb: the embedded timestep (and guidance) plus the projected pooled text vector."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -177,9 +167,9 @@ class Flux(Denoiser):
                 if lo >= hi:
                     continue
                 if self.is_initializing():
-                    carry = self.init_blocks(block, self._block_kw(), name, hi, carry, vec, key_mask, rope)
+                    carry = self.init_blocks(block, self.block_fields(), name, hi, carry, vec, key_mask, rope)
                 else:
-                    carry = self.apply_blocks(block(**self._block_kw()), name, lo, hi, carry, vec, key_mask, rope)
+                    carry = self.apply_blocks(block(**self.block_fields()), name, lo, hi, carry, vec, key_mask, rope)
             return carry
 
         return self.routed_blocks(img, txt, rope, route_rng, grid, run, self.depth)[0]

@@ -15,7 +15,7 @@ import numpy as np
 from t2ijax.models.layers import (Dense, FeedForward, RMSNorm, adaln_modulation, masked_attention, masked_mean,
                                   modulate, patchify, sincos_2d, timestep_embedding, unpatchify)
 from t2ijax.models.prx import MLPEmbedder
-from t2ijax.models.stack import TOKENS, Denoiser
+from t2ijax.models.stack import TOKENS, Block, Denoiser
 
 
 def sd3_positions(max_size: int, base_size: int) -> np.ndarray:
@@ -66,21 +66,15 @@ class JointAttention(nn.Module):
         return img_out, (None if self.context_pre_only else self._out(out[:, n:], "txt_out"))
 
 
-class JointBlock(nn.Module):
+class JointBlock(Block):
     """SD3's JointTransformerBlock: adaLN-Zero (shift, scale, gate for attention and for the MLP) on both
     streams, joint attention, then a GELU MLP per stream. context_pre_only (the last block): the text
     stream only feeds the attention, modulated by AdaLayerNormContinuous's (scale, shift), and is passed
     on unchanged. Maps ((img, txt), temb, text_mask) -> ((img, txt), None) so that nn.scan can carry
     both streams."""
 
-    hidden_size: int
-    num_heads: int
-    mlp_ratio: float
-    qk_norm: bool
+    qk_norm: bool = False
     context_pre_only: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
 
     def _modulation(self, temb, n: int, name: str):
         return adaln_modulation(temb, n, name, self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -144,23 +138,19 @@ class MMDiT(Denoiser):
             raise ValueError(f"without a pooled vector the model pools the text, which needs pooled_projection_dim "
                              f"{self.pooled_projection_dim} == context_in_dim {self.context_in_dim}")
 
-    def _block_kw(self, context_pre_only: bool) -> dict:
-        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                    qk_norm=self.qk_norm, context_pre_only=context_pre_only, dtype=self.dtype,
-                    param_dtype=self.param_dtype, attention_impl=self.attention_impl)
-
     def _run(self, img, txt, start: int, end: int, temb, text_mask):
         """Blocks start..end-1 on (img, txt): the uniform "blocks" 0..depth-2, then "final_block"."""
         uniform, args = self.depth - 1, (temb, text_mask)
+        fields = lambda last: self.block_fields(qk_norm=self.qk_norm, context_pre_only=last)
         if self.is_initializing():
             carry = (img, txt)
             if uniform:
-                carry = self.init_blocks(JointBlock, self._block_kw(False), "blocks", uniform, carry, *args)
-            return self.init_blocks(JointBlock, self._block_kw(True), "final_block", 1, carry, *args)
-        carry = self.apply_blocks(JointBlock(**self._block_kw(False)), "blocks", min(start, uniform),
-                                  min(end, uniform), (img, txt), *args)
+                carry = self.init_blocks(JointBlock, fields(False), "blocks", uniform, carry, *args)
+            return self.init_blocks(JointBlock, fields(True), "final_block", 1, carry, *args)
+        carry = self.apply_blocks(JointBlock(**fields(False)), "blocks", min(start, uniform), min(end, uniform),
+                                  (img, txt), *args)
         if end == self.depth:
-            carry = self.apply_blocks(JointBlock(**self._block_kw(True)), "final_block", 0, 1, carry, *args)
+            carry = self.apply_blocks(JointBlock(**fields(True)), "final_block", 0, 1, carry, *args)
         return carry
 
     def _positions(self, grid_h: int, grid_w: int) -> jax.Array:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from t2ijax.models.layers import (Dense, RMSNorm, apply_rope, axial_rope, layer_norm, masked_attention,
                                   normalized_rope_step, patchify, timestep_embedding, unpatchify)
-from t2ijax.models.stack import TOKENS, Denoiser
+from t2ijax.models.stack import TOKENS, Block, Denoiser
 from t2ijax.models.vision.resize import resize
 from t2ijax.registry import names
 
@@ -85,18 +85,12 @@ class Attention(nn.Module):
                       use_bias=False, name="to_out", **kw)(out)
 
 
-class PRXBlock(nn.Module):
+class PRXBlock(Block):
     """adaLN-Zero block: gated attention then gated GeGLU (tanh) MLP.
 
     Returns (img, None) so that nn.scan can use the image tokens as its carry.
     """
 
-    hidden_size: int
-    num_heads: int
-    mlp_ratio: float
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
 
     @nn.compact
     def __call__(self, img, txt, vec, key_mask, rope_cos, rope_sin):
@@ -185,10 +179,6 @@ class PRX(Denoiser):
         if self.pos_embed != "rope_2d" and self.pos_grid <= 0:
             raise ValueError(f"pos_embed {self.pos_embed} needs pos_grid > 0, got {self.pos_grid}")
 
-    def _block_kw(self) -> dict:
-        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                    dtype=self.dtype, param_dtype=self.param_dtype, attention_impl=self.attention_impl)
-
     def _blocks(self, img, txt, vec, text_mask, rope_cos, rope_sin, route_rng, grid):
         b = img.shape[0]
         key_mask = lambda length: jnp.concatenate([text_mask.astype(bool), jnp.ones((b, length), bool)], axis=1)
@@ -197,8 +187,8 @@ class PRX(Denoiser):
             cos, sin = (None, None) if rope is None else rope
             args = (txt, vec, key_mask(img.shape[1]), cos, sin)
             if self.is_initializing():
-                return self.init_blocks(PRXBlock, self._block_kw(), "blocks", self.depth, img, *args), state
-            return self.apply_blocks(PRXBlock(**self._block_kw()), "blocks", start, end, img, *args), state
+                return self.init_blocks(PRXBlock, self.block_fields(), "blocks", self.depth, img, *args), state
+            return self.apply_blocks(PRXBlock(**self.block_fields()), "blocks", start, end, img, *args), state
 
         rope = None if rope_cos is None else (rope_cos, rope_sin)
         return self.routed_blocks(img, None, rope, route_rng, grid, run, self.depth)[0]

@@ -23,6 +23,21 @@ TOKENS = ("batch", "length", "embed")
 assert {*REMAT_POLICIES, "none"} == set(names("model.remat_policy")), "registry.NAMES differs"
 
 
+class Block(nn.Module):
+    """The fields of every backbone's transformer block; `Denoiser.block_fields()` fills them."""
+
+    hidden_size: int
+    num_heads: int
+    mlp_ratio: float
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    attention_impl: str = "xla"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
 class Denoiser(nn.Module):
     """Base of the backbones: the technique fields, and block stacks that honour them.
 
@@ -60,6 +75,11 @@ class Denoiser(nn.Module):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def block_fields(self, **extra) -> dict:
+        """The Block fields of this model's blocks, and a block class's own `extra` ones."""
+        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                    dtype=self.dtype, param_dtype=self.param_dtype, attention_impl=self.attention_impl, **extra)
 
     def _check_common(self, x):
         """ValueErrors for what every backbone needs of its fields and of the image x [B, H, W, C]."""
@@ -110,8 +130,8 @@ class Denoiser(nn.Module):
         their (cos, sin) tables [N, r] or None: routed tokens take their own rows with them."""
         sprint = self.routing == "sprint"
         if sprint:
-            mask_token = self.param("sprint_mask_token", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                                    (self.hidden_size,), self.param_dtype)
+            zeros = nn.with_logical_partitioning(nn.initializers.zeros, ("embed",))
+            mask_token = self.param("sprint_mask_token", zeros, (self.hidden_size,), self.param_dtype)
             fuse = Dense(self.hidden_size, ("mlp", "embed"), name="sprint_fuse", dtype=self.dtype,
                          param_dtype=self.param_dtype)
         b, n = img.shape[:2]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from t2ijax.models.layers import Dense, layer_norm, masked_attention, patchify, timestep_embedding, unpatchify
 from t2ijax.models.prx import LearnedPositions
-from t2ijax.models.stack import REMAT_POLICIES, TOKENS, Denoiser
+from t2ijax.models.stack import REMAT_POLICIES, TOKENS, Block, Denoiser
 
 INIT = nn.initializers.normal(0.02)
 
@@ -36,19 +36,13 @@ class LayerNorm(nn.Module):
         return (layer_norm(x, self.eps) * scale + bias).astype(self.dtype)
 
 
-class UViTBlock(nn.Module):
+class UViTBlock(Block):
     """Pre-LN transformer block over the whole sequence; with `long_skip`, Linear(concat(x, skip)) first.
 
     Returns (x, None), nn.scan's (carry, per-layer output).
     """
 
-    hidden_size: int
-    num_heads: int
-    mlp_ratio: float
     long_skip: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    attention_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, skip, key_mask):
@@ -111,22 +105,18 @@ class UViT(Denoiser):
         if text.shape[1] > self.text_len:
             raise ValueError(f"{text.shape[1]} text tokens, more than U-ViT's text_len {self.text_len}")
 
-    def _block_kw(self, long_skip: bool) -> dict:
-        return dict(hidden_size=self.hidden_size, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                    long_skip=long_skip, dtype=self.dtype, param_dtype=self.param_dtype,
-                    attention_impl=self.attention_impl)
-
     def _init_blocks(self, x, key_mask):
         """Creates every block's params (in- and out-blocks stacked over "layers" when scanned). Only their
         shapes matter here: the out-blocks are created with x standing in for their skips."""
-        x = self.init_blocks(UViTBlock, self._block_kw(False), "in_blocks", self.num_skips, x, None, key_mask)
+        x = self.init_blocks(UViTBlock, self.block_fields(long_skip=False), "in_blocks", self.num_skips, x, None,
+                             key_mask)
         if self.depth % 2:
-            x, _ = UViTBlock(**self._block_kw(False), name="mid_block")(x, None, key_mask)
-        self.init_blocks(UViTBlock, self._block_kw(True), "out_blocks", self.num_skips, x, x, key_mask)
+            x, _ = UViTBlock(**self.block_fields(long_skip=False), name="mid_block")(x, None, key_mask)
+        self.init_blocks(UViTBlock, self.block_fields(long_skip=True), "out_blocks", self.num_skips, x, x, key_mask)
 
     def _layer(self, long_skip: bool, key_mask):
         """A block as a function (x, skip, params) -> x, rematerialised by remat_policy."""
-        block = UViTBlock(**self._block_kw(long_skip))
+        block = UViTBlock(**self.block_fields(long_skip=long_skip))
         layer = lambda x, skip, params: block.apply({"params": params}, x, skip, key_mask)[0]
         if self.remat_policy == "none":
             return layer
