@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny config over a tiny synthetic dataset built once per session."""
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -26,6 +29,16 @@ def env_with_devices(devices: int, **extra: str) -> dict[str, str]:
     """The environment of a subprocess whose jax sees `devices` CPU devices (and the tests' XLA flags)."""
     return dict(os.environ, XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}",
                 **extra)
+
+
+def printed_json(script: str, devices: int, marker: str, timeout: int = 1200):
+    """Runs `script` (python -c) in the repository with `devices` CPU devices and returns the JSON it printed
+    after `marker` on its last such line; fails the test with the script's output tails if it fails."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env_with_devices(devices),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith(marker)][-1][len(marker):])
 
 
 def error_line(proc) -> str:
@@ -145,3 +158,17 @@ def uninterrupted(data_dir, tmp_path_factory):
         return finished[processes]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory) -> str:
+    """A tiny random DINOv2 saved by transformers: the mechanics need a teacher, not a good one."""
+    import torch
+    import transformers
+
+    directory = str(tmp_path_factory.mktemp("dinov2"))
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, patch_size=4, image_size=32)
+    transformers.Dinov2Model(config).save_pretrained(directory)
+    return directory

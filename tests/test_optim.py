@@ -57,9 +57,8 @@ def _optim(**overrides):
     return cfg
 
 
-@functools.cache
-def _dense_fan_in() -> dict[tuple[str, ...], int]:
-    """Each Dense of the model (by module path) -> how many leading kernel axes it contracts (n_in)."""
+def _init_recording_fan_in(model, inputs) -> tuple[dict, dict[tuple[str, ...], int]]:
+    """(the model's abstract variables, each Dense's module path -> how many leading kernel axes it contracts)."""
     n_in = {}
 
     def record(next_fun, args, kwargs, context):
@@ -68,8 +67,13 @@ def _dense_fan_in() -> dict[tuple[str, ...], int]:
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
-        jax.eval_shape(_model().init, jax.random.PRNGKey(0), *_inputs())
-    return n_in
+        variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)
+    return variables, n_in
+
+
+@functools.cache
+def _dense_fan_in() -> dict[tuple[str, ...], int]:
+    return _init_recording_fan_in(_model(), _inputs())[1]
 
 
 def _layer_matrices(path, x):
@@ -263,15 +267,8 @@ def test_every_backbones_block_kernels_are_the_matrices_their_dense_multiplies_b
     config.model.update(name=backbone, hidden_size=32, num_heads=2, depth=3, scan_layers=scan_layers)
     model = build_model(config, 3, 8)
     inputs = (jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)), jnp.zeros((1, 4, 8)), jnp.ones((1, 4), bool))
-    n_in = {}
-
-    def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, Dense) and context.method_name == "__call__":
-            n_in[context.module.path] = context.module.n_in
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(record):
-        params = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)["params"])
+    variables, n_in = _init_recording_fan_in(model, inputs)
+    params = nn.unbox(variables["params"])
     stacks = {"blocks", "double_blocks", "single_blocks", "in_blocks", "out_blocks", "final_block", "mid_block"}
     in_blocks = lambda path: str(path[0].key).rstrip("_0123456789") in stacks
     for path, x in jax.tree_util.tree_leaves_with_path(params):

@@ -1,17 +1,12 @@
 """Every issue-7 technique trains on the tiny config alone and in combinations (PRX's among them), and
 on an 8-device CPU mesh the combinations give the same losses as on 1 device; bad technique configs
 are one-line errors."""
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
-from conftest import env_with_devices, tiny_config
+from conftest import printed_json, tiny_config
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
 
@@ -74,26 +69,10 @@ def apply(config, fields: dict):
     return config
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> str:
-    """A tiny random DINOv2 saved by transformers: the mechanics need a teacher, not a good one."""
-    directory = str(tmp_path_factory.mktemp("dinov2"))
-    torch.manual_seed(0)
-    config = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                       intermediate_size=32, patch_size=4, image_size=32)
-    transformers.Dinov2Model(config).save_pretrained(directory)
-    return directory
-
-
 def _losses(devices: int, data_dir: str, teacher: str, workdir) -> dict:
     script = RUN_VARIANTS.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, teacher=teacher,
                                  workdir=str(workdir))
-    env = env_with_devices(devices)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1200)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    line = [l for l in done.stdout.splitlines() if l.startswith("LOSSES ")][-1]
-    result = json.loads(line[len("LOSSES "):])
+    result = printed_json(script, devices, "LOSSES ")
     assert result["devices"] == devices
     return result["losses"]
 
