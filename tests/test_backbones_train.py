@@ -1,29 +1,28 @@
 """Every backbone trains in the tiny config with every technique and formulation validation allows it, and on
 an 8-device CPU mesh (fsdp 4 x tensor 2) gives the same losses and params as on 1 device."""
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import env_with_devices, tiny_config
+from conftest import printed_json, tiny_config
 from t2ijax.config import validate
 from t2ijax.errors import ConfigError
-from test_techniques_train import apply, teacher  # noqa: F401 (a fixture)
+from test_techniques_train import apply
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = ("dit_cross", "mmdit", "flux", "uvit")
 STEPS = 2
 # Key biases (PixArt's, U-ViT's qkv) get no gradient (softmax ignores a shift shared by every key): their gradient
-# is rounding noise, which Adam with PRX's eps of 1e-15 turns into full-size steps that differ across meshes.
-EPS = {"optim.eps": 1e-8}
+# is rounding noise, which Adam with PRX's eps of 1e-15 turns into full-size steps that differ across meshes
+# (1e-8 still leaves 3e-4 of a bias's sum).
+EPS = {"optim.eps": 1e-6}
 
 
 def variants(backbone: str, teacher: str) -> dict[str, dict]:
-    """Two configs that between them hold every technique and a second formulation path and prediction:
-    techniques and formulation act on the backbone's input and output, so one run can check several."""
+    """Two configs that between them hold every technique and both VP formulation paths (rectified flow is
+    every other run's) with x0 and v prediction: techniques and formulation act on the backbone's input and
+    output, so one run can check several."""
     dino = {"teacher.name": "dinov2", "teacher.path": teacher}
     routed = backbone != "uvit"  # U-ViT's long skips take no routing (validation refuses it)
     tread = {"routing.method": "tread", "routing.start": 0, "routing.end": 0} if routed else {}
@@ -31,7 +30,7 @@ def variants(backbone: str, teacher: str) -> dict[str, dict]:
     return {
         "combination": {"model.name": backbone, "repa.weight": 0.5, "repa.layer": 0, "repa.projector": "attention",
                         **dino, **tread, "contrastive.weight": 0.1, "ema.decay": 0.9, "optim.name": "muon",
-                        "diffusion.prediction": "x0", **EPS},
+                        "diffusion.path": "vp_linear", "diffusion.prediction": "x0", **EPS},
         "formulation": {"model.name": backbone, **sprint, "repa.weight": 0.5, "repa.layer": 0, "repa.projector": "conv",
                         "repa.spatial_norm": True, "perceptual.dino_weight": 0.1, **dino, "optim.microbatches": 2,
                         "diffusion.path": "vp_cosine", "diffusion.prediction": "v",
@@ -70,10 +69,7 @@ print("RESULT " + json.dumps({{"devices": jax.device_count(), "runs": out}}))
 
 def _train(devices: int, data_dir: str, teacher: str, workdir) -> dict:
     script = RUN.format(tests=os.path.join(REPO, "tests"), data_dir=data_dir, teacher=teacher, workdir=str(workdir))
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env_with_devices(devices),
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    result = json.loads([l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
+    result = printed_json(script, devices, "RESULT ")
     assert result["devices"] == devices
     return result["runs"]
 
