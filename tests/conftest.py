@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 # Compiled programs are shared across tests, workers and the subprocesses tests start.
@@ -64,6 +65,19 @@ def tiny_config(data_dir: str):
     c.sampler.steps = 3
     c.eval.update(num_samples=8, loss_examples=16, batch_size=8)
     return c
+
+
+def denoiser_inputs(batch: int, size: tuple[int, int], channels: int, length: int, width: int, seed: int = 0,
+                    padded: tuple[int, ...] = (3, 1)):
+    """Random (x NHWC, t, text, text_mask) for a denoiser; example i + 1 keeps its first padded[i] text tokens."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *size, channels)).astype(np.float32)
+    t = rng.uniform(size=batch).astype(np.float32)
+    text = rng.standard_normal((batch, length, width)).astype(np.float32)
+    mask = np.ones((batch, length), bool)
+    for i, kept in enumerate(padded):
+        mask[i + 1, kept:] = False
+    return x, t, text, mask
 
 
 def saved_randomized(model, directory):

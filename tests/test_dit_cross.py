@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from conftest import denoiser_inputs
 from pixart_reference import reference_forward, reference_pixart
 from t2ijax.errors import ConfigError
 from t2ijax.interop import pixart_weights
@@ -31,15 +32,8 @@ SIZES = {"sample_size": None, "non-square": (8, 12)}
 
 
 def _inputs(cfg, size, batch=3, length=5, seed=0):
-    rng = np.random.default_rng(seed)
-    size = size or (cfg["sample_size"],) * 2
-    x = rng.standard_normal((batch, *size, cfg["in_channels"])).astype(np.float32)
-    t = rng.uniform(size=batch).astype(np.float32)
-    text = rng.standard_normal((batch, length, cfg["caption_channels"])).astype(np.float32)
-    mask = np.ones((batch, length), bool)
-    mask[1, 3:] = False
-    mask[2, 1:] = False
-    return x, t, text, mask
+    return denoiser_inputs(batch, size or (cfg["sample_size"],) * 2, cfg["in_channels"], length,
+                           cfg["caption_channels"], seed)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.transformers.transformer_prx import PRXTransformer2DModel
 
+from conftest import denoiser_inputs
 from prx_reference import reference_forward, reference_prx
 from t2ijax.errors import ConfigError
 from t2ijax.interop import prx_from_diffusers, prx_to_diffusers
@@ -26,14 +27,7 @@ SIZES = {"square": (8, 8), "non-square": (8, 12)}
 
 
 def _inputs(cfg, size, batch=3, length=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *size, cfg["in_channels"])).astype(np.float32)
-    t = rng.uniform(size=batch).astype(np.float32)
-    text = rng.standard_normal((batch, length, cfg["context_in_dim"])).astype(np.float32)
-    mask = np.ones((batch, length), bool)
-    mask[1, 3:] = False
-    mask[2, 1:] = False
-    return x, t, text, mask
+    return denoiser_inputs(batch, size, cfg["in_channels"], length, cfg["context_in_dim"], seed)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

@@ -11,6 +11,7 @@ from diffusers.models.transformers.transformer_prx import (PRXEmbedND,
                                                            apply_rope as torch_apply_rope,
                                                            get_image_ids)
 
+from conftest import denoiser_inputs
 from prx_reference import reference_forward, reference_prx
 from t2ijax.models.layers import apply_rope, axial_rope, timestep_embedding
 from t2ijax.models.prx import PRX, count_params
@@ -23,14 +24,7 @@ B, H, W, L = 3, 8, 12, 7  # non-square image so row/column RoPE axes cannot be s
 
 
 def _inputs(seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((B, H, W, 3)).astype(np.float32)
-    t = rng.uniform(size=B).astype(np.float32)
-    text = rng.standard_normal((B, L, 24)).astype(np.float32)
-    mask = np.ones((B, L), bool)
-    mask[1, 4:] = False
-    mask[2, 1:] = False
-    return x, t, text, mask
+    return denoiser_inputs(B, (H, W), 3, L, 24, seed, padded=(4, 1))
 
 
 @pytest.fixture(scope="module")

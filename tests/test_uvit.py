@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import denoiser_inputs
 from t2ijax.models.layers import patchify, timestep_embedding
 from t2ijax.models.prx import LearnedPositions, count_params
 from t2ijax.models.uvit import UViT, UViTBlock
@@ -21,14 +22,7 @@ B, H, W, L = 3, 8, 12, 7  # non-square; the 4 x 6 token grid is not the 4 x 4 po
 
 
 def _inputs(seed=0, h=H, w=W):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((B, h, w, 3)).astype(np.float32)
-    t = rng.uniform(size=B).astype(np.float32)
-    text = rng.standard_normal((B, L, 24)).astype(np.float32)
-    mask = np.ones((B, L), bool)
-    mask[1, 4:] = False
-    mask[2, 1:] = False
-    return x, t, text, mask
+    return denoiser_inputs(B, (h, w), 3, L, 24, seed, padded=(4, 1))
 
 
 def _unrolled(params):
