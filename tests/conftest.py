@@ -80,6 +80,37 @@ def denoiser_inputs(batch: int, size: tuple[int, int], channels: int, length: in
     return x, t, text, mask
 
 
+def block_calls(model, params, inputs, block_types, entry, **kwargs):
+    """One jitted forward of `model`: for each call of a block of `block_types`, in running order, `entry(block
+    params, the call's args, its output)`, and what the model sowed into "intermediates"."""
+    import flax.linen as nn
+    import jax
+
+    def run(params, *inputs):
+        calls = []
+
+        def record(next_fun, args, kw, context):
+            out = next_fun(*args, **kw)
+            if isinstance(context.module, block_types) and context.method_name == "__call__":
+                calls.append(entry(context.module.variables["params"], args, out))
+            return out
+
+        with nn.intercept_methods(record):
+            _, variables = model.apply({"params": params}, *inputs, mutable=["intermediates"], **kwargs)
+        return calls, variables.get("intermediates", {})
+
+    return jax.jit(run)(params, *inputs)
+
+
+def assert_blocks_ran(calls, params, names):
+    """Each recorded block call (its params first) ran on the params of the block named, in that order."""
+    import jax
+
+    assert len(calls) == len(names)
+    for (block_params, *_), name in zip(calls, names, strict=True):
+        assert jax.tree.all(jax.tree.map(np.array_equal, block_params, params[name])), name
+
+
 def saved_randomized(model, directory):
     """A transformers/diffusers torch model with random values everywhere (their inits set norms and layer
     scales to constants), saved with save_pretrained; returns the model."""

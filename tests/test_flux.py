@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
+from conftest import assert_blocks_ran, block_calls
 from flux_reference import reference_flux, reference_forward
 from t2ijax.errors import ConfigError
 from t2ijax.interop import flux_weights, from_diffusers, to_diffusers
@@ -127,21 +128,8 @@ def test_pooled_defaults_to_the_mean_of_the_real_text_tokens(plain):
 def _traced(model, params, inputs, **kw):
     """One jitted forward of an unrolled model: its block calls in running order (block params, image tokens in,
     rope, key mask, image tokens out) and what it sowed into "intermediates"."""
-    def run(params, *inputs):
-        calls = []
-
-        def record(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            if isinstance(context.module, DoubleStreamBlock | SingleStreamBlock) and context.method_name == "__call__":
-                (img, _), _, key_mask, rope = args
-                calls.append((context.module.variables["params"], img, rope, key_mask, out[0][0]))
-            return out
-
-        with nn.intercept_methods(record):
-            _, variables = model.apply({"params": params}, *inputs, mutable=["intermediates"], **kw)
-        return calls, variables.get("intermediates", {})
-
-    return jax.jit(run)(params, *inputs)
+    return block_calls(model, params, inputs, DoubleStreamBlock | SingleStreamBlock,
+                       lambda block_params, args, out: (block_params, args[0][0], args[3], args[2], out[0][0]), **kw)
 
 
 def test_routing_cuts_across_the_double_and_single_stacks(plain):
@@ -153,9 +141,7 @@ def test_routing_cuts_across_the_double_and_single_stacks(plain):
     routed = model.clone(routing="tread", route_start=1, route_end=2, route_rate=0.5)
     calls, _ = _traced(routed, params, (x, t, text, mask), route_rng=jax.random.key(3))
     names = ["double_blocks_0", "double_blocks_1", "single_blocks_0"]
-    assert len(calls) == len(names)
-    for (block_params, *_), name in zip(calls, names, strict=True):
-        assert jax.tree.all(jax.tree.map(np.array_equal, block_params, params[name]))
+    assert_blocks_ran(calls, params, names)
     n = (SIZES[0][0] // 2) * (SIZES[0][1] // 2)
     kept = routing.choose_kept(jax.random.key(3), B, n, 0.5)
     assert calls[0][1].shape[1] == n and kept.shape == (B, n // 2)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
+from conftest import assert_blocks_ran, block_calls
 from sd3_reference import reference_forward, reference_sd3
 from t2ijax.errors import ConfigError
 from t2ijax.interop import from_diffusers, sd3_weights, to_diffusers
@@ -127,20 +128,8 @@ def test_pooled_defaults_to_the_mean_of_the_real_text_tokens(pooling_model):
 def _traced(model, params, inputs, **kw):
     """One jitted forward: its block calls in running order (block params, image tokens in, text tokens in, image
     tokens out, text tokens out) and what it sowed into "intermediates"."""
-    def run(params, *inputs):
-        calls = []
-
-        def record(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            if isinstance(context.module, JointBlock) and context.method_name == "__call__":
-                calls.append((context.module.variables["params"], *args[0], *out[0]))
-            return out
-
-        with nn.intercept_methods(record):
-            _, variables = model.apply({"params": params}, *inputs, mutable=["intermediates"], **kw)
-        return calls, variables.get("intermediates", {})
-
-    return jax.jit(run)(params, *inputs)
+    return block_calls(model, params, inputs, JointBlock,
+                       lambda block_params, args, out: (block_params, *args[0], *out[0]), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +150,7 @@ def test_routing_runs_every_block_once_and_routes_image_tokens_only(unrolled):
     routed = model.clone(routing="tread", route_start=1, route_end=2, route_rate=0.5)
     calls, _ = _traced(routed, params, (x, t, text, mask), route_rng=jax.random.key(3))
     names = ["blocks_0", "blocks_1", "final_block_0"]
-    assert len(calls) == len(names)
-    for (block_params, *_), name in zip(calls, names, strict=True):
-        assert jax.tree.all(jax.tree.map(np.array_equal, block_params, params[name]))
+    assert_blocks_ran(calls, params, names)
     n = (x.shape[1] // 2) * (x.shape[2] // 2)
     kept = routing.choose_kept(jax.random.key(3), x.shape[0], n, 0.5)
     assert calls[0][1].shape[1] == n and kept.shape == (x.shape[0], n // 2)
