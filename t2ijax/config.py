@@ -540,15 +540,16 @@ def _check_techniques(cfg: ml_collections.ConfigDict) -> None:
 
 def _check_attention(cfg: ml_collections.ConfigDict, platform: str | None) -> None:
     """`platform` None: only what holds on any backend."""
-    from t2ijax.models.build import attention_mismatch, splash_misfit
+    from t2ijax.models.build import JOINT_SEQUENCE, attention_mismatch, splash_misfit
 
     impl = cfg.model.attention_impl
     misfit = splash_misfit(cfg) if impl == "splash" else None
     if misfit:
         height, width, tokens = misfit
-        raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 image tokens, this "
-                          f"config trains at {height}x{width} px with {tokens}; use xla, or sizes (resolution, "
-                          "buckets, phases) and a patch size giving 128, 256, 1024, ...")
+        joint = " (image and text tokens: its attention is joint)" if cfg.model.name in JOINT_SEQUENCE else ""
+        raise ConfigError(f"config.model.attention_impl='splash' needs a multiple of 128 query tokens, this "
+                          f"config trains at {height}x{width} px with {tokens}{joint}; use xla, or sizes "
+                          "(resolution, buckets, phases, text_encoder.max_length) giving 128, 256, 1024, ...")
     wrong = platform and attention_mismatch(impl, platform)
     if wrong:
         raise ConfigError(f"{wrong}; use xla")

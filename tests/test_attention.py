@@ -67,8 +67,8 @@ def test_splash_split_over_data_fsdp_and_tensor_equals_xla():
 def test_attention_implementations_are_checked_against_the_backend_and_tokens():
     c = shapes_tiny.get_config()  # 32 px, patch 4: 64 image tokens
     c.model.attention_impl = "splash"
-    with pytest.raises(ConfigError, match="'splash' needs a multiple of 128 image tokens, this config trains at "
-                                          "32x32 px with 64"):
+    with pytest.raises(ConfigError, match="'splash' needs a multiple of 128 query tokens, this config trains at "
+                                          "32x32 px with 64;"):
         validate(c, num_devices=1)
     c.model.patch_size = 2  # 256 tokens
     validate(c, num_devices=1, platform="tpu")
@@ -78,6 +78,19 @@ def test_attention_implementations_are_checked_against_the_backend_and_tokens():
     c.resolution.buckets = False
     with pytest.raises(ConfigError, match="'splash' runs only on TPUs and this backend is gpu; use xla"):
         validate(c, num_devices=1, platform="gpu")
+    c.model.name = "mmdit"  # joint attention: 256 image + 32 text query tokens
+    with pytest.raises(ConfigError, match="with 288 \\(image and text tokens: its attention is joint\\)"):
+        validate(c, num_devices=1, platform="tpu")
+    c.text_encoder.max_length = 128
+    validate(c, num_devices=1, platform="tpu")
+    c.model.patch_size = 4  # 64 image + 64 text tokens tile, the last block's image queries alone do not
+    c.text_encoder.max_length = 64
+    with pytest.raises(ConfigError, match="with 64 "):
+        validate(c, num_devices=1, platform="tpu")
+    c.model.update(name="uvit", patch_size=2)
+    c.text_encoder.max_length = 128  # and a time token
+    with pytest.raises(ConfigError, match="with 385 "):
+        validate(c, num_devices=1, platform="tpu")
 
 
 def test_auto_attention_picks_the_backends_kernel_where_it_applies():
@@ -88,6 +101,11 @@ def test_auto_attention_picks_the_backends_kernel_where_it_applies():
     assert [attention_for(c, platform) for platform in ("cpu", "gpu", "tpu")] == ["xla", "cudnn", "splash"]
     c.resolution.buckets = True  # a 24 x 42 px bucket: 252 tokens, which splash cannot tile
     assert attention_for(c, "tpu") == "xla"
+    c.resolution.buckets = False
+    c.model.name = "flux"  # the queries hold the 32 text tokens too: 288
+    assert attention_for(c, "tpu") == "xla" and attention_for(c, "tpu", image_tokens=[224]) == "splash"
+    c.model.name = "dit_cross"  # image queries only
+    assert attention_for(c, "tpu") == "splash"
     c.model.attention_impl = "xla"
     assert attention_for(c, "gpu") == "xla"
     validate(c, num_devices=1, platform="gpu")

@@ -150,21 +150,36 @@ def attention_mismatch(impl: str, platform: str) -> str | None:
     return None
 
 
+# Backbones whose attention queries hold the whole sequence, not the image tokens alone: the tokens it has
+# beyond the image and the text (U-ViT's time token).
+JOINT_SEQUENCE = {"mmdit": 0, "flux": 0, "uvit": 1}
+
+
+def query_lengths(cfg: ml_collections.ConfigDict, image_tokens: int) -> tuple[int, ...]:
+    """The query lengths of the backbone's attentions at `image_tokens` image tokens: those alone (PRX's image
+    queries over text and image keys, PixArt's self- and cross-attention), or with the text (and U-ViT's time
+    token) where text and image attend jointly; MMDiT's last block has image queries only."""
+    if cfg.model.name not in JOINT_SEQUENCE:
+        return (image_tokens,)
+    joint = image_tokens + cfg.text_encoder.max_length + JOINT_SEQUENCE[cfg.model.name]
+    return (joint, image_tokens) if cfg.model.name == "mmdit" else (joint,)
+
+
 def splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
-    """(height, width, image tokens) of a training size whose token count splash cannot tile, or None."""
+    """(height, width, query tokens) of a training size whose attention splash cannot tile, or None."""
     from t2ijax.training.phases import training_sizes
 
     _, downsample = geometry(cfg.autoencoder.name)
     for height, width in training_sizes(cfg):
-        tokens = num_image_tokens(cfg.model, height // downsample, width // downsample)
-        if tokens % 128:
-            return height, width, tokens
+        for tokens in query_lengths(cfg, num_image_tokens(cfg.model, height // downsample, width // downsample)):
+            if tokens % 128:
+                return height, width, tokens
     return None
 
 
 def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: list[int] | None = None) -> str:
     """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
-    TPUs when every token count tiles by 128 (`image_tokens`, by default those of the training sizes),
+    TPUs when every attention's query length tiles by 128 (at `image_tokens`, by default the training sizes'),
     cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), XLA's einsums otherwise."""
     impl = cfg.model.attention_impl
     if impl != "auto":
@@ -172,7 +187,7 @@ def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: l
     if image_tokens is None:
         tiles = splash_misfit(cfg) is None
     else:
-        tiles = all(n % 128 == 0 for n in image_tokens)
+        tiles = all(length % 128 == 0 for n in image_tokens for length in query_lengths(cfg, n))
     if platform == "tpu" and tiles:
         return "splash"
     if platform == "gpu" and cfg.model.dtype == "bfloat16":

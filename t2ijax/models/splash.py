@@ -32,9 +32,9 @@ def _per_device(q, k, v, key_mask):
 
 def splash_attention(q, k, v, key_mask):
     """Attention of q [B, Lq, heads, D] over k, v [B, Lk, heads, D] where key_mask [B, Lk];
-    Lq must be a multiple of 128 (config validation checks the image token count)."""
+    Lq must be a multiple of 128 (config validation checks the query token count)."""
     if q.shape[1] % BLOCK:
-        raise ValueError(f"splash attention needs a multiple of {BLOCK} image tokens, got {q.shape[1]}")
+        raise ValueError(f"splash attention needs a multiple of {BLOCK} query tokens, got {q.shape[1]}")
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or math.prod(mesh.shape.values()) == 1:
         return _per_device(q, k, v, key_mask)
