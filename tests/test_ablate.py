@@ -172,9 +172,15 @@ def test_report_matches_the_runs_json(finished_grid, data_dir):
         report = f.read()
     assert "| guidance_2 | `sampler.guidance=2.0` |" in report
     baseline, variant = rows
-    for metric in ("loss_t[0.0,0.3)", "composition/colour"):
-        delta = variant[metric] - baseline[metric]
-        assert f"{variant[metric]:.4g} ({delta:+.3g})" in report
+    assert "This is a single-seed report" in report
+    loss = "loss_t[0.0,0.3)"
+    assert f"{variant[loss]:.4g} ({variant[loss] - baseline[loss]:+.3g}, single seed)" in report
+    # an accuracy of one run: the binomial interval over the eval's prompts (config.eval.num_samples)
+    assert all(row["num_prompts"] == runs[0].config.eval.num_samples for row in rows)
+    p, q = baseline["composition/colour"], variant["composition/colour"]
+    half_width = 1.959964 * math.sqrt(q * (1 - q) / variant["num_prompts"])
+    diff_half_width = 1.959964 * math.sqrt((p * (1 - p) + q * (1 - q)) / variant["num_prompts"])
+    assert f"{q:.4g} ± {half_width:.2g} ({q - p:+.3g} ± {diff_half_width:.2g}, " in report
     for name in ("curves.png", "samples.png"):
         with Image.open(os.path.join(directory, name)) as image:
             assert min(image.size) > 200
@@ -193,16 +199,20 @@ def test_report_reads_variant_directories_that_are_single_runs(finished_grid, da
     grid.check(single)
 
 
-def test_summary_is_mean_std_and_delta_over_seeds():
+def test_summary_is_mean_interval_and_difference_over_seeds():
     rows = [dict(axis="a", variant=v, seed=k, workdir="", step=1, **{"loss_t[0.0,0.3)": x, "composition/shape": y})
             for v, k, x, y in [("base", 0, 1.0, 0.2), ("base", 1, 2.0, 0.4),
                                ("lr", 0, 0.5, 0.9), ("lr", 1, 0.7, 0.5)]]
     base, lr = summary.summarize(rows)
-    assert base.is_baseline and not lr.is_baseline and lr.seeds == [0, 1]
-    assert base.mean["loss_t[0.0,0.3)"] == 1.5 and math.isclose(base.std["loss_t[0.0,0.3)"], np.std([1, 2], ddof=1))
-    assert math.isclose(lr.delta["loss_t[0.0,0.3)"], 0.6 - 1.5) and math.isclose(lr.delta["composition/shape"], 0.4)
-    assert summary.best([base, lr], "loss_t[0.0,0.3)") is lr and summary.best([base, lr], "composition/shape") is lr
-    assert summary.best([base, base], "composition/shape") is None  # a tie has no winner
+    assert base.is_baseline and not lr.is_baseline and lr.seeds == [0, 1] and not base.difference
+    loss = base.estimate["loss_t[0.0,0.3)"]
+    assert loss.mean == 1.5 and math.isclose(loss.se, np.std([1, 2], ddof=1) / math.sqrt(2)) and loss.dof == 1
+    assert math.isclose(lr.difference["loss_t[0.0,0.3)"].mean, 0.6 - 1.5)
+    assert math.isclose(lr.difference["composition/shape"].mean, 0.4)
+    # 2 seeds: t(0.975, 1 dof) = 12.7, far wider than these differences
+    assert lr.verdict == {"loss_t[0.0,0.3)": "within noise", "composition/shape": "within noise"}
+    assert summary.best([base, lr], "loss_t[0.0,0.3)") == (lr, False)  # the best mean, not beyond noise
+    assert summary.best([base, base], "composition/shape") == (None, False)  # a tie has no winner
 
 
 def test_combined_report_is_one_table_of_several_axes(tmp_path):
@@ -213,7 +223,7 @@ def test_combined_report_is_one_table_of_several_axes(tmp_path):
     path = write_combined_report([str(tmp_path / "path"), str(tmp_path / "prediction")], str(tmp_path / "all"), "cmd")
     with open(path) as f:
         report = f.read()
-    assert "| path | vp | 1 | 1.25 (+0.25) |" in report and "| prediction | rf (baseline) | 1 | **1** |" in report
+    assert "| path | vp | 1 | 1.25 (+0.25, single seed) |" in report and "| prediction | rf (baseline) | 1 | 1 |" in report
     with open(tmp_path / "all" / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     with pytest.raises(ConfigError, match="axis 'path' is in both"):

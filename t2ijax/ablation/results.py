@@ -15,6 +15,7 @@ from t2ijax import storage
 
 ID_COLUMNS = ("axis", "variant", "seed", "workdir", "step")
 COST_COLUMNS = ("images_per_sec", "wall_time_s")
+PROMPTS_COLUMN = "num_prompts"  # held-out prompts each accuracy is over (the binomial N); after the rest
 
 
 @dataclasses.dataclass
@@ -89,9 +90,10 @@ def read_run(workdir: str, tensorboard_dir: str | None = None) -> RunResults:
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
-    metrics = sorted({k for row in rows for k in row} - set(ID_COLUMNS) - set(COST_COLUMNS))
+    metrics = sorted({k for row in rows for k in row} - {*ID_COLUMNS, *COST_COLUMNS, PROMPTS_COLUMN})
+    prompts = [PROMPTS_COLUMN] if any(PROMPTS_COLUMN in row for row in rows) else []
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=[*ID_COLUMNS, *metrics, *COST_COLUMNS])
+    writer = csv.DictWriter(text, fieldnames=[*ID_COLUMNS, *metrics, *COST_COLUMNS, *prompts])
     writer.writeheader()
     writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     storage.Path(path).write_text(text.getvalue())
@@ -99,12 +101,14 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
     """Rows as `write_csv` wrote them: ids as strings (seed and step as ints), numbers as floats; a
-    metric a run lacks is absent from its row."""
+    metric a run lacks is absent from its row, and so is num_prompts in a CSV written without it."""
     rows = list(csv.DictReader(io.StringIO(storage.Path(path).read_text(), newline="")))
     parsed = []
     for row in rows:
         out = {k: row[k] for k in ("axis", "variant", "workdir")}
         out.update(seed=int(row["seed"]), step=int(row["step"]))
-        out.update({k: float(v) for k, v in row.items() if k not in ID_COLUMNS and v != ""})
+        out.update({k: float(v) for k, v in row.items() if k not in (*ID_COLUMNS, PROMPTS_COLUMN) and v != ""})
+        if row.get(PROMPTS_COLUMN):
+            out[PROMPTS_COLUMN] = int(row[PROMPTS_COLUMN])
         parsed.append(out)
     return parsed

@@ -1,22 +1,30 @@
-"""Numbers of a report: per variant the mean and std over seeds of every metric, the delta to its axis's
-baseline (the axis's first variant), and the best variant per metric."""
+"""Numbers of a report: per variant every metric's mean over seeds with its 95 % interval, the
+difference to its axis's baseline (the axis's first variant) with Welch's interval and a verdict, and
+the best variant per metric (see stats.py)."""
 import dataclasses
 import math
+import re
 
-import numpy as np
+from t2ijax.ablation import stats
+from t2ijax.ablation.results import COST_COLUMNS, ID_COLUMNS, PROMPTS_COLUMN
+from t2ijax.ablation.stats import Estimate
 
-from t2ijax.ablation.results import COST_COLUMNS, ID_COLUMNS
-
-# Which way is better, by metric name prefix; metrics not listed get no "best".
+# Which way is better, by metric name prefix (after an "HxW/" size); metrics not listed get no "best".
 HIGHER_IS_BETTER = ("composition/", "images_per_sec")
 LOWER_IS_BETTER = ("loss", "fid", "fd_", "cmmd", "dino_mmd", "wall_time_s")
+# Accuracies over the evaluated prompts: a single run's has a binomial standard error.
+ACCURACIES = ("composition/",)
+
+
+def _unsized(metric: str) -> str:
+    return re.sub(r"^\d+x\d+/", "", metric)
 
 
 def direction(metric: str) -> int:
     """+1 when higher is better, -1 when lower is, 0 when unknown."""
-    if metric.startswith(HIGHER_IS_BETTER):
+    if _unsized(metric).startswith(HIGHER_IS_BETTER):
         return 1
-    return -1 if metric.startswith(LOWER_IS_BETTER) else 0
+    return -1 if _unsized(metric).startswith(LOWER_IS_BETTER) else 0
 
 
 @dataclasses.dataclass
@@ -24,16 +32,31 @@ class VariantSummary:
     axis: str
     variant: str
     seeds: list[int]
-    mean: dict[str, float]
-    std: dict[str, float]    # sample std (ddof 1); nan with one seed
-    delta: dict[str, float]  # mean - the baseline's mean; empty for the baseline itself
+    estimate: dict[str, Estimate]    # the mean over seeds and its interval
+    difference: dict[str, Estimate]  # estimate - the baseline's (Welch); empty for the baseline itself
+    verdict: dict[str, str]          # of each difference: better, worse, within noise, single seed
     is_baseline: bool
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {m: e.mean for m, e in self.estimate.items()}
 
 
 def columns(rows: list[dict]) -> list[str]:
     """The metrics of the rows, sorted, then images/s and wall time."""
-    metrics = sorted({k for row in rows for k in row} - set(ID_COLUMNS) - set(COST_COLUMNS))
+    metrics = sorted({k for row in rows for k in row} - {*ID_COLUMNS, *COST_COLUMNS, PROMPTS_COLUMN})
     return metrics + list(COST_COLUMNS)
+
+
+def estimate(metric: str, group: list[dict]) -> Estimate | None:
+    """`metric` over a variant's runs: the t interval over seeds from two on; a single run's accuracy
+    with its binomial interval over the prompts it was scored on (when the row says how many)."""
+    runs = [row for row in group if metric in row and not math.isnan(row[metric])]
+    if not runs:
+        return None
+    if len(runs) == 1 and _unsized(metric).startswith(ACCURACIES) and runs[0].get(PROMPTS_COLUMN):
+        return stats.binomial(runs[0][metric], runs[0][PROMPTS_COLUMN])
+    return stats.over_seeds([row[metric] for row in runs])
 
 
 def summarize(rows: list[dict]) -> list[VariantSummary]:
@@ -43,27 +66,31 @@ def summarize(rows: list[dict]) -> list[VariantSummary]:
         groups.setdefault((row["axis"], row["variant"]), []).append(row)
     summaries, baselines = [], {}
     for (axis, variant), group in groups.items():
-        mean, std = {}, {}
-        for metric in columns(group):
-            values = [row[metric] for row in group if metric in row and not math.isnan(row[metric])]
-            if values:
-                mean[metric] = float(np.mean(values))
-                std[metric] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        estimates = {m: e for m in columns(group) if (e := estimate(m, group)) is not None}
         is_baseline = axis not in baselines
-        baseline = baselines.setdefault(axis, mean)
-        delta = {} if is_baseline else {m: mean[m] - baseline[m] for m in mean.keys() & baseline.keys()}
-        summaries.append(VariantSummary(axis, variant, [row["seed"] for row in group], mean, std, delta,
-                                        is_baseline))
+        baseline = baselines.setdefault(axis, estimates)
+        differences = {} if is_baseline else {m: stats.difference(estimates[m], baseline[m])
+                                              for m in estimates if m in baseline}
+        verdicts = {m: stats.verdict(d, direction(m)) for m, d in differences.items()}
+        summaries.append(VariantSummary(axis, variant, [row["seed"] for row in group], estimates, differences,
+                                        verdicts, is_baseline))
     return summaries
 
 
-def best(summaries: list[VariantSummary], metric: str) -> VariantSummary | None:
-    """The variant with the best mean of `metric`; None when the metric has no direction or values, or
-    when several variants share the best mean."""
+def _best_mean(summaries: list[VariantSummary], metric: str) -> VariantSummary | None:
     sign = direction(metric)
-    candidates = sorted((s for s in summaries if metric in s.mean), key=lambda s: -sign * s.mean[metric])
+    candidates = sorted((s for s in summaries if metric in s.estimate), key=lambda s: -sign * s.mean[metric])
     if not sign or not candidates:
         return None
     if len(candidates) > 1 and candidates[0].mean[metric] == candidates[1].mean[metric]:
         return None
     return candidates[0]
+
+
+def best(summaries: list[VariantSummary], metric: str) -> tuple[VariantSummary | None, bool]:
+    """(the variant to show as best for `metric`, whether it beats the baseline beyond noise). That is
+    the best mean among the variants whose difference is "better", when there are any; else the best
+    mean of all (the baseline included), not a finding. None when the metric has no direction or
+    values, or when the best mean is shared."""
+    better = [s for s in summaries if s.verdict.get(metric) == "better"]
+    return (_best_mean(better, metric), True) if better else (_best_mean(summaries, metric), False)
