@@ -131,3 +131,28 @@ def test_a_single_seed_variant_against_a_baseline_over_seeds():
 def test_direction_reads_past_a_size_prefix():
     assert summary.direction("32x64/composition/shape") == 1 and summary.direction("32x64/loss_t[0.0,0.3)") == -1
     assert stats.verdict(stats.Estimate(1.0, 0.1, math.inf), 0) == "differs"  # no known direction
+
+
+def test_curves_show_the_seeds_spread(monkeypatch, tmp_path):
+    """A band from the seeds' lowest to highest loss where a curve has many points, error bars where an
+    evaluation has one; nothing for a variant with one seed."""
+    from matplotlib.collections import PolyCollection
+
+    from t2ijax.ablation import figures
+    from t2ijax.ablation.results import RunResults
+
+    def run(offset):
+        return RunResults(4, {}, 1.0, 1.0, {s: 1.0 + offset + s for s in range(4)},
+                          {4: {SHAPE: 0.5 + offset}}, "")
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure))
+    figures.curves(tmp_path / "curves.png", {"two_seeds": [run(0.0), run(0.2)], "one_seed": [run(0.1)]})
+    loss_panel, shape_panel = drawn[0].axes[:2]
+    bands = [c for c in loss_panel.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # the two-seed variant's only
+    low, high = bands[0].get_paths()[0].vertices[:, 1].min(), bands[0].get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == pytest.approx((1.0, 4.2))
+    bars = [c for c in shape_panel.containers if c.has_yerr]
+    assert len(bars) == 1
+    assert bars[0].lines[2][0].get_segments()[0][:, 1] == pytest.approx([0.5, 0.7])  # min..max of the final eval

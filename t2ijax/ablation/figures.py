@@ -20,14 +20,16 @@ def _save(figure: Figure, path: str) -> None:
     storage.Path(path).write_bytes(png.getvalue())
 
 
-def _mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], list[float]]:
-    """Mean over seeds at every step that each seed logged."""
+def _seed_curves(curves: list[dict[int, float]]) -> tuple[list[int], np.ndarray]:
+    """(steps, values [seeds, steps]) at every step that each seed logged."""
     steps = sorted(set.intersection(*(set(c) for c in curves)))
-    return steps, [float(np.mean([c[s] for c in curves])) for s in steps]
+    return steps, np.array([[c[s] for s in steps] for c in curves]).reshape(len(curves), len(steps))
 
 
 def curves(path: str | os.PathLike, variants: dict[str, list[RunResults]]) -> None:
-    """One panel for the training loss and one per evaluated metric; a line per variant (mean over seeds)."""
+    """One panel for the training loss and one per evaluated metric; a line per variant, the mean over
+    seeds, in a band (error bars where it has one or two points) from the seeds' lowest to highest
+    value when there are several."""
     metrics = sorted({m for runs in variants.values() for r in runs for e in r.evals.values() for m in e})
     panels = ["loss"] + metrics
     cols = min(4, len(panels))
@@ -40,8 +42,15 @@ def curves(path: str | os.PathLike, variants: dict[str, list[RunResults]]) -> No
                 series = [r.loss for r in runs]
             else:
                 series = [{step: e[panel] for step, e in r.evals.items() if panel in e} for r in runs]
-            steps, values = _mean_curve(series)
-            ax.plot(steps, values, marker="o" if len(steps) < 3 else None, label=variant)
+            steps, values = _seed_curves(series)
+            mean, low, high = values.mean(0), values.min(0), values.max(0)
+            if len(steps) < 3:  # a point or two (evaluated only at the end): error bars, a band would not show
+                ax.errorbar(steps, mean, yerr=[mean - low, high - mean] if len(values) > 1 else None, marker="o",
+                            capsize=3, label=variant)
+                continue
+            line, = ax.plot(steps, mean, label=variant)
+            if len(values) > 1:
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title("training loss" if panel == "loss" else panel, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
