@@ -36,6 +36,12 @@ def photos(tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory):
+    """One data directory for the runs that read the same photos with the same text encoder: built once."""
+    return tmp_path_factory.mktemp("shared_data")
+
+
 def finetune_config(pipeline_dir, photos, data_dir, total_steps=3):
     c = prx_finetune.get_config()
     c.init_from = str(pipeline_dir)
@@ -154,7 +160,7 @@ def _tiny_transformer(backbone: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["dit_cross", "mmdit", "flux"])
-def test_pixart_sd3_and_flux_transformers_fine_tune_like_prx(backbone, pipeline_dir, photos, tmp_path):
+def test_pixart_sd3_and_flux_transformers_fine_tune_like_prx(backbone, pipeline_dir, photos, shared_data, tmp_path):
     """The tiny pipeline with its transformer swapped for another class: init_from picks the backbone and its
     architecture, the run starts from the checkpoint's weights and trains."""
     import shutil
@@ -162,9 +168,9 @@ def test_pixart_sd3_and_flux_transformers_fine_tune_like_prx(backbone, pipeline_
     from t2ijax.interop import from_diffusers
 
     pipe = tmp_path / "pipe"
-    shutil.copytree(pipeline_dir, pipe, ignore=shutil.ignore_patterns("transformer"))
+    shutil.copytree(pipeline_dir, pipe, ignore=shutil.ignore_patterns("transformer"), symlinks=True)
     _tiny_transformer(backbone).save_pretrained(pipe / "transformer")
-    config = finetune_config(pipe, photos, tmp_path / "data", total_steps=1)
+    config = finetune_config(pipe, photos, shared_data, total_steps=1)
     run = Run(config, str(tmp_path / "run")).setup()
     assert config.model.name == backbone and config.model.hidden_size == 16 and config.model.mlp_ratio == 4.0
     _, released = from_diffusers(str(pipe))
