@@ -69,9 +69,7 @@ class DiTCrossBlock(Block):
     def __call__(self, img, txt, text_mask, mod):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         img = nn.with_logical_constraint(img, TOKENS)
-        # Whole on every chip (6 x hidden a block): split over fsdp, adding it to the batch-split timestep
-        # modulation re-split it in every block (all-to-alls in the plan).
-        init = nn.with_logical_partitioning(nn.initializers.normal(self.hidden_size ** -0.5), (None, None))
+        init = nn.with_logical_partitioning(nn.initializers.normal(self.hidden_size ** -0.5), (None, "embed"))
         table = self.param("scale_shift_table", init, (6, self.hidden_size), self.param_dtype)
         attn_shift, attn_scale, attn_gate, mlp_shift, mlp_scale, mlp_gate = jnp.split(
             table.astype(jnp.float32)[None] + mod, 6, axis=1)
