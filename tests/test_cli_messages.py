@@ -22,8 +22,8 @@ def _error_line(module: str, *args: str) -> str:
 def test_missing_config_file_lists_the_configs_and_suggests_the_nearest(tmp_path):
     line = _error_line("t2ijax.main", "--config=configs/shapes_tin.py", f"--workdir={tmp_path}")
     assert line.startswith("error: config file configs/shapes_tin.py does not exist; did you mean "
-                           "configs/shapes_tiny.py? the configs: configs/base.py, ")
-    assert "configs/prx_small.py" in line and "configs/ablations/: augmentation.py, " in line
+                           "configs/shapes_tiny.py? the configs: configs/arch_part1.py, configs/base.py, ")
+    assert "configs/prx_small.py" in line and "configs/ablations/: architecture.py, augmentation.py, " in line
     assert "did you mean configs/ablations/path.py?" in _error_line(
         "t2ijax.main", "--config=configs/ablations/pth.py:rectified_flow", f"--workdir={tmp_path}")
 
@@ -31,7 +31,7 @@ def test_missing_config_file_lists_the_configs_and_suggests_the_nearest(tmp_path
 def test_missing_config_flag_says_what_to_give(tmp_path):
     line = _error_line("t2ijax.main", f"--workdir={tmp_path}")
     assert line.startswith("error: --config is missing: give a config file, e.g. --config=configs/shapes_tiny.py; "
-                           "the configs: configs/base.py, ")
+                           "the configs: configs/arch_part1.py, configs/base.py, ")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -14,7 +14,7 @@ from t2ijax.models.vision.lpips import VGG16_SLICES
 from t2ijax.training import phases
 from t2ijax.training.loop import Run
 from test_latents import _latent_config
-from test_techniques_train import apply, teacher  # noqa: F401  (teacher: a tiny random DINOv2)
+from test_techniques_train import apply
 
 
 @pytest.fixture(scope="module")
