@@ -122,23 +122,16 @@ def _fused_groups(model: Flux) -> Iterator[tuple[str, tuple[str, ...], str]]:
         yield f"single_transformer_blocks.{i}.attn.", QKV, "to_qkv"
 
 
-def _take(tensors: dict, name: str, source: str) -> np.ndarray:
-    if name not in tensors:
-        raise ConfigError(f"{source} has no tensor '{name}', which this Flux config needs")
-    return np.asarray(tensors.pop(name))
-
-
 def params_from_state_dict(state_dict: dict[str, np.ndarray], model: Flux, source: str = "the state dict") -> dict:
     """diffusers Flux tensors -> `model`'s param tree; a ConfigError names a missing, extra or misshapen tensor."""
     tensors = dict(state_dict)
     for prefix, names, fused in _fused_groups(model):
         for part in ("weight", "bias"):
-            joined = np.concatenate([_take(tensors, f"{prefix}{name}.{part}", source) for name in names])
-            tensors[f"{prefix}{fused}.{part}"] = (joined.reshape(3, model.num_heads, model.head_dim)
-                                                  if part == "bias" else joined)
+            weights.join(tensors, f"{prefix}{fused}.{part}", tuple(f"{prefix}{name}.{part}" for name in names), model,
+                         source)
     for i in range(model.depth - model.double_blocks):
         t = f"single_transformer_blocks.{i}."
-        proj_out = _take(tensors, t + "proj_out.weight", source)
+        proj_out = weights.take(tensors, t + "proj_out.weight", model, source)
         tensors.update(zip(_proj_out_parts(t, model.hidden_size), np.split(proj_out, [model.hidden_size], axis=1)))
     return weights.params_from_state_dict(tensors, model, table(model), source)
 
@@ -148,9 +141,7 @@ def state_dict_from_params(params: dict, model: Flux) -> dict[str, np.ndarray]:
     tensors = weights.state_dict_from_params(params, model, table(model))
     for prefix, names, fused in _fused_groups(model):
         for part in ("weight", "bias"):
-            joined = tensors.pop(f"{prefix}{fused}.{part}")
-            split = np.split(joined.reshape(-1) if part == "bias" else joined, 3)
-            tensors.update({f"{prefix}{name}.{part}": np.ascontiguousarray(x) for name, x in zip(names, split)})
+            weights.split(tensors, f"{prefix}{fused}.{part}", tuple(f"{prefix}{name}.{part}" for name in names))
     for i in range(model.depth - model.double_blocks):
         t = f"single_transformer_blocks.{i}."
         tensors[t + "proj_out.weight"] = np.concatenate([tensors.pop(name) for name in

@@ -110,18 +110,10 @@ def _fuse(state_dict: dict[str, np.ndarray], model: DiTCross, source: str) -> di
     """diffusers' tensors -> the table's: q/k/v joined, biases [n, heads, head_dim], the patch Conv2d
     [hidden, c, p, q] as a Linear over patchify's (c, p, q) features, a learned sigma half dropped."""
     out = dict(state_dict)
-
-    def take(name: str) -> np.ndarray:
-        if name not in out:
-            raise ConfigError(f"{source} has no tensor '{name}', which this DiTCross config needs")
-        return np.asarray(out.pop(name))
-
+    take = lambda name: weights.take(out, name, model, source)
     for i in range(model.depth):
         for fused, parts in _fused(i):
-            joined = np.concatenate([take(part) for part in parts])
-            if fused.endswith("bias") and joined.size == len(parts) * model.hidden_size:  # else the table names it
-                joined = joined.reshape(len(parts), model.num_heads, model.head_dim)
-            out[fused] = joined
+            weights.join(out, fused, parts, model, source)
     conv = take("pos_embed.proj.weight")
     out["pos_embed.proj.weight"] = conv.reshape(conv.shape[0], -1)
     p, c = model.patch_size, model.in_channels
@@ -138,9 +130,7 @@ def _split(tensors: dict[str, np.ndarray], model: DiTCross) -> dict[str, np.ndar
     out = dict(tensors)
     for i in range(model.depth):
         for fused, parts in _fused(i):
-            pieces = np.split(out.pop(fused).reshape(len(parts) * model.hidden_size, -1), len(parts))
-            out.update({part: piece.reshape(-1) if fused.endswith("bias") else piece
-                        for part, piece in zip(parts, pieces)})
+            weights.split(out, fused, parts)
     conv = out["pos_embed.proj.weight"]
     out["pos_embed.proj.weight"] = conv.reshape(conv.shape[0], model.in_channels, model.patch_size, model.patch_size)
     return {k: np.ascontiguousarray(v) for k, v in out.items()}

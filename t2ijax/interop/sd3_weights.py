@@ -114,22 +114,15 @@ def params_from_state_dict(state_dict: dict[str, np.ndarray], model: MMDiT, sour
         raise ConfigError(f"{source}: '{POSITIONS}' is not the sin-cos table its config (sample_size, patch_size, "
                           "pos_embed_max_size) gives; t2ijax's mmdit computes it and cannot take a learned one")
 
-    def take(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if name not in tensors:
-            raise ConfigError(f"{source} has no tensor '{name}', which this MMDiT config needs")
-        tensor = np.asarray(tensors.pop(name))
-        if tensor.shape != shape:
-            raise ConfigError(f"{source}: tensor '{name}' has shape {tensor.shape}, this MMDiT config needs {shape}")
-        return tensor
-
     d, p = model.hidden_size, model.patch_size
-    tensors[PATCH_EMBED] = take(PATCH_EMBED, (d, model.in_channels, p, p)).reshape(d, -1)
+    patch_embed = weights.take(tensors, PATCH_EMBED, model, source, (d, model.in_channels, p, p))
+    tensors[PATCH_EMBED] = patch_embed.reshape(d, -1)
     for i in range(model.depth):
         for names, fused in STREAMS:
             for part, shape in (("weight", (d, d)), ("bias", (d,))):
-                joined = np.concatenate([take(f"transformer_blocks.{i}.attn.{name}.{part}", shape) for name in names])
-                tensors[f"transformer_blocks.{i}.attn.{fused}.{part}"] = (
-                    joined.reshape(3, model.num_heads, model.head_dim) if part == "bias" else joined)
+                t = f"transformer_blocks.{i}.attn."
+                weights.join(tensors, f"{t}{fused}.{part}", tuple(f"{t}{name}.{part}" for name in names), model,
+                             source, shape)
     return weights.params_from_state_dict(tensors, model, table(model), source)
 
 
@@ -141,9 +134,7 @@ def state_dict_from_params(params: dict, model: MMDiT) -> dict[str, np.ndarray]:
     for i in range(model.depth):
         for names, fused in STREAMS:
             for part in ("weight", "bias"):
-                joined = tensors.pop(f"transformer_blocks.{i}.attn.{fused}.{part}")
-                split = np.split(joined.reshape(-1) if part == "bias" else joined, 3)
-                tensors.update({f"transformer_blocks.{i}.attn.{name}.{part}": np.ascontiguousarray(x)
-                                for name, x in zip(names, split)})
+                t = f"transformer_blocks.{i}.attn."
+                weights.split(tensors, f"{t}{fused}.{part}", tuple(f"{t}{name}.{part}" for name in names))
     tensors[POSITIONS] = positions(model)
     return tensors

@@ -85,6 +85,35 @@ def _get(tree: dict, path: tuple[str, ...]):
     return tree
 
 
+def take(tensors: dict, name: str, model: nn.Module, source: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Pops tensor `name` from `tensors`; a ConfigError if it is missing or, given `shape`, of another shape."""
+    kind = type(model).__name__
+    if name not in tensors:
+        raise ConfigError(f"{source} has no tensor '{name}', which this {kind} config needs")
+    tensor = np.asarray(tensors.pop(name))
+    if shape is not None and tensor.shape != shape:
+        raise ConfigError(f"{source}: tensor '{name}' has shape {tensor.shape}, this {kind} config needs {shape}")
+    return tensor
+
+
+def join(tensors: dict, fused: str, parts: tuple[str, ...], model: nn.Module, source: str,
+         shape: tuple[int, ...] | None = None) -> None:
+    """Replaces diffusers' separate projections `parts` in `tensors` (q, k, v weights, or biases; each of `shape`
+    when given) by one tensor `fused` as the table reads it: weights stacked along their output axis, biases
+    [len(parts), heads, head_dim] (left flat when their size is not that: the table then names the shape)."""
+    joined = np.concatenate([take(tensors, part, model, source, shape) for part in parts])
+    if fused.endswith("bias") and joined.size == len(parts) * model.num_heads * model.head_dim:
+        joined = joined.reshape(len(parts), model.num_heads, model.head_dim)
+    tensors[fused] = joined
+
+
+def split(tensors: dict, fused: str, parts: tuple[str, ...]) -> None:
+    """The inverse of `join`: tensor `fused` of `tensors` back into the separate projections `parts`."""
+    joined = tensors.pop(fused)
+    pieces = np.split(joined.reshape(-1) if fused.endswith("bias") else joined, len(parts))
+    tensors.update({part: np.ascontiguousarray(piece) for part, piece in zip(parts, pieces)})
+
+
 def expected_shapes(model: nn.Module) -> dict:
     """The (unboxed) param shapes of a denoiser, without allocating it."""
     p, c = model.patch_size, model.in_channels
@@ -112,33 +141,28 @@ def params_from_state_dict(state_dict: dict[str, np.ndarray], model: nn.Module, 
     Raises ConfigError naming the tensor for a missing or left-over tensor or a shape mismatch.
     """
     expected, left = expected_shapes(model), dict(state_dict)
-    kind = type(model).__name__
 
-    def take(entry: Entry, tree: dict, expected_tree: dict) -> None:
+    def take_entry(entry: Entry, tree: dict, expected_tree: dict) -> None:
         name, path, layout, n = entry
-        if name not in left:
-            raise ConfigError(f"{source} has no tensor '{name}', which this {kind} config needs")
-        tensor, shape = np.asarray(left.pop(name)), _torch_shape(_get(expected_tree, path), layout)
-        if tensor.shape != shape:
-            raise ConfigError(f"{source}: tensor '{name}' has shape {tensor.shape}, this {kind} config needs {shape}")
+        tensor = take(left, name, model, source, _torch_shape(_get(expected_tree, path), layout))
         _set(tree, path, _to_flax(tensor, layout, model, n))
 
     params: dict = {}
     for entry in table.top:
-        take(entry, params, expected)
+        take_entry(entry, params, expected)
     for stack in table.stacks:
         blocks = []
         for i in range(stack.count):
             blocks.append({})
             shapes = _block_shapes(expected, stack, i, model.scan_layers)
             for entry in stack.entries(i):
-                take(entry, blocks[-1], shapes)
+                take_entry(entry, blocks[-1], shapes)
         if model.scan_layers and blocks:
             params[stack.name] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
         else:
             params.update({f"{stack.name}_{i}": block for i, block in enumerate(blocks)})
     if left:
-        raise ConfigError(f"{source} has tensors this {kind} config does not use, e.g. '{sorted(left)[0]}' "
+        raise ConfigError(f"{source} has tensors this {type(model).__name__} config does not use, e.g. '{sorted(left)[0]}' "
                           f"({len(left)} in all){'; check ' + table.hint if table.hint else ''}")
     return params
 
