@@ -48,6 +48,25 @@ def get_config() -> ml_collections.ConfigDict:
         global_batch_size=256,       # over all hosts and devices
         aspect_ratios=(1.0,),        # shapes only: width / height of the training images (example i drawn at
                                      # ratio i mod len); other than (1.0,) needs resolution.buckets
+        # Training records (t2ijax.preprocess, docs/your_data.md): what training, evaluation and sampling read.
+        records="",                  # the directory `python -m t2ijax.preprocess` wrote (local or gs://); "" =
+                                     # <data_dir>/records/<key of this config's data, text encoder and latents>,
+                                     # which training preprocesses first when it is missing
+        records_per_shard=1024,      # examples per ArrayRecord shard: the unit a killed preprocess resumes from
+        text_dtype="bfloat16",       # stored caption embeddings: bfloat16 | float16 | float32 (a value outside the
+                                     # dtype's range fails preprocessing, naming the field, layer and example)
+        latent_dtype="bfloat16",     # stored latents: bfloat16 | float16 | float32
+        bad_records="fail",          # a missing shard or a corrupt record: fail (one line naming shard and index)
+                                     # | skip (the example is replaced by the next readable one and counted)
+        read_threads=4,              # threads reading and decoding batches ahead of the train step (Grain)
+        read_workers=0,              # worker processes doing the same instead (Grain multiprocessing); 0 = threads
+        prefetch=4,                  # batches read ahead
+        beam_runner="",              # preprocessing's decode/filter/resize stage: "" = in this process, or an Apache
+                                     # Beam runner (DirectRunner, DataflowRunner, FlinkRunner ...) running it as a
+                                     # TFDS Beam build
+        beam_workers=2,              # DirectRunner: worker processes
+        beam_options=(),             # further Beam pipeline options, e.g. ("--project=P", "--region=R",
+                                     # "--temp_location=gs://B/tmp") for Dataflow
     )
 
     # The text encoder axis (docs/architecture.md, "Text encoders").
@@ -240,6 +259,8 @@ def get_config() -> ml_collections.ConfigDict:
         coordinator_address="",      # "host:port" of process 0's coordinator
         num_processes=0,             # 0 = detected from the cluster
         process_id=-1,               # -1 = detected from the cluster
+        liveness_timeout_s=300,      # a process silent this long while the others wait for it is reported dead
+                                     # (a one-line error naming it on the survivors)
     )
 
     # Mesh axis sizes; -1 takes the remaining devices. The batch is split over data x fsdp. On several
