@@ -21,6 +21,7 @@ RUNTIME = [
     "scipy>=1.14",
     "pillow>=10",
     "pyarrow>=15",  # config.data.name=parquet
+    "apache-beam>=2.78,<3",  # preprocessing's decode stage as a TFDS Beam build (config.data.beam_runner)
     "matplotlib>=3.8",
     "gcsfs>=2026.10,<2027",  # gs:// paths (t2ijax/storage.py); orbax and tensorstore reach gs:// themselves
 ]
