@@ -213,6 +213,14 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
     check_caption_weights(data.captions)
     check_augmentation(data)
+    if not isinstance(data.beam_runner, str):
+        raise ConfigError(f"config.data.beam_runner={data.beam_runner!r} must be a Beam runner's name, e.g. "
+                          "DirectRunner, or \"\" to build in this process")
+    if data.beam_workers < 1:
+        raise ConfigError(f"config.data.beam_workers={data.beam_workers} must be at least 1 (DirectRunner processes)")
+    if not all(isinstance(o, str) and o.startswith("--") for o in data.beam_options):
+        raise ConfigError(f"config.data.beam_options={tuple(data.beam_options)!r} must be pipeline option strings "
+                          "such as \"--project=P\"")
     if data.name in USER_FORMATS:
         if data.build_chunk < 1:
             raise ConfigError(f"config.data.build_chunk={data.build_chunk} must be a positive number of entries, "
