@@ -99,12 +99,14 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
                 yield index, example(split, index, config.height, config.width)
 
 
-def download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
-    """Builds `builder`'s dataset unless it is built. TFDS prints banners on stdout as it builds; they go to the
-    log at DEBUG level (absl's --verbosity=1 shows them)."""
+def download_and_prepare(builder: tfds.core.DatasetBuilder, **download_config) -> None:
+    """Builds `builder`'s dataset unless it is built (`download_config`: further DownloadConfig fields, such as a
+    Beam runner). TFDS prints banners on stdout as it builds; they go to the log at DEBUG level (absl's
+    --verbosity=1 shows them)."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False, **download_config))
     for line in printed.getvalue().splitlines():
         logging.debug("%s", line)
 

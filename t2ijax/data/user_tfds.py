@@ -3,8 +3,10 @@
 The listing is cut into chunks of config.data.build_chunk entries, each chunk one TFDS builder config
 that holds every entry of the chunk, kept or skipped (so the build report is read back with the data).
 TFDS writes a chunk aside and renames it when done, so a rerun after a kill builds only the missing
-chunks, and process p of P builds the chunks c with c % P == p, then waits for the others. Reading
-concatenates the chunks in listing order.
+chunks, and process p of P builds the chunks c with c % P == p, then waits for the others. A chunk is
+built in this process, or as a TFDS Apache Beam build by the runner config.data.beam_runner names
+(`Engine`); both write the same records. Chunks are ArrayRecord files: example i of the listing is
+read by index (`read_range`) without reading the others.
 """
 import dataclasses
 import functools
@@ -16,13 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
 from t2ijax import sharding
 from t2ijax.data.shapes_tfds import download_and_prepare
-from t2ijax.data.user_data import Entry, Example, Sizing, Skip, Source, check_split, example, listing, report
+from t2ijax.data.user_data import (Entry, Example, Raw, Sizing, Skip, Source, check_split, example, listing,
+                                   report)
+
+FILE_FORMAT = "array_record"  # read by index: each process of the next stage reads only its share
+PIECE = 32  # Beam: consecutive entries of one file read and converted by one worker (a parquet row group once)
 
 
 class UserData(tfds.core.GeneratorBasedBuilder):
@@ -31,16 +38,16 @@ class UserData(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-    def __init__(self, *, examples: Iterator[Example] | None = None, **kwargs):
-        self._examples = examples  # what to write; None when only reading
-        super().__init__(**kwargs)
+    def __init__(self, *, records=None, **kwargs):
+        self._records = records  # (index, record) pairs or a Beam PTransform making them; None when only reading
+        super().__init__(file_format=FILE_FORMAT, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text()
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({"key": text, "image": tfds.features.Image(shape=(None, None, 3)),
                                                  "captions": text, "converted": text, "skipped": text}),
-            disable_shuffling=True,  # the listing's order is the dataset's
+            disable_shuffling=True,  # the listing's order is the dataset's (Beam: records sorted by index)
             description="Your image-caption data (t2ijax/data/user_data.py).")
 
     def _split_generators(self, dl_manager):
@@ -48,11 +55,21 @@ class UserData(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
-        placeholder = np.zeros((1, 1, 3), np.uint8)  # a skipped entry's image: TFDS needs one
-        for index, ex in enumerate(self._examples):
-            yield index, {"key": ex.key, "image": placeholder if ex.image is None else ex.image,
-                          "captions": json.dumps(ex.captions, ensure_ascii=False), "converted": ex.converted,
-                          "skipped": ex.skipped}
+        return self._records
+
+
+_PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)  # a skipped entry's image: TFDS needs one
+
+
+def _record(ex: Example) -> dict:
+    return {"key": ex.key, "image": _PLACEHOLDER if ex.image is None else ex.image,
+            "captions": json.dumps(ex.captions, ensure_ascii=False), "converted": ex.converted, "skipped": ex.skipped}
+
+
+def _example(record: dict) -> Example:
+    skipped = record["skipped"].decode()
+    return Example(record["key"].decode(), None if skipped else record["image"], json.loads(record["captions"]),
+                   record["converted"].decode(), skipped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,67 +82,128 @@ class Build:
 
     @functools.cached_property
     def name(self) -> str:
-        identity = repr((self.source.fingerprint(), self.sizing, self.build_chunk))
+        identity = repr((self.source.fingerprint(), self.sizing, self.build_chunk, FILE_FORMAT))
         return f"{self.source.name}_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
     def chunks(self, entries: list[Entry]) -> list[list[Entry]]:
         return [entries[i:i + self.build_chunk] for i in range(0, len(entries), self.build_chunk)]
 
-    def builder(self, chunk: int, count: int, examples: Iterator[Example] | None = None) -> UserData:
+    def builder(self, chunk: int, count: int, records=None) -> UserData:
         config = tfds.core.BuilderConfig(name=f"{self.name}_chunk{chunk:05d}of{count:05d}")
-        return UserData(config=config, data_dir=self.data_dir, examples=examples)
+        return UserData(config=config, data_dir=self.data_dir, records=records)
 
     @property
     def report_path(self) -> Path:
         return Path(self.data_dir) / "user_data" / f"{self.name}.report.json"
 
 
-def _chunk_examples(build: Build, entries: list[Entry]) -> Iterator[Example]:
-    raws = build.source.read([e for e in entries if not e.duplicate])
-    for entry in entries:
-        if entry.duplicate:
-            yield Example(entry.key, None, {}, skipped="duplicate_key")
-            continue
-        raw = next(raws)
-        try:
-            yield example(entry.key, raw, build.sizing)
-        except Skip as skip:
-            yield Example(entry.key, None, {}, skipped=skip.reason)
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """What builds a chunk: this process (runner "") or an Apache Beam runner, e.g. "DirectRunner" (`workers`
+    local processes) or "DataflowRunner" (with its `options`: project, region, temp_location ...)."""
+    runner: str = ""
+    workers: int = 2
+    options: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, data: ml_collections.ConfigDict) -> "Engine":
+        return cls(data.beam_runner, data.beam_workers, tuple(data.beam_options))
+
+    def download_config(self) -> dict:
+        """download_and_prepare's DownloadConfig fields for this engine."""
+        if not self.runner:
+            return {}
+        from apache_beam.options.pipeline_options import PipelineOptions  # Beam builds only
+
+        local = {"direct_num_workers": self.workers, "direct_running_mode": "multi_processing"}
+        return {"beam_runner": self.runner,
+                "beam_options": PipelineOptions(list(self.options), **(local if self.runner == "DirectRunner" else {}))}
+
+    def records(self, build: Build, entries: list[Entry]):
+        """The chunk's (index, record) pairs: a generator here, a PTransform making them on Beam's workers."""
+        if not self.runner:
+            return _records((0, entries), build.source, build.sizing)
+        import apache_beam as beam  # Beam builds only
+
+        return beam.Create(list(_pieces(entries))) | beam.FlatMap(_records, build.source, build.sizing)
 
 
-def build_chunks(build: Build, entries: list[Entry], process_index: int = 0, process_count: int = 1) -> None:
+def _pieces(entries: list[Entry]) -> Iterator[tuple[int, list[Entry]]]:
+    """(index of its first entry, entries): runs of at most PIECE consecutive entries of one file (where[0])."""
+    start = 0
+    for _, run in itertools.groupby(entries, key=lambda entry: entry.where[0]):
+        run = list(run)
+        for i in range(0, len(run), PIECE):
+            yield start + i, run[i:i + PIECE]
+        start += len(run)
+
+
+def _convert(key: str, raw: Raw | None, sizing: Sizing) -> Example:
+    """The entry's example, or its skip reason (`raw` None: a duplicate key, never read)."""
+    if raw is None:
+        return Example(key, None, {}, skipped="duplicate_key")
+    try:
+        return example(key, raw, sizing)
+    except Skip as skip:
+        return Example(key, None, {}, skipped=skip.reason)
+
+
+def _records(piece: tuple[int, list[Entry]], source: Source, sizing: Sizing) -> Iterator[tuple[int, dict]]:
+    """(first + i, record) of each of a piece's consecutive entries (first: the index of its first), their files
+    read in one pass."""
+    first, entries = piece
+    raws = source.read([e for e in entries if not e.duplicate])
+    for i, entry in enumerate(entries):
+        yield first + i, _record(_convert(entry.key, None if entry.duplicate else next(raws), sizing))
+
+
+def build_chunks(build: Build, entries: list[Entry], process_index: int = 0, process_count: int = 1,
+                 engine: Engine = Engine()) -> None:
     """Builds the missing chunks c with c % process_count == process_index."""
     chunks = build.chunks(entries)
     for c in range(process_index, len(chunks), process_count):
-        builder = build.builder(c, len(chunks), _chunk_examples(build, chunks[c]))
+        builder = build.builder(c, len(chunks))
         if builder.is_prepared():
             continue
         for stale in Path(builder.data_path).parent.glob("incomplete.*"):  # a killed build's leftovers
             shutil.rmtree(stale, ignore_errors=True)
-        download_and_prepare(builder)
+        download_and_prepare(build.builder(c, len(chunks), engine.records(build, chunks[c])),
+                             **engine.download_config())
+
+
+def chunk_lengths(build: Build, entries: list[Entry]) -> list[int]:
+    """Examples (kept and skipped) in each built chunk, from its metadata: no image is read."""
+    count = len(build.chunks(entries))
+    return [build.builder(c, count).info.splits["train"].num_examples for c in range(count)]
+
+
+def read_range(build: Build, entries: list[Entry], start: int, stop: int) -> list[Example]:
+    """Examples start, ..., stop - 1 of the listing (kept or skipped), read by index from the chunks holding them."""
+    if not 0 <= start <= stop <= len(entries):
+        raise ValueError(f"examples {start}:{stop} of a listing of {len(entries)}")
+    count, size, out = len(build.chunks(entries)), build.build_chunk, []
+    for c in range(start // size, -(-stop // size)):
+        records = build.builder(c, count).as_data_source(split="train")
+        out += map(_example, records.__getitems__(range(max(start - c * size, 0), min(stop - c * size, size))))
+    return out
 
 
 def read(build: Build, entries: list[Entry]) -> list[Example]:
     """Every entry's example (kept or skipped), chunk after chunk in listing order."""
-    count, out = len(build.chunks(entries)), []
-    for c in range(count):
-        for ex in tfds.as_numpy(build.builder(c, count).as_dataset(split="train")):
-            skipped = ex["skipped"].decode()
-            out.append(Example(ex["key"].decode(), None if skipped else ex["image"], json.loads(ex["captions"]),
-                               ex["converted"].decode(), skipped))
-    return out
+    return read_range(build, entries, 0, len(entries))
 
 
 _barriers = itertools.count()  # every process builds the same datasets in the same order
 
 
-def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int) -> list[Example]:
+def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int,
+         engine: Engine = Engine()) -> list[Example]:
     """Builds this process's share of the missing chunks, waits for the others, reads every example and
     writes the build report (process 0) when it is new."""
     found = listing(source)
     check_split(found, num_validation, source.name)
     build = Build(source, data_dir, sizing, build_chunk)
-    build_chunks(build, found.entries, jax.process_index(), jax.process_count())
+    build_chunks(build, found.entries, jax.process_index(), jax.process_count(), engine)
     if jax.process_count() > 1:
         sharding.barrier(f"t2ijax: {build.name} built #{next(_barriers)}", timeout_s=6 * 3600)
     examples = read(build, found.entries)
