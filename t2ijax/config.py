@@ -129,6 +129,11 @@ def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[s
             raise ConfigError(f"config.{section}.{name}={cfg[name]} must be positive")
 
 
+def check_distributed(d: ml_collections.ConfigDict) -> None:
+    """config.distributed, which sharding.initialize_distributed reads before validate can run."""
+    _check_positive("distributed", d, ("liveness_timeout_s",))
+
+
 # config.model fields that only some backbones read; every other model field applies to all of them.
 BACKBONE_FIELDS = {
     "bottleneck_size": ("prx",), "theta": ("prx", "flux"), "axes_dim": ("prx", "flux"), "time_factor": ("prx",),
@@ -614,5 +619,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     _check_techniques(cfg)
     _check_compile_and_profile(cfg, num_processes)
     _check_tensorboard_dir(cfg.log)
+    check_distributed(cfg.distributed)
     _check_mesh(cfg, num_devices, num_processes, num_slices)
     _check_attention(cfg, platform)
