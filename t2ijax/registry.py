@@ -20,6 +20,9 @@ _PREDICTIONS = ("epsilon", "v", "velocity", "x0")
 NAMES: dict[str, tuple[str, ...]] = {
     "data.name": ("image_folder", "parquet", "shapes", "webdataset"),  # data/sources.py
     "data.augmentation": ("crop", "flip", "flip_crop", "none"),  # data/augmentation.py
+    "data.text_dtype": ("bfloat16", "float16", "float32"),  # data/write_records.py STORAGE_DTYPES
+    "data.latent_dtype": ("bfloat16", "float16", "float32"),
+    "data.bad_records": ("fail", "skip"),  # data/records.py
     "text_encoder.init": ("pretrained", "random"),  # models/text/loading.py INITS
     "text_encoder.dtype": DTYPES,
     "text_encoder.clean": ("basic", "deepfloyd", "none"),  # models/text/cleaning.py

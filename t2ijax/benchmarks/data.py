@@ -5,8 +5,8 @@ from t2ijax.benchmarks.timing import images_per_second
 
 
 def data_suite(config, steps: int) -> dict:
-    """On the config's own prepared data: the gather of a global batch from the cached arrays, the
-    latent or pixel mapping and the transfer, against the config's compiled train step."""
+    """On the config's own records: reading and decoding a global batch, the latent or pixel mapping and the
+    transfer, against the config's compiled train step."""
     from t2ijax.training.loop import Run
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -24,5 +24,5 @@ def data_suite(config, steps: int) -> dict:
         run.checkpointer.close()
     return {"loader_images_per_s": loader, "train_step_images_per_s": step,
             "headroom": loader / step, "global_batch_size": batch_size,
-            "train_examples": {"x".join(map(str, size)): len(next(iter(group.values())))
-                               for size, group in run.data.train.items()}}
+            "train_examples": {name: s["count"] for name, s in run.data.manifest["sets"].items()
+                               if name.startswith("train/")}}

@@ -106,9 +106,12 @@ def _cropped(image: np.ndarray, box: np.ndarray) -> np.ndarray:
                                                     box=tuple(box.tolist())))
 
 
-def view_images(images: np.ndarray, views: tuple[View, ...], cfg: ml_collections.ConfigDict) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> [N, V, H, W, 3]: every view of every image."""
-    boxes = crop_boxes(len(images), images.shape[1:3], cfg) if any(v.crop is not None for v in views) else None
+def view_images(images: np.ndarray, views: tuple[View, ...], cfg: ml_collections.ConfigDict,
+                first: int = 0) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> [N, V, H, W, 3]: every view of every image, the images being examples
+    first .. first + N - 1 of their split (which crops they get)."""
+    crops = any(v.crop is not None for v in views)
+    boxes = crop_boxes(first + len(images), images.shape[1:3], cfg)[first:] if crops else None
     out = np.empty((len(images), len(views), *images.shape[1:]), images.dtype)
     for v, view in enumerate(views):
         for i, image in enumerate(images):

@@ -1,23 +1,18 @@
-"""Deterministic batches: the examples of step k are a function of (seed, k) alone.
+"""Which examples make the batch of step k: a function of (seed, k) alone.
 
-So a run resumed at step k sees exactly the batches an uninterrupted run would have seen.
-Each process gathers only its own contiguous share of the global batch.
+So a run resumed at step k sees exactly the batches an uninterrupted run would have seen, whatever
+the number of processes; each process takes only its own contiguous share of the global batch.
 
-The examples may come in groups of one image shape each (aspect-ratio buckets): every global
-batch is drawn from one group, chosen at random in proportion to the groups' sizes, and each
-group is walked through in its own shuffled epochs.
-
-A group may hold several views of each example (augmentations) and several caption fields: its
-`caption_weights` [N, F] then marks it, its `image` / `latent` are [N, V, ...] (V views, view 0 the
-original) and its `caption` [N, V, F] (rows of a text table, per view and field). The batch holds one
-view per example, drawn uniformly, and that view's caption of one field, drawn with the example's
-weights; both draws are a function of (seed, group, epoch, example index) like the order itself.
+The examples come in groups of one image shape each (aspect-ratio buckets; one group without them):
+every global batch is drawn from one group, chosen at random in proportion to the groups' sizes, and
+each group is walked through in its own shuffled epochs. Every example of a batch also gets two uniform
+draws, a function of (seed, group, epoch, example index) like the order itself: which augmentation view
+it shows (uniformly) and which caption field it is read with (with the example's weights), `choose`.
 """
 import numpy as np
 
 _BLOCK = 1024  # steps whose groups are drawn together
 _DRAWS = 1 << 21  # seeds an epoch's view and caption draws apart from its permutation
-VIEWED = ("image", "latent", "caption")  # a group's arrays with a view axis when it has caption_weights
 
 
 class _Stream:
@@ -45,32 +40,26 @@ class _Stream:
         return indices, draws
 
 
-def _choose(arrays: dict[str, np.ndarray], idx: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
-    """Examples `idx` of a group with views and caption fields, each with the view and field its draws pick."""
-    num_views = arrays["caption"].shape[1]
+def choose(num_views: int, caption_weights: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The view [B] and caption field [B] that `draws` [B, 2] pick, given the examples' field weights [B, F]."""
     view = np.minimum((draws[:, 0] * num_views).astype(np.int64), num_views - 1)
-    cumulative = np.cumsum(arrays["caption_weights"][idx], axis=1)
+    cumulative = np.cumsum(caption_weights, axis=1)
     field = np.minimum((cumulative <= draws[:, 1:] * cumulative[:, -1:]).sum(axis=1), cumulative.shape[1] - 1)
-    batch = {k: v[idx, view] if k in VIEWED else v[idx] for k, v in arrays.items() if k != "caption_weights"}
-    batch["caption"] = batch["caption"][np.arange(len(idx)), field]
-    return batch
+    return view, field
 
 
-class Loader:
-    """`groups`: a dict of equally long arrays, or a list of such dicts (one per image shape)."""
+class BatchOrder:
+    """The batches of groups of `sizes` examples each (one per image shape)."""
 
-    def __init__(self, groups: dict[str, np.ndarray] | list[dict[str, np.ndarray]], global_batch_size: int,
-                 seed: int | tuple[int, ...], process_index: int = 0, process_count: int = 1):
-        self.groups = [groups] if isinstance(groups, dict) else list(groups)
-        sizes = []
-        for arrays in self.groups:
-            lengths = {len(v) for v in arrays.values()}
-            if len(lengths) != 1 or 0 in lengths:
-                raise ValueError(f"a group's arrays are empty or differ in length: { {k: len(v) for k, v in arrays.items()} }")
-            sizes.append(lengths.pop())
+    def __init__(self, sizes: list[int], global_batch_size: int, seed: int | tuple[int, ...],
+                 process_index: int = 0, process_count: int = 1):
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"every group needs examples: {sizes}")
+        self.sizes = list(sizes)
         if global_batch_size % process_count:
             raise ValueError(f"global batch {global_batch_size} is not divisible by {process_count} processes")
         self.global_batch_size, self.seed = global_batch_size, tuple(np.atleast_1d(seed).tolist())
+        self.process_count = process_count
         local = global_batch_size // process_count
         local_slice = slice(process_index * local, (process_index + 1) * local)
         # One group keeps the plain seed: the batches of a run without buckets do not depend on this code.
@@ -98,15 +87,7 @@ class Loader:
         group = int(draws[offset])
         return group, int(self._block_starts[block][group] + np.count_nonzero(draws[:offset] == group))
 
-    def indices(self, step: int) -> tuple[int, np.ndarray]:
-        """The group of `step` and the indices into it of this process's share of the global batch."""
+    def draw(self, step: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The group of `step`, this process's examples of it [B] and their draws [B, 2] (view, caption)."""
         group, n = self.position(step)
-        return group, self._streams[group].indices(n)[0]
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        group, n = self.position(step)
-        idx, draws = self._streams[group].indices(n)
-        arrays = self.groups[group]
-        if "caption_weights" in arrays:
-            return _choose(arrays, idx, draws)
-        return {k: v[idx] for k, v in arrays.items()}
+        return (group, *self._streams[group].indices(n))

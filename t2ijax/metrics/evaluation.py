@@ -17,8 +17,8 @@ from jax.sharding import Mesh
 
 from t2ijax import storage
 from t2ijax.config import validate_eval
-from t2ijax.data.prepare import model_inputs, prepare, text_cache_dir
-from t2ijax.data.text_cache import TextCache
+from t2ijax.data.pipeline import model_inputs
+from t2ijax.data.run_data import open_run_data, text_embeddings
 from t2ijax.errors import ConfigError
 from t2ijax.metrics import composition
 from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
@@ -167,7 +167,7 @@ class Evaluator:
 def evaluators_by_size(config: ml_collections.ConfigDict, data, loss_fn, generator_for, space,
                        mesh: Mesh | None = None) -> dict[str, Evaluator]:
     """An Evaluator at the run's own size under "" and one per config.eval.sizes under "HxW" (the run's
-    square, if listed, is the same one). `data` is the PreparedData; `generator_for((height, width))`
+    square, if listed, is the same one). `data` is the RunData; `generator_for((height, width))`
     makes the Generator of a size."""
     square = (config.data.resolution,) * 2
     own = Evaluator(config, data.validation, loss_fn, generator_for(square), space, mesh)
@@ -236,11 +236,11 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
     validate_eval(config)
     captions, scenes = read_prompts(prompts_file) if prompts_file else (None, None)
 
-    data = prepare(config, build=False)
+    data = open_run_data(config, build=False)
     run = load_run(workdir, step, config)
     prompts = None
     if captions is not None:
-        text, text_mask = TextCache(text_cache_dir(config.data), config.text_encoder).lookup(captions)
+        text, text_mask = text_embeddings(config, data.directory, data.manifest, list(captions))
         prompts = {"text": text, "text_mask": text_mask, **(scenes or {})}
     evaluators = evaluators_by_size(
         config, data, jax.jit(make_heldout_loss(run.model, config.diffusion)),

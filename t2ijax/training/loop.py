@@ -15,8 +15,8 @@ from PIL import Image
 
 from t2ijax import sharding, storage
 from t2ijax.config import flatten, validate, warn_unreached_warmup
-from t2ijax.data.loader import Loader
-from t2ijax.data.prepare import model_inputs, prepare
+from t2ijax.data import buckets, pipeline
+from t2ijax.data.run_data import open_run_data, training_sets
 from t2ijax.diffusion.generate import Generator, generator_at, image_grid, view_scale
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
@@ -106,23 +106,20 @@ class Run:
         if self.is_main:
             (self.path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-        # --- Data: dataset, caption embeddings and latents (built once, then cached), per phase -----
+        # --- Data: records (written first when missing), streamed per phase --------------------------
         self.phases = phases.phases(config)
-        logging.info("data: %s at %s px under %s (what is not there yet is built, then read from there)",
-                     config.data.name, ", ".join(str(p.resolution) for p in self.phases), config.data.data_dir)
-        by_resolution = {p.resolution: prepare(phases.phase_config(config, p), self.mesh, self.rules)
-                         for p in self.phases}
-        self.data = by_resolution[config.data.resolution]  # the last phase's: what the run samples at
-        for resolution, data in by_resolution.items():
-            logging.info("training images at %d px: %s", resolution, json.dumps(data.report))
-            if not (np.allclose(data.space.offset, self.data.space.offset) and
-                    np.allclose(data.space.scale, self.data.space.scale)):
+        logging.info("data: %s at %s px (records: preprocessed when missing, then streamed)",
+                     config.data.name, ", ".join(str(p.resolution) for p in self.phases))
+        self.data = open_run_data(config)
+        self.space = self.data.space
+        for phase in self.phases:
+            space = self.data.space_at(phase.resolution)
+            if not (np.allclose(space.offset, self.space.offset) and np.allclose(space.scale, self.space.scale)):
                 logging.warning("the latent normalization estimated on %d px images differs from the one at %d px: "
                                 "phases train on differently scaled latents; prefer latents.normalization="
-                                "config_factors with phases", resolution, config.data.resolution)
-        self.space = self.data.space
-        self.phase_data = [by_resolution[p.resolution] for p in self.phases]
-        self.loaders = [self._loader(data, p) for data, p in zip(self.phase_data, self.phases)]
+                                "config_factors with phases", phase.resolution, config.data.resolution)
+        self.batches = [self._batches(p) for p in self.phases]
+        self._stream, self._stream_step = None, None
         text_length, text_dim = self.data.validation["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
@@ -172,26 +169,29 @@ class Run:
         return generator_at(self.model, self.space, self.config, self.config.sampler, size,
                             self.data.negative_text, self.data.negative_mask, self.mesh)
 
-    def _loader(self, data, phase: phases.Phase) -> Loader:
+    def _batches(self, phase: phases.Phase) -> pipeline.StepBatches:
         """Phase 0 keeps the plain seed: a run without phases draws the batches it always has."""
-        groups = [group for _, group in sorted(data.train.items())]
+        config = phases.phase_config(self.config, phase)
+        names, report = training_sets(self.data.manifest, phase.resolution, buckets.grid(config),
+                                      phase.global_batch_size)
+        logging.info("training images at %d px: %s", phase.resolution, json.dumps(report))
         seed = self.config.seed if phase.index == 0 else (self.config.seed, phase.index)
-        return Loader(groups, phase.global_batch_size, seed, jax.process_index(), jax.process_count())
+        return pipeline.phase_batches(config, self.data.directory, self.data.manifest, names,
+                                      phase.global_batch_size, seed, jax.process_index(), jax.process_count())
 
     def step_batches(self) -> list[dict[str, jax.ShapeDtypeStruct]]:
         """An abstract global batch of each shape the run still trains on (every bucket of each phase from
         the current step on), in the same order on every process."""
-        step, batches = int(self.state.step), {}
-        for phase, data, loader in zip(self.phases, self.phase_data, self.loaders):
+        step, shapes = int(self.state.step), {}
+        for phase, batches in zip(self.phases, self.batches):
             if phase.end <= step:
                 continue
-            for group in loader.groups:  # one group's batch, through the loader's own code
-                local = Loader([group], phase.global_batch_size, 0, jax.process_index(), jax.process_count())
+            for group in range(len(batches.sets)):
                 batch = {k: jax.ShapeDtypeStruct((phase.global_batch_size, *v.shape[1:]), v.dtype,
                                                  sharding=self.batch_sharding)
-                         for k, v in self._model_batch(local.batch(0), data).items()}
-                batches.setdefault(batch["x0"].shape, batch)
-        return list(batches.values())
+                         for k, v in self._model_batch(batches.group_batch(group)).items()}
+                shapes.setdefault(batch["x0"].shape, batch)
+        return list(shapes.values())
 
     def compile_steps(self) -> dict[tuple[int, ...], float]:
         """Compiles the train step of every shape in `step_batches` (config.compile.threads at a time), into
@@ -233,15 +233,21 @@ class Run:
         return self.step_for(batch)(state, batch, self.frozen_params)
 
     def device_batch(self, step: int) -> dict[str, jax.Array]:
+        """The global batch of `step`, from a stream of the phase's batches read ahead (restarted at `step`
+        when it is not the stream's next one: a resume, a new phase)."""
         phase = phases.phase_at(self.phases, step)
-        local = self.loaders[phase.index].batch(step - phase.start)
-        return sharding.global_batch(self._model_batch(local, self.phase_data[phase.index]), self.batch_sharding)
+        if self._stream_step != step:
+            stream = self.batches[phase.index].stream(step - phase.start, phase.end - phase.start, self.config.data)
+            self._stream = iter(stream)
+        local = next(self._stream)
+        self._stream_step = step + 1 if step + 1 < phase.end else None
+        return sharding.global_batch(self._model_batch(local), self.batch_sharding)
 
-    def _model_batch(self, local: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
-        """A loader's batch as the train step takes it: x0 in model space, caption rows as embeddings."""
+    def _model_batch(self, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A local batch as the train step takes it: x0 in model space (and the images when a technique needs them)."""
         images = {"image": local["image"]} if needs_images(self.config) else {}
-        return {"x0": model_inputs(local, self.space), "text": data.train_text[local["caption"]],
-                "text_mask": data.train_text_mask[local["caption"]], **images}
+        return {"x0": pipeline.model_inputs(local, self.space), "text": local["text"], "text_mask": local["text_mask"],
+                **images}
 
     # --- Periodic actions ------------------------------------------------------------------------------
     def write_samples(self, step: int) -> str:

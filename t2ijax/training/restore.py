@@ -96,7 +96,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
                 step: int | None = None) -> RestoredRun:
     """Restores checkpoint `step` (default: the latest) of the run in `workdir` onto all local devices."""
     from t2ijax import sharding
-    from t2ijax.data.prepare import latent_space
+    from t2ijax.data.run_data import run_space
     from t2ijax.models.build import build_model
     from t2ijax.techniques import ema
     from t2ijax.techniques.frozen import teacher_dim
@@ -111,7 +111,7 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict, text_length: in
     if step is not None and step not in steps:
         raise ConfigError(f"no checkpoint for step {step} under {checkpointer.directory}; "
                           f"its steps are {', '.join(map(str, steps))}")
-    space, _ = latent_space(config)
+    space = run_space(config)
     model = build_model(config, space.channels, text_dim, teacher_dim(config))
     optimizer, _ = run_optimizer(config)
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
@@ -131,7 +131,7 @@ def load_run(workdir: str, step: int | None = None,
 
     `config` is the run's (`load_run_config(workdir)`) with fields that change no parameter shape
     overridden, as the CLIs override config.eval and config.sampler. Reads no dataset; only a latent-space
-    run reads its latent normalization under config.data.data_dir."""
+    run reads its latent normalization from its records' manifest (config.data.records)."""
     from t2ijax.benchmarks.planning import text_width
 
     config = load_run_config(workdir) if config is None else config

@@ -1,0 +1,312 @@
+"""Preprocessing's encode stage: examples -> training records (t2ijax/data/records.py) and their manifest.
+
+Each record set (a split at one resolution and image size, t2ijax/data/manifest.py) is cut into shards of
+config.data.records_per_shard examples; process p of P writes the missing shards s with s % P == p, so a
+killed job redoes only unfinished shards. A record depends on its example's index alone (augmentation
+crops, posterior samples), never on which process wrote it. Process 0 writes the manifest once every
+shard is there.
+
+A training record holds every augmentation view's latents (or PNG images: pixel space, or when a technique
+compares with real images), the caption embeddings of its distinct captions over views and fields, unpadded
+(`text` [T, D], `text_lengths` [U]), which of them each view and field uses (`caption` [V, F]) and the
+fields' draw weights. A validation record holds its image, latent, first-field caption and embedding, and
+the dataset's ground-truth attributes.
+"""
+import io
+import json
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+from PIL import Image
+
+from t2ijax import sharding
+from t2ijax.data import augmentation, buckets, captions, manifest, records
+from t2ijax.data.buckets import Size
+from t2ijax.data.sources import SPLITS, USER_FORMATS, load_buckets, load_split
+from t2ijax.errors import ConfigError
+from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
+from t2ijax.models.autoencoders.latent_space import LatentSpace
+from t2ijax.models.autoencoders.normalization import NORMALIZATIONS, channel_report
+from t2ijax.registry import names
+from t2ijax.training import phases
+
+STORAGE_DTYPES = names("data.text_dtype")  # data.latent_dtype's too
+ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
+TEXTS_SET = "texts"
+_POSTERIOR_SEED = 0
+_SPLIT_OFFSET = {"train": 0, "validation": 1 << 30}  # distinct posterior samples per split
+
+
+def storage_dtype(name: str) -> np.dtype:
+    return records.dtype_named(name)
+
+
+def to_storage(values: np.ndarray, dtype: np.dtype, what) -> np.ndarray:
+    """`values` cast to `dtype`; a finite value the dtype cannot hold is a ConfigError naming `what(index)`."""
+    stored = values.astype(dtype)
+    overflow = np.isfinite(values) & ~np.isfinite(stored.astype(np.float32))
+    if overflow.any():
+        at = np.argwhere(overflow)[0]
+        raise ConfigError(f"{what(int(at[0]))} holds {values[tuple(at)]:.4g}, outside {dtype.name}'s range; store "
+                          "it as bfloat16 or float32 (config.data.text_dtype / latent_dtype) or pick another layer")
+    return stored
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()
+
+
+def local_mesh() -> Mesh:
+    """This process's devices: encoders run on each host's own chips, the batch split over them."""
+    return Mesh(np.asarray(jax.local_devices()).reshape(-1, 1, 1), sharding.MESH_AXES)
+
+
+class Encoders:
+    """The config's text encoder (loaded on first use) and autoencoder, with the storage dtypes."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.autoencoder = load_autoencoder(config.autoencoder.name)
+        self.text_dtype = storage_dtype(config.data.text_dtype)
+        self.latent_dtype = storage_dtype(config.data.latent_dtype)
+        self._text = None
+
+    @property
+    def text(self):
+        if self._text is None:
+            from t2ijax.models.text import text_encoder_from_config
+
+            self._text = text_encoder_from_config(self.config.text_encoder, local_mesh(),
+                                                  sharding.logical_rules(self.config.sharding_rules))
+        return self._text
+
+    def text_tokens(self, texts: list[str], where) -> list[np.ndarray]:
+        """Each text's real tokens [n, D] in the storage dtype; `where(i)` names text i in an overflow error."""
+        if not texts:
+            return []
+        embeddings, mask = self.text.encode(texts)
+        layer = self.config.text_encoder.layer
+        stored = to_storage(embeddings, self.text_dtype, lambda i: f"{where(i)} (text_encoder.layer={layer})")
+        return [stored[i][mask[i]] for i in range(len(texts))]
+
+    def raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0, view: int = 0) -> np.ndarray:
+        """uint8 images -> float32 latents: the posterior's mode, or one sample seeded by the example's index."""
+        key = jax.random.key(_POSTERIOR_SEED)
+        key = jax.random.fold_in(key, stream) if stream else key
+        key = jax.random.fold_in(key, view) if view else key
+        out, batch_size = [], self.config.latents.encode_batch_size
+        for start in range(0, len(images), batch_size):
+            posterior = self.autoencoder.encode(images[start:start + batch_size].astype(np.float32) / 127.5 - 1.0)
+            out.append(posterior.sample(jax.random.fold_in(key, first_index + start))
+                       if self.config.latents.posterior == "sample" else posterior.mode())
+        return np.concatenate([np.asarray(x, np.float32) for x in out])
+
+
+def latent_statistics(encoders: "Encoders | None", train_images: np.ndarray | None,
+                      config: ml_collections.ConfigDict | None = None) -> dict:
+    """The normalization (offset, scale) and channel statistics before and after, on the first
+    latents.stats_examples training images; pixel space has its fixed normalization (no encoders needed)."""
+    config = encoders.config if encoders is not None else config
+    if config.autoencoder.name == PIXEL_SPACE:
+        offset, scale = NORMALIZATIONS.get(config.latents.normalization)(load_autoencoder(PIXEL_SPACE), None)
+        return {"offset": offset.tolist(), "scale": scale.tolist()}
+    autoencoder = encoders.autoencoder
+    sample = encoders.raw_latents(train_images[:config.latents.stats_examples], first_index=0)
+    offset, scale = NORMALIZATIONS.get(config.latents.normalization)(autoencoder, sample)
+    normalized = LatentSpace(autoencoder, offset, scale).normalize(sample)
+    return {"offset": np.asarray(offset).tolist(), "scale": np.asarray(scale).tolist(),
+            "before": channel_report(sample), "after": channel_report(np.asarray(normalized))}
+
+
+def latent_space(autoencoder, statistics: dict) -> LatentSpace:
+    return LatentSpace(autoencoder, np.asarray(statistics["offset"], np.float32),
+                       np.asarray(statistics["scale"], np.float32))
+
+
+class SetWriter:
+    """Writes one record set's shards: `examples(start, stop)` makes the records of examples [start, stop)."""
+
+    def __init__(self, directory: str, name: str, count: int, per_shard: int):
+        self.directory = os.path.join(directory, name)
+        self.count, self.per_shard = count, per_shard
+
+    def shards(self) -> list[tuple[str, int]]:
+        return [(records.shard_name(s), min(self.per_shard, self.count - s * self.per_shard))
+                for s in range(math.ceil(self.count / self.per_shard))]
+
+    def write(self, examples, process_index: int, process_count: int) -> int:
+        os.makedirs(self.directory, exist_ok=True)
+        written = 0
+        for s, (name, size) in enumerate(self.shards()):
+            path = os.path.join(self.directory, name)
+            if s % process_count != process_index or os.path.exists(path):
+                continue
+            start = s * self.per_shard
+            records.write_shard(path, examples(start, start + size))
+            written += 1
+        return written
+
+
+def _stream(size: Size, resolution: int) -> int:
+    """Posterior samples of another image size than the square are drawn from a stream of their own."""
+    return 0 if size == (resolution, resolution) else size[0] * 100_003 + size[1]
+
+
+def train_examples(encoders: Encoders, group: dict[str, np.ndarray], space: LatentSpace, name: str,
+                   size: Size, resolution: int, keep_images: bool):
+    data_cfg = encoders.config.data
+    views = augmentation.views_of(data_cfg)
+    texts_of = augmentation.view_captions(captions.field_captions(data_cfg, group), views)  # [N, V, F]
+    weights_of = captions.field_weights(data_cfg, texts_of[:, 0])
+    fields = [field for field, _ in data_cfg.captions]
+
+    def examples(start: int, stop: int) -> list[dict]:
+        viewed = augmentation.view_images(group["image"][start:stop], views, data_cfg, first=start)
+        texts = texts_of[start:stop]
+        unique = sorted({str(t) for t in texts.ravel()})
+        first_use = {}
+        for i, row in enumerate(texts):
+            for (v, f), text in np.ndenumerate(row):
+                first_use.setdefault(str(text), (start + i, fields[f]))
+        tokens = dict(zip(unique, encoders.text_tokens(
+            unique, lambda j: f"caption field '{first_use[unique[j]][1]}' of {name} example {first_use[unique[j]][0]}")))
+        latents = None
+        if encoders.config.autoencoder.name != PIXEL_SPACE:
+            raw = [encoders.raw_latents(viewed[:, v], _SPLIT_OFFSET["train"] + start, _stream(size, resolution), v)
+                   for v in range(len(views))]
+            normalized = np.stack([np.asarray(space.normalize(r), np.float32) for r in raw], axis=1)
+            latents = to_storage(normalized, encoders.latent_dtype, lambda i: f"latent of {name} example {start + i}")
+        out = []
+        for i in range(stop - start):
+            distinct = list(dict.fromkeys(str(t) for t in texts[i].ravel()))
+            index = {text: j for j, text in enumerate(distinct)}
+            record = {"key": f"{name}#{start + i}",
+                      "text": np.concatenate([tokens[t] for t in distinct]),
+                      "text_lengths": np.asarray([len(tokens[t]) for t in distinct], np.int32),
+                      "caption": np.vectorize(lambda t: index[str(t)], otypes=[np.int32])(texts[i]),
+                      "caption_weights": weights_of[start + i]}
+            if latents is not None:
+                record["latent"] = latents[i]
+            if keep_images or latents is None:
+                record["image"] = [png(view) for view in viewed[i]]
+            out.append(record)
+        return out
+
+    return examples
+
+
+def validation_examples(encoders: Encoders, split: dict[str, np.ndarray], space: LatentSpace, name: str,
+                        size: Size, resolution: int):
+    data_cfg = encoders.config.data
+    captions.check_fields(data_cfg, split)
+    texts = [str(t) for t in split[captions.first_field(data_cfg)]]
+
+    def examples(start: int, stop: int) -> list[dict]:
+        images = split["image"][start:stop]
+        tokens = encoders.text_tokens(texts[start:stop], lambda i: f"caption of {name} example {start + i}")
+        latents = None
+        if encoders.config.autoencoder.name != PIXEL_SPACE:
+            raw = encoders.raw_latents(images, _SPLIT_OFFSET["validation"] + start, _stream(size, resolution))
+            latents = to_storage(np.asarray(space.normalize(raw), np.float32), encoders.latent_dtype,
+                                 lambda i: f"latent of {name} example {start + i}")
+        out = []
+        for i in range(stop - start):
+            record = {"key": f"{name}#{start + i}", "image": png(images[i]), "caption": texts[start + i],
+                      "text": tokens[i], "text_lengths": np.asarray([len(tokens[i])], np.int32)}
+            record.update({k: np.asarray(split[k][start + i]) for k in ATTRIBUTE_KEYS if k in split})
+            if latents is not None:
+                record["latent"] = latents[i]
+            out.append(record)
+        return out
+
+    return examples
+
+
+def text_examples(encoders: Encoders, texts: list[str]) -> list[dict]:
+    """The texts sampling and training look up by caption: the empty caption, the negative prompt, the prompts."""
+    tokens = encoders.text_tokens(texts, lambda i: f"prompt {texts[i]!r}")
+    return [{"caption": text, "text": t, "text_lengths": np.asarray([len(t)], np.int32)}
+            for text, t in zip(texts, tokens)]
+
+
+def lookup_texts(config: ml_collections.ConfigDict) -> list[str]:
+    return list(dict.fromkeys(["", config.sampler.negative_prompt, *config.sample.prompts]))
+
+
+def _build_on_one_process(data_cfg: ml_collections.ConfigDict) -> None:
+    """Process 0 builds a missing synthetic dataset while the others wait: two builders of one TFDS directory
+    race. User datasets build their chunks on every process (t2ijax/data/user_tfds.py)."""
+    if jax.process_count() == 1 or data_cfg.name in USER_FORMATS:
+        return
+    if jax.process_index() == 0:
+        for split in SPLITS:
+            load_split(data_cfg, split)
+    sharding.barrier("t2ijax: dataset built")
+
+
+def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[str, dict]:
+    """Writes the records `config` trains, evaluates and samples with that `out` (default: manifest.records_dir)
+    lacks, on every process (each its shards), and returns (directory, manifest)."""
+    directory = out or manifest.records_dir(config)
+    existing = manifest.read(directory)
+    if existing is not None:
+        manifest.check(existing, config, directory)
+    process_index, process_count = jax.process_index(), jax.process_count()
+    encoders = Encoders(config)
+    per_shard = config.data.records_per_shard
+    done = json.loads(json.dumps(existing or {"format": manifest.FORMAT, "made_with": manifest.made_with(config), "sets": {},
+                             "latents": {}, "report": {}}))
+    done["autoencoder_fingerprint"] = encoders.autoencoder.fingerprint
+    final = config.data.resolution
+    by_resolution = {p.resolution: phases.phase_config(config, p) for p in phases.phases(config)}
+    for resolution, res_config in sorted(by_resolution.items()):
+        wanted = [manifest.set_name("train", resolution, s) for s in buckets.grid(res_config)]
+        if resolution == final:
+            wanted += [manifest.set_name("validation", resolution, tuple(s)) for s in
+                       ((final, final), *config.eval.sizes)]
+        if all(w in done["sets"] for w in wanted) and str(resolution) in done["latents"]:
+            continue
+        _build_on_one_process(res_config.data)
+        groups, report = load_buckets(res_config.data, "train", buckets.grid(res_config))
+        square = (resolution, resolution)
+        stats_images = groups[square if square in groups else max(groups, key=lambda s: len(groups[s]["image"]))]
+        statistics = done["latents"].get(str(resolution)) or latent_statistics(encoders, stats_images["image"])
+        space = latent_space(encoders.autoencoder, statistics)
+        keep_images = done["made_with"]["images"]
+        for size, group in groups.items():
+            name = manifest.set_name("train", resolution, size)
+            writer = SetWriter(directory, name, len(group["image"]), per_shard)
+            written = writer.write(train_examples(encoders, group, space, name, size, resolution, keep_images),
+                                   process_index, process_count)
+            logging.info("records %s: %d examples, %d shards written here", name, writer.count, written)
+            done["sets"][name] = {"count": writer.count, "shards": writer.shards()}
+        done["latents"][str(resolution)] = statistics
+        done["report"][str(resolution)] = report
+        if resolution == final:
+            for size in dict.fromkeys([square, *(tuple(s) for s in config.eval.sizes)]):
+                name = manifest.set_name("validation", resolution, size)
+                split = load_split(res_config.data, "validation", size)
+                writer = SetWriter(directory, name, len(split["image"]), per_shard)
+                writer.write(validation_examples(encoders, split, space, name, size, resolution),
+                             process_index, process_count)
+                done["sets"][name] = {"count": writer.count, "shards": writer.shards()}
+    texts = list(dict.fromkeys([*done.get("texts", []), *lookup_texts(config)]))
+    if done == existing and texts == existing.get("texts"):
+        return directory, existing
+    sharding.barrier("t2ijax: records written")
+    if process_index == 0:
+        text_set = os.path.join(directory, TEXTS_SET)
+        os.makedirs(text_set, exist_ok=True)
+        records.write_shard(os.path.join(text_set, records.shard_name(0)), text_examples(encoders, texts))
+        done["sets"][TEXTS_SET] = {"count": len(texts), "shards": [[records.shard_name(0), len(texts)]]}
+        done.update(texts=texts, text_dim=int(encoders.text.hidden_size), max_length=config.text_encoder.max_length)
+        manifest.write(directory, done)
+    sharding.barrier("t2ijax: manifest written")
+    return directory, manifest.read(directory)
