@@ -81,7 +81,6 @@ def get_config() -> ml_collections.ConfigDict:
         init="pretrained",           # pretrained | random (same architecture, random and frozen: a control)
         dtype="float32",             # compute dtype: float32 | bfloat16 (params and outputs stay float32)
         clean="none",                # caption cleaning before tokenizing: none | basic | deepfloyd (PRX's)
-        cache_unpadded=False,        # text cache keeps each caption's real tokens only (padded back on load)
     )
 
     # identity (pixel space), or a diffusers-format directory (config.json + safetensors) of an

@@ -27,7 +27,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "text_encoder.dtype": DTYPES,
     "text_encoder.clean": ("basic", "deepfloyd", "none"),  # models/text/cleaning.py
     "latents.normalization": ("channel_stats", "config_factors", "global_stats", "none"),
-    "latents.posterior": ("mode", "sample"),  # data/latent_cache.py POSTERIORS
+    "latents.posterior": ("mode", "sample"),  # data/write_records.py POSTERIORS
     "model.name": ("dit_cross", "flux", "mmdit", "prx", "uvit"),  # models/build.py MODELS
     "model.dtype": DTYPES,
     "model.param_dtype": DTYPES,

@@ -26,7 +26,6 @@ FORMAT = 1
 _DATA_FIELDS = ("name", "num_train", "num_validation", "aspect_ratios", "max_pixels", "text_dtype", "latent_dtype")
 _LATENT_FIELDS = ("normalization", "posterior", "stats_examples")
 _GRID_FIELDS = ("min_aspect", "max_aspect", "token_tolerance")
-_TEXT_STORAGE_ONLY = ("cache_unpadded",)
 
 
 def set_name(split: str, resolution: int, size: Size) -> str:
@@ -45,7 +44,7 @@ def made_with(config: ml_collections.ConfigDict) -> dict:
     if config.resolution.buckets:  # which bucket an image joins depends on the whole grid
         asked["resolution.buckets"] = {k: config.resolution[k] for k in _GRID_FIELDS}
         asked["bucket_multiple"] = pixel_multiple(config)
-    asked.update({f"text_encoder.{k}": v for k, v in config.text_encoder.items() if k not in _TEXT_STORAGE_ONLY})
+    asked.update({f"text_encoder.{k}": v for k, v in config.text_encoder.items()})
     asked["autoencoder.name"] = config.autoencoder.name
     if config.autoencoder.name != PIXEL_SPACE:
         asked.update({f"latents.{k}": config.latents[k] for k in _LATENT_FIELDS})

@@ -36,6 +36,7 @@ from t2ijax.registry import names
 from t2ijax.training import phases
 
 STORAGE_DTYPES = names("data.text_dtype")  # data.latent_dtype's too
+POSTERIORS = names("latents.posterior")
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
 TEXTS_SET = "texts"
 _POSTERIOR_SEED = 0

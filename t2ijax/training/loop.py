@@ -49,7 +49,7 @@ def check_writable(directory: str) -> None:
 CHANGEABLE_ON_RESUME = ("total_steps", "log.", "checkpoint.", "sample.", "eval.", "sampler.", "nonfinite.",
                         "distributed.", "mesh.", "dcn_mesh.", "sharding_rules", "bench.", "autoencoder_training.",
                         "model.remat_policy", "model.attention_impl", "latents.encode_batch_size",
-                        "text_encoder.cache_unpadded", "compile.", "profile.", "data.records", "data.read_",
+                        "compile.", "profile.", "data.records", "data.read_",
                         "data.prefetch", "data.bad_records", "data.beam_")
 
 
