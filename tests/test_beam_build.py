@@ -41,15 +41,6 @@ def beam(source, tmp_path_factory):
     return _built(source, tmp_path_factory.mktemp("beam"), BEAM)
 
 
-def test_a_beam_build_equals_the_in_process_build(source, in_process, beam):
-    (build, examples), (beam_build, beam_examples) = in_process, beam
-    assert {e.skipped for e in examples} > {"", "duplicate_key", "truncated"}  # kept and skipped entries
-    assert_same(beam_examples, examples)  # in listing order: keys, skip reasons, captions, images bit-equal
-    assert beam_build.report_path.read_text() == build.report_path.read_text()
-    entries = user_data.listing(source).entries
-    assert user_tfds.chunk_lengths(beam_build, entries) == [9, 8]
-
-
 def test_records_are_read_by_index_range(source, beam):
     build, examples = beam
     entries = user_data.listing(source).entries
@@ -58,6 +49,15 @@ def test_records_are_read_by_index_range(source, beam):
     assert user_tfds.read_range(build, entries, 4, 4) == []
     with pytest.raises(ValueError, match="examples 10:18 of a listing of 17"):
         user_tfds.read_range(build, entries, 10, 18)
+
+
+def test_a_beam_build_equals_the_in_process_build(source, in_process, beam):
+    (build, examples), (beam_build, beam_examples) = in_process, beam
+    assert {e.skipped for e in examples} > {"", "duplicate_key", "truncated"}  # kept and skipped entries
+    assert_same(beam_examples, examples)  # in listing order: keys, skip reasons, captions, images bit-equal
+    assert beam_build.report_path.read_text() == build.report_path.read_text()
+    entries = user_data.listing(source).entries
+    assert user_tfds.chunk_lengths(beam_build, entries) == [9, 8]
 
 
 def test_a_killed_chunk_is_rebuilt_alone(source, in_process, beam, tmp_path):
