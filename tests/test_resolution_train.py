@@ -86,11 +86,13 @@ def test_bad_resolution_settings_fail_validation(data_dir, overrides, message):
 
 
 def test_buckets_smaller_than_a_global_batch_are_left_out_and_counted():
-    from t2ijax.data.prepare import _without_small_buckets
+    from t2ijax.data.run_data import training_sets
 
-    report = {}
-    groups = {(32, 32): {"image": np.zeros((10, 32, 32, 3))}, (24, 44): {"image": np.zeros((3, 24, 44, 3))}}
-    assert list(_without_small_buckets(groups, 8, report)) == [(32, 32)]
-    assert report["left_out_small_buckets"] == {"24x44": 3}
+    found = {"report": {"32": {"kept": 13}},
+             "sets": {"train/32/32x32": {"count": 10}, "train/32/24x44": {"count": 3}}}
+    kept, report = training_sets(found, 32, [(32, 32), (24, 44)], 8)
+    assert kept == ["train/32/32x32"]
+    assert report == {"kept": 13, "left_out_small_buckets": {"24x44": 3}}
+    assert found["report"]["32"] == {"kept": 13}  # the manifest itself is left as it was
     with pytest.raises(ConfigError, match=r"no bucket holds a global batch \(16\)"):
-        _without_small_buckets(groups, 16, {})
+        training_sets(found, 32, [(32, 32), (24, 44)], 16)
