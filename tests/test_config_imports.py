@@ -92,7 +92,7 @@ def test_no_import_cycle_runs_through_the_config():
     assert not through, f"import cycles through t2ijax.config: {through}"
 
 
-OWNERS = ("t2ijax.data.sources", "t2ijax.data.augmentation", "t2ijax.data.latent_cache",
+OWNERS = ("t2ijax.data.sources", "t2ijax.data.augmentation", "t2ijax.data.write_records",
           "t2ijax.models.build", "t2ijax.models.prx", "t2ijax.models.autoencoders",
           "t2ijax.models.autoencoders.normalization", "t2ijax.models.text.cleaning",
           "t2ijax.models.text.loading", "t2ijax.diffusion.paths",
@@ -101,7 +101,8 @@ OWNERS = ("t2ijax.data.sources", "t2ijax.data.augmentation", "t2ijax.data.latent
           "t2ijax.training.optim", "t2ijax.training.nonfinite", "t2ijax.techniques.routing",
           "t2ijax.techniques.repa", "t2ijax.techniques.teachers", "t2ijax.metrics.evaluation")
 TUPLE_OWNERS = {"text_encoder.init": ("t2ijax.models.text.loading", "INITS"),
-                "latents.posterior": ("t2ijax.data.latent_cache", "POSTERIORS"),
+                "data.text_dtype": ("t2ijax.data.write_records", "STORAGE_DTYPES"),
+                "latents.posterior": ("t2ijax.data.write_records", "POSTERIORS"),
                 "model.pos_embed": ("t2ijax.models.prx", "POS_EMBEDS"),
                 "routing.method": ("t2ijax.techniques.routing", "METHODS"),
                 "repa.projector": ("t2ijax.techniques.repa", "PROJECTORS"),
