@@ -8,11 +8,10 @@ from PIL import Image
 from configs import base
 from t2ijax.config import validate
 from t2ijax.data.folder import FolderSource
-from t2ijax.data.latent_cache import latent_cache_dir
+from t2ijax.data.manifest import records_key
 from t2ijax.data.sources import load_split
 from t2ijax.data.user_data import held_out, listing
 from t2ijax.errors import ConfigError
-from t2ijax.models.autoencoders import load_autoencoder
 
 
 def write(directory, name, pixels, caption="a photo"):
@@ -62,15 +61,15 @@ def test_held_out_split_depends_on_names_only(tmp_path):
     assert held_out(first | {"10", "11"}, 3) <= held_out(first, 3) | {"10", "11"}  # it stays put as files are added
 
 
-def test_latent_cache_is_keyed_by_the_folders_files(tmp_path):
+def test_records_are_keyed_by_the_folders_files(tmp_path):
     images = tmp_path / "images"
     for i in range(3):
         write(images, f"{i}.png", np.zeros((8, 8, 3), np.uint8))
-    config, autoencoder = folder_config(images, tmp_path / "data"), load_autoencoder("identity")
-    before = latent_cache_dir(config, autoencoder)
-    assert latent_cache_dir(config, autoencoder) == before
+    config = folder_config(images, tmp_path / "data")
+    before = records_key(config)
+    assert records_key(config) == before
     write(images, "3.png", np.zeros((8, 8, 3), np.uint8))
-    assert latent_cache_dir(config, autoencoder) != before
+    assert records_key(config) != before
     assert load_split(config.data, "train")["image"].shape == (2, 8, 8, 3)
 
 
