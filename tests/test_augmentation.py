@@ -1,15 +1,14 @@
 """Augmentation views: the mirror with left and right swapped in its captions, deterministic crops, and
-their latents cached per view, keyed on the augmentation and shared out over processes."""
-import os
-
+their latents and captions in each example's record, keyed on the augmentation and shared out over processes."""
 import ml_collections
 import numpy as np
 import pytest
 
 from conftest import tiny_config
-from t2ijax.data import augmentation, latent_cache
+from t2ijax.data import augmentation, records, write_records
 from t2ijax.data.augmentation import View, crop_boxes, swap_left_right, view_captions, view_images, views_of
-from t2ijax.data.latent_cache import LatentCache, latent_cache_dir
+from t2ijax.data.manifest import records_key
+from t2ijax.data.pipeline import caption_tokens
 from t2ijax.models.autoencoders.posterior import Posterior
 
 
@@ -70,7 +69,7 @@ def test_crop_views_are_deterministic_and_within_bounds(size):
 
 class _PoolingAutoencoder:
     """Stands in for an autoencoder: 2x2 average pooling, its calls counted."""
-    fingerprint, channels, downsample = "pool2", 3, 2
+    fingerprint, channels, downsample, own_factors = "pool2", 3, 2, (0.0, 1.0)
 
     def __init__(self):
         self.encoded = 0
@@ -81,6 +80,18 @@ class _PoolingAutoencoder:
         return Posterior(images.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4)), None)
 
 
+class _WordLengths:
+    """Stands in for a text encoder: one token per word, its value the word's length."""
+    hidden_size = 1
+
+    def encode(self, texts):
+        words = [text.split() for text in texts]
+        embeddings = np.zeros((len(texts), max(map(len, words)), 1), np.float32)
+        for i, w in enumerate(words):
+            embeddings[i, :len(w), 0] = [len(word) for word in w]
+        return embeddings, embeddings[..., 0] > 0
+
+
 def _latent_config(data_dir, name="flip_crop"):
     config = tiny_config(str(data_dir))
     config.data.update(resolution=16, augmentation=name, crop_views=2)
@@ -88,33 +99,59 @@ def _latent_config(data_dir, name="flip_crop"):
     return config
 
 
-def test_latent_cache_is_keyed_on_the_augmentation(tmp_path):
-    autoencoder = _PoolingAutoencoder()
-    directories = {latent_cache_dir(_latent_config(tmp_path, name), autoencoder) for name in ("none", "flip", "crop")}
+def test_records_are_keyed_on_the_augmentation(tmp_path):
+    keys = {records_key(_latent_config(tmp_path, name)) for name in ("none", "flip", "crop")}
     other_scale = _latent_config(tmp_path, "crop")
     other_scale.data.crop_min_scale = 0.5
-    directories.add(latent_cache_dir(other_scale, autoencoder))
-    assert len(directories) == 4
+    keys.add(records_key(other_scale))
+    assert len(keys) == 4
     unused = _latent_config(tmp_path, "none")
     unused.data.crop_views = 7  # read only by the crops
-    assert latent_cache_dir(unused, autoencoder) == latent_cache_dir(_latent_config(tmp_path, "none"), autoencoder)
+    assert records_key(unused) == records_key(_latent_config(tmp_path, "none"))
+    assert augmentation.settings(other_scale.data) == {"augmentation": "crop", "crop_views": 2, "crop_min_scale": 0.5}
 
 
-def test_latents_per_view_built_once_over_two_processes_equal_one_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(latent_cache, "SHARD_SIZE", 4)
-    config = _latent_config(tmp_path / "two")
+def _records(config, images, captions, directory, process_counts):
+    """The records of `images` written by 1 or more processes (each a call, in turn), with the stand-ins for
+    the encoders; returns (the records, the autoencoder's calls, the shards each call wrote)."""
+    encoders = write_records.Encoders(config)
+    space = write_records.latent_space(encoders.autoencoder, write_records.latent_statistics(encoders, images))
+    group = {"image": images, "caption_long": captions, "caption_short": np.full(len(images), "a shape", object)}
+    name = "train/16/16x16"
+    examples = write_records.train_examples(encoders, group, space, name, (16, 16), 16, keep_images=False)
+    writer = write_records.SetWriter(str(directory), name, len(images), per_shard=4)
+    written = [writer.write(examples, p, process_counts) for p in range(process_counts)]
+    written.append(sum(writer.write(examples, p, process_counts) for p in range(process_counts)))  # a rerun
+    return records.RecordSet(writer.directory, writer.shards()).read(range(len(images))), encoders, written
+
+
+def test_records_of_every_view_written_once_over_two_processes_equal_one_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(write_records, "load_autoencoder", lambda name: _PoolingAutoencoder())
+    monkeypatch.setattr("t2ijax.models.text.text_encoder_from_config", lambda *args: _WordLengths())
+    config = _latent_config(tmp_path)
+    config.data.captions = (("caption_long", 0.8), ("caption_short", 0.2))
+    config.autoencoder.name = "pool2"  # any name but pixel space's: load_autoencoder makes the stand-in
     images = _images(10)
-    views = view_images(images, views_of(config.data), config.data)  # 6 views, 3 shards each
-    two = LatentCache(config, _PoolingAutoencoder(), images)
-    written = [two.build("train", views, process_index=p, process_count=2) for p in (0, 1)]
-    assert written == [9, 9] and two.build("train", views, 0, 2) + two.build("train", views, 1, 2) == 0
-    assert two.autoencoder.encoded == 4 + 10 * 6  # the statistics sample, then every view of every image once
+    captions = np.array([f"a circle on the left {'and' * i}" for i in range(10)], object)
+    two, encoders, written = _records(config, images, captions, tmp_path / "two", 2)
+    assert written == [2, 1, 0]  # 3 shards of 4 examples: shard s by process s % 2; the rerun writes none
+    assert encoders.autoencoder.encoded == 4 + 10 * 6  # the statistics sample, then every view of every image once
+    one, _, _ = _records(config, images, captions, tmp_path / "one", 1)
+    for a, b in zip(two, one, strict=True):
+        assert a.keys() == b.keys() == {"key", "text", "text_lengths", "caption", "caption_weights", "latent"}
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
-    one = LatentCache(_latent_config(tmp_path / "one"), _PoolingAutoencoder(), images)
-    latents = one.latents("train", views)
-    assert latents.shape == (10, 6, 8, 8, 3)
-    np.testing.assert_array_equal(two.read("train", views), latents)
-    assert sorted(os.listdir(two.directory)) == sorted(os.listdir(one.directory))
+    latents = np.stack([r["latent"] for r in one])
+    assert latents.shape == (10, 6, 8, 8, 3) and latents.dtype == records.dtype_named("bfloat16")
     mirrored = _PoolingAutoencoder().encode(images[:, :, ::-1].astype(np.float32) / 127.5 - 1).mean
-    np.testing.assert_allclose(latents[:, 1], mirrored, atol=1e-6)
-    assert augmentation.settings(config.data) == {"augmentation": "flip_crop", "crop_views": 2, "crop_min_scale": 0.8}
+    np.testing.assert_allclose(latents[:, 1].astype(np.float32), mirrored, atol=1e-2)  # bfloat16's precision
+    for record, caption in zip(one, captions):
+        expected = {False: caption, True: swap_left_right(caption)}
+        for view, (long, short) in zip(views_of(config.data), record["caption"], strict=True):
+            # Each view's caption in each field, its tokens stored once: the mirror reads "right".
+            np.testing.assert_array_equal(caption_tokens(record, int(long))[:, 0],
+                                          [len(w) for w in expected[view.flipped].split()])
+            np.testing.assert_array_equal(caption_tokens(record, int(short))[:, 0], [1, 5])
+        assert len(record["text_lengths"]) == 3  # the caption, its mirror, "a shape"
+        np.testing.assert_allclose(record["caption_weights"], [0.8, 0.2])
