@@ -144,7 +144,7 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def trained(data_dir, tmp_path_factory):
     """A two-level (2x) autoencoder with 2 latent channels trained for a few steps: (result, config, workdir).
-    One per session: latent caches are keyed by the autoencoder's weights, which two trainings would share."""
+    One per session: the tests that use it share its training time and its records."""
     from t2ijax.models.autoencoders.training import train_autoencoder
 
     c = tiny_config(data_dir)
@@ -186,12 +186,11 @@ def uninterrupted(data_dir, tmp_path_factory):
     """`uninterrupted(processes)`: tests/test_fault_tolerance.py's training command run once to the end
     on `processes` processes (4 devices in all). The reference that killed-and-resumed runs must match
     bit for bit, and that tests/test_multihost.py compares across the two topologies."""
-    from t2ijax.data.prepare import prepare
+    from t2ijax.data import write_records
     from test_fault_tolerance import Launch
 
-    # Built here first: two processes building one dataset at once race, and drift apart by more
-    # than gloo's 30 s wait for the first collective.
-    prepare(tiny_config(data_dir))
+    # The records written here, once: every launch (killed or not, 1 or 2 processes) then only reads them.
+    write_records.write(tiny_config(data_dir))
     finished = {}
 
     def run(processes: int):
