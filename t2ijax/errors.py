@@ -12,3 +12,7 @@ class StorageError(OSError):
 class NonFiniteError(RuntimeError):
     """Training met a NaN/Inf under config.nonfinite.policy='halt'; names the step, the metric and
     the last good checkpoint."""
+
+
+class DistributedError(RuntimeError):
+    """Another process of a multi-process job died (or a barrier's time ran out); names the processes."""

@@ -34,7 +34,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax import storage
-    from t2ijax.errors import ConfigError, NonFiniteError, StorageError
+    from t2ijax.errors import ConfigError, DistributedError, NonFiniteError, StorageError
     from t2ijax.models.text.packaged import check as check_installed
     from t2ijax.sharding import initialize_distributed
     from t2ijax.training.loop import train_and_evaluate
@@ -49,9 +49,10 @@ def main(argv):
         initialize_distributed(config.distributed)
         forward_sigint_if_distributed()
         outputs = train_and_evaluate(config, FLAGS.workdir)
-    except StorageError as e:
-        # The failed save's writer threads would each print a traceback at interpreter exit; what was
-        # complete is on disk, so leave without that teardown.
+    except (StorageError, DistributedError) as e:
+        # The failed save's writer threads would each print a traceback at interpreter exit, and jax's
+        # teardown would wait for a dead process, then abort; what was complete is on disk, so leave
+        # without that teardown.
         print(f"error: {e}", file=sys.stderr, flush=True)
         os._exit(1)
     except (ConfigError, NonFiniteError) as e:

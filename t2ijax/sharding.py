@@ -7,10 +7,11 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from t2ijax import liveness
+from t2ijax.config import check_distributed
 from t2ijax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -155,19 +156,23 @@ def state_shardings(abstract_boxed, mesh: Mesh, rules) -> object:
 
 
 def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-    """Joins the job's other processes (config.distributed); call before anything touches a device.
+    """Joins the job's other processes (config.distributed) and starts this process's heartbeat, which
+    barriers read; call before anything touches a device.
 
     Without a coordinator address jax looks for a Cloud TPU VM, SLURM or Open MPI job and takes the
     address, process count and id from it; on a machine that is none of these the run is one process.
     """
+    global _HEARTBEATS
+    check_distributed(cfg)
     address, count, index = cfg.coordinator_address, cfg.num_processes, cfg.process_id
+    heartbeat = dict(heartbeat_timeout_seconds=liveness.jax_heartbeat_timeout_s(cfg.liveness_timeout_s))
     if not address:
         if count or index != -1:
             raise ConfigError("config.distributed.num_processes/process_id are set without "
                               "config.distributed.coordinator_address; give the address (host:port) too, or "
                               "leave all three empty to detect the cluster")
         try:
-            jax.distributed.initialize()
+            jax.distributed.initialize(**heartbeat)
         except ValueError:  # no cluster detected: one process
             return
     else:
@@ -175,19 +180,26 @@ def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.distributed needs coordinator_address as host:port (got {address!r}), "
                               f"num_processes >= 1 and 0 <= process_id < num_processes (got {count}, {index}); "
                               "0 and -1 take them from the cluster")
-        jax.distributed.initialize(address, count or None, None if index == -1 else index)
+        jax.distributed.initialize(address, count or None, None if index == -1 else index, **heartbeat)
+    if jax.process_count() > 1:
+        _HEARTBEATS = liveness.Heartbeats(cfg.liveness_timeout_s)
     logging.info("process %d of %d, %d local devices of %d", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())
 
 
 _BARRIERS = itertools.count()  # every process meets the same barriers in the same order
+_HEARTBEATS: liveness.Heartbeats | None = None  # started by initialize_distributed on several processes
 
 
-def barrier(name: str, timeout_s: int | None = None) -> None:
-    """Waits until every process gets here, through the coordination service (no device collective);
-    orbax's default timeout (300 s) unless `timeout_s`. A barrier id is used once, so `name` may repeat."""
-    ocp.multihost.sync_global_processes(f"{name} #{next(_BARRIERS)}", timeout=timeout_s,
-                                        processes=set(range(jax.process_count())))
+def barrier(name: str, timeout_s: float | None = None) -> None:
+    """Waits until every process gets here, through the coordination service (no device collective), for
+    as long as every process is alive (t2ijax.liveness), and at most `timeout_s` if given; raises
+    DistributedError naming the processes that died. A barrier id is used once, so `name` may repeat."""
+    if jax.process_count() == 1:
+        return
+    if _HEARTBEATS is None:
+        raise RuntimeError("sharding.barrier on several processes needs sharding.initialize_distributed first")
+    _HEARTBEATS.wait_at_barrier(f"{name} #{next(_BARRIERS)}", timeout_s)
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
