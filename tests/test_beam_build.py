@@ -60,7 +60,7 @@ def test_a_beam_build_equals_the_in_process_build(source, in_process, beam):
     assert user_tfds.chunk_lengths(beam_build, entries) == [9, 8]
 
 
-def test_a_killed_chunk_is_rebuilt_alone(source, in_process, beam, tmp_path):
+def test_a_killed_chunk_is_rebuilt_alone(source, in_process, beam, tmp_path, monkeypatch):
     shutil.copytree(beam[0].data_dir, tmp_path, dirs_exist_ok=True)
     build = user_tfds.Build(source, str(tmp_path), SIZING, CHUNK)
     first, second = sorted((tmp_path / "user_data").glob(f"{build.name}_chunk*"))
@@ -68,7 +68,13 @@ def test_a_killed_chunk_is_rebuilt_alone(source, in_process, beam, tmp_path):
     (second / "incomplete.KILLED_1.0.0").mkdir()  # what a SIGKILL mid-build leaves
     untouched = {p: p.stat().st_mtime_ns for p in (first / "1.0.0").iterdir()}
     entries = user_data.listing(source).entries
+
+    def not_here(*args):
+        raise AssertionError("an entry was converted in the launching process, not by a Beam worker")
+
+    monkeypatch.setattr(user_tfds, "example", not_here)  # the workers import user_tfds afresh
     user_tfds.build_chunks(build, entries, engine=BEAM)
+    monkeypatch.undo()
     assert {p: p.stat().st_mtime_ns for p in (first / "1.0.0").iterdir()} == untouched
     assert [p.name for p in second.iterdir()] == ["1.0.0"]
     assert_same(user_tfds.read(build, entries), in_process[1])
