@@ -82,6 +82,7 @@ class Build:
 
     @functools.cached_property
     def name(self) -> str:
+        # the format too: a TFRecord build of the same data, from before, is not taken for this one
         identity = repr((self.source.fingerprint(), self.sizing, self.build_chunk, FILE_FORMAT))
         return f"{self.source.name}_{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
