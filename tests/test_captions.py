@@ -6,8 +6,8 @@ import pytest
 
 from conftest import tiny_config
 from t2ijax.config import validate
-from t2ijax.data.loader import Loader
-from t2ijax.data.prepare import prepare
+from t2ijax.data import buckets, pipeline, write_records
+from t2ijax.data.run_data import training_sets
 from t2ijax.errors import ConfigError
 from t2ijax.training.loop import Run
 
@@ -32,22 +32,30 @@ def test_bad_caption_and_augmentation_settings_fail_in_one_line(overrides, messa
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_caption_field_the_dataset_lacks_is_named_with_the_fields_it_has(data_dir):
+def test_a_caption_field_the_dataset_lacks_is_named_with_the_fields_it_has(data_dir, tmp_path):
     config = tiny_config(data_dir)
     config.data.captions = (("caption", 1.0),)
     validate(config, num_devices=1)  # which fields a dataset has is known once it is read
     with pytest.raises(ConfigError, match=r"names caption, which dataset 'shapes' lacks; its caption fields are: "
                                           r"caption_long, caption_short$"):
-        prepare(config)
+        write_records.write(config, str(tmp_path))
+
+
+def _step_batches(config) -> pipeline.StepBatches:
+    """The training batches of `config`, from its records (written when missing), as a new process opens them."""
+    directory, found = write_records.write(config)
+    names, _ = training_sets(found, config.data.resolution, buckets.grid(config), config.data.global_batch_size)
+    return pipeline.phase_batches(config, directory, found, names, config.data.global_batch_size, config.seed, 0, 1)
 
 
 def test_two_steps_on_mixed_captions_and_flip_crop_views(data_dir, tmp_path):
     config = tiny_config(data_dir)
     config.data.update(captions=MIXED, augmentation="flip_crop", crop_views=1)
     run = Run(config, str(tmp_path)).setup()
-    (group,) = run.data.train.values()
-    assert group["image"].shape == (256, 4, 32, 32, 3) and group["caption"].shape == (256, 4, 2)
-    assert len(run.data.train_text) <= 4 * 2 * 256 and run.data.train_text.shape[1:] == (16, 384)
+    (records,) = run.batches[0].sets
+    record = records.read([0])[0]
+    assert len(records) == 256 and len(record["image"]) == 4 and record["caption"].shape == (4, 2)  # views, fields
+    assert len(record["text_lengths"]) <= 4 * 2 and record["text"].shape[1:] == (384,)
     state = run.state
     for step in range(2):
         state, metrics = run.train_step(state, run.device_batch(step))
@@ -56,27 +64,24 @@ def test_two_steps_on_mixed_captions_and_flip_crop_views(data_dir, tmp_path):
 
 
 def test_a_resumed_process_draws_the_batches_of_an_uninterrupted_one(data_dir):
-    """Views and caption fields included: a new process (data prepared again, loader built again) started
+    """Views and caption fields included: a new process (records opened again, the stream started again) started
     at step 25 gets what steps 25.. of one long run get, across the epoch boundary at step 32."""
     config = tiny_config(data_dir)
     config.data.update(captions=MIXED, augmentation="flip", crop_views=1)
-
-    def batches(steps: range) -> list[dict[str, np.ndarray]]:
-        data = prepare(config)
-        (group,) = data.train.values()
-        loader = Loader([group], 8, config.seed)
-        out = []
-        for step in steps:
-            batch, (_, index) = loader.batch(step), loader.indices(step)
-            # Scenes symmetric about the vertical axis look the same mirrored: count only the others.
-            mirrored = [np.array_equal(image, group["image"][i, 1]) for image, i in zip(batch["image"], index)
-                        if not np.array_equal(group["image"][i, 0], group["image"][i, 1])]
-            out.append({"image": batch["image"], "text": data.train_text[batch["caption"]], "mirrored": mirrored})
-        return out
-
-    uninterrupted, resumed = batches(range(0, 40)), batches(range(25, 40))
-    for step, (expected, found) in enumerate(zip(uninterrupted[25:], resumed), start=25):
-        for key in ("image", "text"):
+    uninterrupted = _step_batches(config)
+    resumed = list(_step_batches(config).stream(25, 40, config.data))
+    for step, found in enumerate(resumed, start=25):
+        expected = uninterrupted(step)
+        for key in ("image", "text", "text_mask"):
             np.testing.assert_array_equal(found[key], expected[key], err_msg=f"step {step} {key}")
-    mirrored = np.concatenate([b["mirrored"] for b in uninterrupted])
-    assert len(mirrored) > 100 and 0.4 < mirrored.mean() < 0.6, (len(mirrored), mirrored.mean())  # each view half the time
+
+    (records,) = uninterrupted.sets
+    mirrored = []
+    for step in range(40):
+        _, indices, _ = uninterrupted.order.draw(step)
+        for image, record in zip(uninterrupted(step)["image"], records.read(indices)):
+            views = [pipeline.decode_png(view) for view in record["image"]]
+            # Scenes symmetric about the vertical axis look the same mirrored: count only the others.
+            if not np.array_equal(*views):
+                mirrored.append(np.array_equal(image, views[1]))
+    assert len(mirrored) > 100 and 0.4 < np.mean(mirrored) < 0.6, (len(mirrored), np.mean(mirrored))  # each half
