@@ -5,7 +5,6 @@ import glob
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,18 +27,15 @@ CONFIG = textwrap.dedent("""
         c.sample.update(every_steps=3, prompts={prompts!r})
         return c
 """)
-# The second is in no caption cache yet: the run has at least one caption to encode.
 PROMPTS = ("A large red circle on the left, on a black background.", "Two small green triangles, logged once.")
 
 
 @pytest.fixture(scope="module")
-def training(data_dir, tmp_path_factory):
-    """A tiny training run from the command line, building its dataset (the caption embeddings the session has
-    already encoded are copied, to spare the time): (its output, its workdir)."""
+def training(tmp_path_factory):
+    """A tiny training run from the command line that builds its dataset and writes its records: (its output,
+    its workdir)."""
     root = tmp_path_factory.mktemp("logged_run")
     fresh_data = root / "data"
-    if os.path.isdir(os.path.join(data_dir, "text_cache")):
-        shutil.copytree(os.path.join(data_dir, "text_cache"), fresh_data / "text_cache")
     (root / "config.py").write_text(CONFIG.format(tests=os.path.join(REPO, "tests"), data_dir=str(fresh_data),
                                                      prompts=PROMPTS))
     proc = subprocess.run([sys.executable, "-m", "t2ijax.main", f"--config={root / 'config.py'}",
@@ -72,7 +68,8 @@ def test_training_prints_only_its_own_lines(training):
 def test_training_says_each_setup_phase_and_the_first_step(training):
     messages = _messages(training[0])
     config = tiny_config("unused")
-    phases = [r"data: shapes at 32 px under ", r"encoding \d+ captions with text encoder all-MiniLM-L6-v2",
+    phases = [r"data: shapes at 32 px ", r"records train/32/32x32: 256 examples, 1 shards written here",
+              r"records: \S+/records/[0-9a-f]+ \(train/32/32x32 256\)",
               r"train step for batches of \(8, 32, 32, 3\) compiled in [\d.]+ s",
               r"1 train step shape\(s\) compiled in [\d.]+ s: 8x32x32x3 [\d.]+ s",
               r"step 1 done \(loss [\d.]+\), \d+ s after setup began; then a line every 3 steps",
