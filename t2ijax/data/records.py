@@ -107,7 +107,17 @@ class RecordSet:
                                   "config and --out to write it (finished shards are kept)")
         self._names = [name for name, _ in shards]
         self._starts = np.cumsum([0] + [count for _, count in shards])
-        self._source = grain.sources.ArrayRecordDataSource(paths)
+        try:
+            self._source = grain.sources.ArrayRecordDataSource(paths)
+        except Exception:  # noqa: BLE001 - find the shard that does not open and name it
+            for path in paths:
+                try:
+                    grain.sources.ArrayRecordDataSource([path])
+                except Exception as error:  # noqa: BLE001
+                    raise RecordError(f"record shard {path} cannot be read ({' '.join(str(error).split())[:120]}); "
+                                      "delete it and rerun `python -m t2ijax.preprocess` with the same config and "
+                                      "--out to write it again") from None
+            raise
         if len(self._source) != self._starts[-1]:
             raise RecordError(f"the shards under {directory} hold {len(self._source)} records, the manifest "
                               f"{self._starts[-1]}; rerun preprocessing into a new --out directory")

@@ -49,7 +49,8 @@ def storage_dtype(name: str) -> np.dtype:
 
 def to_storage(values: np.ndarray, dtype: np.dtype, what) -> np.ndarray:
     """`values` cast to `dtype`; a finite value the dtype cannot hold is a ConfigError naming `what(index)`."""
-    stored = values.astype(dtype)
+    with np.errstate(over="ignore"):
+        stored = values.astype(dtype)
     overflow = np.isfinite(values) & ~np.isfinite(stored.astype(np.float32))
     if overflow.any():
         at = np.argwhere(overflow)[0]
