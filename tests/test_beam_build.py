@@ -80,6 +80,13 @@ def test_a_killed_chunk_is_rebuilt_alone(source, in_process, beam, tmp_path, mon
     assert_same(user_tfds.read(build, entries), in_process[1])
 
 
+def test_workers_get_runs_of_one_file_with_their_first_index(monkeypatch):
+    monkeypatch.setattr(user_tfds, "PIECE", 2)
+    entries = [user_data.Entry(f"k{i}", (file, i)) for i, file in enumerate("aaaba")]
+    assert [(first, [e.key for e in piece]) for first, piece in user_tfds._pieces(entries)] == \
+           [(0, ["k0", "k1"]), (2, ["k2"]), (3, ["k3"]), (4, ["k4"])]
+
+
 def test_beam_options_reach_the_runner():
     local = BEAM.download_config()
     assert local["beam_runner"] == "DirectRunner"
