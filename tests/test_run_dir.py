@@ -106,8 +106,9 @@ def test_reader_that_cannot_find_the_runs_data_says_where_it_looked(relative_run
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    with pytest.raises(ConfigError, match=f"no caption cache at {elsewhere / os.path.basename(data_dir)}/text_cache/"
-                                          "text-[0-9a-f]+; run where it was trained") as error:
+    with pytest.raises(ConfigError, match=f"^no records at {elsewhere / os.path.basename(data_dir)}/records/"
+                                          r"[0-9a-f]+ \(no manifest.json\); write them with `python -m "
+                                          "t2ijax.preprocess") as error:
         evaluate_checkpoint(str(workdir), metrics=["loss_t"])
     assert "\n" not in str(error.value) and _files(elsewhere) == set()
 
