@@ -19,7 +19,7 @@ from absl import logging
 
 from t2ijax import storage
 from t2ijax.config import mount_instruction, validate
-from t2ijax.data.loader import Loader
+from t2ijax.data.order import BatchOrder
 from t2ijax.data.sources import load_split
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders.kl import AutoencoderKL, KLConfig
@@ -92,10 +92,10 @@ def train_autoencoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
     optimizer = optax.adam(schedule)
     opt_state = optimizer.init(params)
     train_step = make_train_step(module, optimizer, t.kl_weight)
-    loader = Loader({"image": train_images}, t.batch_size, config.seed)
+    order = BatchOrder([len(train_images)], t.batch_size, config.seed)
     start, log_every = time.time(), max(t.steps // 20, 1)
     for step in range(t.steps):
-        images = _to_unit_range(loader.batch(step)["image"])
+        images = _to_unit_range(train_images[order.draw(step)[1]])
         params, opt_state, metrics = train_step(params, opt_state, images, jax.random.fold_in(rng, step))
         if (step + 1) % log_every == 0 or step + 1 == t.steps:
             metrics = {k: float(v) for k, v in metrics.items()}
