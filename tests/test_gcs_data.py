@@ -76,7 +76,7 @@ def test_the_autoencoder_trainer_refuses_a_bucket_workdir(tmp_path):
         train_autoencoder(tiny_config(str(tmp_path / "data")), "gs://t2ijax-data/ae")
 
 
-@pytest.mark.parametrize("command, workdir", [("t2ijax.cache_text", []), ("t2ijax.main", ["--workdir=run"])])
+@pytest.mark.parametrize("command, workdir", [("t2ijax.preprocess", []), ("t2ijax.main", ["--workdir=run"])])
 def test_a_bucket_init_from_is_named_before_it_is_looked_up(command, workdir, tmp_path):
     line = _command(tmp_path, command, f"--config={REPO}/configs/prx_finetune.py", *workdir,
                     "--config.init_from=gs://t2ijax-data/prx")
