@@ -2,6 +2,7 @@
 (the level of the typo message, `did you mean config.model.depth?`, of tests/test_config.py)."""
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -80,23 +81,25 @@ def test_a_run_that_never_leaves_warmup_is_warned(caplog):
 
 
 def test_captions_and_prompts_longer_than_max_length_are_counted(tmp_path, caplog):
-    """The text cache says how many captions it encodes and how many of them lose tokens; a prompt too."""
-    from t2ijax.data.text_cache import TextCache
+    """Preprocessing says how many captions lose tokens and stores only those the model sees; a prompt too."""
+    from t2ijax.data.pipeline import read_set
+    from t2ijax.data.write_records import write
     from t2ijax.models.text import text_encoder_from_config
     from t2ijax.models.text.encoder import warn_truncated
 
-    text_cfg = tiny_config("unused").text_encoder  # all-MiniLM-L6-v2 with max_length 16
-    long = " ".join(["red"] * 30)  # 30 word tokens and [CLS] ... [SEP]: 32 tokens
-    cache = TextCache(str(tmp_path), text_cfg)
-    with caplog.at_level(logging.INFO):
-        cache.fill(["a red circle", long, "a blue square"])
-    assert f"encoding 3 captions with text encoder all-MiniLM-L6-v2 (0 cached under {cache.directory})" in caplog.text
-    assert ("1 of 3 captions have more than config.text_encoder.max_length=16 tokens (the longest 32): they are "
-            "truncated, only their first 16 tokens reach the model") in caplog.text
+    config = tiny_config(str(tmp_path / "data"))
+    config.data.update(num_train=16, num_validation=8)
+    config.text_encoder.max_length = 8  # shorter than the shapes captions
+    with caplog.at_level(logging.WARNING):
+        directory, found = write(config)
+    counts = re.findall(r"(\d+) of (\d+) captions have more than config.text_encoder.max_length=8 tokens \(the "
+                        r"longest (\d+)\): they are truncated, only their first 8 tokens reach the model", caplog.text)
+    assert counts and all(0 < int(n) <= int(m) and int(longest) > 8 for n, m, longest in counts), caplog.text
+    assert max(r["text_lengths"].max() for r in read_set(directory, found, "train/32/32x32")) == 8
     caplog.clear()
+    long = " ".join(["red"] * 30)  # 30 word tokens and [CLS] ... [SEP]: 32 tokens
+    encoder = text_encoder_from_config(tiny_config("unused").text_encoder)  # all-MiniLM-L6-v2, max_length 16
     with caplog.at_level(logging.INFO):
-        cache.fill(["a red circle", long])  # all cached: nothing encoded, nothing said
-        encoder = text_encoder_from_config(text_cfg)
         warn_truncated(encoder, ["a red circle"], "prompts")
     assert caplog.text == ""
     with caplog.at_level(logging.INFO):
