@@ -236,7 +236,8 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
         if data.path and Path(data.data_dir).resolve().is_relative_to(Path(data.path).expanduser().resolve()):
             raise ConfigError(f"config.data.data_dir='{data.data_dir}' lies inside config.data.path='{data.path}': "
                               "each build would change the files it is keyed on; put data_dir elsewhere")
-        check_split(listing(user_source(data)), data.num_validation, data.name)
+        if not data.records:  # training on given records never reads the source
+            check_split(listing(user_source(data)), data.num_validation, data.name)
     elif data.path:
         raise ConfigError(f"config.data.path='{data.path}' is read by the user data formats only "
                           f"({', '.join(USER_FORMATS)}); clear it, or set config.data.name to one of them")

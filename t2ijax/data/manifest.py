@@ -34,11 +34,9 @@ def set_name(split: str, resolution: int, size: Size) -> str:
 
 def made_with(config: ml_collections.ConfigDict) -> dict:
     """The settings records made for `config` depend on (JSON values, compared field by field)."""
-    from t2ijax.data.sources import source_fingerprint
-
     data = config.data
     asked = {f"data.{k}": data[k] for k in _DATA_FIELDS}
-    asked["data.path"] = source_fingerprint(data)
+    asked["data.path"] = data.path
     asked["data.captions"] = [list(pair) for pair in data.captions]
     asked["data.augmentation"] = augmentation.settings(data)
     if config.resolution.buckets:  # which bucket an image joins depends on the whole grid
@@ -53,7 +51,11 @@ def made_with(config: ml_collections.ConfigDict) -> dict:
 
 
 def records_key(config: ml_collections.ConfigDict) -> str:
-    return hashlib.sha256(json.dumps(made_with(config), sort_keys=True).encode()).hexdigest()[:16]
+    """Changes with made_with and with the source's files (a user dataset's fingerprint)."""
+    from t2ijax.data.sources import source_fingerprint
+
+    identity = [made_with(config), source_fingerprint(config.data)]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def records_dir(config: ml_collections.ConfigDict) -> str:

@@ -61,18 +61,15 @@ def validation_examples(config: ml_collections.ConfigDict, directory: str, found
     return out
 
 
-def check_sets(found: dict, config: ml_collections.ConfigDict, directory: str) -> None:
-    """Every set the config needs is in the records (each phase's resolution, the evaluation sizes)."""
+def missing_sets(found: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """The sets the config needs that the records lack (each phase's resolution, the evaluation sizes)."""
     from t2ijax.training import phases
 
     resolution = config.data.resolution
     sizes = [(resolution, resolution), *(tuple(s) for s in config.eval.sizes)]
     missing = [name for name in (manifest.set_name("validation", resolution, s) for s in sizes)
                if name not in found["sets"]]
-    missing += [f"train/{p.resolution}" for p in phases.phases(config) if str(p.resolution) not in found["latents"]]
-    if missing:
-        raise ConfigError(f"records at {directory} lack {missing[0]} (the config's resolutions or eval.sizes); run "
-                          f"`python -m t2ijax.preprocess` with this config and --out={directory} to add it")
+    return missing + [f"train/{p.resolution}" for p in phases.phases(config) if str(p.resolution) not in found["latents"]]
 
 
 def run_space(config: ml_collections.ConfigDict) -> LatentSpace:
@@ -87,10 +84,14 @@ def run_space(config: ml_collections.ConfigDict) -> LatentSpace:
 def open_run_data(config: ml_collections.ConfigDict, build: bool = True) -> RunData:
     """The run's records, written first (by every process, each its share) when `build` and they are missing
     or incomplete; commands that read a finished run pass build=False and get a one-line error instead."""
-    if build:
+    found = manifest.read(manifest.records_dir(config))
+    if build and (found is None or missing_sets(found, config)):
         write_records.write(config)
     directory, found = manifest.load_checked(config)
-    check_sets(found, config, directory)
+    missing = missing_sets(found, config)
+    if missing:
+        raise ConfigError(f"records at {directory} lack {missing[0]} (the config's resolutions or eval.sizes); run "
+                          f"`python -m t2ijax.preprocess` with this config and --out={directory} to add it")
     autoencoder = load_autoencoder(config.autoencoder.name)
     if autoencoder.fingerprint != found["autoencoder_fingerprint"]:
         raise ConfigError(f"records at {directory} were made with autoencoder {found['autoencoder_fingerprint']}, "

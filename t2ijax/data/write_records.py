@@ -27,7 +27,7 @@ from PIL import Image
 from t2ijax import sharding
 from t2ijax.data import augmentation, buckets, captions, manifest, records
 from t2ijax.data.buckets import Size
-from t2ijax.data.sources import SPLITS, USER_FORMATS, load_buckets, load_split
+from t2ijax.data.sources import SPLITS, USER_FORMATS, load_buckets, load_split, source_fingerprint
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
 from t2ijax.models.autoencoders.latent_space import LatentSpace
@@ -258,13 +258,18 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
     lacks, on every process (each its shards), and returns (directory, manifest)."""
     directory = out or manifest.records_dir(config)
     existing = manifest.read(directory)
+    fingerprint = source_fingerprint(config.data)
     if existing is not None:
         manifest.check(existing, config, directory)
+        if existing["source_fingerprint"] != fingerprint:
+            raise ConfigError(f"records at {directory} were made from other files than config.data.path="
+                              f"'{config.data.path}' holds now; preprocess into another --out")
     process_index, process_count = jax.process_index(), jax.process_count()
     encoders = Encoders(config)
     per_shard = config.data.records_per_shard
-    done = json.loads(json.dumps(existing or {"format": manifest.FORMAT, "made_with": manifest.made_with(config), "sets": {},
-                             "latents": {}, "report": {}}))
+    new = {"format": manifest.FORMAT, "made_with": manifest.made_with(config), "source_fingerprint": fingerprint,
+           "sets": {}, "latents": {}, "report": {}}
+    done = json.loads(json.dumps(existing or new))
     done["autoencoder_fingerprint"] = encoders.autoencoder.fingerprint
     final = config.data.resolution
     by_resolution = {p.resolution: phases.phase_config(config, p) for p in phases.phases(config)}
