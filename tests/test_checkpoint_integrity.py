@@ -1,5 +1,5 @@
 """Checkpoints are verified on restore (a corrupt newest one falls back to the one before), and a
-full or read-only disk fails a save or a cache write cleanly, leaving what was written intact."""
+full or read-only disk fails a save or a record shard's write cleanly, leaving what was written intact."""
 import json
 import os
 import re
@@ -136,9 +136,8 @@ FULL_DISK = textwrap.dedent("""
     import json, os, subprocess, sys
     import numpy as np
     sys.path.insert(0, "tests")
-    from configs import base
     from test_checkpoint_integrity import COUNTERS, _abstract, _equal, small_state
-    from t2ijax.data.text_cache import TextCache
+    from t2ijax.data import records
     from t2ijax.errors import StorageError
     from t2ijax.training.checkpoint import Checkpointer
 
@@ -167,19 +166,25 @@ FULL_DISK = textwrap.dedent("""
         checkpointer = Checkpointer(os.path.join(disk, "checkpoints"), read_only=True)
         return checkpointer.steps() == [1] and _equal(checkpointer.restore(_abstract(small_state(0))), small_state(1))
 
+    def write_shard(index):
+        try:
+            records.write_shard(os.path.join(shards, records.shard_name(index)), [example] * 4)
+            return "written"
+        except Exception as e:  # noqa: BLE001 - the report says which error it was
+            return f"{type(e).__name__}: {e}"
+
     report["first"] = try_save(1)
-    text_cfg = base.get_config().text_encoder
-    text_cfg.update(name="none", max_length=4)
-    TextCache(os.path.join(disk, "cache"), text_cfg).lookup(["a"])
+    shards = os.path.join(disk, "records")
+    os.makedirs(shards)
+    example = {"key": "a", "latent": np.ones((8, 8, 4), np.float32)}
+    report["first_shard"] = write_shard(0)
     fill()
     report["full"] = try_save(2)
     report["full_intact"] = intact()
-    try:
-        TextCache(os.path.join(disk, "cache"), text_cfg).lookup(["b"])
-        report["cache"] = "written"
-    except StorageError as e:
-        report["cache"] = str(e)
-    report["cache_files"] = sorted(f for _, _, files in os.walk(os.path.join(disk, "cache")) for f in files)
+    report["shard"] = write_shard(1)
+    report["shard_files"] = sorted(os.listdir(shards))
+    finished = records.RecordSet(shards, [(records.shard_name(0), 4)])
+    report["first_shard_keys"] = [r["key"] for r in finished.read(range(4))]
     os.remove(os.path.join(disk, "filler"))
     subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
     report["read_only"] = try_save(3)
@@ -212,8 +217,12 @@ def test_a_full_or_read_only_disk_fails_cleanly_and_keeps_the_old_checkpoint(tmp
         assert report[f"{case}_intact"], case
     assert "No space left on device" in report["full"] and " MiB free; " in report["full"]
     assert "Read-only file system" in report["read_only"]
-    assert "No space left on device" in report["cache"], report["cache"]
-    assert len(report["cache_files"]) == 1 and report["cache_files"][0].startswith("part-")  # no partial file left
+    assert report["first_shard"] == "written"
+    shard = report["shard"]  # the disk filled up while writing the second shard
+    assert shard.startswith("StorageError: ") and "No space left on device" in shard and "\n" not in shard, shard
+    assert f"{disk}/records/shard-00001.array_record" in shard, shard
+    assert report["shard_files"] == ["shard-00000.array_record"]  # no partial shard, the finished one kept
+    assert report["first_shard_keys"] == ["a"] * 4
 
 
 # In a private tmpfs: train, fill the disk once checkpoint 2 is complete, free it, train again.
