@@ -1,4 +1,4 @@
-"""A locally trained autoencoder, the latent cache and its normalizations, and the checks around them."""
+"""A locally trained autoencoder, the latents in the records and their normalizations, and the checks around them."""
 import json
 import os
 import shutil
@@ -13,8 +13,8 @@ from configs.ablations import latent_normalization
 from configs.ablations import latent_space as latent_space_axis
 from conftest import tiny_config
 from t2ijax.config import validate
-from t2ijax.data import latent_cache
-from t2ijax.data.prepare import latent_space, prepare
+from t2ijax.data import manifest, pipeline, records, write_records
+from t2ijax.data.run_data import run_space
 from t2ijax.data.sources import load_split
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import load_autoencoder
@@ -54,52 +54,79 @@ def test_trained_autoencoder_is_a_diffusers_autoencoder_kl(trained, data_dir):
         train_autoencoder(c, workdir)
 
 
-def test_latent_cache_holds_normalized_latents_and_resumes(trained, data_dir, monkeypatch):
+def latent_space(config, images):
+    """The latent space preprocessing estimates for `config` on `images`, and its statistics."""
+    encoders = write_records.Encoders(config)
+    statistics = write_records.latent_statistics(encoders, images)
+    return write_records.latent_space(encoders.autoencoder, statistics), statistics
+
+
+@pytest.fixture(scope="module")
+def written(trained, data_dir, tmp_path_factory):
+    """(config, directory, manifest): channel_stats records of the trained autoencoder, in shards of 96."""
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
-    # Built from nothing in shards of 96, whatever other tests of this session's autoencoder cached before.
-    shutil.rmtree(latent_cache.latent_cache_dir(config, prepare(config).space.autoencoder))
-    monkeypatch.setattr(latent_cache, "SHARD_SIZE", 96)
-    data = prepare(config)
-    (train,) = data.train.values()
-    assert "image" not in train and train["latent"].shape == (256, 1, 16, 16, 2)  # one view: no augmentation
-    assert data.validation["latent"].shape == (64, 16, 16, 2)
-    directory = latent_cache.latent_cache_dir(config, data.space.autoencoder)
-    with open(os.path.join(directory, "meta.json")) as f:
-        meta = json.load(f)
-    assert meta["normalization"] == "channel_stats" and meta["autoencoder_name"] == config.autoencoder.name
-    np.testing.assert_allclose(meta["after"]["mean"], 0.0, atol=1e-3)
-    np.testing.assert_allclose(meta["after"]["std"], 1.0, atol=1e-3)
-    assert max(abs(m) for m in meta["before"]["mean"]) > 1e-2 or max(abs(s - 1) for s in meta["before"]["std"]) > 1e-2
-    first = data.space.normalize(np.asarray(data.space.autoencoder.encode(
+    config.data.records_per_shard = 96
+    return config, *write_records.write(config, str(tmp_path_factory.mktemp("records")))
+
+
+def test_records_hold_normalized_latents(written):
+    config, directory, found = written
+    assert found["made_with"]["latents.normalization"] == "channel_stats"
+    assert found["made_with"]["autoencoder.name"] == config.autoencoder.name
+    statistics = found["latents"]["32"]
+    np.testing.assert_allclose(statistics["after"]["mean"], 0.0, atol=1e-3)
+    np.testing.assert_allclose(statistics["after"]["std"], 1.0, atol=1e-3)
+    before = statistics["before"]
+    assert max(abs(m) for m in before["mean"]) > 1e-2 or max(abs(s - 1) for s in before["std"]) > 1e-2
+    train = pipeline.read_set(directory, found, "train/32/32x32")
+    assert len(train) == 256 and "image" not in train[0]  # no technique compares with pixels: latents only
+    assert train[0]["latent"].shape == (1, 16, 16, 2) and train[0]["latent"].dtype == records.dtype_named("bfloat16")
+    (validation,) = pipeline.read_set(directory, found, "validation/32/32x32", count=1)
+    assert validation["latent"].shape == (16, 16, 2)
+    # The autoencoder's own encoding at the manifest's offset and scale, to bfloat16's precision.
+    space = write_records.latent_space(load_autoencoder(config.autoencoder.name), statistics)
+    first = space.normalize(np.asarray(space.autoencoder.encode(
         load_split(config.data, "train")["image"][:4].astype(np.float32) / 127.5 - 1).mode()))
-    np.testing.assert_allclose(train["latent"][:4, 0], first, atol=1e-5)
-
-    shards = sorted(f for f in os.listdir(directory) if f.startswith("train-"))
-    assert len(shards) == 3  # 256 examples in shards of 96
-    kept = os.path.getmtime(os.path.join(directory, shards[0]))
-    os.remove(os.path.join(directory, shards[1]))  # an interrupted build
-    again = prepare(config)
-    np.testing.assert_array_equal(again.train[(32, 32)]["latent"], train["latent"])
-    assert os.path.getmtime(os.path.join(directory, shards[0])) == kept
+    stored = np.stack([r["latent"][0] for r in train[:4]]).astype(np.float32)
+    np.testing.assert_allclose(stored, first, rtol=1 / 128, atol=1e-2)
 
 
-def test_latents_are_cached_per_bucket(trained, data_dir):
+def test_killed_preprocessing_resumes_with_the_missing_shards_only(written, tmp_path):
+    config, directory, found = written
+    assert [count for _, count in found["sets"]["train/32/32x32"]["shards"]] == [96, 96, 64]
+    killed = tmp_path / "records"
+    shutil.copytree(directory, killed)
+    train = killed / "train" / "32" / "32x32"
+    shards = sorted(os.listdir(train))
+    kept = os.stat(train / shards[0]).st_mtime_ns
+    os.remove(train / shards[1])  # killed before its last shard and the manifest
+    os.remove(killed / manifest.MANIFEST)
+    _, again = write_records.write(config, str(killed))
+    assert sorted(os.listdir(train)) == shards and os.stat(train / shards[0]).st_mtime_ns == kept
+    assert again["sets"] == found["sets"] and again["latents"] == found["latents"]
+    for old, new in zip(pipeline.read_set(directory, found, "train/32/32x32"),
+                        pipeline.read_set(str(killed), again, "train/32/32x32"), strict=True):
+        assert old.keys() == new.keys()
+        for key in old:
+            np.testing.assert_array_equal(old[key], new[key], err_msg=key)
+
+
+def test_latents_are_written_per_bucket(trained, data_dir):
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
     config.resolution.buckets, config.data.aspect_ratios = True, (0.5, 1.0, 2.0)
-    data = prepare(config)
-    directory = latent_cache.latent_cache_dir(config, data.space.autoencoder)
-    assert sorted(data.train) == [(24, 44), (32, 32), (44, 24)]
-    for (height, width), group in data.train.items():
-        assert group["latent"].shape[1:] == (1, height // 2, width // 2, 2) and len(group["caption"]) == len(group["latent"])
-        name = "train" if height == width else f"train-{height}x{width}"
-        assert f"{name}-00000.npy" in os.listdir(directory)
-    assert sum(len(g["latent"]) for g in data.train.values()) == 256
+    directory, found = write_records.write(config)
+    train = {name: s["count"] for name, s in found["sets"].items() if name.startswith("train/")}
+    assert sorted(train) == ["train/32/24x44", "train/32/32x32", "train/32/44x24"] and sum(train.values()) == 256
+    for name in train:
+        height, width = map(int, name.rsplit("/", 1)[1].split("x"))
+        (record,) = pipeline.read_set(directory, found, name, count=1)
+        assert record["latent"].shape == (1, height // 2, width // 2, 2)
 
 
 @pytest.mark.parametrize("normalization", ["none", "config_factors", "global_stats"])
 def test_normalizations(trained, data_dir, normalization):
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization=normalization)
-    space, cache = latent_space(config, load_split(config.data, "train")["image"])
+    space, statistics = latent_space(config, load_split(config.data, "train")["image"])
     ae = space.autoencoder
     expected = {"none": (0.0, 1.0), "config_factors": (ae.own_factors[0], ae.own_factors[1])}
     if normalization in expected:
@@ -107,27 +134,21 @@ def test_normalizations(trained, data_dir, normalization):
         np.testing.assert_allclose(space.offset, np.broadcast_to(offset, space.offset.shape))
         np.testing.assert_allclose(space.scale, np.broadcast_to(scale, space.scale.shape))
     else:
-        with open(os.path.join(cache.directory, "meta.json")) as f:
-            after = json.load(f)["after"]
         assert len(set(np.asarray(space.scale).ravel().tolist())) == 1
-        assert abs(np.mean(after["mean"])) < 0.5
+        assert abs(np.mean(statistics["after"]["mean"])) < 0.5
     z = np.random.default_rng(0).standard_normal((2, 16, 16, 2)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(space.decode(space.normalize(z))), np.asarray(ae.decode(z)), atol=1e-5)
 
 
-def test_cache_built_with_other_settings_is_refused(trained, data_dir):
-    config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
-    directory = latent_cache.latent_cache_dir(config, load_autoencoder(config.autoencoder.name))
-    prepare(config)
-    meta_path = os.path.join(directory, "meta.json")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    meta["normalization"] = "global_stats"
-    with open(meta_path, "w") as f:
-        json.dump(meta, f)
-    with pytest.raises(ConfigError, match="was built with normalization='global_stats', the config asks "
-                                          "'channel_stats'; remove that directory"):
-        latent_space(config)
+def test_records_made_with_other_settings_are_refused(written):
+    config, directory, _ = written
+    other = _latent_config(config.data.data_dir, config.autoencoder.name, normalization="global_stats")
+    other.data.records = directory
+    with pytest.raises(ConfigError, match=r"records at .* were made with latents.normalization='channel_stats', "
+                                          r"the config asks 'global_stats'; run `python -m t2ijax.preprocess`"):
+        manifest.load_checked(other)
+    with pytest.raises(ConfigError, match="latents.normalization='channel_stats', the config asks 'global_stats'"):
+        write_records.write(other)  # nor are they added to
 
 
 def test_resuming_a_run_with_another_latent_space_is_refused(trained, data_dir, tmp_path):
@@ -163,7 +184,7 @@ def test_bad_images_and_latent_shapes_fail_in_one_line(trained, data_dir):
     with pytest.raises(ConfigError, match="needs an autoencoder's latents"):
         validate(pixel, num_devices=1)
     space, _ = latent_space(_latent_config(data_dir, trained[0]["autoencoder"]),
-                            load_split(config.data, "train")["image"])
+                            load_split(config.data, "train")["image"][:128])
     with pytest.raises(ConfigError, match="latents have 3 channels, the autoencoder takes 2"):
         space.decode(np.zeros((1, 16, 16, 3), np.float32))
 
@@ -189,9 +210,9 @@ def test_latent_ablation_variants_validate(trained, data_dir, axis):
         validate(config, num_devices=1)
 
 
-def test_pixel_space_inputs_are_exactly_the_scaled_images(data_dir):
-    space, cache = latent_space(tiny_config(data_dir))
+def test_pixel_space_inputs_are_exactly_the_scaled_images(tmp_path):
+    space = run_space(tiny_config(str(tmp_path)))  # pixel space needs no records
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert cache is None and (space.channels, space.downsample) == (3, 1)
+    assert (space.channels, space.downsample) == (3, 1) and not os.listdir(tmp_path)
     np.testing.assert_array_equal(space.images_to_latents(images), images.astype(np.float32) / 127.5 - 1.0)
     np.testing.assert_array_equal(space.decode(images.astype(np.float32)), images.astype(np.float32))
