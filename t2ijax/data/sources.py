@@ -65,7 +65,8 @@ def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, .
     from t2ijax.data import user_tfds  # imports TensorFlow Datasets: only when used
 
     sizing = user_data.Sizing(tuple(sizes), tuple(fill), cfg.max_pixels)
-    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizing, cfg.build_chunk, cfg.num_validation)
+    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizing, cfg.build_chunk, cfg.num_validation,
+                              user_tfds.Engine.from_config(cfg))
     return user_data.split(examples, split, cfg.num_validation), user_data.caption_fields(examples)
 
 
