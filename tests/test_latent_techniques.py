@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from t2ijax.data.loader import Loader
-from t2ijax.data.prepare import prepare
+from t2ijax.data import buckets, pipeline, write_records
+from t2ijax.data.run_data import training_sets
+from t2ijax.models.autoencoders import load_autoencoder
 from t2ijax.models.vision.lpips import VGG16_SLICES
 from t2ijax.training import phases
 from t2ijax.training.loop import Run
@@ -41,15 +42,9 @@ def technique(name: str, teacher_dir: str, lpips_path: str) -> dict:
             "lpips": {"perceptual.lpips_weight": 0.1, "perceptual.lpips_weights": lpips_path}}[name]
 
 
-def _check_images_match_latents(data, batch_size: int) -> None:
-    """Every stored view's image and a loader batch's images encode to the latents beside them."""
-    encode = data.space.images_to_latents
-    for group in data.train.values():
-        assert group["image"].shape[:2] == group["latent"].shape[:2]
-        for view in range(group["image"].shape[1]):
-            np.testing.assert_allclose(encode(group["image"][:4, view]), group["latent"][:4, view], atol=1e-4)
-    batch = Loader([g for _, g in sorted(data.train.items())], batch_size, seed=0).batch(0)
-    np.testing.assert_allclose(encode(batch["image"]), batch["latent"], atol=1e-4)
+def _encoded_to_bfloat16(space, images: np.ndarray, latents: np.ndarray) -> None:
+    """`images` encode to the stored `latents` (bfloat16: its 8 bits of precision)."""
+    np.testing.assert_allclose(latents.astype(np.float32), space.images_to_latents(images), rtol=1 / 128, atol=1e-2)
 
 
 def test_images_stay_beside_the_latents_of_their_view_bucket_and_phase_only_when_needed(trained, data_dir, teacher):
@@ -57,13 +52,27 @@ def test_images_stay_beside_the_latents_of_their_view_bucket_and_phase_only_when
     config.resolution.buckets, config.data.aspect_ratios = True, (0.5, 1.0)
     config.data.augmentation = "flip"
     config.resolution.phases = ((16, 8, 1, config.optim.learning_rate), (32, 8, 5, config.optim.learning_rate))
-    assert all("image" not in group for group in prepare(config).train.values())  # no technique: latents only
+    directory, found = write_records.write(config)
+    train_sets = [name for name in found["sets"] if name.startswith("train/")]
+    assert len(train_sets) == 4 and not any(  # no technique: latents only
+        "image" in pipeline.read_set(directory, found, name, count=1)[0] for name in train_sets)
 
     apply(config, technique("repa", teacher, ""))
+    directory, found = write_records.write(config)
+    autoencoder = load_autoencoder(config.autoencoder.name)
     for phase in phases.phases(config):
-        data = prepare(phases.phase_config(config, phase))
-        assert len(data.train) == 2 and {g["latent"].shape[1] for g in data.train.values()} == {2}  # buckets, views
-        _check_images_match_latents(data, phase.global_batch_size)
+        phase_config = phases.phase_config(config, phase)
+        space = write_records.latent_space(autoencoder, found["latents"][str(phase.resolution)])
+        names, _ = training_sets(found, phase.resolution, buckets.grid(phase_config), phase.global_batch_size)
+        assert len(names) == 2  # buckets
+        for name in names:
+            for record in pipeline.read_set(directory, found, name, count=4):
+                assert len(record["image"]) == record["latent"].shape[0] == 2  # views
+                for view, latent in zip(record["image"], record["latent"]):
+                    _encoded_to_bfloat16(space, pipeline.decode_png(view)[None], latent[None])
+        batches = pipeline.phase_batches(phase_config, directory, found, names, phase.global_batch_size, 0, 0, 1)
+        batch = batches(0)
+        _encoded_to_bfloat16(space, batch["image"], batch["latent"])
 
 
 @pytest.mark.parametrize("name", ["repa", "pdino", "lpips"])
