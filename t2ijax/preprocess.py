@@ -11,6 +11,7 @@ of the shards); a killed run, rerun, writes only the shards that are missing. Tr
 --config.data.records=<out>.
 """
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -37,7 +38,7 @@ def main(argv):
 
     from t2ijax.config import validate
     from t2ijax.data import write_records
-    from t2ijax.errors import ConfigError
+    from t2ijax.errors import ConfigError, DistributedError
     from t2ijax.interop.finetune import resolve_init_from
     from t2ijax.sharding import initialize_distributed
 
@@ -47,6 +48,9 @@ def main(argv):
         resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
         directory, manifest = write_records.write(config, FLAGS.out)
+    except DistributedError as e:  # a lost peer: leave without jax's shutdown, which would wait for it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:

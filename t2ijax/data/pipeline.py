@@ -10,6 +10,7 @@ import io
 import threading
 
 import grain
+from absl import flags
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -94,6 +95,8 @@ class StepBatches:
         """Batches of steps [start, stop), read ahead as config.data says."""
         steps = grain.MapDataset.range(start, stop).map(self)
         if data_cfg.read_workers:
+            if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags: defaults outside a CLI
+                flags.FLAGS.mark_as_parsed()
             return steps.to_iter_dataset().mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=data_cfg.read_workers, per_worker_buffer_size=data_cfg.prefetch))
         return steps.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads,

@@ -48,7 +48,10 @@ def text_embeddings(config: ml_collections.ConfigDict, directory: str, found: di
 
 def validation_examples(config: ml_collections.ConfigDict, directory: str, found: dict,
                         name: str) -> dict[str, np.ndarray]:
-    examples = pipeline.read_set(directory, found, name, config.data.bad_records == "skip")
+    """The first validation examples of set `name`, as many as evaluation uses (its loss, prompts and
+    reference images), as arrays."""
+    used = max(config.eval.loss_examples, config.eval.num_samples, config.eval.reference_examples)
+    examples = pipeline.read_set(directory, found, name, config.data.bad_records == "skip", count=used)
     text, mask = pipeline.pad_text([e["text"] for e in examples], found["max_length"], found["text_dim"],
                                    np.float32)
     out = {"image": np.stack([pipeline.decode_png(e["image"]) for e in examples]), "text": text, "text_mask": mask,
