@@ -12,6 +12,7 @@ compares with real images), the caption embeddings of its distinct captions over
 fields' draw weights. A validation record holds its image, latent, first-field caption and embedding, and
 the dataset's ground-truth attributes.
 """
+import hashlib
 import io
 import json
 import math
@@ -88,6 +89,16 @@ class Encoders:
             self._text = text_encoder_from_config(self.config.text_encoder, local_mesh(),
                                                   sharding.logical_rules(self.config.sharding_rules))
         return self._text
+
+    def text_fingerprint(self) -> str:
+        """A digest of the text encoder's weights ("none" for the no-text control)."""
+        params = getattr(self.text, "params", None)
+        if params is None:
+            return self.text.name
+        digest = hashlib.sha256()
+        for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda item: str(item[0])):
+            digest.update(str(path).encode() + np.asarray(leaf).tobytes())
+        return digest.hexdigest()[:16]
 
     def text_tokens(self, texts: list[str], where) -> list[np.ndarray]:
         """Each text's real tokens [n, D] in the storage dtype; `where(i)` names text i in an overflow error."""
@@ -313,7 +324,8 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
         os.makedirs(text_set, exist_ok=True)
         records.write_shard(os.path.join(text_set, records.shard_name(0)), text_examples(encoders, texts))
         done["sets"][TEXTS_SET] = {"count": len(texts), "shards": [[records.shard_name(0), len(texts)]]}
-        done.update(texts=texts, text_dim=int(encoders.text.hidden_size), max_length=config.text_encoder.max_length)
+        done.update(texts=texts, text_dim=int(encoders.text.hidden_size), max_length=config.text_encoder.max_length,
+                    text_encoder_weights=encoders.text_fingerprint())
         manifest.write(directory, done)
     sharding.barrier("t2ijax: manifest written")
     return directory, manifest.read(directory)
