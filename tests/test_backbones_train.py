@@ -76,9 +76,6 @@ def _train(devices: int, data_dir: str, teacher: str, workdir) -> dict:
 
 @pytest.mark.slow
 def test_every_backbone_trains_with_the_techniques_and_matches_on_1_and_8_devices(data_dir, teacher, tmp_path):
-    from t2ijax.data.prepare import prepare
-
-    prepare(tiny_config(data_dir))  # built once here, not by both subprocesses at once
     one = _train(1, data_dir, teacher, tmp_path / "one")
     eight = _train(8, data_dir, teacher, tmp_path / "eight")
     assert set(one) == {f"{b} {v}" for b in BACKBONES for v in ("combination", "formulation")}

@@ -79,9 +79,6 @@ def _losses(devices: int, data_dir: str, teacher: str, workdir) -> dict:
 
 @pytest.mark.slow
 def test_each_technique_trains_and_the_combinations_match_on_1_and_8_devices(data_dir, teacher, tmp_path):
-    from t2ijax.data.prepare import prepare
-
-    prepare(tiny_config(data_dir))  # built once here, not by both subprocesses at once
     one = _losses(1, data_dir, teacher, tmp_path / "one")
     eight = _losses(8, data_dir, teacher, tmp_path / "eight")
     expected_terms = {"repa": {"loss_repa"}, "irepa": {"loss_repa"}, "contrastive": {"loss_contrastive"},
