@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.data = dict(
         name="shapes",               # dataset (t2ijax.data registry): shapes | image_folder | webdataset | parquet
-        data_dir="data",             # where TFDS datasets and caches live
+        data_dir="data",             # where TFDS datasets and the default records live
         path="",                     # image_folder: a directory of images with same-name .txt/.json captions;
                                      # webdataset: a directory of .tar shards (or a glob); parquet: a directory of
                                      # .parquet files (or a glob)
@@ -41,8 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
                                      # evaluation use the first field
         augmentation="none",         # none | flip (horizontal, "left" and "right" swapped in the caption) | crop
                                      # (random crops) | flip_crop (the original, its mirror, the crops, the crops'
-                                     # mirrors); cached as views of each image, one drawn per epoch
-        crop_views=4,                # crop, flip_crop: random crops cached per training image
+                                     # mirrors); stored as views of each image, one drawn per epoch
+        crop_views=4,                # crop, flip_crop: random crops stored per training image
         crop_min_scale=0.8,          # crop, flip_crop: the least side of a crop, as a fraction of the image's
         caption_dropout=0.1,         # P(caption -> empty caption), enables CFG
         global_batch_size=256,       # over all hosts and devices
@@ -87,14 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
     # AutoencoderKL (SD, SDXL, Flux.1, REPA-E, t2ijax.train_autoencoder's), AutoencoderKLFlux2 or AutoencoderDC.
     c.autoencoder = dict(name="identity")
 
-    # How latents are made and scaled; cached once per (autoencoder, normalization, posterior, dataset).
+    # How latents are made and scaled; preprocessed once into the records (autoencoder, normalization, posterior).
     c.latents = dict(
         normalization="config_factors",  # (z - offset) * scale with: none (0, 1) | config_factors (the
                                          # autoencoder's shift/scaling factors; Flux.2: its BatchNorm statistics)
                                          # | channel_stats (per-channel mean, 1/std) | global_stats (one mean, 1/std)
-        posterior="mode",            # mode | sample (one draw per image, fixed seed, made when the cache is built)
+        posterior="mode",            # mode | sample (one draw per image, fixed seed, made by preprocessing)
         stats_examples=1024,         # training images the statistics are estimated on
-        encode_batch_size=64,        # images per autoencoder call while building the cache
+        encode_batch_size=64,        # images per autoencoder call while preprocessing
     )
 
     # t2ijax.train_autoencoder: a small KL autoencoder trained on config.data's images (reconstruction
