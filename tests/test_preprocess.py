@@ -194,6 +194,16 @@ def test_a_missing_shard_and_a_corrupt_record_are_named_or_skipped_and_counted(w
         records.RecordSet(str(copy), shards)
 
 
+class InMemory:
+    """An example set (t2ijax/data/sources.py) of arrays in memory."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays, self.count = arrays, len(arrays["image"])
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: v[start:stop] for k, v in self.arrays.items()}
+
+
 def loud_bert(directory) -> str:
     """A tiny random BERT whose first layer's output norm scales by 1e5: activations beyond float16's range."""
     import torch
@@ -215,7 +225,8 @@ def loud_bert(directory) -> str:
 def test_a_text_layer_beyond_float16_fails_naming_the_field_layer_and_example(data_dir, tmp_path):
     config = records_config(data_dir, tmp_path / "records")
     config.text_encoder.update(path=loud_bert(tmp_path / "bert"), name="loud-bert", layer=1)
-    split = {"image": np.zeros((2, 32, 32, 3), np.uint8), "caption_long": np.asarray(["word1 word2", "word3"], object)}
+    split = InMemory({"image": np.zeros((2, 32, 32, 3), np.uint8),
+                      "caption_long": np.asarray(["word1 word2", "word3"], object)})
     config.data.text_dtype = "float16"
     with pytest.raises(ConfigError, match=r"caption of validation/32/32x32 example 0 \(text_encoder.layer=1\) "
                                           r"holds .* outside float16's range") as error:

@@ -123,17 +123,19 @@ def build(data_dir: str, size: int | tuple[int, int] = 32, num_train: int | None
     return builder
 
 
-def load_split(data_dir: str, size: int | tuple[int, int], split: str, num_train: int | None = None,
-               num_validation: int | None = None, stride: int = 1,
-               residues: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
-    """All examples of a split as numpy (building the dataset first if needed); `size` is a side or
-    (height, width), `stride` and `residues` pick a share of the examples (see `make_config`).
-
-    Captions come as object arrays of python str; the rest keep their dataset dtypes.
-    """
-    builder = build(data_dir, size, num_train, num_validation, stride, residues)
+def read(builder: Shapes, split: str) -> dict[str, np.ndarray]:
+    """The examples of `split` (a split name, or a TFDS slice such as "train[100:200]") as numpy: captions as
+    object arrays of python str, the rest in their dataset dtypes."""
     data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
     out = dict(data)
     for key in ("caption_long", "caption_short"):
         out[key] = np.array([s.decode() for s in data[key]], dtype=object)
     return out
+
+
+def load_split(data_dir: str, size: int | tuple[int, int], split: str, num_train: int | None = None,
+               num_validation: int | None = None, stride: int = 1,
+               residues: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
+    """All examples of a split as numpy (building the dataset first if needed); `size` is a side or
+    (height, width), `stride` and `residues` pick a share of the examples (see `make_config`)."""
+    return read(build(data_dir, size, num_train, num_validation, stride, residues), split)

@@ -1,9 +1,15 @@
-"""Datasets by config.data.name: each returns a split as in-memory numpy arrays.
+"""Datasets by config.data.name, as sets of examples read by range: what preprocessing encodes.
 
-A split holds `image` uint8 [N, H, W, 3], one array of captions per caption field, and any
-ground-truth attributes the dataset has. `load_split` reads a split at one size; `load_buckets`
-reads it grouped by aspect-ratio bucket (t2ijax/data/buckets.py), for the datasets in `BUCKETED`.
+An example set is a split's examples at one image size (a split at an evaluation size, or one
+aspect-ratio bucket of it): `count` examples, `read(start, stop)` returning those as numpy arrays —
+`image` uint8 [N, H, W, 3], one array of captions per caption field, and any ground-truth attributes
+the dataset has. `split_sets` gives a split at one size, `bucket_sets` a split grouped by the bucket
+grid (t2ijax/data/buckets.py) for the datasets in `BUCKETED`; nothing is read until asked for, so a
+process reads only the examples it encodes. `load_split` / `load_buckets` read a whole set into memory.
 """
+import dataclasses
+from typing import Protocol
+
 import ml_collections
 import numpy as np
 
@@ -12,27 +18,48 @@ from t2ijax.data.buckets import Size
 from t2ijax.errors import ConfigError
 from t2ijax.registry import Registry
 
-DATASETS = Registry("data.name")  # (config.data, split, (height, width)) -> split
-BUCKETED = Registry("data.name")  # (config.data, split, bucket grid) -> ({bucket: split}, report)
+DATASETS = Registry("data.name")  # (config.data, split, (height, width)) -> ExampleSet
+BUCKETED = Registry("data.name")  # (config.data, split, bucket grid) -> ({bucket: ExampleSet}, report)
 SPLITS = ("train", "validation")
 USER_FORMATS = ("image_folder", "webdataset", "parquet")  # t2ijax/data/user_data.py
+
+
+class ExampleSet(Protocol):
+    count: int
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]: ...
 
 
 def _split_size(cfg: ml_collections.ConfigDict, split: str) -> int:
     return cfg.num_train if split == "train" else cfg.num_validation
 
 
+@dataclasses.dataclass
+class ShapesSet:
+    """A synthetic shapes TFDS config's split (built when missing), read by slices."""
+    builder: object
+    split: str
+
+    @property
+    def count(self) -> int:
+        return self.builder.info.splits[self.split].num_examples
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        from t2ijax.data import shapes_tfds
+
+        return shapes_tfds.read(self.builder, f"{self.split}[{start}:{stop}]")
+
+
 @DATASETS.register("shapes")
-def _shapes(cfg: ml_collections.ConfigDict, split: str, size: Size) -> dict[str, np.ndarray]:
+def _shapes(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
     from t2ijax.data import shapes_tfds  # imports TensorFlow Datasets: only when used
 
-    return shapes_tfds.load_split(cfg.data_dir, size, split, num_train=cfg.num_train,
-                                  num_validation=cfg.num_validation)
+    return ShapesSet(shapes_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation), split)
 
 
 @BUCKETED.register("shapes")
 def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
-                    grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
+                    grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
     """Example i at config.data.aspect_ratios[i mod k], rendered at that ratio's nearest bucket; each
     bucket's examples are a TFDS config of their own holding the same scenes as the square dataset."""
     from t2ijax.data import shapes_tfds
@@ -41,12 +68,11 @@ def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
     residues: dict[Size, list[int]] = {}
     for residue, ratio in enumerate(ratios):
         residues.setdefault(buckets.nearest_bucket(grid, 1.0, ratio), []).append(residue)
-    groups = {size: shapes_tfds.load_split(cfg.data_dir, size, split, num_train=cfg.num_train,
-                                           num_validation=cfg.num_validation, stride=len(ratios),
-                                           residues=tuple(residues[size]))
-              for size in grid  # in the grid's order; a bucket's first example is its least residue
-              if size in residues and min(residues[size]) < _split_size(cfg, split)}
-    return groups, buckets.report(grid, groups)
+    sets = {size: ShapesSet(shapes_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation,
+                                              stride=len(ratios), residues=tuple(residues[size])), split)
+            for size in grid  # in the grid's order; a bucket's first example is its least residue
+            if size in residues and min(residues[size]) < _split_size(cfg, split)}
+    return sets, buckets.report(grid, {size: {"image": range(s.count)} for size, s in sets.items()})
 
 
 def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
@@ -58,35 +84,60 @@ def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
     return {"image_folder": FolderSource, "webdataset": WebDatasetSource, "parquet": ParquetSource}[cfg.name](cfg)
 
 
+@dataclasses.dataclass
+class UserSet:
+    """The kept examples of a user dataset's build at these listing positions."""
+    build: object
+    entries: list
+    positions: np.ndarray
+    fields: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.positions)
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        from t2ijax.data import user_tfds
+
+        return user_data.arrays(user_tfds.read_positions(self.build, self.entries, self.positions[start:stop]),
+                                self.fields)
+
+
 def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, ...],
-                fill: tuple[Size, ...]) -> tuple[list[user_data.Example], list[str]]:
-    """`split`'s examples (kept and skipped) and the dataset's caption fields: images stored at the nearest of
-    `sizes`, skipped when their crop for the nearest of `fill` would be upscaled."""
+                fill: tuple[Size, ...]) -> tuple[object, list, list[tuple[int, user_data.Example]], list[str]]:
+    """The build, its entries, `split`'s (position, example with its size only) pairs, kept and skipped, and
+    the dataset's caption fields: images stored at the nearest of `sizes`, skipped when their crop for the
+    nearest of `fill` would be upscaled."""
     from t2ijax.data import user_tfds  # imports TensorFlow Datasets: only when used
 
     sizing = user_data.Sizing(tuple(sizes), tuple(fill), cfg.max_pixels)
-    examples = user_tfds.load(user_source(cfg), cfg.data_dir, sizing, cfg.build_chunk, cfg.num_validation,
-                              user_tfds.Engine.from_config(cfg))
-    return user_data.split(examples, split, cfg.num_validation), user_data.caption_fields(examples)
+    build, entries, examples = user_tfds.built(user_source(cfg), cfg.data_dir, sizing, cfg.build_chunk,
+                                               cfg.num_validation, user_tfds.Engine.from_config(cfg))
+    held_out = user_data.held_out((ex.key for ex in examples if ex.skipped != "duplicate_key"), cfg.num_validation)
+    chosen = [(i, ex) for i, ex in enumerate(examples) if (ex.key in held_out) == (split == "validation")]
+    _check_usable(cfg, split, [ex for _, ex in chosen])
+    return build, entries, chosen, user_data.caption_fields(examples)
 
 
-def _user_data(cfg: ml_collections.ConfigDict, split: str, size: Size) -> dict[str, np.ndarray]:
+def _user_sets(build, entries, chosen, fields, sizes) -> dict[Size, UserSet]:
+    kept = [(i, ex.image.shape[:2]) for i, ex in chosen if not ex.skipped]
+    return {size: UserSet(build, entries, np.asarray([i for i, s in kept if s == size], np.int64), fields)
+            for size in sizes if any(s == size for _, s in kept)}  # in the grid's order
+
+
+def _user_data(cfg: ml_collections.ConfigDict, split: str, size: Size) -> UserSet:
     """Every image of `split` fitted to `size`; those whose short side is below config.data.resolution are
     skipped, so the held-out images are the same at every evaluation size."""
-    examples, fields = _user_split(cfg, split, (size,), ((cfg.resolution, cfg.resolution),))
-    _check_usable(cfg, split, examples)
-    return user_data.arrays(examples, fields)
+    build, entries, chosen, fields = _user_split(cfg, split, (size,), ((cfg.resolution, cfg.resolution),))
+    return _user_sets(build, entries, chosen, fields, (size,))[size]
 
 
 def _user_buckets(cfg: ml_collections.ConfigDict, split: str,
-                  grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
+                  grid: tuple[Size, ...]) -> tuple[dict[Size, UserSet], dict]:
     """Every image of `split` at the bucket nearest its aspect; those that would be upscaled to it are skipped."""
-    examples, fields = _user_split(cfg, split, grid, grid)
-    _check_usable(cfg, split, examples)
-    kept = [ex for ex in examples if not ex.skipped]
-    groups = {size: user_data.arrays([ex for ex in kept if ex.image.shape[:2] == size], fields)
-              for size in grid if any(ex.image.shape[:2] == size for ex in kept)}  # in the grid's order
-    return groups, user_data.report(examples, grid)  # buckets.report's fields, and what the build converted
+    build, entries, chosen, fields = _user_split(cfg, split, grid, grid)
+    # buckets.report's fields, and what the build converted
+    return _user_sets(build, entries, chosen, fields, grid), user_data.report([ex for _, ex in chosen], grid)
 
 
 def _check_usable(cfg: ml_collections.ConfigDict, split: str, examples: list[user_data.Example]) -> None:
@@ -106,22 +157,36 @@ def source_fingerprint(cfg: ml_collections.ConfigDict) -> str | None:
     return user_source(cfg).fingerprint() if cfg.name in USER_FORMATS else None
 
 
-def load_split(cfg: ml_collections.ConfigDict, split: str, size: Size | None = None) -> dict[str, np.ndarray]:
-    """Builds the dataset if it is missing, then reads `split` (config.data is `cfg`) at `size`
-    (height, width); None: the square of config.data.resolution."""
+def split_set(cfg: ml_collections.ConfigDict, split: str, size: Size | None = None) -> ExampleSet:
+    """`split` (config.data is `cfg`) at `size` (height, width; None: the square of config.data.resolution),
+    its dataset built first when missing."""
     size = (cfg.resolution, cfg.resolution) if size is None else tuple(size)
     return DATASETS.get(cfg.name)(cfg, split, size)
 
 
-def load_buckets(cfg: ml_collections.ConfigDict, split: str,
-                 grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
-    """`split` grouped by bucket of `grid` (buckets.grid(config)): {(height, width): split} holding the
-    non-empty buckets in the grid's order, and a report (buckets.report: examples per bucket, skipped ones by reason).
-
-    A grid of just the square (config.resolution.buckets off) gives `load_split`'s split as its one group.
-    """
+def bucket_sets(cfg: ml_collections.ConfigDict, split: str,
+                grid: tuple[Size, ...]) -> tuple[dict[Size, ExampleSet], dict]:
+    """`split` grouped by bucket of `grid` (buckets.grid(config)): {(height, width): set} holding the
+    non-empty buckets in the grid's order, and a report (buckets.report: examples per bucket, skipped ones by
+    reason). A grid of just the square (config.resolution.buckets off) gives `split_set`'s set as its one group."""
     square = (cfg.resolution, cfg.resolution)
     if tuple(grid) == (square,) and cfg.name not in USER_FORMATS:  # user data reports what it skipped
-        groups = {square: load_split(cfg, split)}
-        return groups, buckets.report(grid, groups)
+        sets = {square: split_set(cfg, split)}
+        return sets, buckets.report(grid, {square: {"image": range(sets[square].count)}})
     return BUCKETED.get(cfg.name)(cfg, split, grid)
+
+
+def read_all(examples: ExampleSet) -> dict[str, np.ndarray]:
+    return examples.read(0, examples.count)
+
+
+def load_split(cfg: ml_collections.ConfigDict, split: str, size: Size | None = None) -> dict[str, np.ndarray]:
+    """`split_set`'s examples, all of them, in memory (small datasets: tests, the autoencoder's training)."""
+    return read_all(split_set(cfg, split, size))
+
+
+def load_buckets(cfg: ml_collections.ConfigDict, split: str,
+                 grid: tuple[Size, ...]) -> tuple[dict[Size, dict[str, np.ndarray]], dict]:
+    """`bucket_sets`' examples, all of them, in memory."""
+    sets, report = bucket_sets(cfg, split, grid)
+    return {size: read_all(s) for size, s in sets.items()}, report

@@ -178,15 +178,24 @@ def chunk_lengths(build: Build, entries: list[Entry]) -> list[int]:
     return [build.builder(c, count).info.splits["train"].num_examples for c in range(count)]
 
 
+def read_positions(build: Build, entries: list[Entry], positions) -> list[Example]:
+    """The examples at these listing positions (kept or skipped), read by index from the chunks holding them."""
+    positions = np.asarray(positions, np.int64)
+    if len(positions) and not (0 <= positions.min() and positions.max() < len(entries)):
+        raise ValueError(f"positions {positions.min()}..{positions.max()} of a listing of {len(entries)}")
+    count, size, out = len(build.chunks(entries)), build.build_chunk, []
+    for c in np.unique(positions // size):
+        records = build.builder(int(c), count).as_data_source(split="train")
+        out += map(_example, records.__getitems__((positions[positions // size == c] - c * size).tolist()))
+    order = np.argsort(np.argsort(positions // size, kind="stable"), kind="stable")
+    return [out[i] for i in order]
+
+
 def read_range(build: Build, entries: list[Entry], start: int, stop: int) -> list[Example]:
     """Examples start, ..., stop - 1 of the listing (kept or skipped), read by index from the chunks holding them."""
     if not 0 <= start <= stop <= len(entries):
         raise ValueError(f"examples {start}:{stop} of a listing of {len(entries)}")
-    count, size, out = len(build.chunks(entries)), build.build_chunk, []
-    for c in range(start // size, -(-stop // size)):
-        records = build.builder(c, count).as_data_source(split="train")
-        out += map(_example, records.__getitems__(range(max(start - c * size, 0), min(stop - c * size, size))))
-    return out
+    return read_positions(build, entries, range(start, stop))
 
 
 def read(build: Build, entries: list[Entry]) -> list[Example]:
@@ -194,20 +203,33 @@ def read(build: Build, entries: list[Entry]) -> list[Example]:
     return read_range(build, entries, 0, len(entries))
 
 
+def sizes_only(build: Build, entries: list[Entry]) -> list[Example]:
+    """Every entry's example with its image replaced by a zero-byte array of its height and width: what the
+    split, the buckets and the report need, read one chunk at a time, never every image at once."""
+    out = []
+    for c in range(len(build.chunks(entries))):
+        start = c * build.build_chunk
+        for ex in read_range(build, entries, start, min(start + build.build_chunk, len(entries))):
+            image = None if ex.image is None else np.empty((*ex.image.shape[:2], 0), np.uint8)
+            out.append(dataclasses.replace(ex, image=image))
+    return out
+
+
 _barriers = itertools.count()  # every process builds the same datasets in the same order
 
 
-def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int,
-         engine: Engine = Engine()) -> list[Example]:
-    """Builds this process's share of the missing chunks, waits for the others, reads every example and
-    writes the build report (process 0) when it is new."""
+def built(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int,
+          engine: Engine = Engine()) -> tuple[Build, list[Entry], list[Example]]:
+    """Builds this process's share of the missing chunks, waits for the others, and returns the build, the
+    listing's entries and their examples with sizes only (`sizes_only`); process 0 writes the build report
+    when it is new."""
     found = listing(source)
     check_split(found, num_validation, source.name)
     build = Build(source, data_dir, sizing, build_chunk)
     build_chunks(build, found.entries, jax.process_index(), jax.process_count(), engine)
     if jax.process_count() > 1:
-        sharding.barrier(f"t2ijax: {build.name} built #{next(_barriers)}", timeout_s=6 * 3600)
-    examples = read(build, found.entries)
+        sharding.barrier(f"t2ijax: {build.name} built #{next(_barriers)}")
+    examples = sizes_only(build, found.entries)
     if jax.process_index() == 0 and not build.report_path.exists():
         summary = report(examples, sizing.sizes, found.ignored)
         tmp = build.report_path.with_suffix(".tmp")
@@ -218,4 +240,11 @@ def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_va
                     "built %s: kept %d of %d entries, skipped %s; ignored %s%s; report: %s", source.name,
                     summary["kept"], summary["entries"], summary["skipped"] or "none", summary["ignored"] or "none",
                     f"; files skipped whole: {whole}" if whole else "", build.report_path)
-    return examples
+    return build, found.entries, examples
+
+
+def load(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int,
+         engine: Engine = Engine()) -> list[Example]:
+    """`built`, then every entry's example with its image (kept or skipped), in listing order."""
+    build, entries, _ = built(source, data_dir, sizing, build_chunk, num_validation, engine)
+    return read(build, entries)

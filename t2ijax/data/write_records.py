@@ -28,7 +28,7 @@ from PIL import Image
 from t2ijax import sharding
 from t2ijax.data import augmentation, buckets, captions, manifest, records
 from t2ijax.data.buckets import Size
-from t2ijax.data.sources import SPLITS, USER_FORMATS, load_buckets, load_split, source_fingerprint
+from t2ijax.data.sources import USER_FORMATS, ExampleSet, bucket_sets, source_fingerprint, split_set
 from t2ijax.errors import ConfigError
 from t2ijax.models.autoencoders import PIXEL_SPACE, load_autoencoder
 from t2ijax.models.autoencoders.latent_space import LatentSpace
@@ -172,17 +172,17 @@ def _stream(size: Size, resolution: int) -> int:
     return 0 if size == (resolution, resolution) else size[0] * 100_003 + size[1]
 
 
-def train_examples(encoders: Encoders, group: dict[str, np.ndarray], space: LatentSpace, name: str,
+def train_examples(encoders: Encoders, source: ExampleSet, space: LatentSpace, name: str,
                    size: Size, resolution: int, keep_images: bool):
     data_cfg = encoders.config.data
     views = augmentation.views_of(data_cfg)
-    texts_of = augmentation.view_captions(captions.field_captions(data_cfg, group), views)  # [N, V, F]
-    weights_of = captions.field_weights(data_cfg, texts_of[:, 0])
     fields = [field for field, _ in data_cfg.captions]
 
     def examples(start: int, stop: int) -> list[dict]:
-        viewed = augmentation.view_images(group["image"][start:stop], views, data_cfg, first=start)
-        texts = texts_of[start:stop]
+        group = source.read(start, stop)
+        viewed = augmentation.view_images(group["image"], views, data_cfg, first=start)
+        texts = augmentation.view_captions(captions.field_captions(data_cfg, group), views)  # [n, V, F]
+        weights = captions.field_weights(data_cfg, texts[:, 0])
         unique = sorted({str(t) for t in texts.ravel()})
         first_use = {}
         for i, row in enumerate(texts):
@@ -204,7 +204,7 @@ def train_examples(encoders: Encoders, group: dict[str, np.ndarray], space: Late
                       "text": np.concatenate([tokens[t] for t in distinct]),
                       "text_lengths": np.asarray([len(tokens[t]) for t in distinct], np.int32),
                       "caption": np.vectorize(lambda t: index[str(t)], otypes=[np.int32])(texts[i]),
-                      "caption_weights": weights_of[start + i]}
+                      "caption_weights": weights[i]}
             if latents is not None:
                 record["latent"] = latents[i]
             if keep_images or latents is None:
@@ -215,15 +215,16 @@ def train_examples(encoders: Encoders, group: dict[str, np.ndarray], space: Late
     return examples
 
 
-def validation_examples(encoders: Encoders, split: dict[str, np.ndarray], space: LatentSpace, name: str,
+def validation_examples(encoders: Encoders, source: ExampleSet, space: LatentSpace, name: str,
                         size: Size, resolution: int):
     data_cfg = encoders.config.data
-    captions.check_fields(data_cfg, split)
-    texts = [str(t) for t in split[captions.first_field(data_cfg)]]
 
     def examples(start: int, stop: int) -> list[dict]:
-        images = split["image"][start:stop]
-        tokens = encoders.text_tokens(texts[start:stop], lambda i: f"caption of {name} example {start + i}")
+        split = source.read(start, stop)
+        captions.check_fields(data_cfg, split)
+        texts = [str(t) for t in split[captions.first_field(data_cfg)]]
+        images = split["image"]
+        tokens = encoders.text_tokens(texts, lambda i: f"caption of {name} example {start + i}")
         latents = None
         if encoders.config.autoencoder.name != PIXEL_SPACE:
             raw = encoders.raw_latents(images, _SPLIT_OFFSET["validation"] + start, _stream(size, resolution))
@@ -231,9 +232,9 @@ def validation_examples(encoders: Encoders, split: dict[str, np.ndarray], space:
                                  lambda i: f"latent of {name} example {start + i}")
         out = []
         for i in range(stop - start):
-            record = {"key": f"{name}#{start + i}", "image": png(images[i]), "caption": texts[start + i],
+            record = {"key": f"{name}#{start + i}", "image": png(images[i]), "caption": texts[i],
                       "text": tokens[i], "text_lengths": np.asarray([len(tokens[i])], np.int32)}
-            record.update({k: np.asarray(split[k][start + i]) for k in ATTRIBUTE_KEYS if k in split})
+            record.update({k: np.asarray(split[k][i]) for k in ATTRIBUTE_KEYS if k in split})
             if latents is not None:
                 record["latent"] = latents[i]
             out.append(record)
@@ -253,15 +254,14 @@ def lookup_texts(config: ml_collections.ConfigDict) -> list[str]:
     return list(dict.fromkeys(["", config.sampler.negative_prompt, *config.sample.prompts]))
 
 
-def _build_on_one_process(data_cfg: ml_collections.ConfigDict) -> None:
-    """Process 0 builds a missing synthetic dataset while the others wait: two builders of one TFDS directory
-    race. User datasets build their chunks on every process (t2ijax/data/user_tfds.py)."""
-    if jax.process_count() == 1 or data_cfg.name in USER_FORMATS:
-        return
-    if jax.process_index() == 0:
-        for split in SPLITS:
-            load_split(data_cfg, split)
-    sharding.barrier("t2ijax: dataset built")
+def _opened(data_cfg: ml_collections.ConfigDict, open_sets):
+    """`open_sets()` (which builds a missing synthetic dataset): process 0 first while the others wait, since two
+    builders of one TFDS directory race. User datasets build their chunks on every process (user_tfds.py)."""
+    if jax.process_count() > 1 and data_cfg.name not in USER_FORMATS:
+        if jax.process_index() == 0:
+            open_sets()
+        sharding.barrier("t2ijax: dataset built")
+    return open_sets()
 
 
 def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[str, dict]:
@@ -291,17 +291,18 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
                        ((final, final), *config.eval.sizes)]
         if all(w in done["sets"] for w in wanted) and str(resolution) in done["latents"]:
             continue
-        _build_on_one_process(res_config.data)
-        groups, report = load_buckets(res_config.data, "train", buckets.grid(res_config))
+        grid = buckets.grid(res_config)
+        sets, report = _opened(res_config.data, lambda: bucket_sets(res_config.data, "train", grid))
         square = (resolution, resolution)
-        stats_images = groups[square if square in groups else max(groups, key=lambda s: len(groups[s]["image"]))]
-        statistics = done["latents"].get(str(resolution)) or latent_statistics(encoders, stats_images["image"])
+        stats_set = sets[square if square in sets else max(sets, key=lambda s: sets[s].count)]
+        statistics = done["latents"].get(str(resolution)) or latent_statistics(
+            encoders, stats_set.read(0, min(stats_set.count, config.latents.stats_examples))["image"])
         space = latent_space(encoders.autoencoder, statistics)
         keep_images = done["made_with"]["images"]
-        for size, group in groups.items():
+        for size, source in sets.items():
             name = manifest.set_name("train", resolution, size)
-            writer = SetWriter(directory, name, len(group["image"]), per_shard)
-            written = writer.write(train_examples(encoders, group, space, name, size, resolution, keep_images),
+            writer = SetWriter(directory, name, source.count, per_shard)
+            written = writer.write(train_examples(encoders, source, space, name, size, resolution, keep_images),
                                    process_index, process_count)
             logging.info("records %s: %d examples, %d shards written here", name, writer.count, written)
             done["sets"][name] = {"count": writer.count, "shards": writer.shards()}
@@ -310,9 +311,9 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
         if resolution == final:
             for size in dict.fromkeys([square, *(tuple(s) for s in config.eval.sizes)]):
                 name = manifest.set_name("validation", resolution, size)
-                split = load_split(res_config.data, "validation", size)
-                writer = SetWriter(directory, name, len(split["image"]), per_shard)
-                writer.write(validation_examples(encoders, split, space, name, size, resolution),
+                source = _opened(res_config.data, lambda: split_set(res_config.data, "validation", size))
+                writer = SetWriter(directory, name, source.count, per_shard)
+                writer.write(validation_examples(encoders, source, space, name, size, resolution),
                              process_index, process_count)
                 done["sets"][name] = {"count": writer.count, "shards": writer.shards()}
     texts = list(dict.fromkeys([*done.get("texts", []), *lookup_texts(config)]))
