@@ -95,10 +95,10 @@ def main(argv):
             json.dump(result, f, indent=1)
         return
     os.makedirs(FLAGS.out, exist_ok=True)
-    from t2ijax.data.prepare import prepare
+    from t2ijax.data import write_records
 
     for layer in sorted({v.get("text_encoder.layer", -1) for v in variants.values()}):
-        prepare(variant_config({"text_encoder.layer": layer}))  # fill the text cache once
+        write_records.write(variant_config({"text_encoder.layer": layer}))  # preprocessed once, not by each worker
     pending, running = list(variants), {}
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     while pending or running:

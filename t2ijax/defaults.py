@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
         aspect_ratios=(1.0,),        # shapes only: width / height of the training images (example i drawn at
                                      # ratio i mod len); other than (1.0,) needs resolution.buckets
         # Training records (t2ijax.preprocess, docs/your_data.md): what training, evaluation and sampling read.
-        records="",                  # the directory `python -m t2ijax.preprocess` wrote (local or gs://); "" =
+        records="",                  # the directory `python -m t2ijax.preprocess` wrote (local; a bucket via gcsfuse); "" =
                                      # <data_dir>/records/<key of this config's data, text encoder and latents>,
                                      # which training preprocesses first when it is missing
         records_per_shard=1024,      # examples per ArrayRecord shard: the unit a killed preprocess resumes from
@@ -363,7 +363,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Fields that hold local files or directories: stored absolute, so a run means the same files from any directory
 # (training/restore.py); a gs:// URL there is refused with the gcsfuse mount to use instead (config.check_local_files).
-LOCAL_PATHS = ("data.data_dir", "data.path", "text_encoder.path", "text_encoder.tokenizer", "perceptual.lpips_weights",
-               "eval.inception_weights", "eval.clip_weights", "eval.dinov2_weights")
+LOCAL_PATHS = ("data.data_dir", "data.path", "data.records", "text_encoder.path", "text_encoder.tokenizer",
+               "perceptual.lpips_weights", "eval.inception_weights", "eval.clip_weights", "eval.dinov2_weights")
 # Fields that hold a registered name or a Hub id as well: a path only when it exists here.
 NAMES_OR_PATHS = ("init_from", "text_encoder.name", "autoencoder.name", "teacher.path")

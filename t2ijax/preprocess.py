@@ -43,11 +43,13 @@ def main(argv):
     from t2ijax.sharding import initialize_distributed
 
     config = loaded_config(FLAGS.config)
+    if FLAGS.out:
+        config.data.records = FLAGS.out  # checked with the config's other paths
     try:
         initialize_distributed(config.distributed)
         resolve_init_from(config)
         validate(config, jax.device_count(), jax.process_count())
-        directory, manifest = write_records.write(config, FLAGS.out)
+        directory, manifest = write_records.write(config)
     except DistributedError as e:  # a lost peer: leave without jax's shutdown, which would wait for it
         print(f"error: {e}", file=sys.stderr, flush=True)
         os._exit(1)

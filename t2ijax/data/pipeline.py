@@ -19,6 +19,9 @@ from t2ijax.data import records
 from t2ijax.data.order import BatchOrder, choose
 
 
+BAD_RECORDS = "bad_records"  # how many corrupt records the next readable ones stood in for (data.bad_records=skip)
+
+
 def pad_text(tokens: list[np.ndarray], max_length: int, dim: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Unpadded token embeddings [n_i, D] -> [B, max_length, D] (zeros after each caption's tokens), mask."""
     text = np.zeros((len(tokens), max_length, dim), dtype)
@@ -79,12 +82,12 @@ class StepBatches:
         return self._batch(group, np.arange(size) % len(self.sets[group]), np.zeros((size, 2)))
 
     def _batch(self, group: int, indices: np.ndarray, draws: np.ndarray) -> dict[str, np.ndarray]:
-        examples = self.sets[group].read(indices)
+        examples, skipped = self.sets[group].read_counted(indices)
         num_views = len(examples[0]["caption"])
         view, field = choose(num_views, np.stack([e["caption_weights"] for e in examples]), draws)
         tokens = [caption_tokens(e, int(e["caption"][v, f])) for e, v, f in zip(examples, view, field)]
         text, mask = pad_text(tokens, self.max_length, self.text_dim, examples[0]["text"].dtype)
-        batch = {"text": text, "text_mask": mask}
+        batch = {"text": text, "text_mask": mask, BAD_RECORDS: np.int64(skipped)}
         if self.latents:
             batch["latent"] = np.stack([e["latent"][v] for e, v in zip(examples, view)]).astype(np.float32)
         if self.images:

@@ -14,7 +14,7 @@ import ml_dtypes
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from t2ijax.errors import ConfigError
+from t2ijax.errors import ConfigError, StorageError
 
 _HEADER = struct.Struct("<I")
 SHARD_SUFFIX = ".array_record"
@@ -80,13 +80,19 @@ def shard_name(index: int) -> str:
 def write_shard(path: str, examples: list[dict]) -> None:
     """Writes `examples` as the shard `path`, atomically: a rerun finds it whole or absent."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    writer = ArrayRecordWriter(tmp, "group_size:1")
     try:
-        for example in examples:
-            writer.write(encode(example))
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+        writer = ArrayRecordWriter(tmp, "group_size:1")
+        try:
+            for example in examples:
+                writer.write(encode(example))
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # the writer reports a full disk as RuntimeError
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise StorageError(f"record shard {path} could not be written ({' '.join(str(error).split())[:160]}); the "
+                           "shards already written are kept: free space and rerun the same command") from None
 
 
 class RecordSet:
@@ -131,24 +137,31 @@ class RecordSet:
         return f"{os.path.join(self.directory, self._names[shard])} record {index - self._starts[shard]}"
 
     def read(self, indices) -> list[dict]:
+        return self.read_counted(indices)[0]
+
+    def read_counted(self, indices) -> tuple[list[dict], int]:
+        """The records at `indices`, and how many bad ones the next readable record stood in for (skip_bad)."""
         indices = [int(i) for i in indices]
         try:
             raw = self._source.__getitems__(indices)
         except Exception:  # noqa: BLE001 - one broken record fails the batch: read one at a time to find it
             raw = [None] * len(indices)
-        return [self._example(index, record) for index, record in zip(indices, raw)]
+        out = [self._example(index, record) for index, record in zip(indices, raw)]
+        skipped = sum(count for _, count in out)
+        self.skipped += skipped
+        return [example for example, _ in out], skipped
 
-    def _example(self, index: int, record: bytes | None) -> dict:
-        first = index
+    def _example(self, index: int, record: bytes | None) -> tuple[dict, int]:
+        first, skipped = index, 0
         while True:
             try:
-                return decode(self._source[index] if record is None else record)
+                return decode(self._source[index] if record is None else record), skipped
             except Exception as error:  # noqa: BLE001 - any failure to read or parse is a bad record
                 if not self.skip_bad:
                     raise RecordError(f"corrupt record: {self.where(index)} ({type(error).__name__}); write the "
                                       "records anew with t2ijax.preprocess into another --out, or set "
                                       "data.bad_records=skip") from None
-                self.skipped += 1
+                skipped += 1
                 index, record = (index + 1) % len(self), None
                 if index == first:
                     raise RecordError(f"no record under {self.directory} can be read") from None

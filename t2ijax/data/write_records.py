@@ -19,6 +19,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -40,6 +41,7 @@ STORAGE_DTYPES = names("data.text_dtype")  # data.latent_dtype's too
 POSTERIORS = names("latents.posterior")
 ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
 TEXTS_SET = "texts"
+LAYOUT = "layout.json"
 _POSTERIOR_SEED = 0
 _SPLIT_OFFSET = {"train": 0, "validation": 1 << 30}  # distinct posterior samples per split
 
@@ -80,6 +82,7 @@ class Encoders:
         self.text_dtype = storage_dtype(config.data.text_dtype)
         self.latent_dtype = storage_dtype(config.data.latent_dtype)
         self._text = None
+        self.captions = self.truncated = 0  # encoded here, and of those longer than text_encoder.max_length
 
     @property
     def text(self):
@@ -105,20 +108,27 @@ class Encoders:
         if not texts:
             return []
         embeddings, mask = self.text.encode(texts)
+        self.captions += len(texts)
+        self.truncated += int((self.text.token_counts(texts) > self.config.text_encoder.max_length).sum())
         layer = self.config.text_encoder.layer
         stored = to_storage(embeddings, self.text_dtype, lambda i: f"{where(i)} (text_encoder.layer={layer})")
         return [stored[i][mask[i]] for i in range(len(texts))]
 
     def raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0, view: int = 0) -> np.ndarray:
-        """uint8 images -> float32 latents: the posterior's mode, or one sample seeded by the example's index."""
+        """uint8 images (examples first_index, first_index + 1, ... of their set) -> float32 latents: the
+        posterior's mode, or one sample whose noise is seeded by the example's index alone (not by the batch)."""
         key = jax.random.key(_POSTERIOR_SEED)
         key = jax.random.fold_in(key, stream) if stream else key
         key = jax.random.fold_in(key, view) if view else key
         out, batch_size = [], self.config.latents.encode_batch_size
         for start in range(0, len(images), batch_size):
             posterior = self.autoencoder.encode(images[start:start + batch_size].astype(np.float32) / 127.5 - 1.0)
-            out.append(posterior.sample(jax.random.fold_in(key, first_index + start))
-                       if self.config.latents.posterior == "sample" else posterior.mode())
+            if self.config.latents.posterior == "sample" and posterior.logvar is not None:
+                keys = [jax.random.fold_in(key, first_index + start + i) for i in range(len(posterior.mean))]
+                noise = jnp.stack([jax.random.normal(k, posterior.mean.shape[1:], posterior.mean.dtype) for k in keys])
+                out.append(posterior.mean + jnp.exp(0.5 * posterior.logvar) * noise)
+            else:
+                out.append(posterior.mode())
         return np.concatenate([np.asarray(x, np.float32) for x in out])
 
 
@@ -264,10 +274,27 @@ def _opened(data_cfg: ml_collections.ConfigDict, open_sets):
     return open_sets()
 
 
-def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[str, dict]:
-    """Writes the records `config` trains, evaluates and samples with that `out` (default: manifest.records_dir)
-    lacks, on every process (each its shards), and returns (directory, manifest)."""
-    directory = out or manifest.records_dir(config)
+def _check_layout(directory: str, per_shard: int) -> None:
+    """A rerun cuts its shards as the first run did (the shards on disk are kept)."""
+    path = os.path.join(directory, LAYOUT)
+    if os.path.exists(path):
+        with open(path) as f:
+            first = json.load(f)["records_per_shard"]
+        if first != per_shard:
+            raise ConfigError(f"records at {directory} are cut into shards of {first} examples; rerun with "
+                              f"--config.data.records_per_shard={first}, or preprocess into another --out")
+        return
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"records_per_shard": per_shard}, f)
+    os.replace(tmp, path)  # every process writes the same
+
+
+def write(config: ml_collections.ConfigDict) -> tuple[str, dict]:
+    """Writes the records `config` trains, evaluates and samples with that its records directory
+    (manifest.records_dir) lacks, on every process (each its shards), and returns (directory, manifest)."""
+    directory = manifest.records_dir(config)
     existing = manifest.read(directory)
     fingerprint = source_fingerprint(config.data)
     if existing is not None:
@@ -278,10 +305,15 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
     process_index, process_count = jax.process_index(), jax.process_count()
     encoders = Encoders(config)
     per_shard = config.data.records_per_shard
+    _check_layout(directory, per_shard)
     new = {"format": manifest.FORMAT, "made_with": manifest.made_with(config), "source_fingerprint": fingerprint,
            "sets": {}, "latents": {}, "report": {}}
     done = json.loads(json.dumps(existing or new))
-    done["autoencoder_fingerprint"] = encoders.autoencoder.fingerprint
+    made_by = done.setdefault("autoencoder_fingerprint", encoders.autoencoder.fingerprint)
+    if made_by != encoders.autoencoder.fingerprint:
+        raise ConfigError(f"records at {directory} were made with autoencoder {made_by}, config.autoencoder.name="
+                          f"{config.autoencoder.name!r} is {encoders.autoencoder.fingerprint} (other weights); "
+                          "preprocess into another --out")
     final = config.data.resolution
     by_resolution = {p.resolution: phases.phase_config(config, p) for p in phases.phases(config)}
     for resolution, res_config in sorted(by_resolution.items()):
@@ -316,6 +348,10 @@ def write(config: ml_collections.ConfigDict, out: str | None = None) -> tuple[st
                 writer.write(validation_examples(encoders, source, space, name, size, resolution),
                              process_index, process_count)
                 done["sets"][name] = {"count": writer.count, "shards": writer.shards()}
+    if encoders.truncated:
+        logging.warning("%d of %d captions encoded here have more than config.text_encoder.max_length=%d tokens: "
+                        "they are truncated, only their first tokens reach the model", encoders.truncated,
+                        encoders.captions, config.text_encoder.max_length)
     texts = list(dict.fromkeys([*done.get("texts", []), *lookup_texts(config)]))
     if done == existing and texts == existing.get("texts"):
         return directory, existing

@@ -120,6 +120,7 @@ class Run:
                                 "config_factors with phases", phase.resolution, config.data.resolution)
         self.batches = [self._batches(p) for p in self.phases]
         self._stream, self._stream_step = None, None
+        self.bad_records = self._bad_records_logged = 0
         text_length, text_dim = self.data.validation["text"].shape[1:]
 
         # --- Model, optimizer and sharded state ----------------------------------------------------
@@ -241,6 +242,11 @@ class Run:
             self._stream = iter(stream)
         local = next(self._stream)
         self._stream_step = step + 1 if step + 1 < phase.end else None
+        self.bad_records += int(local.pop(pipeline.BAD_RECORDS))
+        if self.bad_records > self._bad_records_logged:
+            logging.warning("%d corrupt training records skipped so far (data.bad_records=skip): each replaced by "
+                            "the next readable one", self.bad_records)
+            self._bad_records_logged = self.bad_records
         return sharding.global_batch(self._model_batch(local), self.batch_sharding)
 
     def _model_batch(self, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
