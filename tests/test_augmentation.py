@@ -84,6 +84,9 @@ class _WordLengths:
     """Stands in for a text encoder: one token per word, its value the word's length."""
     hidden_size = 1
 
+    def token_counts(self, texts):
+        return np.asarray([len(text.split()) for text in texts])
+
     def encode(self, texts):
         words = [text.split() for text in texts]
         embeddings = np.zeros((len(texts), max(map(len, words)), 1), np.float32)
@@ -111,6 +114,16 @@ def test_records_are_keyed_on_the_augmentation(tmp_path):
     assert augmentation.settings(other_scale.data) == {"augmentation": "crop", "crop_views": 2, "crop_min_scale": 0.5}
 
 
+class _InMemory:
+    """An example set (t2ijax/data/sources.py ExampleSet) of arrays in memory."""
+
+    def __init__(self, arrays):
+        self.arrays, self.count = arrays, len(arrays["image"])
+
+    def read(self, start, stop):
+        return {k: v[start:stop] for k, v in self.arrays.items()}
+
+
 def _records(config, images, captions, directory, process_counts):
     """The records of `images` written by 1 or more processes (each a call, in turn), with the stand-ins for
     the encoders; returns (the records, the autoencoder's calls, the shards each call wrote)."""
@@ -118,7 +131,7 @@ def _records(config, images, captions, directory, process_counts):
     space = write_records.latent_space(encoders.autoencoder, write_records.latent_statistics(encoders, images))
     group = {"image": images, "caption_long": captions, "caption_short": np.full(len(images), "a shape", object)}
     name = "train/16/16x16"
-    examples = write_records.train_examples(encoders, group, space, name, (16, 16), 16, keep_images=False)
+    examples = write_records.train_examples(encoders, _InMemory(group), space, name, (16, 16), 16, keep_images=False)
     writer = write_records.SetWriter(str(directory), name, len(images), per_shard=4)
     written = [writer.write(examples, p, process_counts) for p in range(process_counts)]
     written.append(sum(writer.write(examples, p, process_counts) for p in range(process_counts)))  # a rerun

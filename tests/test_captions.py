@@ -36,9 +36,10 @@ def test_a_caption_field_the_dataset_lacks_is_named_with_the_fields_it_has(data_
     config = tiny_config(data_dir)
     config.data.captions = (("caption", 1.0),)
     validate(config, num_devices=1)  # which fields a dataset has is known once it is read
+    config.data.records = str(tmp_path)
     with pytest.raises(ConfigError, match=r"names caption, which dataset 'shapes' lacks; its caption fields are: "
                                           r"caption_long, caption_short$"):
-        write_records.write(config, str(tmp_path))
+        write_records.write(config)
 
 
 def _step_batches(config) -> pipeline.StepBatches:

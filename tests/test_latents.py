@@ -65,8 +65,8 @@ def latent_space(config, images):
 def written(trained, data_dir, tmp_path_factory):
     """(config, directory, manifest): channel_stats records of the trained autoencoder, in shards of 96."""
     config = _latent_config(data_dir, trained[0]["autoencoder"], normalization="channel_stats")
-    config.data.records_per_shard = 96
-    return config, *write_records.write(config, str(tmp_path_factory.mktemp("records")))
+    config.data.update(records=str(tmp_path_factory.mktemp("records")), records_per_shard=96)
+    return config, *write_records.write(config)
 
 
 def test_records_hold_normalized_latents(written):
@@ -101,7 +101,9 @@ def test_killed_preprocessing_resumes_with_the_missing_shards_only(written, tmp_
     kept = os.stat(train / shards[0]).st_mtime_ns
     os.remove(train / shards[1])  # killed before its last shard and the manifest
     os.remove(killed / manifest.MANIFEST)
-    _, again = write_records.write(config, str(killed))
+    config = config.copy_and_resolve_references()
+    config.data.records = str(killed)
+    _, again = write_records.write(config)
     assert sorted(os.listdir(train)) == shards and os.stat(train / shards[0]).st_mtime_ns == kept
     assert again["sets"] == found["sets"] and again["latents"] == found["latents"]
     for old, new in zip(pipeline.read_set(directory, found, "train/32/32x32"),
