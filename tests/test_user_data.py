@@ -168,7 +168,7 @@ def built(folder, tmp_path_factory):
 
 def test_bad_entries_are_converted_or_skipped_and_counted(built):
     data_dir, examples = built
-    summary = user_data.report(examples, ((SIDE, SIDE),))
+    summary = user_data.report([user_data.summarize(e) for e in examples], ((SIDE, SIDE),))
     assert summary["entries"] == 17 and summary["kept"] == 9
     assert summary["skipped"] == SKIPPED and summary["converted"] == CONVERTED
     assert summary["buckets"] == {"16x16": 9}

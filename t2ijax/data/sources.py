@@ -104,9 +104,9 @@ class UserSet:
 
 
 def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, ...],
-                fill: tuple[Size, ...]) -> tuple[object, list, list[tuple[int, user_data.Example]], list[str]]:
-    """The build, its entries, `split`'s (position, example with its size only) pairs, kept and skipped, and
-    the dataset's caption fields: images stored at the nearest of `sizes`, skipped when their crop for the
+                fill: tuple[Size, ...]) -> tuple[object, list, list[tuple[int, user_data.Summary]], list[str]]:
+    """The build, its entries, `split`'s (position, summary) pairs, kept and skipped, and the dataset's caption
+    fields: images stored at the nearest of `sizes`, skipped when their crop for the
     nearest of `fill` would be upscaled."""
     from t2ijax.data import user_tfds  # imports TensorFlow Datasets: only when used
 
@@ -120,7 +120,7 @@ def _user_split(cfg: ml_collections.ConfigDict, split: str, sizes: tuple[Size, .
 
 
 def _user_sets(build, entries, chosen, fields, sizes) -> dict[Size, UserSet]:
-    kept = [(i, ex.image.shape[:2]) for i, ex in chosen if not ex.skipped]
+    kept = [(i, s.size) for i, s in chosen if not s.skipped]
     return {size: UserSet(build, entries, np.asarray([i for i, s in kept if s == size], np.int64), fields)
             for size in sizes if any(s == size for _, s in kept)}  # in the grid's order
 
@@ -140,7 +140,7 @@ def _user_buckets(cfg: ml_collections.ConfigDict, split: str,
     return _user_sets(build, entries, chosen, fields, grid), user_data.report([ex for _, ex in chosen], grid)
 
 
-def _check_usable(cfg: ml_collections.ConfigDict, split: str, examples: list[user_data.Example]) -> None:
+def _check_usable(cfg: ml_collections.ConfigDict, split: str, examples: list[user_data.Summary]) -> None:
     if all(ex.skipped for ex in examples):
         reasons = user_data.report(examples, ())["skipped"]
         raise ConfigError(f"none of the {len(examples)} {split} entries of config.data.path='{cfg.path}' is usable "

@@ -364,9 +364,32 @@ def split(examples: list[Example], name: str, num_validation: int) -> list[Examp
     return [ex for ex in examples if (ex.key in validation) == (name == "validation")]
 
 
-def caption_fields(examples: list[Example]) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What the split, the buckets and the build report need of an example: neither its image nor its captions."""
+    key: str
+    skipped: str
+    converted: str
+    size: tuple[int, int] | None  # the stored image's (height, width); None when skipped
+    words: dict[str, int]         # words of each caption field it has; -1 for an empty caption
+
+    def row(self) -> list:
+        return [self.key, self.skipped, self.converted, self.size and list(self.size), self.words]
+
+    @classmethod
+    def from_row(cls, row: list) -> "Summary":
+        key, skipped, converted, size, words = row
+        return cls(key, skipped, converted, size and tuple(size), words)
+
+
+def summarize(ex: Example) -> Summary:
+    return Summary(ex.key, ex.skipped, ex.converted, None if ex.image is None else tuple(ex.image.shape[:2]),
+                   {field: len(c.split()) if c else -1 for field, c in ex.captions.items()})
+
+
+def caption_fields(summaries: list[Summary]) -> list[str]:
     """Every caption field of the kept examples, in order of first appearance."""
-    return list(dict.fromkeys(field for ex in examples if not ex.skipped for field in ex.captions))
+    return list(dict.fromkeys(field for s in summaries if not s.skipped for field in s.words))
 
 
 def arrays(examples: list[Example], fields: list[str]) -> dict[str, np.ndarray]:
@@ -378,27 +401,26 @@ def arrays(examples: list[Example], fields: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def _words(captions: list[str]) -> dict:
-    counts = np.asarray([len(c.split()) for c in captions if c])
-    stats = {"empty": len(captions) - len(counts)}
+def _words(words: list[int]) -> dict:
+    counts = np.asarray([w for w in words if w >= 0])
+    stats = {"empty": len(words) - len(counts)}
     if len(counts):
         stats.update(min=int(counts.min()), median=float(np.median(counts)),
                      p90=float(np.percentile(counts, 90)), max=int(counts.max()))
     return stats
 
 
-def report(examples: list[Example], sizes: tuple[Size, ...], ignored: dict[str, str] | None = None) -> dict:
+def report(summaries: list[Summary], sizes: tuple[Size, ...], ignored: dict[str, str] | None = None) -> dict:
     """Entries read, kept, converted (by source mode), skipped (by reason), per bucket, and words per
     caption per field (min, median, p90, max over the non-empty ones, and how many are empty); with the
     listing's `ignored`, also what it ignored (by reason) and the files skipped whole (by name)."""
-    kept = [ex for ex in examples if not ex.skipped]
-    shapes = Counter(ex.image.shape[:2] for ex in kept)
-    out = {"entries": len(examples), "kept": len(kept),
-           "converted": dict(sorted(Counter(ex.converted for ex in kept if ex.converted).items())),
-           "skipped": dict(sorted(Counter(ex.skipped for ex in examples if ex.skipped).items())),
+    kept = [s for s in summaries if not s.skipped]
+    shapes = Counter(s.size for s in kept)
+    out = {"entries": len(summaries), "kept": len(kept),
+           "converted": dict(sorted(Counter(s.converted for s in kept if s.converted).items())),
+           "skipped": dict(sorted(Counter(s.skipped for s in summaries if s.skipped).items())),
            "buckets": {size_name(size): shapes[size] for size in sizes},
-           "captions": {field: _words([ex.captions.get(field, "") for ex in kept])
-                        for field in caption_fields(kept)}}
+           "captions": {field: _words([s.words.get(field, -1) for s in kept]) for field in caption_fields(kept)}}
     if ignored is not None:
         out["ignored"] = counts(ignored)
         out["files_skipped"] = {name: why for name, why in sorted(ignored.items()) if why in WHOLE_FILES}

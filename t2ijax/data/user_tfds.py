@@ -13,6 +13,7 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,11 @@ from absl import logging
 
 from t2ijax import sharding
 from t2ijax.data.shapes_tfds import download_and_prepare
-from t2ijax.data.user_data import (Entry, Example, Raw, Sizing, Skip, Source, check_split, example, listing,
-                                   report)
+from t2ijax.data.user_data import (Entry, Example, Raw, Sizing, Skip, Source, Summary, check_split, example,
+                                   listing, report, summarize)
 
 FILE_FORMAT = "array_record"  # read by index: each process of the next stage reads only its share
+INDEX = "t2ijax_index.json"  # a built chunk's summaries (user_data.Summary rows), beside its records
 PIECE = 32  # Beam: consecutive entries of one file read and converted by one worker (a parquet row group once)
 
 
@@ -170,6 +172,7 @@ def build_chunks(build: Build, entries: list[Entry], process_index: int = 0, pro
             shutil.rmtree(stale, ignore_errors=True)
         download_and_prepare(build.builder(c, len(chunks), engine.records(build, chunks[c])),
                              **engine.download_config())
+        index_chunks(build, entries, [c])
 
 
 def chunk_lengths(build: Build, entries: list[Entry]) -> list[int]:
@@ -203,33 +206,49 @@ def read(build: Build, entries: list[Entry]) -> list[Example]:
     return read_range(build, entries, 0, len(entries))
 
 
-def sizes_only(build: Build, entries: list[Entry]) -> list[Example]:
-    """Every entry's example with its image replaced by a zero-byte array of its height and width: what the
-    split, the buckets and the report need, read one chunk at a time, never every image at once."""
-    out = []
-    for c in range(len(build.chunks(entries))):
+def _index_path(build: Build, chunk: int, count: int) -> Path:
+    return Path(build.builder(chunk, count).data_dir) / INDEX
+
+
+def index_chunks(build: Build, entries: list[Entry], chunks) -> None:
+    """Writes the summaries (user_data.Summary) of built chunks that have none: each chunk read once, by the
+    process that built it, so that no process reads every image to learn the sizes and skip reasons."""
+    count = len(build.chunks(entries))
+    for c in chunks:
+        path = _index_path(build, c, count)
+        if path.exists():
+            continue
         start = c * build.build_chunk
-        for ex in read_range(build, entries, start, min(start + build.build_chunk, len(entries))):
-            image = None if ex.image is None else np.empty((*ex.image.shape[:2], 0), np.uint8)
-            out.append(dataclasses.replace(ex, image=image))
-    return out
+        rows = [summarize(ex).row() for ex in read_range(build, entries, start, min(start + build.build_chunk,
+                                                                                    len(entries)))]
+        tmp = path.with_name(f".{INDEX}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(rows, ensure_ascii=False))
+        tmp.replace(path)
+
+
+def summaries(build: Build, entries: list[Entry]) -> list[Summary]:
+    """Every entry's summary, from the chunks' indexes."""
+    count = len(build.chunks(entries))
+    index_chunks(build, entries, range(count))  # a build from before the indexes
+    return [Summary.from_row(row) for c in range(count) for row in json.loads(_index_path(build, c, count).read_text())]
 
 
 _barriers = itertools.count()  # every process builds the same datasets in the same order
 
 
 def built(source: Source, data_dir: str, sizing: Sizing, build_chunk: int, num_validation: int,
-          engine: Engine = Engine()) -> tuple[Build, list[Entry], list[Example]]:
-    """Builds this process's share of the missing chunks, waits for the others, and returns the build, the
-    listing's entries and their examples with sizes only (`sizes_only`); process 0 writes the build report
-    when it is new."""
+          engine: Engine = Engine()) -> tuple[Build, list[Entry], list[Summary]]:
+    """Builds and indexes this process's share of the missing chunks, waits for the others, and returns the
+    build, the listing's entries and their summaries; process 0 writes the build report when it is new."""
     found = listing(source)
     check_split(found, num_validation, source.name)
     build = Build(source, data_dir, sizing, build_chunk)
     build_chunks(build, found.entries, jax.process_index(), jax.process_count(), engine)
+    index_chunks(build, found.entries, range(jax.process_index(), len(build.chunks(found.entries)),
+                                             jax.process_count()))
     if jax.process_count() > 1:
         sharding.barrier(f"t2ijax: {build.name} built #{next(_barriers)}")
-    examples = sizes_only(build, found.entries)
+    examples = summaries(build, found.entries)
     if jax.process_index() == 0 and not build.report_path.exists():
         summary = report(examples, sizing.sizes, found.ignored)
         tmp = build.report_path.with_suffix(".tmp")
