@@ -129,11 +129,6 @@ def _check_positive(section: str, cfg: ml_collections.ConfigDict, names: tuple[s
             raise ConfigError(f"config.{section}.{name}={cfg[name]} must be positive")
 
 
-def check_distributed(d: ml_collections.ConfigDict) -> None:
-    """config.distributed, which sharding.initialize_distributed reads before validate can run."""
-    _check_positive("distributed", d, ("liveness_timeout_s",))
-
-
 # config.model fields that only some backbones read; every other model field applies to all of them.
 BACKBONE_FIELDS = {
     "bottleneck_size": ("prx",), "theta": ("prx", "flux"), "axes_dim": ("prx", "flux"), "time_factor": ("prx",),
@@ -601,6 +596,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     (jax.default_backend()) also checks the choices that need a particular backend; `num_slices` is the
     devices' slice count (multislice TPU: sharding.device_slices); `shapes_only` (t2ijax.plan, which loads
     nothing) asks only config.json of the text encoder's directory, not its tokenizer and weights."""
+    from t2ijax.sharding import check_distributed  # sharding imports this module's neighbours
+
     flat = flatten(cfg)
     _check_keys_and_types(flat, flatten(base.get_config()))
     missing = sorted(set(flatten(base.get_config())) - set(flat))

@@ -11,7 +11,6 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from t2ijax import liveness
-from t2ijax.config import check_distributed
 from t2ijax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -153,6 +152,12 @@ def state_shardings(abstract_boxed, mesh: Mesh, rules) -> object:
                     f"parameter {jax.tree_util.keystr(path)} of shape {leaf.shape} cannot be split "
                     f"{ways} ways over mesh axes {axes}; change config.mesh or config.sharding_rules")
     return shardings
+
+
+def check_distributed(d: ml_collections.ConfigDict) -> None:
+    """config.distributed's own values, which initialize_distributed reads before validate can run."""
+    if not d.liveness_timeout_s > 0:  # NaN too
+        raise ConfigError(f"config.distributed.liveness_timeout_s={d.liveness_timeout_s} must be positive")
 
 
 def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:

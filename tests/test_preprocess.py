@@ -3,6 +3,7 @@ each process of a run streams only its rows of every global batch, which togethe
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,3 +264,16 @@ def test_a_stream_started_at_step_k_and_worker_processes_give_step_ks_batch(whol
             assert got.keys() == expected[step].keys()
             for key in got:
                 np.testing.assert_array_equal(got[key], expected[step][key], err_msg=f"{key} at step {step}")
+
+
+def test_a_lost_shard_of_finished_records_is_written_again_by_a_rerun(whole, data_dir, tmp_path):
+    directory, found = whole
+    copy = tmp_path / "records"
+    shutil.copytree(directory, copy)
+    lost = copy / "train/32/32x32" / found["sets"]["train/32/32x32"]["shards"][2][0]
+    lost.unlink()
+    kept = (copy / "train/32/32x32" / found["sets"]["train/32/32x32"]["shards"][0][0]).stat().st_mtime_ns
+    write_records.write(records_config(data_dir, copy))
+    assert lost.exists() and (copy / "train/32/32x32" / found["sets"]["train/32/32x32"]["shards"][0][0]
+                              ).stat().st_mtime_ns == kept
+    assert raw_records(str(copy)) == raw_records(str(directory))

@@ -55,7 +55,7 @@ def views_of(cfg: ml_collections.ConfigDict) -> tuple[View, ...]:
 
 
 def settings(cfg: ml_collections.ConfigDict) -> dict:
-    """The config.data fields the views depend on ({} without augmentation): part of the latent cache's key."""
+    """The config.data fields the views depend on ({} without augmentation): part of what records are made with."""
     if cfg.augmentation == "none":
         return {}
     crops = {"crop_views": cfg.crop_views, "crop_min_scale": cfg.crop_min_scale} if "crop" in cfg.augmentation else {}

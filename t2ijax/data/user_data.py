@@ -327,7 +327,7 @@ class Listing:
 
 def listing(source: Source) -> Listing:
     """The source's entries and what it ignored, an entry whose key is not UTF-8 among the latter (TFDS, the
-    text cache and the held-out hash store keys as text); ConfigError when there is no entry."""
+    records and the held-out hash store keys as text); ConfigError when there is no entry."""
     found, ignored = source.entries()
     seen, out = set(), []
     for entry in found:

@@ -274,6 +274,12 @@ def _opened(data_cfg: ml_collections.ConfigDict, open_sets):
     return open_sets()
 
 
+def _complete(directory: str, done: dict, name: str) -> bool:
+    """Set `name` is in the manifest and every shard of it on disk (a lost shard is written again)."""
+    return name in done["sets"] and all(os.path.exists(os.path.join(directory, name, shard))
+                                        for shard, _ in done["sets"][name]["shards"])
+
+
 def _check_layout(directory: str, per_shard: int) -> None:
     """A rerun cuts its shards as the first run did (the shards on disk are kept)."""
     path = os.path.join(directory, LAYOUT)
@@ -321,7 +327,7 @@ def write(config: ml_collections.ConfigDict) -> tuple[str, dict]:
         if resolution == final:
             wanted += [manifest.set_name("validation", resolution, tuple(s)) for s in
                        ((final, final), *config.eval.sizes)]
-        if all(w in done["sets"] for w in wanted) and str(resolution) in done["latents"]:
+        if all(_complete(directory, done, w) for w in wanted) and str(resolution) in done["latents"]:
             continue
         grid = buckets.grid(res_config)
         sets, report = _opened(res_config.data, lambda: bucket_sets(res_config.data, "train", grid))
@@ -353,7 +359,7 @@ def write(config: ml_collections.ConfigDict) -> tuple[str, dict]:
                         "they are truncated, only their first tokens reach the model", encoders.truncated,
                         encoders.captions, config.text_encoder.max_length)
     texts = list(dict.fromkeys([*done.get("texts", []), *lookup_texts(config)]))
-    if done == existing and texts == existing.get("texts"):
+    if done == existing and texts == existing.get("texts") and _complete(directory, done, TEXTS_SET):
         return directory, existing
     sharding.barrier("t2ijax: records written")
     if process_index == 0:
