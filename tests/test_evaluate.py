@@ -1,5 +1,6 @@
 """The evaluation CLI: same seed same metrics, prompt files, and metrics that cannot run."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -102,8 +103,25 @@ def test_cli_reports_bad_input_in_one_line(workdir, tmp_path):
         evaluate_checkpoint(workdir, step=5)
 
 
-def test_evaluates_at_other_sizes_under_their_prefix(workdir):
-    at_sizes, _ = evaluate_checkpoint(workdir, metrics=["loss_t", "composition"], sizes=((32, 64),), **FAST)
+def test_evaluates_at_other_sizes_under_their_prefix(workdir, tmp_path):
+    """A size the run's records lack is refused in one line; once preprocessed, it is scored under its prefix."""
+    from t2ijax.data import manifest, write_records
+    from t2ijax.training.restore import load_run_config
+
+    config = load_run_config(workdir)
+    records, run = str(tmp_path / "records"), tmp_path / "run"
+    shutil.copytree(manifest.records_dir(config), records)  # the session's records stay as the other tests see them
+    shutil.copytree(workdir, run)
+    saved = json.loads((run / "config.json").read_text())
+    saved["data"]["records"] = records
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=rf"^records at {records} lack validation/32/32x64 \(the config's "
+                                          r"resolutions or eval.sizes\); run `python -m t2ijax.preprocess`") as error:
+        evaluate_checkpoint(str(run), metrics=["loss_t"], sizes=((32, 64),), **FAST)
+    assert "\n" not in str(error.value)
+    config.data.records, config.eval.sizes = records, ((32, 64),)
+    write_records.write(config)
+    at_sizes, _ = evaluate_checkpoint(str(run), metrics=["loss_t", "composition"], sizes=((32, 64),), **FAST)
     alone, _ = evaluate_checkpoint(workdir, metrics=["loss_t", "composition"], **FAST)
     assert {k: v for k, v in at_sizes.items() if not k.startswith("32x64/") and k != "settings"} == \
         {k: v for k, v in alone.items() if k != "settings"}
