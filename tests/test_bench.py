@@ -110,7 +110,7 @@ def test_data_suite_reports_loader_and_step_rates(data_dir):
     assert result["loader_images_per_s"] > 0 and result["train_step_images_per_s"] > 0
     assert result["headroom"] == pytest.approx(result["loader_images_per_s"] / result["train_step_images_per_s"],
                                                rel=1e-9)
-    assert result["global_batch_size"] == 8 and result["train_examples"] == {"32x32": 256}
+    assert result["global_batch_size"] == 8 and result["train_examples"] == {"train/32/32x32": 256}
 
 
 def test_the_bench_model_picks_attention_for_the_bench_tokens_not_the_training_size():
