@@ -175,7 +175,7 @@ def test_a_missing_shard_and_a_corrupt_record_are_named_or_skipped_and_counted(w
     second = records.RecordSet(str(copy), [shards[1]]).read(range(shards[1][1]))
     broken = [records.encode(r) for r in second]
     broken[2] = broken[2][:40]  # record 50 (record 2 of the second shard) cut short: its header no longer parses
-    writer = ArrayRecordWriter(str(copy / shards[1][0]), "group_size:1")
+    writer = ArrayRecordWriter(str(copy / shards[1][0]), records.WRITER_OPTIONS)
     for record in broken:
         writer.write(record)
     writer.close()

@@ -3,8 +3,8 @@
 A record is a dict of numpy arrays (any dtype, bfloat16 included), byte strings, lists of byte strings
 and JSON values (strings, numbers). It is stored as a little-endian uint32 header length, a JSON header
 and the arrays' and byte strings' bytes, so decoding copies nothing but what the header names.
-Shards are written with group size 1 (random access to any record) under a temporary name, then
-renamed: a shard that exists is complete.
+Shards are written uncompressed with group size 1 (random access to any record) under a temporary name,
+then renamed: a shard that exists is complete.
 """
 import json
 import os
@@ -18,6 +18,9 @@ from t2ijax.errors import ConfigError, StorageError
 
 _HEADER = struct.Struct("<I")
 SHARD_SUFFIX = ".array_record"
+# Random access to any record; uncompressed: bf16 embeddings and PNGs shrink ~25 % under zstd, whose decoding
+# halved the loader's records/s (docs/benchmarks.md, "Data at scale").
+WRITER_OPTIONS = "group_size:1,uncompressed"
 
 
 class RecordError(ConfigError):
@@ -81,7 +84,7 @@ def write_shard(path: str, examples: list[dict]) -> None:
     """Writes `examples` as the shard `path`, atomically: a rerun finds it whole or absent."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        writer = ArrayRecordWriter(tmp, "group_size:1")
+        writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
         try:
             for example in examples:
                 writer.write(encode(example))
