@@ -85,10 +85,11 @@ def run_space(config: ml_collections.ConfigDict) -> LatentSpace:
 
 
 def open_run_data(config: ml_collections.ConfigDict, build: bool = True) -> RunData:
-    """The run's records, written first (by every process, each its share) when `build` and they are missing
-    or incomplete; commands that read a finished run pass build=False and get a one-line error instead."""
+    """The run's records, written first (by every process, each its share) when they are missing or lack a set
+    the config needs. Commands that read a finished run pass build=False: they add what is missing to records
+    that exist (an evaluation size), and never preprocess from nothing (a one-line error says where they looked)."""
     found = manifest.read(manifest.records_dir(config))
-    if build and (found is None or missing_sets(found, config)):
+    if (build or found is not None) and (found is None or missing_sets(found, config)):
         write_records.write(config)
     directory, found = manifest.load_checked(config)
     missing = missing_sets(found, config)
