@@ -110,8 +110,8 @@ def test_two_processes_write_the_same_records_and_stream_disjoint_halves_of_each
         batches = pipeline.phase_batches(config, directory, found, ["train/32/32x32"], 8, config.seed,
                                          jax.process_index(), jax.process_count())
         read = []
-        original = batches.sets[0].read
-        batches.sets[0].read = lambda indices: (read.append([int(i) for i in indices]), original(indices))[1]
+        original = batches.sets[0].read_counted
+        batches.sets[0].read_counted = lambda indices: (read.append([int(i) for i in indices]), original(indices))[1]
         steps = [batches(step) for step in range(4)]
         np.savez({str(tmp_path)!r} + f"/process{{jax.process_index()}}.npz", read=np.array(read),
                  **{{f"{{k}}{{s}}": np.asarray(b[k], np.float32) for s, b in enumerate(steps) for k in b}})
@@ -131,6 +131,7 @@ def test_two_processes_write_the_same_records_and_stream_disjoint_halves_of_each
         rows = [set(h["read"][step]) for h in halves]
         assert not rows[0] & rows[1] and len(rows[0]) == len(rows[1]) == 4
         expected = single(step)
+        assert expected.pop(pipeline.BAD_RECORDS) == 0 and all(h[f"{pipeline.BAD_RECORDS}{step}"] == 0 for h in halves)
         for key in expected:
             together = np.concatenate([h[f"{key}{step}"] for h in halves])
             np.testing.assert_array_equal(together, np.asarray(expected[key], np.float32), err_msg=f"{key} {step}")

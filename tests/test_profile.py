@@ -59,7 +59,7 @@ def test_no_trace_on_other_hosts_or_by_default(tmp_path):
 
 def test_an_implicit_host_transfer_in_the_step_fails_loudly(data_dir, tmp_path, monkeypatch):
     run = Run(tiny_config(data_dir), str(tmp_path / "run")).setup()
-    host_batch = lambda step: run._model_batch(run.loaders[0].batch(step), run.phase_data[0])  # NumPy arrays
+    host_batch = lambda step: run._model_batch(run.batches[0](step))  # NumPy arrays
     monkeypatch.setattr(run, "device_batch", host_batch)
     with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
         run.train()

@@ -19,6 +19,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from t2ijax.benchmarks.timing import under_load, write_json
+
 FLAGS = flags.FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -147,18 +149,14 @@ def main(argv):
     if min(sizes) <= FLAGS.validation or FLAGS.steps < 1:
         sys.exit(f"error: every --examples must exceed --validation={FLAGS.validation} and --steps={FLAGS.steps} "
                  "must be at least 1")
-    load = os.getloadavg()[0]
-    result = benchmark(sizes, FLAGS.steps, FLAGS.validation, FLAGS.set, FLAGS.workdir)
-    result["load_average_1min"] = [load, os.getloadavg()[0]]  # at the start and the end
+    result = under_load(lambda: benchmark(sizes, FLAGS.steps, FLAGS.validation, FLAGS.set, FLAGS.workdir))
     for r in result["runs"]:
         print(f"{r['examples']:>8} images: train peak RSS {r['train_peak_rss_bytes'] / 2**30:.3f} GiB, "
               f"train {r['train_seconds']:.0f} s, preprocess {r['preprocess_seconds']:.0f} s, records "
               f"{r['records_bytes'] / 2**20:.0f} MiB")
     print(f"peak RSS growth {100 * result['train_peak_rss_growth']:.1f} % (bar {100 * BAR:.0f} %): "
           f"{'meets' if result['meets_bar'] else 'misses'} it")
-    if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
-            json.dump(result, f, indent=1)
+    write_json(result, FLAGS.out)
 
 
 if __name__ == "__main__":

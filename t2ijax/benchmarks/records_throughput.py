@@ -10,7 +10,6 @@ each part of a batch: the ArrayRecord read and decode, the text padding, the lat
 The bar (issue 29): >= 500 records/s per process with 2 workers.
 """
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 import ml_collections
 import numpy as np
 from absl import app, flags
+
+from t2ijax.benchmarks.timing import under_load, write_json
 
 FLAGS = flags.FLAGS
 
@@ -138,18 +139,14 @@ def main(argv):
             or FLAGS.records < FLAGS.batch_size:
         sys.exit("error: --records, --batch_size, --batches, --workers, --threads and --prefetch must be positive, "
                  "and --records at least one --batch_size")
-    load = os.getloadavg()[0]
-    result = benchmark(FLAGS.records, FLAGS.batch_size, FLAGS.batches, FLAGS.workers, FLAGS.threads,
-                       FLAGS.prefetch, FLAGS.records_per_shard)
-    result["load_average_1min"] = [load, os.getloadavg()[0]]  # at the start and the end
+    result = under_load(lambda: benchmark(FLAGS.records, FLAGS.batch_size, FLAGS.batches, FLAGS.workers,
+                                          FLAGS.threads, FLAGS.prefetch, FLAGS.records_per_shard))
     print(f"{result['workers']} workers: {result['records_per_s_workers']:.0f} records/s; {result['threads']} threads: "
           f"{result['records_per_s_threads']:.0f} records/s (bar {BAR} with workers: "
           f"{'meets' if result['meets_bar'] else 'misses'} it)")
     print("CPU ms per batch: " + ", ".join(f"{k} {v:.1f}" for k, v in
                                                      result["cpu_ms_per_batch"].items()))
-    if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
-            json.dump(result, f, indent=1)
+    write_json(result, FLAGS.out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """How every suite times work, and what it runs on."""
+import json
 import os
 import platform
 import time
@@ -41,3 +42,17 @@ def matmul_peak_flops(size: int, dtype: str, repeats: int = 10) -> float:
     b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.dtype(dtype))
     matmul = jax.jit(lambda a, b: a @ b)
     return 2 * size ** 3 / seconds_per_call(lambda _: matmul(a, b), repeats)
+
+
+def under_load(run) -> dict:
+    """`run()`'s result dict with the 1-minute load average at its start and its end: what else the box ran."""
+    load = os.getloadavg()[0]
+    result = run()
+    result["load_average_1min"] = [load, os.getloadavg()[0]]
+    return result
+
+
+def write_json(result: dict, path: str) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)

@@ -10,14 +10,13 @@ import io
 import threading
 
 import grain
-from absl import flags
 import ml_collections
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from t2ijax.data import records
 from t2ijax.data.order import BatchOrder, choose
-
 
 BAD_RECORDS = "bad_records"  # how many corrupt records the next readable ones stood in for (data.bad_records=skip)
 
