@@ -249,7 +249,8 @@ def check_local_files(cfg: ml_collections.ConfigDict) -> None:
             continue
         what = {"data.data_dir": "dataset builds and caches are local files",
                 "data.path": "datasets are read from local files",
-                "data.records": "records are read and written as local ArrayRecord files"}.get(field, "weights are read from local files")
+                "data.records": "records are read and written as local ArrayRecord files"}.get(
+                    field, "weights are read from local files")
         if not value.startswith("gs://"):
             raise ConfigError(f"config.{field}={value}: {what}; pass a local path")
         raise ConfigError(f"config.{field}={value}: {what}; {mount_instruction(f'--config.{field}', value)}")

@@ -243,7 +243,8 @@ def test_a_text_layer_beyond_float16_fails_naming_the_field_layer_and_example(da
 
 def test_preprocess_cli_prints_the_sets(whole, data_dir, tmp_path):
     directory, _ = whole
-    proc = subprocess.run(preprocess_command(data_dir, directory), cwd=REPO, env=env_with_devices(1), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(preprocess_command(data_dir, directory), cwd=REPO, env=env_with_devices(1),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"records: {directory}" in proc.stdout and "train/32/32x32 256" in proc.stdout
     assert json.loads(json.dumps(manifest.read(str(directory))))["format"] == manifest.FORMAT

@@ -100,7 +100,8 @@ class StepBatches:
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags: defaults outside a CLI
                 flags.FLAGS.mark_as_parsed()
             return steps.to_iter_dataset().mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=data_cfg.read_workers, per_worker_buffer_size=data_cfg.prefetch))
+                grain.MultiprocessingOptions(num_workers=data_cfg.read_workers,
+                                             per_worker_buffer_size=data_cfg.prefetch))
         return steps.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads,
                                                        prefetch_buffer_size=data_cfg.prefetch))
 
@@ -117,11 +118,7 @@ def phase_batches(config: ml_collections.ConfigDict, directory: str, found: dict
                        process_index=process_index, process_count=process_count)
 
 
-def read_set(directory: str, found: dict, name: str, skip_bad: bool = False, count: int | None = None,
-             process_index: int = 0, process_count: int = 1) -> list[dict]:
-    """The first `count` records (all by default) of set `name`, decoded; with several processes, this
-    process's contiguous share of them."""
+def read_set(directory: str, found: dict, name: str, skip_bad: bool = False, count: int | None = None) -> list[dict]:
+    """The first `count` records (all by default) of set `name`, decoded."""
     (records_set,) = open_sets(directory, found, [name], skip_bad)
-    count = len(records_set) if count is None else min(count, len(records_set))
-    share = -(-count // process_count)
-    return records_set.read(range(process_index * share, min(count, (process_index + 1) * share)))
+    return records_set.read(range(len(records_set) if count is None else min(count, len(records_set))))

@@ -29,9 +29,6 @@ class RunData:
     def space_at(self, resolution: int) -> LatentSpace:
         return write_records.latent_space(self.space.autoencoder, self.manifest["latents"][str(resolution)])
 
-    def report(self, resolution: int) -> dict:
-        return self.manifest["report"][str(resolution)]
-
 
 def text_embeddings(config: ml_collections.ConfigDict, directory: str, found: dict,
                     texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +69,8 @@ def missing_sets(found: dict, config: ml_collections.ConfigDict) -> list[str]:
     sizes = [(resolution, resolution), *(tuple(s) for s in config.eval.sizes)]
     missing = [name for name in (manifest.set_name("validation", resolution, s) for s in sizes)
                if name not in found["sets"]]
-    return missing + [f"train/{p.resolution}" for p in phases.phases(config) if str(p.resolution) not in found["latents"]]
+    return missing + [f"train/{p.resolution}" for p in phases.phases(config)
+                      if str(p.resolution) not in found["latents"]]
 
 
 def run_space(config: ml_collections.ConfigDict) -> LatentSpace:

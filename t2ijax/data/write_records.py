@@ -194,12 +194,11 @@ def train_examples(encoders: Encoders, source: ExampleSet, space: LatentSpace, n
         texts = augmentation.view_captions(captions.field_captions(data_cfg, group), views)  # [n, V, F]
         weights = captions.field_weights(data_cfg, texts[:, 0])
         unique = sorted({str(t) for t in texts.ravel()})
-        first_use = {}
+        first_use = {}  # text -> "caption field 'F' of SET example I": where an overflow error points
         for i, row in enumerate(texts):
-            for (v, f), text in np.ndenumerate(row):
-                first_use.setdefault(str(text), (start + i, fields[f]))
-        tokens = dict(zip(unique, encoders.text_tokens(
-            unique, lambda j: f"caption field '{first_use[unique[j]][1]}' of {name} example {first_use[unique[j]][0]}")))
+            for (_, f), text in np.ndenumerate(row):
+                first_use.setdefault(str(text), f"caption field '{fields[f]}' of {name} example {start + i}")
+        tokens = dict(zip(unique, encoders.text_tokens(unique, lambda j: first_use[unique[j]])))
         latents = None
         if encoders.config.autoencoder.name != PIXEL_SPACE:
             raw = [encoders.raw_latents(viewed[:, v], _SPLIT_OFFSET["train"] + start, _stream(size, resolution), v)
