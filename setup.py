@@ -11,6 +11,8 @@ RUNTIME = [
     "safetensors>=0.6",
     "ftfy>=6.1",  # mojibake repair in caption cleaning (text_encoder.clean), as PRX's pipeline does
     "tensorflow-datasets>=4.9.10,<5",
+    "grain>=0.2.18,<0.3",  # training streams its records (t2ijax/data/pipeline.py)
+    "array-record>=0.8.6,<0.9",  # the records' file format (t2ijax/data/records.py)
     "importlib_resources",  # tensorflow-datasets needs it but declares it only for Python < 3.9
     "tensorflow-cpu>=2.21,<2.22",
     "tensorboard>=2.21",
