@@ -107,12 +107,27 @@ class Encoders:
         """Each text's real tokens [n, D] in the storage dtype; `where(i)` names text i in an overflow error."""
         if not texts:
             return []
-        embeddings, mask = self.text.encode(texts)
+        embeddings, mask = self._encoded(texts)
         self.captions += len(texts)
         self.truncated += int((self.text.token_counts(texts) > self.config.text_encoder.max_length).sum())
         layer = self.config.text_encoder.layer
         stored = to_storage(embeddings, self.text_dtype, lambda i: f"{where(i)} (text_encoder.layer={layer})")
         return [stored[i][mask[i]] for i in range(len(texts))]
+
+    def _encoded(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's (embeddings, mask), each text encoded among texts of its own token width only (the
+        encoder cuts a batch to its longest text, rounded up to 8), so that what else a shard holds never
+        changes the shapes, hence the rounding, that a caption's embedding comes from."""
+        if not hasattr(self.text, "tokenize"):  # the no-text control
+            return self.text.encode(texts)
+        lengths = np.maximum(self.text.tokenize(texts)[1].sum(axis=1), 1)
+        widths = -(-lengths // 8)
+        embeddings = np.zeros((len(texts), self.text.max_length, self.text.hidden_size), np.float32)
+        mask = np.zeros((len(texts), self.text.max_length), bool)
+        for width in np.unique(widths):
+            rows = np.flatnonzero(widths == width)
+            embeddings[rows], mask[rows] = self.text.encode([texts[i] for i in rows])
+        return embeddings, mask
 
     def raw_latents(self, images: np.ndarray, first_index: int, stream: int = 0, view: int = 0) -> np.ndarray:
         """uint8 images (examples first_index, first_index + 1, ... of their set) -> float32 latents: the
