@@ -1,4 +1,5 @@
 """The data suite: images/s the loader hands to the devices against images/s the train step consumes."""
+import os
 import tempfile
 
 from t2ijax.benchmarks.timing import images_per_second
@@ -24,5 +25,5 @@ def data_suite(config, steps: int) -> dict:
         run.checkpointer.close()
     return {"loader_images_per_s": loader, "train_step_images_per_s": step,
             "headroom": loader / step, "global_batch_size": batch_size,
-            "train_examples": {name: s["count"] for name, s in run.data.manifest["sets"].items()
-                               if name.startswith("train/")}}
+            "train_examples": {os.path.relpath(s.directory, run.data.directory): len(s)
+                               for batches in run.batches for s in batches.sets}}
