@@ -72,10 +72,10 @@ def nearest_bucket(buckets: tuple[Size, ...], height: float, width: float) -> Si
     return min(buckets, key=lambda size: abs(math.log(size[1] / size[0]) - aspect))
 
 
-def report(buckets: tuple[Size, ...], groups: dict, skipped: dict[str, int] | None = None) -> dict:
-    """What went where: examples per bucket ("HxW", empty ones included) and how many were skipped, by reason."""
-    counts = {size_name(size): len(groups[size]["image"]) if size in groups else 0 for size in buckets}
-    return {"buckets": counts, "skipped": dict(skipped or {})}
+def report(buckets: tuple[Size, ...], counts: dict[Size, int], skipped: dict[str, int] | None = None) -> dict:
+    """What went where: examples per bucket ("HxW", empty ones included; `counts`: {size: examples}) and how many
+    were skipped, by reason."""
+    return {"buckets": {size_name(size): counts.get(size, 0) for size in buckets}, "skipped": dict(skipped or {})}
 
 
 def _is_positive_number(value) -> bool:

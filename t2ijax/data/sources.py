@@ -72,7 +72,7 @@ def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
                                               stride=len(ratios), residues=tuple(residues[size])), split)
             for size in grid  # in the grid's order; a bucket's first example is its least residue
             if size in residues and min(residues[size]) < _split_size(cfg, split)}
-    return sets, buckets.report(grid, {size: {"image": range(s.count)} for size, s in sets.items()})
+    return sets, buckets.report(grid, {size: s.count for size, s in sets.items()})
 
 
 def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
@@ -172,7 +172,7 @@ def bucket_sets(cfg: ml_collections.ConfigDict, split: str,
     square = (cfg.resolution, cfg.resolution)
     if tuple(grid) == (square,) and cfg.name not in USER_FORMATS:  # user data reports what it skipped
         sets = {square: split_set(cfg, split)}
-        return sets, buckets.report(grid, {square: {"image": range(sets[square].count)}})
+        return sets, buckets.report(grid, {square: sets[square].count})
     return BUCKETED.get(cfg.name)(cfg, split, grid)
 
 
