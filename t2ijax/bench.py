@@ -29,6 +29,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
 SUITES = ("train", "sample", "compile", "data", "smoke")
@@ -91,6 +92,7 @@ def _flat(fields: dict, prefix: str = ""):
 
 def main(argv):
     quiet_libraries()
+    kept_freed_blocks = host_memory.tune_for_cpu()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     import jax
@@ -108,7 +110,9 @@ def main(argv):
                               "processes; pass --noreference")
         result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                   "machine": machine(), "versions": versions(),
-                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the host allocator's settings (docs/benchmarks.md)
+                  # the host allocator's settings (t2ijax/host_memory.py, docs/benchmarks.md)
+                  "host_malloc_keeps_freed_blocks": kept_freed_blocks,
+                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
                   "config": config_flags.get_config_filename(FLAGS["config"]), "steps": FLAGS.steps,
                   "loops": FLAGS.loops,
                   "suites": run_suites(config, FLAGS.suite, FLAGS.steps, FLAGS.loops, FLAGS.reference)}

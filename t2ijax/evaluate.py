@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from t2ijax import storage
+from t2ijax import host_memory, storage
 from t2ijax.cli import quiet_libraries
 from t2ijax.errors import ConfigError
 from t2ijax.metrics.evaluation import evaluate_checkpoint
@@ -59,6 +59,7 @@ def flag_overrides() -> tuple[dict, dict]:
 
 def main(argv):
     quiet_libraries()
+    host_memory.tune_for_cpu()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     try:

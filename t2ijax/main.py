@@ -18,6 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
 flags.DEFINE_string("workdir", None, "the run's directory, where its checkpoints, TensorBoard logs, sample grids and "
@@ -31,6 +32,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     quiet_libraries()
+    host_memory.tune_for_cpu()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}; overrides look like --config.model.depth=4")
     from t2ijax import storage

@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).", lock_config=True)
@@ -32,6 +33,7 @@ def summary(directory: str, manifest: dict) -> str:
 
 def main(argv):
     quiet_libraries()
+    host_memory.tune_for_cpu()
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     import jax

@@ -11,7 +11,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from t2ijax import storage
+from t2ijax import host_memory, storage
 from t2ijax.cli import parse_flags, quiet_libraries
 from t2ijax.errors import ConfigError
 
@@ -80,6 +80,7 @@ def from_prx(prompts: list[str]) -> tuple[np.ndarray, str]:
 def main(argv):
     del argv
     quiet_libraries()
+    host_memory.tune_for_cpu()
     from t2ijax.diffusion.generate import image_grid
 
     prompts = [p for p in FLAGS.prompt for _ in range(FLAGS.num_per_prompt)]

@@ -9,6 +9,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags
 
 flags.DEFINE_string("workdir", None, "Directory for the autoencoder and reconstruction.json.", required=True)
@@ -17,6 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    host_memory.tune_for_cpu()
     from t2ijax.errors import ConfigError
     from t2ijax.models.autoencoders.training import train_autoencoder
 

@@ -16,6 +16,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 from configs import shapes_tiny
+from t2ijax import host_memory
+
+host_memory.tune_for_cpu()  # as every command does: XLA's temporaries reused, not faulted in on every call
 
 
 def pytest_configure(config):
