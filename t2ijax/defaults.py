@@ -144,8 +144,9 @@ def get_config() -> ml_collections.ConfigDict:
                                      # 0 = a third, rounded up (Flux.1: 19 of 57)
         guidance_embeds=False,       # flux: embed a guidance scale beside t (Flux.1-dev's distilled guidance)
         final_conv=True,             # uvit: the 3x3 convolution on the output (U-ViT's)
-        attention_impl="auto",       # auto (splash on TPUs when the sizes tile, cudnn on GPUs in bfloat16, xla
-                                     # otherwise) | xla | cudnn (GPU: fused, jax.nn.dot_product_attention) |
+        attention_impl="auto",       # auto (splash on TPUs when the sizes tile, cudnn on GPUs in bfloat16, flash
+                                     # on CPUs, xla otherwise) | xla | flash (key tiles, online softmax, any
+                                     # backend) | cudnn (GPU: fused, jax.nn.dot_product_attention) |
                                      # splash (TPU: Pallas)
     )
 

@@ -32,7 +32,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "model.dtype": DTYPES,
     "model.param_dtype": DTYPES,
     "model.remat_policy": ("dots", "dots_with_no_batch_dims", "full", "none"),  # models/prx.py
-    "model.attention_impl": ("auto", "cudnn", "splash", "xla"),  # models/layers.py, models/build.py
+    "model.attention_impl": ("auto", "cudnn", "flash", "splash", "xla"),  # models/layers.py, models/build.py
     "model.pos_embed": ("learned_absolute", "rope_2d", "rope_2d_normalized"),  # models/prx.py
     "model.resolution_cond": ("none", "tokens", "vec"),  # models/build.py
     "diffusion.path": ("rectified_flow", "vp_cosine", "vp_linear"),  # diffusion/paths.py

@@ -1,5 +1,6 @@
 """Every backbone trains in the tiny config with every technique and formulation validation allows it, and on
-an 8-device CPU mesh (fsdp 4 x tensor 2) gives the same losses and params as on 1 device."""
+an 8-device CPU mesh (fsdp 4 x tensor 2) gives the same losses and params as on 1 device, with the CPU's
+attention (flash: key tiles and a recomputing backward pass)."""
 import os
 
 import numpy as np
@@ -62,7 +63,8 @@ for backbone in BACKBONES:
             losses.append({{k: float(v) for k, v in metrics.items() if k.startswith("loss")}})
         params = jax.tree.leaves(jax.device_get(state.params))
         out[f"{{backbone}} {{name}}"] = dict(losses=losses, params=[float(np.sum(np.abs(p.astype(np.float64))))
-                                                                   for p in params], count=len(params))
+                                                                   for p in params], count=len(params),
+                                             attention=run.model.attention_impl)
 print("RESULT " + json.dumps({{"devices": jax.device_count(), "runs": out}}))
 """
 
@@ -92,6 +94,7 @@ def test_every_backbone_trains_with_the_techniques_and_matches_on_1_and_8_device
                                            err_msg=f"{name} {term}")
         assert run["count"] == one[name]["count"]
         np.testing.assert_allclose(run["params"], one[name]["params"], rtol=1e-5, err_msg=name)
+        assert run["attention"] == one[name]["attention"] == "flash"  # 'auto' on the CPU: t2ijax/models/flash.py
 
 
 @pytest.mark.parametrize("fields, message", [

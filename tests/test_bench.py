@@ -119,4 +119,4 @@ def test_the_bench_model_picks_attention_for_the_bench_tokens_not_the_training_s
     assert attention_for(config, "tpu") == "xla"
     assert attention_for(config, "tpu", [num_image_tokens(config.model, 32, 32)]) == "splash"  # 256 tokens
     assert attention_for(config, "tpu", [256, 320]) == "xla"
-    assert bench_model(config).attention_impl == "xla"  # on this CPU, whatever the sizes
+    assert bench_model(config).attention_impl == "flash"  # on this CPU, whatever the sizes

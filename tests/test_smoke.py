@@ -133,7 +133,7 @@ def test_every_training_size_is_compiled():
 def test_attention_falls_back_only_off_its_backend():
     config = prx_small.get_config()  # 64 px at patch 4: 256 image tokens, bfloat16
     assert [smoke_config(config, platform)[0].model.attention_impl for platform in ("cpu", "gpu", "tpu")] == \
-        ["xla", "cudnn", "splash"]  # 'auto' resolved
+        ["flash", "cudnn", "splash"]  # 'auto' resolved
     config.model.attention_impl = "cudnn"
     resolved, fallback = smoke_config(config, "gpu")
     assert (resolved.model.attention_impl, fallback) == ("cudnn", None)

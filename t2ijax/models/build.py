@@ -180,7 +180,8 @@ def splash_misfit(cfg: ml_collections.ConfigDict) -> tuple[int, int, int] | None
 def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: list[int] | None = None) -> str:
     """config.model.attention_impl with 'auto' resolved for `platform` (jax.default_backend()): splash on
     TPUs when every attention's query length tiles by 128 (at `image_tokens`, by default the training sizes'),
-    cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), XLA's einsums otherwise."""
+    cuDNN's fused kernel on GPUs in bfloat16 (it takes no float32), the key-tiled flash attention on CPUs
+    (faster there than the einsums, docs/benchmarks.md), XLA's einsums otherwise."""
     impl = cfg.model.attention_impl
     if impl != "auto":
         return impl
@@ -192,4 +193,4 @@ def attention_for(cfg: ml_collections.ConfigDict, platform: str, image_tokens: l
         return "splash"
     if platform == "gpu" and cfg.model.dtype == "bfloat16":
         return "cudnn"
-    return "xla"
+    return "flash" if platform == "cpu" else "xla"

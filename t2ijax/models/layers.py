@@ -242,10 +242,15 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
                      implementation: str = "xla") -> jax.Array:
     """Attention of q [B, Lq, heads, D] over the keys [B, Lk, heads, D] where key_mask [B, Lk].
 
-    "xla" is plain einsums with fp32 logits and softmax (fastest on CPU); "cudnn" is
-    jax.nn.dot_product_attention's fused GPU kernel (bf16/fp16 inputs); "splash" the Pallas TPU
+    "xla" is plain einsums with fp32 logits and softmax; "flash" the same arithmetic tile by tile over the
+    keys with an online softmax and a recomputing backward pass (t2ijax/models/flash.py; fastest on CPU);
+    "cudnn" is jax.nn.dot_product_attention's fused GPU kernel (bf16/fp16 inputs); "splash" the Pallas TPU
     kernel (t2ijax/models/splash.py).
     """
+    if implementation == "flash":
+        from t2ijax.models.flash import flash_attention
+
+        return flash_attention(q, k, v, key_mask)
     if implementation == "splash":
         from t2ijax.models.splash import splash_attention
 

@@ -62,7 +62,7 @@ class Denoiser(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"  # none | full | dots | dots_with_no_batch_dims
     scan_layers: bool = True
-    attention_impl: str = "xla"  # "xla", "cudnn" on GPU, "splash" on TPU
+    attention_impl: str = "xla"  # "xla", "flash", "cudnn" on GPU, "splash" on TPU
     routing: str = "none"  # none | tread | sprint
     route_start: int = 0
     route_end: int = 0
