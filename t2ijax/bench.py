@@ -10,6 +10,9 @@ Suites (comma-separated):
            same run, memory, compile time; and diffusers' PRXTransformer2DModel at the same configuration
            (forward, backward, AdamW), eager and under torch.compile, with the ratios.
   sample:  the sampling loop (config.sampler's steps, guidance) in latent space, against the reference's.
+  attention: one attention layer at the bench's shapes, forward and forward + backward, for every
+           implementation this backend runs (xla, flash; cudnn on GPUs, splash on TPUs), against torch's
+           scaled_dot_product_attention on the same inputs.
   compile: the train step's compile time at the config's depth against config.bench.compile_depth.
   data:    images/s the loader hands to the devices against images/s the train step consumes, on the
            config's own prepared data.
@@ -32,7 +35,8 @@ from ml_collections import config_flags
 from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
-SUITES = ("train", "sample", "compile", "data", "smoke")
+SUITES = ("train", "sample", "attention", "compile", "data", "smoke")
+REFERENCED = {"train", "sample", "attention"}  # the suites that time a PyTorch reference
 flags.DEFINE_list("suite", ["train"], f"What to measure, any of {','.join(SUITES)}.")
 flags.DEFINE_integer("steps", 10, "Timed train steps or loader batches (after one untimed).")
 flags.DEFINE_integer("loops", 2, "Timed sampling loops (after one untimed).")
@@ -60,7 +64,7 @@ def check_flags(suites: list[str], reference: bool) -> None:
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
         raise ConfigError(f"unknown --suite {','.join(unknown)}; choose from {','.join(SUITES)}")
-    if reference and {"train", "sample"} & set(suites) and not {"torch", "diffusers"} <= set(versions()):
+    if reference and REFERENCED & set(suites) and not {"torch", "diffusers"} <= set(versions()):
         raise ConfigError("the PyTorch reference needs torch and diffusers: pip install -e '.[test]', "
                           "or pass --noreference")
     if min(FLAGS.steps, FLAGS.loops) < 1:
@@ -105,7 +109,7 @@ def main(argv):
         check_flags(FLAGS.suite, FLAGS.reference)
         config = loaded_config(FLAGS.config)
         initialize_distributed(config.distributed)
-        if FLAGS.reference and {"train", "sample"} & set(FLAGS.suite) and jax.process_count() > 1:
+        if FLAGS.reference and REFERENCED & set(FLAGS.suite) and jax.process_count() > 1:
             raise ConfigError(f"the PyTorch reference runs on one host and this job has {jax.process_count()} "
                               "processes; pass --noreference")
         result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),

@@ -5,15 +5,18 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from configs import bench_cpu, bench_gpu
 from conftest import tiny_config
 from t2ijax.benchmarks import flops, suites
+from t2ijax.benchmarks.attention import attention_inputs
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.synthetic import bench_model, check, synthetic
 from t2ijax.models.build import attention_for
 from t2ijax.models.build import build_model, num_image_tokens
+from t2ijax.models.layers import masked_attention
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +42,9 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
     result = bench("--suite=train,sample,compile", "--steps=2", "--loops=1", "--noreference", f"--json={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert {"date", "machine", "versions", "glibc_tunables", "config", "steps", "loops", "suites"} <= set(report)
+    assert {"date", "machine", "versions", "host_malloc_keeps_freed_blocks", "glibc_tunables", "config", "steps",
+            "loops", "suites"} <= set(report)
+    assert report["host_malloc_keeps_freed_blocks"] is True  # a CPU-only host (t2ijax/host_memory.py)
     assert {"jax", "flax"} <= set(report["versions"])
     train, sample, compiled = (report["suites"][name] for name in ("train", "sample", "compile"))
     assert set(train) == TRAIN and set(sample) == SAMPLE and set(compiled) == COMPILE
@@ -63,7 +68,7 @@ def test_json_of_the_train_sample_and_compile_suites(tmp_path):
 
 
 @pytest.mark.parametrize("args, overrides, message", [
-    (["--suite=speed"], TINY, "unknown --suite speed; choose from train,sample,compile,data,smoke"),
+    (["--suite=speed"], TINY, "unknown --suite speed; choose from train,sample,attention,compile,data,smoke"),
     (["--steps=0"], TINY, "time at least one"),
     (["--noreference"], {**TINY, "bench.latent_size": 9}, "bench.latent_size=9 is not a multiple of model.patch_size=2"),
     (["--noreference"], {**TINY, "repa.weight": 0.5}, "the bench times the denoiser alone"),
@@ -88,6 +93,28 @@ def test_sample_suite_times_the_reference_eager_and_compiled_at_the_same_size():
         assert result[f"speedup_vs_{mode}"] == pytest.approx(result["images_per_s"] / reference["images_per_s"],
                                                              rel=1e-9)
         assert reference["loop_ms"] == pytest.approx(1e3 * 2 / reference["images_per_s"], rel=1e-9)
+
+
+def test_attention_suite_times_the_cpus_implementations_against_sdpa_on_inputs_meaning_the_same():
+    import torch
+
+    config = bench_cpu.get_config()
+    config.update_from_flattened_dict({**TINY, "bench.text_length": 6})
+    result = suites.attention(config, steps=1, loops=1, with_reference=True)
+    assert {k: result[k] for k in ("queries", "keys", "heads", "head_dim", "batch_size")} == \
+        dict(queries=16, keys=22, heads=2, head_dim=16, batch_size=2)  # 8x8 latents at patch 2, 6 text tokens
+    assert {"xla", "flash"} <= set(result) and not {"cudnn", "splash"} & set(result)
+    for impl in ("xla", "flash"):
+        assert result[f"{impl}_over_sdpa"] == pytest.approx(
+            result[impl]["forward_backward_ms"] / result["reference_sdpa"]["forward_backward_ms"], rel=1e-9)
+    # the reference attends over the same keys: torch's boolean mask keeps where True, as key_mask does
+    inputs = attention_inputs(config)
+    assert inputs["key_mask"][:, 3:6].sum() == 0 and inputs["key_mask"][:, :3].all()
+    heads_first = lambda name: torch.tensor(inputs[name]).transpose(1, 2)
+    theirs = torch.nn.functional.scaled_dot_product_attention(
+        heads_first("q"), heads_first("k"), heads_first("v"), attn_mask=torch.tensor(inputs["key_mask"])[:, None, None])
+    ours = masked_attention(*(inputs[name] for name in ("q", "k", "v", "key_mask")), "flash")
+    np.testing.assert_allclose(np.asarray(ours), theirs.transpose(1, 2).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_the_accelerator_config_is_valid_and_counts_prx_small_flops():

@@ -125,6 +125,31 @@ def reference_sample(fields: dict, shapes: dict, sample_steps: int, guidance: fl
                 **_environment(model, device))
 
 
+def reference_attention(inputs: dict, repeats: int, threads: int | None = None, dtype: str = "float32") -> dict:
+    """torch's scaled_dot_product_attention on the attention suite's inputs (benchmarks/attention.py: q, k, v
+    [B, L, heads, D], key_mask [B, Lk], grad): forward and forward + backward milliseconds, after one untimed
+    call of each."""
+    import torch
+
+    device = _setup(threads)
+    heads_first = lambda name: torch.tensor(inputs[name], device=device).to(getattr(torch, dtype)).transpose(1, 2)
+    q, k, v = (heads_first(name).requires_grad_(True) for name in ("q", "k", "v"))
+    grad = heads_first("grad")
+    mask = torch.tensor(inputs["key_mask"], device=device)[:, None, None, :]
+    attention = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def forward():
+        with torch.no_grad():
+            attention()
+
+    times = {}
+    for name, work in (("forward_ms", forward), ("forward_backward_ms",
+                                                 lambda: torch.autograd.grad(attention(), (q, k, v), grad))):
+        _seconds(work, device)
+        times[name] = 1000 * _seconds(lambda: [work() for _ in range(repeats)], device) / repeats
+    return dict(**times, threads=torch.get_num_threads(), device=str(device), torch=torch.__version__)
+
+
 def autocast(device, dtype: str):
     """torch.autocast to bfloat16 on `device` when `dtype` (config.model.dtype) is bfloat16; off for float32."""
     import torch

@@ -1,6 +1,7 @@
 """Each suite of `python -m t2ijax.bench` as one call: the JAX measurement, then the PyTorch reference's
 at the same configuration and the ratios (JAX images/s over the reference's)."""
 from t2ijax.benchmarks import reference
+from t2ijax.benchmarks.attention import IMPLEMENTATIONS, attention_inputs, attention_suite
 from t2ijax.benchmarks.compile import compile_suite
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.sample import sample_suite
@@ -56,12 +57,25 @@ def sample(config, steps: int, loops: int, with_reference: bool) -> dict:
         fields, shapes, s.steps, float(s.guidance), loops, compiled, dtype=config.model.dtype))
 
 
+def attention(config, steps: int, loops: int, with_reference: bool) -> dict:
+    check(config)
+    result = attention_suite(config, steps)
+    if not with_reference:
+        return result
+    result["reference_sdpa"] = theirs = reference.reference_attention(attention_inputs(config), steps,
+                                                                      dtype=config.model.dtype)
+    for impl in IMPLEMENTATIONS:
+        if impl in result:  # above 1: slower than torch's fused kernel
+            result[f"{impl}_over_sdpa"] = result[impl]["forward_backward_ms"] / theirs["forward_backward_ms"]
+    return result
+
+
 def compile_times(config, steps: int, loops: int, with_reference: bool) -> dict:
     check(config)
     return compile_suite(config)
 
 
 # name -> (config, steps, loops, with_reference) -> result
-SUITES = {"train": train, "sample": sample, "compile": compile_times,
+SUITES = {"train": train, "sample": sample, "attention": attention, "compile": compile_times,
           "data": lambda config, steps, loops, with_reference: data_suite(config, steps),
           "smoke": lambda config, steps, loops, with_reference: smoke_suite(config, steps)}
