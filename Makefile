@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
 BENCH_CONFIG ?= configs/bench_cpu.py
-SUITE ?= train,sample
+SUITE ?= train,sample,attention
 
 .PHONY: train test bench install install-test clean
 

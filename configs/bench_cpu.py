@@ -2,7 +2,7 @@
 6 heads) on 16-channel 32x32 latents (256 image tokens) with 64 text tokens of 384 dims, batch 16,
 sampled with 28 Euler steps and guidance 4 (config.bench holds the input shapes).
 
-  make bench    # = python -m t2ijax.bench --config=configs/bench_cpu.py --suite=train,sample
+  make bench    # = python -m t2ijax.bench --config=configs/bench_cpu.py --suite=train,sample,attention
 
 Layers are unrolled: on XLA's CPU backend a scan copies every layer's saved activations into stacked
 buffers and back (about a quarter of the step, docs/benchmarks.md), and at depth 6 unrolling costs a

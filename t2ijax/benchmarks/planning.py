@@ -81,6 +81,11 @@ def plan(config: ml_collections.ConfigDict, num_slices: int = 1) -> Plan:
     if needs_images(config):
         raise ConfigError("t2ijax.plan measures the denoiser's step without the frozen networks REPA and the perceptual "
                           "losses add; plan with repa.weight, perceptual.dino_weight and perceptual.lpips_weight at 0")
+    if config.model.attention_impl == "auto":
+        # The plan stands for an accelerator's step, whose 'auto' is splash, cuDNN or the einsums; the CPU's flash
+        # attention would recompute the logits in the backward pass and keep no probabilities.
+        config = config.copy_and_resolve_references()
+        config.model.attention_impl = "xla"
     mesh = sharding.run_mesh(config, num_slices)
     _, dcn = sharding.hybrid_shape(config.mesh, config.dcn_mesh, mesh.size, num_slices)
     rules = sharding.logical_rules(config.sharding_rules)
