@@ -12,6 +12,7 @@ from configs import bench_cpu, bench_gpu
 from conftest import tiny_config
 from t2ijax.benchmarks import flops, suites
 from t2ijax.benchmarks.attention import attention_inputs
+from t2ijax.benchmarks.op_profile import op_sources
 from t2ijax.benchmarks.data import data_suite
 from t2ijax.benchmarks.synthetic import bench_model, check, synthetic
 from t2ijax.models.build import attention_for
@@ -115,6 +116,21 @@ def test_attention_suite_times_the_cpus_implementations_against_sdpa_on_inputs_m
         heads_first("q"), heads_first("k"), heads_first("v"), attn_mask=torch.tensor(inputs["key_mask"])[:, None, None])
     ours = masked_attention(*(inputs[name] for name in ("q", "k", "v", "key_mask")), "flash")
     np.testing.assert_allclose(np.asarray(ours), theirs.transpose(1, 2).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_op_profile_sums_the_steps_op_time_by_model_code():
+    hlo = ('  %fusion.2 = f32[2]{0} fusion(f32[2]{0} %p), kind=kLoop, metadata={op_name="jit(train_step)/'
+           'transpose(jvp(PRX))/PRX._blocks/PRXBlock_3/up_proj/dot_general" stack_frame_id=1}')
+    assert op_sources(hlo) == {"fusion.2": "PRXBlock_N/up_proj/dot_general"}
+    flags = [f"--config.{key}={value}" for key, value in TINY.items()]
+    done = subprocess.run([sys.executable, "-m", "t2ijax.benchmarks.op_profile", "--config=configs/bench_cpu.py",
+                           "--steps=1", "--top=50", *flags], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("wall ") and len(lines) == 51  # 50 sources of the step's ops
+    shares = [float(line.split()[2]) for line in lines[1:]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+    assert any(line.endswith("PRXBlock_N/up_proj/dot_general") for line in lines)
 
 
 def test_the_accelerator_config_is_valid_and_counts_prx_small_flops():
