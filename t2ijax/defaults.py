@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""
 
     c.data = dict(
-        name="shapes",               # dataset (t2ijax.data registry): shapes | image_folder | webdataset | parquet
+        name="shapes",               # dataset (t2ijax.data registry): shapes | compose | image_folder | webdataset | parquet
         data_dir="data",             # where TFDS datasets and the default records live
         path="",                     # image_folder: a directory of images with same-name .txt/.json captions;
                                      # webdataset: a directory of .tar shards (or a glob); parquet: a directory of
@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
         max_pixels=8192 * 8192,      # user data: an image whose header claims more pixels is skipped (too_large)
                                      # before it is decoded (decoding takes ~8 bytes a pixel: 0.5 GiB here)
         resolution=32,               # image side in pixels
-        num_train=10_000,            # synthetic shapes only: training examples
+        num_train=10_000,            # synthetic datasets (shapes, compose) only: training examples
         num_validation=512,          # held-out examples (user data: the entries whose keys hash lowest)
         captions=(("caption_long", 1.0),),  # (field, weight) pairs: each example's caption is drawn per epoch
                                      # from these fields with these weights (an empty caption gets weight 0); shapes

@@ -18,7 +18,7 @@ _PREDICTIONS = ("epsilon", "v", "velocity", "x0")
 # Field -> its allowed names, in docs/configuration.md's order: sorted for a Registry's field, the
 # owner's order for a tuple's.
 NAMES: dict[str, tuple[str, ...]] = {
-    "data.name": ("image_folder", "parquet", "shapes", "webdataset"),  # data/sources.py
+    "data.name": ("compose", "image_folder", "parquet", "shapes", "webdataset"),  # data/sources.py
     "data.augmentation": ("crop", "flip", "flip_crop", "none"),  # data/augmentation.py
     "data.text_dtype": ("bfloat16", "float16", "float32"),  # data/write_records.py STORAGE_DTYPES
     "data.latent_dtype": ("bfloat16", "float16", "float32"),

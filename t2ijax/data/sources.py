@@ -36,7 +36,7 @@ def _split_size(cfg: ml_collections.ConfigDict, split: str) -> int:
 
 @dataclasses.dataclass
 class ShapesSet:
-    """A synthetic shapes TFDS config's split (built when missing), read by slices."""
+    """A synthetic (shapes or compose) TFDS config's split (built when missing), read by slices."""
     builder: object
     split: str
 
@@ -50,6 +50,21 @@ class ShapesSet:
         return shapes_tfds.read(self.builder, f"{self.split}[{start}:{stop}]")
 
 
+def _synthetic_buckets(build, cfg: ml_collections.ConfigDict, split: str,
+                       grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
+    """Example i at config.data.aspect_ratios[i mod k], rendered at that ratio's nearest bucket; each
+    bucket's examples are a TFDS config of their own (`build`'s) holding the same scenes as the square dataset."""
+    ratios = tuple(cfg.aspect_ratios)
+    residues: dict[Size, list[int]] = {}
+    for residue, ratio in enumerate(ratios):
+        residues.setdefault(buckets.nearest_bucket(grid, 1.0, ratio), []).append(residue)
+    sets = {size: ShapesSet(build(cfg.data_dir, size, cfg.num_train, cfg.num_validation,
+                                  stride=len(ratios), residues=tuple(residues[size])), split)
+            for size in grid  # in the grid's order; a bucket's first example is its least residue
+            if size in residues and min(residues[size]) < _split_size(cfg, split)}
+    return sets, buckets.report(grid, {size: s.count for size, s in sets.items()})
+
+
 @DATASETS.register("shapes")
 def _shapes(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
     from t2ijax.data import shapes_tfds  # imports TensorFlow Datasets: only when used
@@ -60,19 +75,24 @@ def _shapes(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet
 @BUCKETED.register("shapes")
 def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
                     grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
-    """Example i at config.data.aspect_ratios[i mod k], rendered at that ratio's nearest bucket; each
-    bucket's examples are a TFDS config of their own holding the same scenes as the square dataset."""
     from t2ijax.data import shapes_tfds
 
-    ratios = tuple(cfg.aspect_ratios)
-    residues: dict[Size, list[int]] = {}
-    for residue, ratio in enumerate(ratios):
-        residues.setdefault(buckets.nearest_bucket(grid, 1.0, ratio), []).append(residue)
-    sets = {size: ShapesSet(shapes_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation,
-                                              stride=len(ratios), residues=tuple(residues[size])), split)
-            for size in grid  # in the grid's order; a bucket's first example is its least residue
-            if size in residues and min(residues[size]) < _split_size(cfg, split)}
-    return sets, buckets.report(grid, {size: s.count for size, s in sets.items()})
+    return _synthetic_buckets(shapes_tfds.build, cfg, split, grid)
+
+
+@DATASETS.register("compose")
+def _compose(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
+    from t2ijax.data import compose_tfds  # imports TensorFlow Datasets: only when used
+
+    return ShapesSet(compose_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation), split)
+
+
+@BUCKETED.register("compose")
+def _compose_buckets(cfg: ml_collections.ConfigDict, split: str,
+                     grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
+    from t2ijax.data import compose_tfds
+
+    return _synthetic_buckets(compose_tfds.build, cfg, split, grid)
 
 
 def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
