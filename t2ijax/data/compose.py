@@ -133,13 +133,11 @@ def _mask(shape: int, size: int, cell: int, height: int, width: int) -> np.ndarr
 
 
 def render(scene: Scene, height: int, width: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] image of the scene (square when `width` is None); no antialiasing."""
+    """uint8 [H, W, 3] image of the scene (square when `width` is None)."""
     width = height if width is None else width
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = BACKGROUND_RGB[scene.background]
-    for obj in scene.objects:
-        image[object_mask(obj, height, width)] = COLOUR_RGB[obj.colour]
-    return image
+    return shapes.paint(BACKGROUND_RGB[scene.background],
+                        ((object_mask(obj, height, width), COLOUR_RGB[obj.colour]) for obj in scene.objects),
+                        height, width)
 
 
 # ----------------------------------------------------------------- relations

@@ -12,8 +12,10 @@ import tensorflow_datasets as tfds
 from t2ijax.data import compose, shapes_tfds
 
 
-class Compose(tfds.core.GeneratorBasedBuilder):
+class Compose(shapes_tfds.GeneratedSplits, tfds.core.GeneratorBasedBuilder):
     """Synthetic compositional scenes, generated locally (nothing is downloaded)."""
+
+    generate = staticmethod(compose.example)
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -33,20 +35,6 @@ class Compose(tfds.core.GeneratorBasedBuilder):
             }),
             description="Synthetic compositional scenes (see t2ijax/data/compose.py).",
         )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is generated
-        config = self.builder_config
-        return {
-            "train": self._generate_examples("train", config.num_train),
-            "validation": self._generate_examples("validation", config.num_validation),
-        }
-
-    def _generate_examples(self, split: str, num: int):
-        config = self.builder_config
-        for index in range(num):
-            if index % config.stride in config.residues:
-                yield index, compose.example(split, index, config.height, config.width)
 
 
 def build(data_dir: str, size: int | tuple[int, int] = 32, num_train: int | None = None,

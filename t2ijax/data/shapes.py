@@ -103,14 +103,20 @@ def _silhouette(shape: int, size: int, position: int, height: int, width: int) -
     return mask
 
 
-def render(scene: Scene, height: int, width: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] image of the scene (square when `width` is None); no antialiasing."""
-    width = height if width is None else width
+def paint(background: np.ndarray, masks_and_colours, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W, 3]: the `background` RGB, then each (boolean mask, RGB) over it in turn; no antialiasing."""
     image = np.empty((height, width, 3), np.uint8)
-    image[:] = BACKGROUND_RGB[scene.background]
-    for obj in scene.objects:
-        image[object_mask(obj, height, width)] = COLOUR_RGB[obj.colour]
+    image[:] = background
+    for mask, colour in masks_and_colours:
+        image[mask] = colour
     return image
+
+
+def render(scene: Scene, height: int, width: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] image of the scene (square when `width` is None)."""
+    width = height if width is None else width
+    return paint(BACKGROUND_RGB[scene.background],
+                 ((object_mask(obj, height, width), COLOUR_RGB[obj.colour]) for obj in scene.objects), height, width)
 
 
 # ------------------------------------------------------------------ captions

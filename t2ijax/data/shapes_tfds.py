@@ -56,8 +56,27 @@ def make_config(size: int | tuple[int, int], num_train: int | None = None, num_v
                         stride=stride, residues=residues, description=description)
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class GeneratedSplits:
+    """The splits of a TFDS builder whose examples come from its `generate(split, index, height, width)`: of the
+    config's first num_train and num_validation indices, those with index % stride in residues."""
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is generated
+        config = self.builder_config
+        return {split: self._generate_examples(split, getattr(config, f"num_{split}"))
+                for split in ("train", "validation")}
+
+    def _generate_examples(self, split: str, num: int):
+        config = self.builder_config
+        for index in range(num):
+            if index % config.stride in config.residues:
+                yield index, self.generate(split, index, config.height, config.width)
+
+
+class Shapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
     """Synthetic captioned shapes, generated locally (nothing is downloaded)."""
+
+    generate = staticmethod(example)
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -83,20 +102,6 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
             ),
             description="Synthetic captioned shapes (see t2ijax/data/shapes.py).",
         )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is generated
-        config = self.builder_config
-        return {
-            "train": self._generate_examples("train", config.num_train),
-            "validation": self._generate_examples("validation", config.num_validation),
-        }
-
-    def _generate_examples(self, split: str, num: int):
-        config = self.builder_config
-        for index in range(num):
-            if index % config.stride in config.residues:
-                yield index, example(split, index, config.height, config.width)
 
 
 def download_and_prepare(builder: tfds.core.DatasetBuilder, **download_config) -> None:
