@@ -3,8 +3,8 @@
 XLA:CPU allocates a compiled program's temporaries (2.2 GB for the bench model's train step) afresh on every
 call. glibc's malloc serves a block that large with a fresh mmap and unmaps it on free, so every step
 faults its temporaries in again, page by page (docs/benchmarks.md: 2229 against 1730 ms a step of the
-bench model on a 2-core box). Told to keep one heap, never to mmap and never to trim, malloc hands the same pages back each step,
-and the process's resident memory stays at its peak instead of falling between steps.
+bench model on a 2-core box). Told to keep one heap, never to mmap and never to trim, malloc hands the same
+pages back each step, and the process's resident memory stays at its peak instead of falling between steps.
 
 The settings must come before XLA's worker threads first allocate: a thread that already has its own
 arena keeps it and still mmaps its large blocks. So they are made before the backend starts, when only a
