@@ -30,8 +30,9 @@ _TRANSFORMS = ("jvp(", "transpose(", "vmap(", "checkpoint", "remat", "pjit")
 
 
 def source_of(op_name: str) -> str:
-    """The module path and op of an HLO op_name, without jax's transformations and Flax's method scopes:
-    jit(step)/jvp(PRX)/PRX._blocks/PRXBlock_3/attention/img_qkv/dot_general -> PRXBlock_N/attention/img_qkv/dot_general."""
+    """The module path and op of an HLO op_name, without jax's transformations and Flax's method scopes, layer
+    indices folded: jit(step)/jvp(PRX)/PRX._blocks/PRXBlock_3/attention/img_qkv/dot_general becomes
+    PRXBlock_N/attention/img_qkv/dot_general."""
     parts = [p for p in op_name.split("/") if not p.startswith(("jit(", *_TRANSFORMS)) and "." not in p]
     return "/".join(re.sub(r"_\d+$", "_N", p) for p in parts)
 
