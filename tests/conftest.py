@@ -15,10 +15,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # (the tiny config's train step 33 s -> 14 s) and leaves the arithmetic, so every result, unchanged.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
-from configs import shapes_tiny
-from t2ijax import host_memory
+# Tests are compile-bound, and one malloc arena (t2ijax/host_memory.py) slows XLA's multithreaded compiler: the tests
+# and every command they start keep glibc's defaults (tests/test_host_memory.py checks the tuned setting).
+os.environ.setdefault("T2IJAX_MALLOC", "system")
 
-host_memory.tune_for_cpu()  # as every command does: XLA's temporaries reused, not faulted in on every call
+from configs import shapes_tiny
 
 
 def pytest_configure(config):

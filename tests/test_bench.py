@@ -32,15 +32,16 @@ COMPILE = {"depth", "scan_layers", "lower_s", "compile_s", "compile_depth", "com
            "compile_depth_compile_s", "ratio"}
 
 
-def bench(*args, overrides=TINY):
+def bench(*args, overrides=TINY, env=None):
     flags = [f"--config.{key}={value}" for key, value in overrides.items()]
     return subprocess.run([sys.executable, "-m", "t2ijax.bench", "--config=configs/bench_cpu.py", *flags,
-                           *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           *args], capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
 
 
 def test_json_of_the_train_sample_and_compile_suites(tmp_path):
     out = tmp_path / "bench.json"
-    result = bench("--suite=train,sample,compile", "--steps=2", "--loops=1", "--noreference", f"--json={out}")
+    tuned = {k: v for k, v in os.environ.items() if k != "T2IJAX_MALLOC"}  # the commands' default allocator
+    result = bench("--suite=train,sample,compile", "--steps=2", "--loops=1", "--noreference", f"--json={out}", env=tuned)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert {"date", "machine", "versions", "host_malloc_keeps_freed_blocks", "glibc_tunables", "config", "steps",

@@ -21,9 +21,6 @@ from ml_collections import config_flags
 from t2ijax import host_memory
 from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 
-flags.DEFINE_integer("steps", 3, "Traced train steps.")
-flags.DEFINE_integer("top", 30, "Source ops shown, the largest first.")
-config_flags.DEFINE_config_file("config", "configs/bench_cpu.py", "Config file (see configs/).", lock_config=True)
 FLAGS = flags.FLAGS
 _OP = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{op_name=\"([^\"]*)\"")
 _TRANSFORMS = ("jvp(", "transpose(", "vmap(", "checkpoint", "remat", "pjit")
@@ -90,5 +87,8 @@ def main(argv):
         print(f"{ms:8.1f} ms {100 * ms / total:5.1f} %  {source}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here only: importing the module's functions defines none
+    flags.DEFINE_integer("steps", 3, "Traced train steps.")
+    flags.DEFINE_integer("top", 30, "Source ops shown, the largest first.")
+    config_flags.DEFINE_config_file("config", "configs/bench_cpu.py", "Config file (see configs/).", lock_config=True)
     app.run(main, flags_parser=parse_flags)
