@@ -5,6 +5,7 @@ call. glibc's malloc serves a block that large with a fresh mmap and unmaps it o
 faults its temporaries in again, page by page (docs/benchmarks.md: 2229 against 1730 ms a step of the
 bench model on a 2-core box). Told to keep one heap, never to mmap and never to trim, malloc hands the same
 pages back each step, and the process's resident memory stays at its peak instead of falling between steps.
+The one heap slows XLA's multithreaded compiler, so compile-bound work (the tests) is better off without it.
 
 The settings must come before XLA's worker threads first allocate: a thread that already has its own
 arena keeps it and still mmaps its large blocks. So they are made before the backend starts, when only a
