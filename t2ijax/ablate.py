@@ -1,7 +1,7 @@
 """Run an ablation axis and report what moved.
 
   python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path \
-      [--variants=vp_cosine,vp_linear] [--seeds=3] [--report_only] [--config.total_steps=800 ...]
+      [--variants=vp_cosine,vp_linear] [--seeds=3 (default)] [--report_only] [--config.total_steps=800 ...]
   python -m t2ijax.ablate --combine=workdirs/ablations/path,workdirs/ablations/prediction \
       --workdir=workdirs/ablations/formulation
 
@@ -23,7 +23,8 @@ flags.DEFINE_string("workdir", None, "Grid directory (local or gs://): runs in D
                     "in DIR.", required=True)
 config_flags.DEFINE_config_file("config", None, "An ablation axis, configs/ablations/<axis>.py.", lock_config=True)
 flags.DEFINE_list("variants", None, "Variants to run (default: all of the axis); the baseline always runs.")
-flags.DEFINE_integer("seeds", 1, "Seeds per variant: config.seed = 0 .. seeds - 1.")
+flags.DEFINE_integer("seeds", 3, "Seeds per variant: config.seed = 0 .. seeds - 1 (from 2 on each mean gets a t "
+                     "interval over seeds; 1 makes a single-seed report).")
 flags.DEFINE_bool("report_only", False, "Train nothing: rebuild the report from the finished runs in --workdir.")
 flags.DEFINE_list("combine", None, "Grid directories, each with its report: one table of all of them in --workdir.")
 FLAGS = flags.FLAGS

@@ -118,6 +118,23 @@ def test_a_single_seed_accuracy_has_the_binomial_interval(tmp_path):
     assert summary.summarize(old)[1].verdict[SHAPE] == "single seed"
 
 
+def test_a_single_seed_accuracy_with_its_own_standard_error_uses_it():
+    """A compose category's accuracy is over that category's prompts: the evaluator writes its binomial
+    standard error beside it ("_se"), which wins over num_prompts and is no column of its own."""
+    counting = "composition/counting"
+    rows = [dict(axis="e", variant=v, seed=0, workdir="", step=1, num_prompts=PROMPTS, **{counting: p,
+                 counting + "_se": math.sqrt(p * (1 - p) / 20)}) for v, p in (("base", 0.5), ("more", 0.9))]
+    assert summary.columns(rows) == [counting, "images_per_sec", "wall_time_s"]
+    base, more = summary.summarize(rows)
+    # se = sqrt(0.25 / 20) = 0.111803, 1.959964 se = 0.219131; the difference's se = sqrt((0.25 + 0.09) / 20)
+    # = 0.130384, 1.959964 se = 0.255548 < 0.4
+    assert base.estimate[counting].half_width == pytest.approx(0.219131, abs=1e-6)
+    assert more.difference[counting].half_width == pytest.approx(0.255548, abs=1e-6)
+    assert more.verdict == {counting: "better"}
+    rows[1][counting] = 0.7  # the same interval, now wider than the difference of 0.2
+    assert summary.summarize(rows)[1].verdict == {counting: "within noise"}
+
+
 def test_a_single_seed_variant_against_a_baseline_over_seeds():
     """The binomial side counts as known in Welch–Satterthwaite: dof = 2 (se_b^2 + se_v^2)^2 / se_b^4."""
     rows = _rows({("d", "base"): SEEDS["a", "base"], ("d", "one"): [(0.875, 0.25)]})

@@ -246,12 +246,17 @@ def test_bucket_config_errors(change, message):
         validate(c, 1)
 
 
-def test_aspect_ratios_are_for_shapes_only(tmp_path):
+def test_aspect_ratios_are_for_the_synthetic_datasets_only(tmp_path):
+    c = shapes_tiny.get_config()
+    c.data.update(name="compose", aspect_ratios=(1.0, 2.0))
+    c.resolution.buckets = True
+    validate(c, 1)  # compose draws its scenes at any aspect, as shapes does
     c = _folder_config(tmp_path)
     c.resolution.buckets = True
     validate(c, 1)
     c.data.aspect_ratios = (1.0, 2.0)
-    with pytest.raises(ConfigError, match="applies to the synthetic shapes only; config.data.name='image_folder'"):
+    with pytest.raises(ConfigError, match=r"applies to the synthetic datasets only \(compose, shapes\); "
+                                          r"config.data.name='image_folder'"):
         validate(c, 1)
 
 

@@ -233,8 +233,9 @@ def test_attributes_are_padded_and_read_back():
 @pytest.mark.parametrize("split", compose.SPLITS)
 def test_detector_is_exact_on_dataset_images(split, resolution):
     result = compose_detect.score(*_batch(split, resolution))
-    assert set(result) == {*compose.CATEGORIES, "overall", "scene"}
-    assert result == dict.fromkeys(result, 1.0)
+    accuracies = {*compose.CATEGORIES, "overall", "scene", "cell", "colour", "shape", "size", "object"}
+    assert set(result) == accuracies | {f"{name}_se" for name in accuracies}
+    assert result == {name: float(name in accuracies) for name in result}  # every accuracy 1, every error 0
 
 
 @pytest.mark.parametrize("size", [(32, 64), (64, 32), (48, 48)])
@@ -248,7 +249,7 @@ def test_exact_under_mild_noise():
     images, attrs = _batch("validation", 32)
     noisy = images + np.random.default_rng(0).normal(0.0, 8.0, images.shape)
     result = compose_detect.score(np.clip(np.round(noisy), 0, 255).astype(np.uint8), attrs)
-    assert result == dict.fromkeys(result, 1.0)
+    assert _accuracies(result) == dict.fromkeys(_accuracies(result), 1.0)
 
 
 def test_wrong_prompts_score_zero():
@@ -256,7 +257,8 @@ def test_wrong_prompts_score_zero():
     position = attrs["category"] == compose.CATEGORIES.index("position")
     swapped = compose_detect.score(images, {**attrs, "relation": np.where(position, attrs["relation"] ^ 1, -1)})
     assert swapped["position"] == 0.0 and swapped["scene"] == 1.0
-    assert all(value == 1.0 for key, value in swapped.items() if key not in ("position", "overall"))
+    assert all(value == 1.0 for key, value in _accuracies(swapped).items() if key not in ("position", "overall"))
+    assert swapped["overall"] == pytest.approx(5 / 6)
 
     counting = attrs["category"] == compose.CATEGORIES.index("counting")
     colour = attrs["colour"].copy()
@@ -268,7 +270,8 @@ def test_wrong_prompts_score_zero():
     other_shapes = compose_detect.score(images, {**attrs, "shape": shape})
     for category in ("single_object", "two_objects", "colours", "position", "colour_attribution"):
         assert other_shapes[category] == 0.0, category
-    assert other_shapes["scene"] == 0.0
+    assert other_shapes["scene"] == other_shapes["shape"] == other_shapes["object"] == 0.0
+    assert other_shapes["colour"] == other_shapes["cell"] == 1.0
 
 
 def test_other_scenes_prompts_and_blank_images_score_low():
@@ -279,7 +282,25 @@ def test_other_scenes_prompts_and_blank_images_score_low():
         compose.BACKGROUND_RGB[attrs["background"]][:, None, None, :], images.shape))
     assert compose_detect.detect(blank[0]) == []
     result = compose_detect.score(blank, attrs)
-    assert result == dict.fromkeys(result, 0.0)
+    assert result == dict.fromkeys(result, 0.0)  # accuracies, and so their errors
+
+
+def test_standard_errors_are_binomial_over_each_categorys_prompts():
+    images, attrs = _batch("validation", 32)
+    counting = attrs["category"] == compose.CATEGORIES.index("counting")
+    colour = attrs["colour"].copy()
+    wrong = np.flatnonzero(counting)[:2]  # two counting prompts that no longer match their images
+    colour[wrong, 1] = (colour[wrong, 1] + 1) % len(compose.COLOURS)
+    result = compose_detect.score(images, {**attrs, "colour": colour})
+    n = int(counting.sum())
+    p = (n - 2) / n
+    assert result["counting"] == pytest.approx(p)
+    assert result["counting_se"] == pytest.approx(np.sqrt(p * (1 - p) / n))
+    assert result["overall_se"] == pytest.approx(result["counting_se"] / len(compose.CATEGORIES))
+
+
+def _accuracies(result: dict) -> dict:
+    return {name: value for name, value in result.items() if not name.endswith("_se")}
 
 
 def test_images_under_32_px_are_refused(tmp_path):
@@ -291,9 +312,15 @@ def test_images_under_32_px_are_refused(tmp_path):
         compose_detect.detect(np.zeros((32, 28, 3), np.uint8))
 
 
-def test_tfds_build_read_through_the_dataset_registry(tmp_path):
+@pytest.fixture(scope="module")
+def compose_dir(tmp_path_factory) -> str:
+    """Where the tests that build compose through TFDS share one build (24 train, 12 validation examples)."""
+    return str(tmp_path_factory.mktemp("compose"))
+
+
+def test_tfds_build_read_through_the_dataset_registry(compose_dir):
     cfg = defaults.get_config().data
-    cfg.name, cfg.data_dir, cfg.num_train, cfg.num_validation = "compose", str(tmp_path), 24, 12
+    cfg.name, cfg.data_dir, cfg.num_train, cfg.num_validation = "compose", compose_dir, 24, 12
     for split, num in (("train", 24), ("validation", 12)):
         data = sources.load_split(cfg, split)
         assert data["image"].shape == (num, 32, 32, 3) and data["image"].dtype == np.uint8
@@ -307,3 +334,31 @@ def test_tfds_build_read_through_the_dataset_registry(tmp_path):
             for key in ("image", *FIELDS):
                 np.testing.assert_array_equal(data[key][i], expected[caption][key])
         assert compose_detect.score(data["image"], data)["overall"] == 1.0
+
+
+def test_the_evaluator_scores_compose_records_per_category(compose_dir):
+    """Records keep each held-out scene's attributes, and the evaluator of a compose run scores its images per
+    GenEval category with standard errors: the held-out images themselves score 1 everywhere, images of the
+    other scenes far less."""
+    from conftest import tiny_config
+    from t2ijax.data.run_data import open_run_data
+    from t2ijax.metrics.evaluation import Evaluator
+
+    config = tiny_config(compose_dir)
+    config.data.update(name="compose", num_train=24, num_validation=12)
+    config.eval.update(metrics=("composition",), num_samples=12, loss_examples=12, reference_examples=12)
+    validation = open_run_data(config).validation
+    scenes = {compose.caption_long(scene, i // 6): scene for i, scene in enumerate(_scenes("validation", 12))}
+    assert sorted(validation["caption"]) == sorted(scenes)
+    for i, caption in enumerate(validation["caption"]):
+        assert compose.scene_of(validation, i) == scenes[caption]
+
+    def evaluate(images):
+        generator = lambda params, text, mask, batch_size: images[:len(text)]  # noqa: E731
+        return Evaluator(config, validation, None, generator, space=None)(step=0, params=None)
+
+    right = evaluate(validation["image"])
+    assert {f"composition/{name}" for name in (*compose.CATEGORIES, "overall", "counting_se")} <= set(right)
+    assert all(value == float(not name.endswith("_se")) for name, value in right.items() if name != "step")
+    shifted = evaluate(np.roll(validation["image"], 1, axis=0))
+    assert shifted["composition/overall"] < 0.5 and shifted["composition/overall_se"] > 0

@@ -12,8 +12,10 @@ from t2ijax.ablation.stats import Estimate
 # Which way is better, by metric name prefix (after an "HxW/" size); metrics not listed get no "best".
 HIGHER_IS_BETTER = ("composition/", "images_per_sec")
 LOWER_IS_BETTER = ("loss", "fid", "fd_", "cmmd", "dino_mmd", "wall_time_s")
-# Accuracies over the evaluated prompts: a single run's has a binomial standard error.
+# Accuracies over the evaluated prompts: a single run's has a binomial standard error, the evaluator's own
+# (metric + STANDARD_ERROR: compose's categories are over their own prompts) or from the run's prompt count.
 ACCURACIES = ("composition/",)
+STANDARD_ERROR = "_se"
 
 
 def _unsized(metric: str) -> str:
@@ -43,19 +45,24 @@ class VariantSummary:
 
 
 def columns(rows: list[dict]) -> list[str]:
-    """The metrics of the rows, sorted, then images/s and wall time."""
-    metrics = sorted({k for row in rows for k in row} - {*ID_COLUMNS, *COST_COLUMNS, PROMPTS_COLUMN})
-    return metrics + list(COST_COLUMNS)
+    """The metrics of the rows, sorted, then images/s and wall time; a metric's standard error is no column."""
+    names = {k for row in rows for k in row} - {*ID_COLUMNS, *COST_COLUMNS, PROMPTS_COLUMN}
+    errors = {m + STANDARD_ERROR for m in names}
+    return sorted(names - errors) + list(COST_COLUMNS)
 
 
 def estimate(metric: str, group: list[dict]) -> Estimate | None:
     """`metric` over a variant's runs: the t interval over seeds from two on; a single run's accuracy
-    with its binomial interval over the prompts it was scored on (when the row says how many)."""
+    with its binomial interval: the standard error its evaluation wrote beside it, else the one over the
+    prompts it was scored on (when the row says how many)."""
     runs = [row for row in group if metric in row and not math.isnan(row[metric])]
     if not runs:
         return None
-    if len(runs) == 1 and _unsized(metric).startswith(ACCURACIES) and runs[0].get(PROMPTS_COLUMN):
-        return stats.binomial(runs[0][metric], runs[0][PROMPTS_COLUMN])
+    if len(runs) == 1 and _unsized(metric).startswith(ACCURACIES):
+        if metric + STANDARD_ERROR in runs[0]:
+            return Estimate(runs[0][metric], runs[0][metric + STANDARD_ERROR], math.inf)
+        if runs[0].get(PROMPTS_COLUMN):
+            return stats.binomial(runs[0][metric], runs[0][PROMPTS_COLUMN])
     return stats.over_seeds([row[metric] for row in runs])
 
 

@@ -82,6 +82,9 @@ def _is_positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+SYNTHETIC = ("compose", "shapes")  # drawn at any aspect ratio; other datasets' images have their own
+
+
 def check_buckets(config: ml_collections.ConfigDict) -> None:
     """config.data.aspect_ratios and config.resolution's grid, before any compute."""
     from t2ijax.data.sources import BUCKETED  # sources reads its datasets through this module
@@ -94,10 +97,10 @@ def check_buckets(config: ml_collections.ConfigDict) -> None:
         if not config.resolution.buckets:
             raise ConfigError(f"config.data.aspect_ratios={ratios} draws non-square images, which need "
                               "config.resolution.buckets=True; set it, or leave aspect_ratios=(1.0,)")
-        if config.data.name != "shapes":
-            raise ConfigError(f"config.data.aspect_ratios={ratios} applies to the synthetic shapes only; "
-                              f"config.data.name='{config.data.name}' buckets each image by its own aspect: "
-                              "leave aspect_ratios=(1.0,)")
+        if config.data.name not in SYNTHETIC:
+            raise ConfigError(f"config.data.aspect_ratios={ratios} applies to the synthetic datasets only "
+                              f"({', '.join(SYNTHETIC)}); config.data.name='{config.data.name}' buckets each image "
+                              "by its own aspect: leave aspect_ratios=(1.0,)")
         r = config.resolution
         outside = [a for a in ratios if not r.min_aspect <= a <= r.max_aspect]
         if outside:

@@ -39,7 +39,8 @@ from t2ijax.training import phases
 
 STORAGE_DTYPES = names("data.text_dtype")  # data.latent_dtype's too
 POSTERIORS = names("latents.posterior")
-ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background")
+# The synthetic datasets' scene attributes, kept with each example for the evaluator (shapes' and compose's)
+ATTRIBUTE_KEYS = ("num_objects", "shape", "colour", "size", "position", "background", "category", "relation", "cell")
 TEXTS_SET = "texts"
 LAYOUT = "layout.json"
 _POSTERIOR_SEED = 0

@@ -110,26 +110,55 @@ def satisfies(found: list[compose.SceneObject], prompt: compose.Scene) -> bool:
     return bool(CONDITIONS[compose.CATEGORIES[prompt.category]](found, prompt))
 
 
-def judge(images: np.ndarray, attributes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per image of uint8 [N, H, W, 3], against its prompt's attributes (compose.attributes' fields with a
-    leading batch axis): bool [N] whether its category's condition holds, and bool [N] whether its objects
-    are exactly the prompt's (shape, colour, size and cell of each, and no others)."""
+def judge(found: list[list[compose.SceneObject]], attributes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, from its detected objects (`detect`) and its prompt's attributes (compose.attributes'
+    fields with a leading batch axis): bool [N] whether its category's condition holds, and bool [N] whether
+    its objects are exactly the prompt's (shape, colour, size and cell of each, and no others)."""
     satisfied, exact = [], []
-    for i, image in enumerate(np.asarray(images)):
-        prompt, found = compose.scene_of(attributes, i), detect(image)
-        satisfied.append(satisfies(found, prompt))
-        exact.append(sorted(found, key=lambda o: o.cell) == sorted(prompt.objects, key=lambda o: o.cell))
+    for i, objects in enumerate(found):
+        prompt = compose.scene_of(attributes, i)
+        satisfied.append(satisfies(objects, prompt))
+        exact.append(sorted(objects, key=lambda o: o.cell) == sorted(prompt.objects, key=lambda o: o.cell))
     return np.array(satisfied, bool), np.array(exact, bool)
 
 
+def _binomial_se(hits: np.ndarray) -> float:
+    p = float(np.mean(hits))
+    return float(np.sqrt(p * (1 - p) / len(hits)))
+
+
+def _per_object(found: list[list[compose.SceneObject]], attributes: dict[str, np.ndarray]) -> dict[str, list[bool]]:
+    """For every object of every scene, whether the detection in its cell (if any) has its colour, shape and
+    size, and all three ("object"); "cell" is whether anything was detected there."""
+    right = {key: [] for key in ("cell", "colour", "shape", "size", "object")}
+    for i, objects in enumerate(found):
+        by_cell = {o.cell: o for o in objects}
+        for obj in compose.scene_of(attributes, i).objects:
+            there = by_cell.get(obj.cell)
+            checks = {key: there is not None and getattr(there, key) == getattr(obj, key)
+                      for key in ("colour", "shape", "size")}
+            checks.update(cell=there is not None, object=all(checks.values()))
+            for key, value in checks.items():
+                right[key].append(value)
+    return right
+
+
 def score(images: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, float]:
-    """Accuracies in [0, 1]: per category present in the batch, the share of its images whose detected
-    objects satisfy the prompt; `overall`, their mean (GenEval's overall score); `scene`, the share of all
-    images whose objects are exactly the prompt's."""
-    satisfied, exact = judge(images, attributes)
+    """Accuracies in [0, 1], each with its binomial standard error under "<name>_se": per category present
+    in the batch, the share of its images whose detected objects satisfy the prompt; `overall`, their mean
+    (GenEval's overall score; its error from the categories' as independent); `scene`, the share of images
+    whose objects are exactly the scene's; and per object of the scenes (what the long caption states),
+    `cell`, `colour`, `shape`, `size` and `object` (colour, shape and size all right in its cell)."""
+    found = [detect(image) for image in np.asarray(images)]
+    satisfied, exact = judge(found, attributes)
     categories = np.asarray(attributes["category"])
-    out = {name: float(np.mean(satisfied[categories == k]))
-           for k, name in enumerate(compose.CATEGORIES) if np.any(categories == k)}
-    out["overall"] = float(np.mean(list(out.values())))
-    out["scene"] = float(np.mean(exact))
+    hits = {name: satisfied[categories == k] for k, name in enumerate(compose.CATEGORIES) if np.any(categories == k)}
+    out = {}
+    for name, values in hits.items():
+        out[name], out[f"{name}_se"] = float(np.mean(values)), _binomial_se(values)
+    out["overall"] = float(np.mean([out[name] for name in hits]))
+    out["overall_se"] = float(np.sqrt(sum(out[f"{name}_se"] ** 2 for name in hits)) / len(hits))
+    for name, values in {"scene": exact, **_per_object(found, attributes)}.items():
+        values = np.asarray(values, bool)
+        out[name], out[f"{name}_se"] = float(np.mean(values)), _binomial_se(values)
     return out

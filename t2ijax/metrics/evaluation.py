@@ -17,10 +17,11 @@ from jax.sharding import Mesh
 
 from t2ijax import storage
 from t2ijax.config import validate_eval
+from t2ijax.data import compose
 from t2ijax.data.pipeline import model_inputs
 from t2ijax.data.run_data import open_run_data, text_embeddings
 from t2ijax.errors import ConfigError
-from t2ijax.metrics import composition
+from t2ijax.metrics import compose_detect, composition
 from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
 from t2ijax.metrics.frechet import Moments, frechet_distance_of
 from t2ijax.metrics.mmd import l2_normalize, mmd
@@ -32,7 +33,11 @@ from t2ijax.training.restore import load_run, load_run_config, sampler_settings
 from t2ijax.training.step import make_heldout_loss
 
 T_BINS = ((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))
-SCENE_KEYS = ("num_objects", "shape", "colour", "size", "position")  # what composition.score reads
+# The scorer of generated images per dataset, and the prompt attributes it reads; other datasets' prompts
+# are scored as shapes scenes when a prompt file gives them shapes' attributes.
+SCORERS = {"shapes": (composition.score, ("num_objects", "shape", "colour", "size", "position")),
+           "compose": (compose_detect.score, ("num_objects", "category", "relation", *compose.OBJECT_FIELDS))}
+SCENE_KEYS = tuple(dict.fromkeys(key for _, keys in SCORERS.values() for key in keys))
 # Feature metrics: name -> (statistic, extractor). Only the Inception with FID weights is "fid".
 FEATURE_METRICS = {
     "fid": ("frechet", "inception"),
@@ -78,6 +83,7 @@ class Evaluator:
     def __init__(self, config: ml_collections.ConfigDict, validation: dict[str, np.ndarray], loss_fn, generator,
                  space, mesh: Mesh | None = None):
         self.cfg, self.seed = config.eval, config.seed
+        self.score, self.scene_keys = SCORERS.get(config.data.name, SCORERS["shapes"])
         self.validation, self.loss_fn, self.generator, self.space = validation, loss_fn, generator, space
         self.mesh = mesh
         data, (height, width) = config.data, validation["image"].shape[1:3]
@@ -146,11 +152,12 @@ class Evaluator:
         if generates:
             images = self.generator(params, prompts["text"], prompts["text_mask"], batch_size=self.cfg.batch_size)
         if "composition" in requested:
-            if all(k in prompts for k in SCENE_KEYS):
-                scores = composition.score(images, {k: prompts[k] for k in SCENE_KEYS})
+            if all(k in prompts for k in self.scene_keys):
+                scores = self.score(images, {k: prompts[k] for k in self.scene_keys})
                 metrics.update({f"composition/{k}": v for k, v in scores.items()})
             else:
-                skipped["composition"] = "the prompts carry no scene attributes (objects) to check"
+                skipped["composition"] = (f"the prompts carry no scene attributes ({', '.join(self.scene_keys)}) "
+                                          "to check")
         for name in (n for n in requested if n in FEATURE_METRICS):
             try:
                 metrics[name] = self.feature_metric(name, images)
