@@ -82,12 +82,9 @@ def _is_positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-SYNTHETIC = ("compose", "shapes")  # drawn at any aspect ratio; other datasets' images have their own
-
-
 def check_buckets(config: ml_collections.ConfigDict) -> None:
     """config.data.aspect_ratios and config.resolution's grid, before any compute."""
-    from t2ijax.data.sources import BUCKETED  # sources reads its datasets through this module
+    from t2ijax.data.sources import BUCKETED, SYNTHETIC  # sources reads its datasets through this module
 
     ratios = tuple(config.data.aspect_ratios)
     if not ratios or not all(_is_positive_number(a) for a in ratios):

@@ -8,6 +8,7 @@ grid (t2ijax/data/buckets.py) for the datasets in `BUCKETED`; nothing is read un
 process reads only the examples it encodes. `load_split` / `load_buckets` read a whole set into memory.
 """
 import dataclasses
+import importlib
 from typing import Protocol
 
 import ml_collections
@@ -22,6 +23,8 @@ DATASETS = Registry("data.name")  # (config.data, split, (height, width)) -> Exa
 BUCKETED = Registry("data.name")  # (config.data, split, bucket grid) -> ({bucket: ExampleSet}, report)
 SPLITS = ("train", "validation")
 USER_FORMATS = ("image_folder", "webdataset", "parquet")  # t2ijax/data/user_data.py
+# Datasets generated locally, at any size and aspect ratio: name -> the module of its TFDS builder
+SYNTHETIC = {"compose": "compose_tfds", "shapes": "shapes_tfds"}
 
 
 class ExampleSet(Protocol):
@@ -65,34 +68,26 @@ def _synthetic_buckets(build, cfg: ml_collections.ConfigDict, split: str,
     return sets, buckets.report(grid, {size: s.count for size, s in sets.items()})
 
 
-@DATASETS.register("shapes")
-def _shapes(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
-    from t2ijax.data import shapes_tfds  # imports TensorFlow Datasets: only when used
+def _register_synthetic(name: str, builder_module: str) -> None:
+    """`name`'s example sets come from the TFDS builder in t2ijax.data.`builder_module`, whose `build` makes (when
+    missing) the config of an image size and returns its builder."""
 
-    return ShapesSet(shapes_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation), split)
+    def build(*args, **kwargs):
+        # imports TensorFlow Datasets: only when used
+        return importlib.import_module(f"t2ijax.data.{builder_module}").build(*args, **kwargs)
 
+    @DATASETS.register(name)
+    def split_set(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
+        return ShapesSet(build(cfg.data_dir, size, cfg.num_train, cfg.num_validation), split)
 
-@BUCKETED.register("shapes")
-def _shapes_buckets(cfg: ml_collections.ConfigDict, split: str,
+    @BUCKETED.register(name)
+    def bucket_sets(cfg: ml_collections.ConfigDict, split: str,
                     grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
-    from t2ijax.data import shapes_tfds
-
-    return _synthetic_buckets(shapes_tfds.build, cfg, split, grid)
+        return _synthetic_buckets(build, cfg, split, grid)
 
 
-@DATASETS.register("compose")
-def _compose(cfg: ml_collections.ConfigDict, split: str, size: Size) -> ShapesSet:
-    from t2ijax.data import compose_tfds  # imports TensorFlow Datasets: only when used
-
-    return ShapesSet(compose_tfds.build(cfg.data_dir, size, cfg.num_train, cfg.num_validation), split)
-
-
-@BUCKETED.register("compose")
-def _compose_buckets(cfg: ml_collections.ConfigDict, split: str,
-                     grid: tuple[Size, ...]) -> tuple[dict[Size, ShapesSet], dict]:
-    from t2ijax.data import compose_tfds
-
-    return _synthetic_buckets(compose_tfds.build, cfg, split, grid)
+for _name, _module in SYNTHETIC.items():
+    _register_synthetic(_name, _module)
 
 
 def user_source(cfg: ml_collections.ConfigDict) -> user_data.Source:
