@@ -110,15 +110,13 @@ def satisfies(found: list[compose.SceneObject], prompt: compose.Scene) -> bool:
     return bool(CONDITIONS[compose.CATEGORIES[prompt.category]](found, prompt))
 
 
-def judge(found: list[list[compose.SceneObject]], attributes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, from its detected objects (`detect`) and its prompt's attributes (compose.attributes'
-    fields with a leading batch axis): bool [N] whether its category's condition holds, and bool [N] whether
-    its objects are exactly the prompt's (shape, colour, size and cell of each, and no others)."""
-    satisfied, exact = [], []
-    for i, objects in enumerate(found):
-        prompt = compose.scene_of(attributes, i)
-        satisfied.append(satisfies(objects, prompt))
-        exact.append(sorted(objects, key=lambda o: o.cell) == sorted(prompt.objects, key=lambda o: o.cell))
+def judge(found: list[list[compose.SceneObject]], scenes: list[compose.Scene]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, from its detected objects (`detect`) and its prompt's scene: bool [N] whether its category's
+    condition holds, and bool [N] whether its objects are exactly the scene's (shape, colour, size and cell of
+    each, and no others)."""
+    satisfied = [satisfies(objects, scene) for objects, scene in zip(found, scenes)]
+    exact = [sorted(objects, key=lambda o: o.cell) == sorted(scene.objects, key=lambda o: o.cell)
+             for objects, scene in zip(found, scenes)]
     return np.array(satisfied, bool), np.array(exact, bool)
 
 
@@ -127,13 +125,13 @@ def _binomial_se(hits: np.ndarray) -> float:
     return float(np.sqrt(p * (1 - p) / len(hits)))
 
 
-def _per_object(found: list[list[compose.SceneObject]], attributes: dict[str, np.ndarray]) -> dict[str, list[bool]]:
+def _per_object(found: list[list[compose.SceneObject]], scenes: list[compose.Scene]) -> dict[str, list[bool]]:
     """For every object of every scene, whether the detection in its cell (if any) has its colour, shape and
     size, and all three ("object"); "cell" is whether anything was detected there."""
     right = {key: [] for key in ("cell", "colour", "shape", "size", "object")}
-    for i, objects in enumerate(found):
+    for objects, scene in zip(found, scenes):
         by_cell = {o.cell: o for o in objects}
-        for obj in compose.scene_of(attributes, i).objects:
+        for obj in scene.objects:
             there = by_cell.get(obj.cell)
             checks = {key: there is not None and getattr(there, key) == getattr(obj, key)
                       for key in ("colour", "shape", "size")}
@@ -150,7 +148,8 @@ def score(images: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, fl
     whose objects are exactly the scene's; and per object of the scenes (what the long caption states),
     `cell`, `colour`, `shape`, `size` and `object` (colour, shape and size all right in its cell)."""
     found = [detect(image) for image in np.asarray(images)]
-    satisfied, exact = judge(found, attributes)
+    scenes = [compose.scene_of(attributes, i) for i in range(len(found))]
+    satisfied, exact = judge(found, scenes)
     categories = np.asarray(attributes["category"])
     hits = {name: satisfied[categories == k] for k, name in enumerate(compose.CATEGORIES) if np.any(categories == k)}
     out = {}
@@ -158,7 +157,7 @@ def score(images: np.ndarray, attributes: dict[str, np.ndarray]) -> dict[str, fl
         out[name], out[f"{name}_se"] = float(np.mean(values)), _binomial_se(values)
     out["overall"] = float(np.mean([out[name] for name in hits]))
     out["overall_se"] = float(np.sqrt(sum(out[f"{name}_se"] ** 2 for name in hits)) / len(hits))
-    for name, values in {"scene": exact, **_per_object(found, attributes)}.items():
+    for name, values in {"scene": exact, **_per_object(found, scenes)}.items():
         values = np.asarray(values, bool)
         out[name], out[f"{name}_se"] = float(np.mean(values)), _binomial_se(values)
     return out
