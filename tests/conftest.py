@@ -71,6 +71,16 @@ def tiny_config(data_dir: str):
     return c
 
 
+def assert_examples_repeat(example, splits, count: int) -> None:
+    """`example(split, index, 32)` gives the same arrays every call, for the first `count` indices of each split."""
+    for split in splits:
+        for i in range(count):
+            a, b = example(split, i, 32), example(split, i, 32)
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
 def denoiser_inputs(batch: int, size: tuple[int, int], channels: int, length: int, width: int, seed: int = 0,
                     padded: tuple[int, ...] = (3, 1)):
     """Random (x NHWC, t, text, text_mask) for a denoiser; example i + 1 keeps its first padded[i] text tokens."""

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import assert_examples_repeat, tiny_config
 from t2ijax import defaults
 from t2ijax.data import compose, sources
 from t2ijax.errors import ConfigError
@@ -33,12 +34,7 @@ def _category(scene):
 
 
 def test_same_seed_gives_identical_examples():
-    for split in compose.SPLITS:
-        for i in range(24):
-            a, b = compose.example(split, i, 32), compose.example(split, i, 32)
-            assert a.keys() == b.keys()
-            for key in a:
-                np.testing.assert_array_equal(a[key], b[key])
+    assert_examples_repeat(compose.example, compose.SPLITS, 24)
     assert list(_scenes("train")[:24]) != [compose.sample_scene("train", i, seed=1) for i in range(24)]
 
 
@@ -340,7 +336,6 @@ def test_the_evaluator_scores_compose_records_per_category(compose_dir):
     """Records keep each held-out scene's attributes, and the evaluator of a compose run scores its images per
     GenEval category with standard errors: the held-out images themselves score 1 everywhere, images of the
     other scenes far less."""
-    from conftest import tiny_config
     from t2ijax.data.run_data import open_run_data
     from t2ijax.metrics.evaluation import Evaluator
 

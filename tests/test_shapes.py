@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from conftest import assert_examples_repeat
 from t2ijax.data import shapes, shapes_tfds
 
 
@@ -16,12 +17,7 @@ def _scenes(split, num):
 
 
 def test_same_seed_gives_identical_examples():
-    for split in shapes.SPLITS:
-        for i in range(20):
-            a, b = shapes.example(split, i, 32), shapes.example(split, i, 32)
-            assert a.keys() == b.keys()
-            for key in a:
-                np.testing.assert_array_equal(a[key], b[key])
+    assert_examples_repeat(shapes.example, shapes.SPLITS, 20)
     assert _scenes("train", 20) != [shapes.sample_scene("train", i, seed=1) for i in range(20)]
 
 
