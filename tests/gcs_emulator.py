@@ -1,7 +1,9 @@
 """A GCS API served on 127.0.0.1 for the tests (the gcp-storage-emulator package, in memory), and the
 environment that points every client t2ijax uses at it and away from any other address."""
 import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -55,9 +57,9 @@ def create_bucket(url: str, name: str) -> str:
     return f"gs://{name}"
 
 
-def _run_with_generation_headers() -> None:
-    """The emulator, with the x-goog-generation header GCS sends on every download: without it tensorstore
-    reads generation 0 back and its next conditional write of an OCDBT manifest fails now and then with
+def _add_generation_headers() -> None:
+    """Sends the x-goog-generation header GCS sends on every download: without it tensorstore reads
+    generation 0 back and its next conditional write of an OCDBT manifest fails now and then with
     "Malformed StorageGeneration" (3 checkpoint saves in 60 failed so; 0 in 72 with the header)."""
     from gcp_storage_emulator.handlers import objects
 
@@ -71,10 +73,44 @@ def _run_with_generation_headers() -> None:
             response["x-goog-metageneration"] = str(obj["metageneration"])
 
     objects.download = download_with_generation
-    from gcp_storage_emulator.__main__ import main  # after the patch: its server binds the routes on import
+
+
+def split_multipart_upload(body: bytes, content_type: str) -> dict:
+    """The metadata and the exact bytes of a multipart/related upload. The emulator parses it as an email,
+    which drops a trailing carriage return from the file: an object whose last byte is 0x0d came back one
+    byte short (gcsfs frames parts with bare line feeds), and tensorstore then failed to read the OCDBT
+    file it belonged to with OUT_OF_RANGE."""
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type).group(1).encode()
+    newline = b"\r\n" if body.startswith(b"--" + boundary + b"\r\n") else b"\n"
+    parts = body.split(newline + b"--" + boundary)
+    meta, content = (part.split(newline * 2, 1) for part in (parts[0], parts[1]))
+    file_type = re.search(rb"content-type:\s*([^\r\n;]+)", content[0], re.IGNORECASE)
+    return {"meta": json.loads(meta[1]), "content": content[1],
+            "content-type": file_type.group(1).decode() if file_type else "application/octet-stream"}
+
+
+def _read_multipart_uploads_exactly() -> None:
+    from gcp_storage_emulator import server
+
+    read_data = server._read_data
+
+    def read_data_exactly(request_handler, query):
+        content_type = request_handler.headers.get("Content-Type") or ""
+        if not content_type.startswith("multipart/related"):
+            return read_data(request_handler, query)
+        body = server._decode_raw_data(server._read_raw_data(request_handler), request_handler)
+        return split_multipart_upload(body, content_type)
+
+    server._read_data = read_data_exactly
+
+
+def _run_patched() -> None:
+    _add_generation_headers()
+    _read_multipart_uploads_exactly()
+    from gcp_storage_emulator.__main__ import main  # after the patches: its server binds the routes on import
 
     main(sys.argv[1:])
 
 
 if __name__ == "__main__":
-    _run_with_generation_headers()
+    _run_patched()
