@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+from conftest import env_with_devices
 from t2ijax.benchmarks import collectives
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,7 +134,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def compiled():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = env_with_devices(8, JAX_PLATFORMS="cpu")  # the tests' fast-compiling flags; the HLO is the same
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]

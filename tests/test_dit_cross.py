@@ -173,7 +173,8 @@ def test_tread_routes_image_tokens_and_capture_sees_them():
     apply = lambda model, **kw: jax.jit(functools.partial(model.apply, mutable="intermediates", **kw))(
         {"params": params}, *inputs)
     want = apply(plain)[0]
-    np.testing.assert_array_equal(apply(routed)[0], want)  # TREAD without a route_rng is the plain model
+    # TREAD without a route_rng is the plain model, to float rounding: the two programs fuse differently
+    np.testing.assert_allclose(apply(routed)[0], want, rtol=1e-5, atol=1e-6)
 
     out, intermediates = apply(routed, route_rng=jax.random.key(3))
     b, h, w, _ = inputs[0].shape

@@ -52,8 +52,8 @@ def test_both_policies_take_the_same_step_on_finite_values(runs):
         skipped, skip_metrics = skip.train_step(_copy(state), batch)
         state, metrics = halt.train_step(state, batch)
         assert not skip_metrics["nonfinite"] and not metrics["nonfinite"]
-        for a, b in zip(_leaves(skipped), _leaves(state)):
-            np.testing.assert_array_equal(a, b)
+        for a, b in zip(_leaves(skipped), _leaves(state)):  # to float rounding: skip's program fuses differently
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
 def test_skip_keeps_the_state_and_counts_the_step(runs):
