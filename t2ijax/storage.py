@@ -3,8 +3,9 @@
 epath is what orbax already writes checkpoints with. For gs:// it runs on gcsfs (fsspec) rather than
 TensorFlow's GCS file system: gcsfs honours STORAGE_EMULATOR_HOST, so the bucket code is tested against
 a GCS emulator on this machine, while TensorFlow's file system always resolves the real service
-(t2ijax/__init__.py makes the choice before etils or gcsfs can read it). Only
-TensorBoard's event files still go through TensorFlow (docs/launch.md).
+(t2ijax/__init__.py makes the choice before etils or gcsfs can read it). TensorBoard's event files
+come through here too (t2ijax/metrics/tensorboard_events.py); only jax's profiler writes through
+TensorFlow, into a local directory uploaded afterwards (t2ijax/training/profiling.py).
 """
 import os
 

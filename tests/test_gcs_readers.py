@@ -26,15 +26,10 @@ FAST = ["--steps=2", "--seed=3"]
 
 
 @pytest.fixture(scope="module")
-def bucket_run(run_workdir, gcs, tmp_path_factory) -> str:
-    """The session's tiny run, uploaded to gs://t2ijax-readers/run. Its TensorBoard events go to a local
-    directory, as on every emulated run: TensorFlow writes gs:// to the real service, never the emulator."""
+def bucket_run(run_workdir, gcs) -> str:
+    """The session's tiny run, uploaded to gs://t2ijax-readers/run."""
     bucket = gcs_emulator.create_bucket(gcs, "t2ijax-readers")
     gcsfs.GCSFileSystem().put(run_workdir, f"{bucket}/run", recursive=True)
-    config = storage.Path(f"{bucket}/run/config.json")
-    saved = json.loads(config.read_text())
-    saved["log"]["tensorboard_dir"] = str(tmp_path_factory.mktemp("bucket_run_tensorboard"))
-    config.write_text(json.dumps(saved))
     return f"{bucket}/run"
 
 
@@ -127,7 +122,7 @@ def test_a_missing_bucket_or_another_scheme_is_one_line_before_any_compile(gcs, 
 def _finished_run(workdir, config, loss: float) -> None:
     """What a finished run leaves for its report: config.json, eval.json at total_steps, a periodic
     evaluation, the final sample grid and the training loss in TensorBoard events."""
-    from t2ijax.metrics.evaluation import tensorboard_writer
+    from t2ijax.metrics.tensorboard_events import tensorboard_writer
 
     (workdir / "eval").mkdir(parents=True)
     (workdir / "config.json").write_text(config.to_json_best_effort())

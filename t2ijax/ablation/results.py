@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 
@@ -35,16 +34,11 @@ def _numbers(metrics: dict) -> dict[str, float]:
 
 def _scalar_events(path: storage.Path):
     """(wall time, step, {tag: value}) for every event of one TensorBoard file."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util import tensor_util
 
-    if storage.is_url(path):  # a local copy: tensorboard reads gs:// through TensorFlow, which knows no emulator
-        with tempfile.TemporaryDirectory() as local:
-            copy = storage.Path(local) / path.name
-            copy.write_bytes(path.read_bytes())
-            yield from _scalar_events(copy)
-        return
-    for event in EventFileLoader(os.fspath(path)).Load():
+    from t2ijax.metrics.tensorboard_events import read_events
+
+    for event in read_events(path):
         values = {}
         for value in event.summary.value:
             array = tensor_util.make_ndarray(value.tensor) if value.HasField("tensor") else None

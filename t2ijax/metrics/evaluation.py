@@ -21,7 +21,7 @@ from t2ijax.data import compose
 from t2ijax.data.pipeline import model_inputs
 from t2ijax.data.run_data import open_run_data, text_embeddings
 from t2ijax.errors import ConfigError
-from t2ijax.metrics import compose_detect, composition
+from t2ijax.metrics import compose_detect, composition, tensorboard_events
 from t2ijax.metrics.features import FeatureExtractor, load_extractor, weights_path
 from t2ijax.metrics.frechet import Moments, frechet_distance_of
 from t2ijax.metrics.mmd import l2_normalize, mmd
@@ -211,15 +211,6 @@ def tensorboard_dir(log: ml_collections.ConfigDict, workdir: str) -> str:
                      storage.resolve(workdir) / "tensorboard")
 
 
-def tensorboard_writer(directory: str):
-    """A clu writer of TensorBoard scalars and images under `directory`, on process 0 (the others write nothing).
-    No logging writer: the commands print their own metric lines, and clu's would print every scalar again."""
-    from clu import metric_writers
-
-    return metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(directory)] if jax.process_index() == 0
-                                           else [])
-
-
 def write_json(metrics: dict, path: str) -> None:
     if jax.process_index() == 0:
         path = storage.resolve(path)
@@ -258,7 +249,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None, prompts_file: str
                            "prompts": prompts_file or "held-out captions", "sampler": config.sampler.to_dict()}
     path = out or os.fspath(storage.resolve(workdir) / "eval" / f"evaluate_step_{run.step:07d}.json")
     write_json(metrics, path)
-    writer = tensorboard_writer(tensorboard_dir(config.log, workdir))
+    writer = tensorboard_events.tensorboard_writer(tensorboard_dir(config.log, workdir))
     writer.write_scalars(run.step, {f"evaluate/{k}": v for k, v in scalars(metrics).items()})
     writer.flush()
     return metrics, path

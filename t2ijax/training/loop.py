@@ -21,7 +21,7 @@ from t2ijax.diffusion.generate import Generator, generator_at, image_grid, view_
 from t2ijax.diffusion.timesteps import time_shift
 from t2ijax.errors import ConfigError
 from t2ijax.interop import finetune
-from t2ijax.metrics import evaluation
+from t2ijax.metrics import evaluation, tensorboard_events
 from t2ijax.models.build import build_model, num_image_tokens
 from t2ijax.techniques import ema
 from t2ijax.techniques.frozen import load_frozen, needs_images
@@ -102,7 +102,7 @@ class Run:
         self.mesh = sharding.run_mesh(config)
         self.rules = sharding.logical_rules(config.sharding_rules)
         self.tensorboard_dir = evaluation.tensorboard_dir(config.log, workdir)
-        self.writer = evaluation.tensorboard_writer(self.tensorboard_dir)
+        self.writer = tensorboard_events.tensorboard_writer(self.tensorboard_dir)
         if self.is_main:
             (self.path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
