@@ -1,7 +1,7 @@
 """Run an ablation axis and report what moved.
 
   python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path \
-      [--variants=vp_cosine,vp_linear] [--seeds=3 (default)] [--report_only] [--config.total_steps=800 ...]
+      [--baseline=compose_tiny] [--variants=vp_cosine,vp_linear] [--seeds=3 (default)] [--report_only] [--config.total_steps=800 ...]
   python -m t2ijax.ablate --combine=workdirs/ablations/path,workdirs/ablations/prediction \
       --workdir=workdirs/ablations/formulation
 
@@ -22,6 +22,8 @@ from t2ijax.cli import loaded_config, parse_flags, quiet_libraries
 flags.DEFINE_string("workdir", None, "Grid directory (local or gs://): runs in DIR/<variant>/seed_<k>, the report "
                     "in DIR.", required=True)
 config_flags.DEFINE_config_file("config", None, "An ablation axis, configs/ablations/<axis>.py.", lock_config=True)
+flags.DEFINE_string("baseline", None, "A config in configs/ (e.g. compose_tiny) that every variant overrides instead "
+                    "of the axis's baseline, configs/shapes_tiny.py.")
 flags.DEFINE_list("variants", None, "Variants to run (default: all of the axis); the baseline always runs.")
 flags.DEFINE_integer("seeds", 3, "Seeds per variant: config.seed = 0 .. seeds - 1 (from 2 on each mean gets a t "
                      "interval over seeds; 1 makes a single-seed report).")
@@ -41,7 +43,7 @@ def ablate(command: str) -> str:
     if FLAGS.config is None:
         raise ConfigError("pass --config=configs/ablations/<axis>.py, or --combine=DIR,DIR to join finished grids")
     loaded_config(FLAGS.config)
-    axis = grid.load_axis(config_flags.get_config_filename(FLAGS["config"]))
+    axis = grid.load_axis(config_flags.get_config_filename(FLAGS["config"]), FLAGS.baseline)
     variants = grid.select_variants(axis, FLAGS.variants)
     runs = grid.plan(axis, FLAGS.workdir, variants, FLAGS.seeds, config_flags.get_override_values(FLAGS["config"]))
     if FLAGS.report_only:

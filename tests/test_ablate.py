@@ -112,6 +112,32 @@ def test_bad_input_is_rejected_before_anything_runs(tmp_path):
     assert _files(tmp_path / "grid") == before
 
 
+def test_an_axis_runs_over_another_baseline():
+    from configs import compose_tiny
+
+    path = os.path.join(REPO, "configs", "ablations", "path.py")
+    compose = flatten(_as_json(compose_tiny.get_config().to_dict()))
+    axis = grid.load_axis(path, baseline="compose_tiny")
+    assert flatten(_as_json(axis.get_config("rectified_flow").to_dict())) == compose
+    changed = grid.differences(flatten(_as_json(axis.get_config("vp_cosine").to_dict())), compose)
+    assert changed == {"diffusion.path": "vp_cosine"}
+    runs = grid.plan(axis, "/nonexistent", ["rectified_flow", "vp_cosine"], 1, {"total_steps": 7})
+    assert [(r.config.data.name, r.config.diffusion.path, r.config.total_steps) for r in runs] == [
+        ("compose", "rectified_flow", 7), ("compose", "vp_cosine", 7)]
+    # The same configs by hand, as `t2ijax.main --config=configs/ablations/path.py:vp_cosine@compose_tiny` reads it;
+    # an empty variant is the baseline.
+    direct = grid.load_axis(path)
+    assert direct.get_config("vp_cosine@compose_tiny").to_dict() == runs[1].config.to_dict() | {"total_steps": 6300}
+    assert direct.get_config("@compose_tiny").to_dict() == compose_tiny.get_config().to_dict()
+    for baseline, message in [("compose_huge", "there is no configs/compose_huge.py to use as the baseline"),
+                              ("ablations.path", "is not a config module name"),
+                              ("ablations", r"configs.ablations is not a baseline config \(no get_config")]:
+        with pytest.raises(ConfigError, match=message):
+            grid.load_axis(path, baseline).get_config("vp_cosine")
+    with pytest.raises(ConfigError, match="unknown variant 'vp'; the variants are: rectified_flow, vp_cosine"):
+        direct.get_config("vp@compose_tiny")
+
+
 class Killed(Exception):
     pass
 

@@ -48,8 +48,12 @@ class GridRun:
         return f"{self.variant} seed {self.seed}"
 
 
-def load_axis(path: str) -> Axis:
-    """The axis file `path`: VARIANTS (name -> overrides, the baseline first) and get_config(variant)."""
+def load_axis(path: str, baseline: str | None = None) -> Axis:
+    """The axis file `path`: VARIANTS (name -> overrides, the baseline first) and get_config(variant).
+
+    With `baseline` (a config in configs/, e.g. compose_tiny) every variant overrides that config instead of
+    the axis's own baseline: get_config(variant) reads `variant@baseline` (configs/ablations/__init__.py).
+    """
     if not os.path.isfile(path):  # a Python file imported here: local by construction
         raise ConfigError(f"ablation config {path} not found; pass --config=configs/ablations/<axis>.py")
     name = os.path.splitext(os.path.basename(path))[0]
@@ -61,7 +65,9 @@ def load_axis(path: str) -> Axis:
     if not isinstance(variants, dict) or not variants or not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"{path} is not an ablation axis: it needs VARIANTS (variant name -> overrides, the "
                           "baseline first) and get_config(variant), like configs/ablations/path.py")
-    return Axis(name, path, variants, module.get_config)
+    if not baseline:
+        return Axis(name, path, variants, module.get_config)
+    return Axis(name, path, variants, lambda variant: module.get_config(f"{variant}@{baseline}"))
 
 
 def select_variants(axis: Axis, requested: list[str] | None) -> list[str]:
