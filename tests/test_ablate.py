@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -136,6 +137,64 @@ def test_an_axis_runs_over_another_baseline():
             grid.load_axis(path, baseline).get_config("vp_cosine")
     with pytest.raises(ConfigError, match="unknown variant 'vp'; the variants are: rectified_flow, vp_cosine"):
         direct.get_config("vp@compose_tiny")
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+os.makedirs(sys.argv[1], exist_ok=True)
+fd = os.open(os.path.join(sys.argv[1], "run.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)  # what t2ijax/training/workdir_lock.py takes, without importing JAX
+print("held", flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_copies_of_one_grid_command_share_its_runs(tmp_path, monkeypatch):
+    """A run another trainer holds is left to it and waited for; the others train meanwhile."""
+    from t2ijax.training import loop
+    from t2ijax.training.workdir_lock import WorkdirLock
+
+    axis = grid.load_axis(TINY_AXIS)
+    runs = grid.plan(axis, str(tmp_path), list(axis.variants), 2, {})
+    trained = []
+
+    def train(config, workdir):  # the real lock around a stand-in for training
+        lock = WorkdirLock(workdir).acquire()
+        trained.append(workdir)
+        with open(os.path.join(workdir, "eval.json"), "w") as f:
+            json.dump({"step": config.total_steps}, f)
+        lock.release()
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, runs[1].workdir], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        waits = []
+
+        def wait(seconds):  # the other trainer finishes its run while this one waits
+            waits.append(seconds)
+            with open(os.path.join(runs[1].workdir, "eval.json"), "w") as f:
+                json.dump({"step": runs[1].config.total_steps}, f)
+            holder.stdin.close()
+            holder.wait(timeout=60)
+
+        monkeypatch.setattr(loop, "train_and_evaluate", train)
+        monkeypatch.setattr(grid, "time", types.SimpleNamespace(sleep=wait))
+        grid.run_missing(runs, poll_s=7)
+    finally:
+        holder.kill()
+    assert trained == [r.workdir for r in runs if r is not runs[1]]
+    assert waits == [7] and all(grid.is_finished(r) for r in runs)
+
+    # A holder that dies without finishing frees the run, and the waiting command trains it itself.
+    os.remove(os.path.join(runs[3].workdir, "eval.json"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, runs[3].workdir], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert holder.stdout.readline() == "held\n"
+    monkeypatch.setattr(grid, "time", types.SimpleNamespace(sleep=lambda seconds: (holder.kill(), holder.wait(60))))
+    trained.clear()
+    grid.run_missing(runs)
+    assert trained == [runs[3].workdir] and grid.is_finished(runs[3])
 
 
 class Killed(Exception):

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 
 import ml_collections
@@ -184,15 +185,32 @@ def is_finished(run: GridRun) -> bool:
     return path.exists() and json.loads(path.read_text()).get("step") == run.config.total_steps
 
 
-def run_missing(runs: list[GridRun]) -> None:
-    """Trains every unfinished run in order; an interrupted one resumes from its latest checkpoint."""
-    from t2ijax.training.loop import train_and_evaluate
+def run_missing(runs: list[GridRun], poll_s: float = 30.0) -> None:
+    """Trains every unfinished run in order; an interrupted one resumes from its latest checkpoint.
 
-    for i, run in enumerate(runs, start=1):
-        if is_finished(run):
-            logging.info("[%d/%d] %s: finished, skipped", i, len(runs), run.label)
-            continue
-        started = (storage.Path(run.workdir) / "checkpoints").is_dir()
-        logging.info("[%d/%d] %s: %s in %s", i, len(runs), run.label, "resuming" if started else "training",
-                     run.workdir)
-        train_and_evaluate(run.config, run.workdir)
+    A run whose workdir another trainer holds (the same command started again, on another core or host) is left
+    to it and waited for after the others, polling every `poll_s` seconds; if that trainer dies, this one takes
+    the run over. So several copies of one command share a grid.
+    """
+    from t2ijax.training.loop import train_and_evaluate
+    from t2ijax.training.workdir_lock import WorkdirInUse
+
+    pending = list(enumerate(runs, start=1))
+    while pending:
+        held, trained = [], False
+        for i, run in pending:
+            if is_finished(run):
+                logging.info("[%d/%d] %s: finished, skipped", i, len(runs), run.label)
+                continue
+            started = (storage.Path(run.workdir) / "checkpoints").is_dir()
+            logging.info("[%d/%d] %s: %s in %s", i, len(runs), run.label, "resuming" if started else "training",
+                         run.workdir)
+            try:
+                train_and_evaluate(run.config, run.workdir)
+                trained = True
+            except WorkdirInUse as e:
+                logging.info("[%d/%d] %s: left to its trainer (%s)", i, len(runs), run.label, e)
+                held.append((i, run))
+        if held and not trained:
+            time.sleep(poll_s)
+        pending = held

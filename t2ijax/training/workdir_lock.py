@@ -29,6 +29,10 @@ from t2ijax.errors import ConfigError
 LOCK_FILE = "run.lock"
 
 
+class WorkdirInUse(ConfigError):
+    """Another live trainer holds the workdir's lock."""
+
+
 class WorkdirLock:
     """Holds `<workdir>/run.lock` from `acquire()` until `release()` or the process ends."""
 
@@ -37,7 +41,7 @@ class WorkdirLock:
         self._fd: int | None = None
 
     def acquire(self) -> "WorkdirLock":
-        """Takes the lock, or raises ConfigError naming the trainer that holds it, on every process."""
+        """Takes the lock, or raises WorkdirInUse naming the trainer that holds it, on every process."""
         if storage.is_url(self.path):
             if jax.process_index() == 0:
                 logging.warning("%s is in a bucket, which cannot be locked: nothing stops a second trainer in "
@@ -48,7 +52,7 @@ class WorkdirLock:
             refused = multihost_utils.broadcast_one_to_all(np.int32(bool(holder)))
             holder = holder or ("another trainer" if refused else "")
         if holder:
-            raise ConfigError(f"{os.path.dirname(self.path)} is in use by {holder}; wait for that run to end or stop "
+            raise WorkdirInUse(f"{os.path.dirname(self.path)} is in use by {holder}; wait for that run to end or stop "
                               "it (a run that died frees it by itself), or pass another --workdir")
         return self
 
