@@ -31,26 +31,27 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
-def _stand_in_shapes_autoencoder(directory) -> None:
-    """configs/shapes_autoencoder.py's autoencoder as validation sees it (its config.json: 4 channels,
-    4x downsampling), where the axes that train on it expect it relative to the working directory."""
+def _stand_in_autoencoders(directory, axis: grid.Axis) -> None:
+    """The autoencoders the axis's variants train in or learn from (configs/shapes_autoencoder.py's: 4 channels,
+    4x downsampling) as validation sees them (their config.json), where the variants expect them relative to the
+    working directory."""
     from diffusers import AutoencoderKL
 
-    from configs.ablations.latent_normalization import SHAPES_AUTOENCODER
-
     levels = 3
-    AutoencoderKL(block_out_channels=(8,) * levels, down_block_types=("DownEncoderBlock2D",) * levels,
-                  up_block_types=("UpDecoderBlock2D",) * levels, norm_num_groups=4,
-                  latent_channels=4).save_config(os.path.join(directory, SHAPES_AUTOENCODER))
+    for fields in axis.variants.values():
+        for path in (fields.get("autoencoder.name"), fields.get("teacher.path")):
+            if path and not str(path).startswith(("identity", "/")):
+                AutoencoderKL(block_out_channels=(8,) * levels, down_block_types=("DownEncoderBlock2D",) * levels,
+                              up_block_types=("UpDecoderBlock2D",) * levels, norm_num_groups=4,
+                              latent_channels=4).save_config(os.path.join(directory, path))
 
 
 @pytest.mark.parametrize("path", SHIPPED_AXES, ids=lambda p: os.path.basename(p)[:-3])
 def test_every_shipped_axis_expands_into_valid_runs(path, tmp_path, monkeypatch):
     axis = grid.load_axis(path)
-    if any(str(v.get("autoencoder.name", "identity")) != "identity" or v.get("teacher.name") == "autoencoder"
-           for v in axis.variants.values()):
-        _stand_in_shapes_autoencoder(tmp_path / "cwd")
-        monkeypatch.chdir(tmp_path / "cwd")
+    _stand_in_autoencoders(tmp_path / "cwd", axis)
+    os.makedirs(tmp_path / "cwd", exist_ok=True)
+    monkeypatch.chdir(tmp_path / "cwd")
     # --config=<axis>.py alone (how t2ijax.ablate reads its --config.* overrides) is the baseline.
     assert axis.get_config().to_dict() == axis.get_config(axis.baseline).to_dict()
     names = list(axis.variants)

@@ -13,7 +13,7 @@ short 0.01, mixed 0.50 (PRX at 256 px, 100k steps: FID 18.2 with long captions, 
 from configs.ablations import variant_config
 
 VARIANTS = {
-    "long": {},  # the baseline: (("caption_long", 1.0),)
+    "long": {"data.captions": (("caption_long", 1.0),)},  # the demo's own: explicit for other baselines (@compose_tiny)
     # The long field comes first with weight 0: never trained on, but what every variant is evaluated on.
     "short": {"data.captions": (("caption_long", 0.0), ("caption_short", 1.0))},
     "mixed": {"data.captions": (("caption_long", 0.8), ("caption_short", 0.2))},
