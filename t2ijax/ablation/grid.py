@@ -195,21 +195,25 @@ def run_missing(runs: list[GridRun], poll_s: float = 30.0) -> None:
     from t2ijax.training.loop import train_and_evaluate
     from t2ijax.training.workdir_lock import WorkdirInUse
 
-    pending = list(enumerate(runs, start=1))
+    pending, waiting = list(enumerate(runs, start=1)), set()
     while pending:
         held, trained = [], False
         for i, run in pending:
             if is_finished(run):
                 logging.info("[%d/%d] %s: finished, skipped", i, len(runs), run.label)
                 continue
-            started = (storage.Path(run.workdir) / "checkpoints").is_dir()
-            logging.info("[%d/%d] %s: %s in %s", i, len(runs), run.label, "resuming" if started else "training",
-                         run.workdir)
+            if i not in waiting:  # polled runs are logged once
+                started = (storage.Path(run.workdir) / "checkpoints").is_dir()
+                logging.info("[%d/%d] %s: %s in %s", i, len(runs), run.label,
+                             "resuming" if started else "training", run.workdir)
             try:
                 train_and_evaluate(run.config, run.workdir)
                 trained = True
             except WorkdirInUse as e:
-                logging.info("[%d/%d] %s: left to its trainer (%s)", i, len(runs), run.label, e)
+                if i not in waiting:
+                    logging.info("[%d/%d] %s: left to its trainer, waited for after the others (%s)", i, len(runs),
+                                 run.label, e)
+                waiting.add(i)
                 held.append((i, run))
         if held and not trained:
             time.sleep(poll_s)
