@@ -109,7 +109,7 @@ def test_bad_input_is_rejected_before_anything_runs(tmp_path):
     before = _files(tmp_path / "grid")
     runs = grid.plan(axis, str(tmp_path / "grid"), ["base", "fast"], 1, {})
     with pytest.raises(ConfigError, match=r"fast/seed_0 holds a run of another config \(config.model.depth is 2 "
-                                          r"there, 4 here\); pass the --config overrides"):
+                                          r"there, 4 here\); pass the --baseline and --config overrides"):
         grid.check(runs, num_devices=1)
     assert _files(tmp_path / "grid") == before
 

@@ -176,7 +176,7 @@ def _check_stored(run: GridRun) -> None:
         name, others = differing[0], ", ".join(f"config.{k}" for k in differing[1:])
         raise ConfigError(f"{run.workdir} holds a run of another config (config.{name} is {stored.get(name)!r} "
                           f"there, {wanted.get(name)!r} here{'; also ' + others if others else ''}); pass the "
-                          "--config overrides that grid was run with, or another --workdir")
+                          "--baseline and --config overrides that grid was run with, or another --workdir")
 
 
 def is_finished(run: GridRun) -> bool:
