@@ -1,7 +1,8 @@
 """Run an ablation axis and report what moved.
 
   python -m t2ijax.ablate --config=configs/ablations/path.py --workdir=workdirs/ablations/path \
-      [--baseline=compose_tiny] [--variants=vp_cosine,vp_linear] [--seeds=3 (default)] [--report_only] [--config.total_steps=800 ...]
+      [--baseline=compose_tiny] [--variants=vp_cosine,vp_linear] [--seeds=3 (default)] [--report_only] \
+      [--config.total_steps=800 ...]
   python -m t2ijax.ablate --combine=workdirs/ablations/path,workdirs/ablations/prediction \
       --workdir=workdirs/ablations/formulation
 

@@ -6,7 +6,7 @@ applied to compose_tiny instead of the shapes demo, so one grid shares one basel
   python -m t2ijax.ablate --config=configs/ablations/compose_study.py --workdir=workdirs/ablations/compose_study
 REPA/iREPA need a teacher trained on compose first (the offline stand-in for DINO, see techniques.py):
   python -m t2ijax.train_autoencoder --config=configs/compose_tiny.py --workdir=workdirs/compose_autoencoder
-Result: docs/ablations/compose_study.md.
+Not run yet: it waits for compose_tiny's calibration (docs/benchmarks.md, "The compose benchmark's calibration").
 """
 from configs.ablations import (captions, loss_weighting, path, prediction, techniques, text_encoder, timesteps,
                                variant_config)
