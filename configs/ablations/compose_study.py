@@ -25,6 +25,7 @@ VARIANTS = {
     "text_encoder.none": text_encoder.VARIANTS["none"],
     "captions.long": captions.VARIANTS["long"],
     "captions.short": captions.VARIANTS["short"],
+    "optimizer.adamw": {"optim.name": "adamw"},  # the baseline trains with Muon
     "techniques.repa": {**techniques.REPA, **TEACHER},
     "techniques.irepa": {**techniques.VARIANTS["irepa"], **TEACHER},
 }
