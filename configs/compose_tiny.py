@@ -18,7 +18,7 @@ def get_config():
     c.data.update(name="compose", num_validation=512,
                   captions=(("caption_long", 0.7), ("caption_short", 0.3)))  # evaluation reads the first: long
     c.text_encoder.max_length = 48  # the longest long caption is 46 MiniLM tokens
-    c.optim.update(name="muon", muon_learning_rate=4e-3)  # AdamW (4e-3) keeps the vectors and embeddings
+    c.optim.update(name="muon", muon_learning_rate=4e-3)  # AdamW (4e-3) takes all but the blocks' matrices
     c.total_steps = 3600  # about 10 minutes at 6.2 steps/s on the 2-core box (2026-12-08)
     c.checkpoint.every_steps = 1800
     c.log.every_steps = 100
