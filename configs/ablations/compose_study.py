@@ -8,8 +8,8 @@ REPA/iREPA need a teacher trained on compose first (the offline stand-in for DIN
   python -m t2ijax.train_autoencoder --config=configs/compose_tiny.py --workdir=workdirs/compose_autoencoder
 Not run yet: it waits for compose_tiny's calibration (docs/benchmarks.md, "The compose benchmark's calibration").
 """
-from configs.ablations import (captions, loss_weighting, path, prediction, techniques, text_encoder, timesteps,
-                               variant_config)
+from configs.ablations import (captions, loss_weighting, optimizer, path, prediction, techniques, text_encoder,
+                               timesteps, variant_config)
 
 COMPOSE_AUTOENCODER = "workdirs/compose_autoencoder/autoencoder"
 TEACHER = {"teacher.name": "autoencoder", "teacher.path": COMPOSE_AUTOENCODER}
@@ -25,7 +25,7 @@ VARIANTS = {
     "text_encoder.none": text_encoder.VARIANTS["none"],
     "captions.long": captions.VARIANTS["long"],
     "captions.short": captions.VARIANTS["short"],
-    "optimizer.adamw": {"optim.name": "adamw"},  # the baseline trains with Muon
+    "optimizer.adamw_cosine": optimizer.VARIANTS["adamw_cosine"],  # the baseline trains with Muon
     "techniques.repa": {**techniques.REPA, **TEACHER},
     "techniques.irepa": {**techniques.VARIANTS["irepa"], **TEACHER},
 }

@@ -18,7 +18,7 @@ from configs.ablations import variant_config
 from configs.ablations.techniques import MUON
 
 VARIANTS = {
-    "adamw_cosine": {},  # the baseline
+    "adamw_cosine": {"optim.name": "adamw"},  # the baseline (shapes_tiny already trains with AdamW)
     "adamw_constant": {"optim.schedule": "constant"},  # PRX: constant after warmup
     "adamw_wd_0.1": {"optim.weight_decay": 0.1},
     "muon": MUON,  # Muon's lr: base.py's 1e-4 (PRX's)
